@@ -1,0 +1,31 @@
+//! Identities, signed build attestations, keyrings and offline verification for buildsrs.
+//!
+//! This crate is the root of trust a user holds in their hands: with an artifact, its bundle
+//! and a keyring, [`verify_bundle`] decides whether enough trusted builders signed exactly
+//! those bytes. It knows nothing of networks, databases or builds, so the same code runs in
+//! the `buildsrs-keys` and `buildsrs` CLIs, in builder nodes, and in the coordinator.
+//!
+//! - [`identity`]: one ed25519 key per node, its libp2p and iroh ids, domain-separated signing.
+//! - [`statement`]: what a build attestation pins, and its canonical encoding.
+//! - [`attestation`]: a statement with its signature.
+//! - [`bundle`]: the `<artifact>.buildsrs.json` file holding an artifact's attestations.
+//! - [`keyring`]: the text file of trusted keys.
+//! - [`verify`]: the k-of-n decision and its report.
+//! - [`cli`]: the `buildsrs-keys` command line, shared with the `buildsrs` CLI.
+
+pub mod attestation;
+pub mod bundle;
+pub mod cli;
+pub mod hash;
+pub mod identity;
+pub mod keyring;
+pub mod statement;
+pub mod verify;
+
+pub use attestation::{AttestationError, SignedAttestation};
+pub use bundle::{Bundle, BundleError};
+pub use hash::{ArtifactId, Blake3Hash, Sha256Digest};
+pub use identity::{Domain, Fingerprint, Identity, KeyError, PublicKey, Signature};
+pub use keyring::{Keyring, KeyringEntry, KeyringError, Revocation};
+pub use statement::{SCHEMA_VERSION, Statement, StatementError, Toolchain};
+pub use verify::{Expectations, Policy, Report, verify_bundle};
