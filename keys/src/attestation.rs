@@ -166,7 +166,7 @@ mod tests {
             Err(AttestationError::BadSignature { .. })
         ));
 
-        let mut claimed_by_bob = signed.clone();
+        let mut claimed_by_bob = signed;
         claimed_by_bob.statement.builder = Identity::from_seed([3; 32]).public_key();
         assert!(claimed_by_bob.verify_signature().is_err());
     }

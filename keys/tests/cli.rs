@@ -1,5 +1,7 @@
 //! The `buildsrs-keys` binary, driven as a user would: files on disk, exit codes, output.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Properties over generated statements: encoding round-trips, and no single-byte change of
 //! a signed attestation survives verification.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
+
 use buildsrs_keys::{
     ArtifactId, Blake3Hash, Identity, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement,
     Toolchain,

@@ -2,6 +2,8 @@
 //! fingerprint, ids, canonical bytes and signature. A change here breaks every existing
 //! keyring and bundle, so it must be deliberate: regenerate with `BUILDSRS_BLESS=1`.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};

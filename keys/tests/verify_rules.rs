@@ -1,5 +1,7 @@
 //! Every rule of `verify_bundle`, each with its negative case.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
+
 mod support;
 
 use buildsrs_keys::verify::Rejection;

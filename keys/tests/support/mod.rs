@@ -1,5 +1,6 @@
 //! Fixtures shared by the integration tests: deterministic identities and statements.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use buildsrs_keys::{
