@@ -133,10 +133,15 @@ impl ArtifactId {
     pub fn of_file(path: &Path) -> io::Result<Self> {
         let mut hasher = blake3::Hasher::new();
         hasher.update_mmap_rayon(path)?;
-        Ok(Self {
+        Ok(Self::from_hasher(&hasher))
+    }
+
+    /// Identifies everything a hasher has been fed.
+    pub fn from_hasher(hasher: &blake3::Hasher) -> Self {
+        Self {
             blake3: hasher.finalize().into(),
             size: hasher.count(),
-        })
+        }
     }
 }
 
