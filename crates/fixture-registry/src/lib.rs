@@ -1,0 +1,1 @@
+//! A local fixture registry for tests (work in progress).

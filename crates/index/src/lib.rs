@@ -1,0 +1,1 @@
+//! The registry index follower (work in progress).

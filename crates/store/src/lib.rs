@@ -1,0 +1,1 @@
+//! The coordinator job store (work in progress).
