@@ -1,0 +1,1 @@
+//! The build sandbox (work in progress).
