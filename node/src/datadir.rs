@@ -1,0 +1,257 @@
+//! The node's data dir: its identity, configuration, state and artifacts.
+//!
+//! ```text
+//! D/identity.key      the ed25519 seed (0600); never visible inside the sandbox
+//! D/config.toml       what this node builds and how (see [`NodeConfig`])
+//! D/state.sqlite3     jobs, artifacts, attestations (see `state`)
+//! D/artifacts/        archives this node built, named by BLAKE3
+//! D/cargo-home/       the shared dependency cache builds read (read-only while compiling)
+//! D/work/             per-job scratch space, removed when a job ends
+//! ```
+//!
+//! The data dir is created with mode 0700. The sandbox only ever sees `cargo-home` and a job's
+//! own directories under `work`, never the key, the state or the artifacts.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use buildsrs_keys::Identity;
+use serde::{Deserialize, Serialize};
+
+/// The node's configuration file, `config.toml` in the data dir.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Target triples this node builds for.
+    pub targets: Vec<String>,
+    /// How many jobs may run at once.
+    pub capacity: u32,
+    /// The registry to fetch crates from, as a crates-index URL (`sparse+https://…`).
+    pub registry: String,
+    /// Limits applied to every build.
+    pub limits: LimitsConfig,
+}
+
+/// Resource limits for builds, in the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Wall-clock seconds one build phase may take.
+    pub wall_clock_secs: u64,
+    /// Memory for one build, in MiB (a cgroup where cgroups are writable).
+    pub memory_mib: u64,
+    /// Largest file a build may write, in MiB.
+    pub file_size_mib: u64,
+    /// Largest build log kept, in KiB (head and tail are kept).
+    pub log_kib: u64,
+    /// Largest `.crate` accepted, in MiB.
+    pub crate_mib: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            targets: vec![host_target().to_owned()],
+            capacity: 1,
+            registry: "sparse+https://index.crates.io/".to_owned(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            wall_clock_secs: 30 * 60,
+            memory_mib: 4096,
+            file_size_mib: 2048,
+            log_kib: 1024,
+            crate_mib: 64,
+        }
+    }
+}
+
+/// The target this binary was built for, which is the one its machine can build natively.
+pub const fn host_target() -> &'static str {
+    // Only x86_64 Linux is supported for now; the sandbox is Linux-only anyway.
+    "x86_64-unknown-linux-gnu"
+}
+
+/// An opened data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Creates a data dir with a new identity and the default configuration. Refuses to touch
+    /// an existing identity.
+    pub fn init(root: &Path) -> Result<(Self, Identity)> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .with_context(|| format!("creating {}", root.display()))?;
+        let dir = Self {
+            root: root.to_owned(),
+        };
+        if dir.key_path().exists() {
+            bail!(
+                "{} already holds an identity ({}); refusing to replace it",
+                root.display(),
+                dir.key_path().display()
+            );
+        }
+        let identity = Identity::generate()?;
+        identity.save(&dir.key_path())?;
+        if !dir.config_path().exists() {
+            let text = format!(
+                "# buildsrs-node configuration. Every key is optional; these are the defaults.\n{}",
+                toml::to_string_pretty(&NodeConfig::default())?
+            );
+            fs::write(dir.config_path(), text)?;
+        }
+        dir.create_subdirs()?;
+        Ok((dir, identity))
+    }
+
+    /// Opens an existing data dir (made by `init`).
+    pub fn open(root: &Path) -> Result<Self> {
+        let dir = Self {
+            root: root.to_owned(),
+        };
+        if !dir.key_path().exists() {
+            bail!(
+                "{} is not a node data dir (no identity.key); run `buildsrs-node init --data-dir {}`",
+                root.display(),
+                root.display()
+            );
+        }
+        let mode = fs::metadata(root)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{} has mode {mode:03o}; a data dir should be private (0700)",
+                root.display()
+            );
+        }
+        dir.create_subdirs()?;
+        Ok(dir)
+    }
+
+    fn create_subdirs(&self) -> Result<()> {
+        for sub in [self.artifacts_dir(), self.cargo_home(), self.work_dir()] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&sub)
+                .with_context(|| format!("creating {}", sub.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the configuration (defaults when the file is missing).
+    pub fn config(&self) -> Result<NodeConfig> {
+        let path = self.config_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("{}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Loads the identity.
+    pub fn identity(&self) -> Result<Identity> {
+        Ok(Identity::load(&self.key_path())?)
+    }
+
+    /// The data dir itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `identity.key`.
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("identity.key")
+    }
+
+    /// `config.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    /// `state.sqlite3`.
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join("state.sqlite3")
+    }
+
+    /// `artifacts/`.
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    /// `cargo-home/`.
+    pub fn cargo_home(&self) -> PathBuf {
+        self.root.join("cargo-home")
+    }
+
+    /// `work/`.
+    pub fn work_dir(&self) -> PathBuf {
+        self.root.join("work")
+    }
+}
+
+/// The default data dir: `$XDG_DATA_HOME/buildsrs-node` (or `~/.local/share/buildsrs-node`).
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("buildsrs-node")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_makes_a_private_dir_with_key_and_default_config() {
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().join("node");
+        let (dir, identity) = DataDir::init(&root).unwrap();
+        assert_eq!(
+            fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(dir.identity().unwrap().public_key(), identity.public_key());
+        assert_eq!(dir.config().unwrap(), NodeConfig::default());
+        assert!(dir.cargo_home().is_dir() && dir.artifacts_dir().is_dir());
+        assert!(
+            DataDir::init(&root).is_err(),
+            "a second init must not replace the key"
+        );
+        assert_eq!(
+            DataDir::open(&root)
+                .unwrap()
+                .identity()
+                .unwrap()
+                .public_key(),
+            identity.public_key()
+        );
+    }
+
+    #[test]
+    fn open_refuses_a_dir_without_identity_and_config_errors_are_clear() {
+        let scratch = tempfile::tempdir().unwrap();
+        let err = DataDir::open(scratch.path()).unwrap_err().to_string();
+        assert!(err.contains("buildsrs-node init"), "{err}");
+        let (dir, _) = DataDir::init(&scratch.path().join("n")).unwrap();
+        fs::write(dir.config_path(), "capacity = \"many\"\n").unwrap();
+        let err = format!("{:#}", dir.config().unwrap_err());
+        assert!(
+            err.contains("config.toml") && err.contains("capacity"),
+            "{err}"
+        );
+        fs::write(dir.config_path(), "capacity = 3\n").unwrap();
+        assert_eq!(dir.config().unwrap().capacity, 3);
+    }
+}
