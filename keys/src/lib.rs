@@ -27,5 +27,5 @@ pub use bundle::{Bundle, BundleError};
 pub use hash::{ArtifactId, Blake3Hash, Sha256Digest};
 pub use identity::{Domain, Fingerprint, Identity, KeyError, PublicKey, Signature};
 pub use keyring::{Keyring, KeyringEntry, KeyringError, Revocation};
-pub use statement::{SCHEMA_VERSION, Statement, StatementError, Toolchain};
+pub use statement::{SCHEMA_VERSION, Statement, StatementError, Toolchain, canonical_json};
 pub use verify::{Expectations, Policy, Report, verify_bundle};

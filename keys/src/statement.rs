@@ -232,7 +232,7 @@ pub fn canonical_features(features: impl IntoIterator<Item = String>) -> Vec<Str
 ///
 /// `serde_json::Value`'s map is ordered by key (we do not enable `preserve_order`), so going
 /// through it sorts every object at every depth.
-pub(crate) fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
     let tree = serde_json::to_value(value).expect("our types always serialize to JSON");
     serde_json::to_vec(&tree).expect("a JSON value always serializes")
 }
