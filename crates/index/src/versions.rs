@@ -1,0 +1,298 @@
+//! What a crate's index file says, and what changed since we last looked.
+//!
+//! An index file is one JSON object per line, one line per published version. We read it
+//! line by line and keep only what building needs (name, version, checksum, yank state), so
+//! one bad line costs one version, never the crate: it is skipped with a warning naming the
+//! crate and the line. We deliberately do not parse dependencies or features here; a line
+//! whose `deps` we could not read would still be a version we can build.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::config::IndexConfig;
+
+/// One version of a crate, as the index lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IndexedVersion {
+    /// The crate name, as published (its case may differ from the one watched).
+    pub name: String,
+    /// The version, exactly as in the index.
+    pub version: String,
+    /// The sha256 of the `.crate` file: 64 lowercase hex digits.
+    pub cksum: String,
+    /// Whether the version is yanked.
+    pub yanked: bool,
+    /// Where the `.crate` file is downloaded from (the index `config.json` `dl` template).
+    pub download_url: String,
+}
+
+/// A crate whose index file changed since the last poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrateUpdate {
+    /// The crate name: as published when the file lists a version, else as watched.
+    pub name: String,
+    /// The crate's full current version list, in index order.
+    pub versions: Vec<IndexedVersion>,
+    /// What changed against the list this follower saw before (everything is new the first
+    /// time a follower sees a crate).
+    pub changes: VersionChanges,
+}
+
+/// The difference between two version lists of one crate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionChanges {
+    /// Versions that were not listed before.
+    pub added: Vec<IndexedVersion>,
+    /// Versions listed before, now yanked.
+    pub yanked: Vec<IndexedVersion>,
+    /// Versions yanked before, now not.
+    pub unyanked: Vec<IndexedVersion>,
+    /// Versions listed before and gone now (registries delete very rarely).
+    pub removed: Vec<IndexedVersion>,
+    /// Versions whose checksum changed: never legitimate on crates.io, worth an alarm.
+    pub cksum_changed: Vec<IndexedVersion>,
+}
+
+impl VersionChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.yanked.is_empty()
+            && self.unyanked.is_empty()
+            && self.removed.is_empty()
+            && self.cksum_changed.is_empty()
+    }
+
+    /// A short human summary for logs, e.g. `+1.2.0 yanked:1.1.0`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let mut list = |label: &str, versions: &[IndexedVersion]| {
+            if !versions.is_empty() {
+                let names: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+                parts.push(format!("{label}{}", names.join(",")));
+            }
+        };
+        list("+", &self.added);
+        list("yanked:", &self.yanked);
+        list("unyanked:", &self.unyanked);
+        list("removed:", &self.removed);
+        list("CKSUM CHANGED:", &self.cksum_changed);
+        if parts.is_empty() {
+            "no version changes".to_owned()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
+/// Compares two version lists of one crate (matched by version string). Results keep the
+/// order of `current` (and of `previous` for removals).
+pub fn diff_versions(previous: &[IndexedVersion], current: &[IndexedVersion]) -> VersionChanges {
+    let before: HashMap<&str, &IndexedVersion> =
+        previous.iter().map(|v| (v.version.as_str(), v)).collect();
+    let mut changes = VersionChanges::default();
+    for now in current {
+        match before.get(now.version.as_str()) {
+            None => changes.added.push(now.clone()),
+            Some(then) => {
+                if then.cksum != now.cksum {
+                    changes.cksum_changed.push(now.clone());
+                }
+                match (then.yanked, now.yanked) {
+                    (false, true) => changes.yanked.push(now.clone()),
+                    (true, false) => changes.unyanked.push(now.clone()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let after: HashMap<&str, ()> = current.iter().map(|v| (v.version.as_str(), ())).collect();
+    changes.removed = previous
+        .iter()
+        .filter(|v| !after.contains_key(v.version.as_str()))
+        .cloned()
+        .collect();
+    changes
+}
+
+/// The fields of an index line we use; serde ignores the others.
+#[derive(Deserialize)]
+struct IndexLine {
+    name: String,
+    vers: String,
+    cksum: String,
+    #[serde(default)]
+    yanked: bool,
+}
+
+/// A line of an index file that was skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// 1-based line number.
+    pub line: usize,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// Reads the index file of `crate_name`. Bad lines are skipped, logged with
+/// `tracing::warn!` naming the crate and line, and returned so callers can report them.
+pub fn parse_index_file(
+    crate_name: &str,
+    body: &[u8],
+    config: &IndexConfig,
+) -> (Vec<IndexedVersion>, Vec<SkippedLine>) {
+    let (versions, skipped) = parse_index_lines(crate_name, body, config);
+    for SkippedLine { line, reason } in &skipped {
+        tracing::warn!(
+            krate = crate_name,
+            line,
+            "skipping malformed index line {line} of crate {crate_name}: {reason}"
+        );
+    }
+    (versions, skipped)
+}
+
+/// [`parse_index_file`] without the logging, for reading a file we have already reported on.
+pub(crate) fn parse_index_lines(
+    crate_name: &str,
+    body: &[u8],
+    config: &IndexConfig,
+) -> (Vec<IndexedVersion>, Vec<SkippedLine>) {
+    let mut versions: Vec<IndexedVersion> = Vec::new();
+    let mut skipped = Vec::new();
+    for (index, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match parse_line(crate_name, line, config, &versions) {
+            Ok(version) => versions.push(version),
+            Err(reason) => skipped.push(SkippedLine {
+                line: index + 1,
+                reason,
+            }),
+        }
+    }
+    (versions, skipped)
+}
+
+fn parse_line(
+    crate_name: &str,
+    line: &[u8],
+    config: &IndexConfig,
+    seen: &[IndexedVersion],
+) -> Result<IndexedVersion, String> {
+    let parsed: IndexLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    if !parsed.name.eq_ignore_ascii_case(crate_name) {
+        return Err(format!("names crate {:?}", parsed.name));
+    }
+    buildsrs_keys::statement::validate_crate_name(&parsed.name)?;
+    semver::Version::parse(&parsed.vers)
+        .map_err(|e| format!("version {:?} is not semver: {e}", parsed.vers))?;
+    let cksum_ok = parsed.cksum.len() == 64
+        && parsed
+            .cksum
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !cksum_ok {
+        return Err(format!(
+            "cksum {:?} is not 64 lowercase hex digits",
+            parsed.cksum
+        ));
+    }
+    if seen.iter().any(|v| v.version == parsed.vers) {
+        return Err(format!("version {} listed twice", parsed.vers));
+    }
+    let download_url = config
+        .download_url(&parsed.name, &parsed.vers, &parsed.cksum)
+        .ok_or_else(|| "the dl template gives no download URL".to_owned())?;
+    Ok(IndexedVersion {
+        name: parsed.name,
+        version: parsed.vers,
+        cksum: parsed.cksum,
+        yanked: parsed.yanked,
+        download_url,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> IndexConfig {
+        IndexConfig::from_json(br#"{"dl":"http://127.0.0.1:1/dl/{crate}/{version}/download"}"#)
+            .unwrap()
+    }
+
+    fn version(vers: &str, yanked: bool, cksum: char) -> IndexedVersion {
+        IndexedVersion {
+            name: "x".into(),
+            version: vers.into(),
+            cksum: cksum.to_string().repeat(64),
+            yanked,
+            download_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn diff_sees_new_yanked_unyanked_removed_and_cksum_changes() {
+        let before = [
+            version("1.0.0", false, 'a'),
+            version("1.1.0", true, 'b'),
+            version("1.2.0", false, 'c'),
+            version("1.3.0", false, 'd'),
+        ];
+        let after = [
+            version("1.0.0", true, 'a'),
+            version("1.1.0", false, 'b'),
+            version("1.2.0", false, 'e'),
+            version("2.0.0", false, 'f'),
+        ];
+        let changes = diff_versions(&before, &after);
+        let names = |v: &[IndexedVersion]| v.iter().map(|v| v.version.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&changes.added), ["2.0.0"]);
+        assert_eq!(names(&changes.yanked), ["1.0.0"]);
+        assert_eq!(names(&changes.unyanked), ["1.1.0"]);
+        assert_eq!(names(&changes.removed), ["1.3.0"]);
+        assert_eq!(names(&changes.cksum_changed), ["1.2.0"]);
+        assert_eq!(
+            changes.summary(),
+            "+2.0.0 yanked:1.0.0 unyanked:1.1.0 removed:1.3.0 CKSUM CHANGED:1.2.0"
+        );
+        assert!(diff_versions(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_and_named() {
+        let good = |v: &str| {
+            format!(
+                r#"{{"name":"Foo","vers":"{v}","deps":[],"cksum":"{}","features":{{}},"yanked":false}}"#,
+                "a".repeat(64)
+            )
+        };
+        let body = [
+            good("1.0.0"),
+            "{not json".to_owned(),
+            String::new(),
+            r#"{"name":"bar","vers":"1.0.0","cksum":"x"}"#.to_owned(),
+            good("not.semver"),
+            format!(
+                r#"{{"name":"foo","vers":"3.0.0","cksum":"{}"}}"#,
+                "A".repeat(64)
+            ),
+            good("1.0.0"),
+            good("2.0.0"),
+        ]
+        .join("\n");
+        let (versions, skipped) = parse_index_file("foo", body.as_bytes(), &config());
+        let listed: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(listed, ["1.0.0", "2.0.0"]);
+        assert_eq!(versions[0].name, "Foo");
+        assert_eq!(
+            versions[1].download_url,
+            "http://127.0.0.1:1/dl/Foo/2.0.0/download"
+        );
+        let lines: Vec<usize> = skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [2, 4, 5, 6, 7]);
+    }
+}

@@ -1,0 +1,252 @@
+//! Which crates to follow: a watch list that can change while a follower runs, and the
+//! names file for lists too long for a command line.
+//!
+//! The watch list is shared (config at start, CLI, and the admin UI through the store add
+//! and remove crates later). It sits in a `tokio::sync::watch` channel so a running follower
+//! wakes up when a crate is added and fetches it at once instead of at the next round.
+//!
+//! Names file format: one crate name per line; `#` starts a comment (whole line or after a
+//! name); blank lines are ignored; duplicates are dropped. Names are checked with the
+//! crates.io rules, and errors name the line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use buildsrs_keys::statement::validate_crate_name;
+use tokio::sync::watch;
+
+/// The largest names file we read.
+pub const MAX_NAMES_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a names file or a name was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NamesError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The names file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is too large or not UTF-8.
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The names file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A line does not hold a crate name.
+    #[error("names file line {line}: {message}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A name given directly is not a crate name.
+    #[error("{0}")]
+    Name(String),
+}
+
+/// Parses a names file (see the module docs), keeping the first occurrence of each name.
+pub fn parse_names_file(text: &str) -> Result<Vec<String>, NamesError> {
+    let mut seen = BTreeSet::new();
+    let mut names = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let content = line.split('#').next().unwrap_or_default().trim();
+        if content.is_empty() {
+            continue;
+        }
+        let line = index + 1;
+        if content.split_whitespace().nth(1).is_some() {
+            return Err(NamesError::Line {
+                line,
+                message: format!("{content:?}: one crate name per line"),
+            });
+        }
+        validate_crate_name(content).map_err(|message| NamesError::Line { line, message })?;
+        if seen.insert(content.to_owned()) {
+            names.push(content.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// Reads and parses a names file.
+pub fn read_names_file(path: &Path) -> Result<Vec<String>, NamesError> {
+    use std::io::Read;
+
+    let io = |source| NamesError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_NAMES_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_NAMES_FILE_BYTES {
+        return Err(NamesError::Unreadable {
+            path: path.to_owned(),
+            reason: format!("larger than {MAX_NAMES_FILE_BYTES} bytes"),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| NamesError::Unreadable {
+        path: path.to_owned(),
+        reason: "not UTF-8".into(),
+    })?;
+    parse_names_file(&text)
+}
+
+/// The crates a sparse follower polls. Cloning gives another handle to the same list.
+#[derive(Clone, Debug)]
+pub struct WatchList {
+    names: Arc<watch::Sender<BTreeSet<String>>>,
+}
+
+impl Default for WatchList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WatchList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self {
+            names: Arc::new(watch::Sender::new(BTreeSet::new())),
+        }
+    }
+
+    /// A list holding `names`, each checked.
+    pub fn from_names<I, S>(names: I) -> Result<Self, NamesError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let list = Self::new();
+        list.replace(names)?;
+        Ok(list)
+    }
+
+    /// Adds a crate; returns whether it was new.
+    pub fn add(&self, name: &str) -> Result<bool, NamesError> {
+        validate_crate_name(name).map_err(NamesError::Name)?;
+        Ok(self
+            .names
+            .send_if_modified(|names| names.insert(name.to_owned())))
+    }
+
+    /// Removes a crate; returns whether it was there.
+    pub fn remove(&self, name: &str) -> bool {
+        self.names.send_if_modified(|names| names.remove(name))
+    }
+
+    /// Replaces the whole list (e.g. after re-reading a names file). Nothing changes if any
+    /// name is invalid.
+    pub fn replace<I, S>(&self, names: I) -> Result<(), NamesError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut new = BTreeSet::new();
+        for name in names {
+            let name = name.as_ref();
+            validate_crate_name(name).map_err(NamesError::Name)?;
+            new.insert(name.to_owned());
+        }
+        self.names.send_if_modified(|names| {
+            let changed = *names != new;
+            *names = new;
+            changed
+        });
+        Ok(())
+    }
+
+    /// The names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.names.borrow().iter().cloned().collect()
+    }
+
+    /// Whether `name` is watched.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.borrow().contains(name)
+    }
+
+    /// How many crates are watched.
+    pub fn len(&self) -> usize {
+        self.names.borrow().len()
+    }
+
+    /// Whether no crate is watched.
+    pub fn is_empty(&self) -> bool {
+        self.names.borrow().is_empty()
+    }
+
+    /// A receiver that wakes when the list changes.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.names.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_file_with_comments_blanks_and_duplicates() {
+        let text = "# crates we build\nripgrep\n\n  fd-find   # a comment\nripgrep\nbat\n";
+        assert_eq!(
+            parse_names_file(text).unwrap(),
+            ["ripgrep", "fd-find", "bat"]
+        );
+    }
+
+    #[test]
+    fn names_file_errors_name_the_line() {
+        let err = parse_names_file("ok\n# fine\nnot/a/name\n").unwrap_err();
+        assert!(matches!(err, NamesError::Line { line: 3, .. }), "{err}");
+        assert!(err.to_string().starts_with("names file line 3:"), "{err}");
+        let err = parse_names_file("two names\n").unwrap_err();
+        assert!(matches!(err, NamesError::Line { line: 1, .. }), "{err}");
+        let err = parse_names_file(&format!("{}\n", "a".repeat(65))).unwrap_err();
+        assert!(matches!(err, NamesError::Line { line: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn names_file_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.txt");
+        std::fs::write(&path, "serde\n").unwrap();
+        assert_eq!(read_names_file(&path).unwrap(), ["serde"]);
+        std::fs::write(&path, b"\xff\xfe").unwrap();
+        assert!(matches!(
+            read_names_file(&path),
+            Err(NamesError::Unreadable { .. })
+        ));
+        assert!(matches!(
+            read_names_file(&dir.path().join("missing")),
+            Err(NamesError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn watch_list_changes_are_seen() {
+        let list = WatchList::from_names(["b", "a"]).unwrap();
+        let mut rx = list.subscribe();
+        rx.borrow_and_update();
+        assert_eq!(list.names(), ["a", "b"]);
+        assert!(!list.add("a").unwrap());
+        assert!(!rx.has_changed().unwrap());
+        assert!(list.add("c").unwrap());
+        assert!(rx.has_changed().unwrap());
+        assert!(list.add("../x").is_err());
+        assert!(list.replace(["ok", "not ok"]).is_err());
+        assert_eq!(list.len(), 3);
+        assert!(list.remove("b"));
+        assert!(!list.contains("b"));
+    }
+}
