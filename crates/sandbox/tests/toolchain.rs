@@ -1,0 +1,249 @@
+//! Real builds in the bubblewrap sandbox with the host's toolchain bound read-only: both
+//! phases of a tiny crate, byte-identical output from different host directories, and hostile
+//! build scripts (network, writes outside their dirs, the node key, an endless loop, a memory
+//! hog) that the sandbox stops.
+//!
+//! Each crate has no dependencies, so nothing here needs the network to pass.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use buildsrs_sandbox::{
+    BwrapConfig, CargoLayout, Limits, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, layout,
+};
+use tempfile::TempDir;
+
+const EPOCH: u64 = 1_700_000_000;
+
+fn sandbox() -> Sandbox {
+    Sandbox::Bubblewrap(BwrapConfig::default())
+}
+
+/// The toolchain the tests themselves were built with.
+fn toolchain() -> PathBuf {
+    let out = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A crate on disk, with its own cargo home and target dir.
+struct Build {
+    _dirs: TempDir,
+    layout: CargoLayout,
+}
+
+fn new_crate(name: &str, main_rs: &str, build_rs: Option<&str>) -> Build {
+    let dirs = tempfile::tempdir().unwrap();
+    let layout = CargoLayout {
+        source: dirs.path().join("src"),
+        cargo_home: dirs.path().join("cargo-home"),
+        target: dirs.path().join("target"),
+        toolchain: toolchain(),
+    };
+    for dir in [&layout.source, &layout.cargo_home, &layout.target] {
+        fs::create_dir(dir).unwrap();
+    }
+    fs::create_dir(layout.source.join("src")).unwrap();
+    fs::write(
+        layout.source.join("Cargo.toml"),
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+    )
+    .unwrap();
+    fs::write(layout.source.join("src/main.rs"), main_rs).unwrap();
+    if let Some(build_rs) = build_rs {
+        fs::write(layout.source.join("build.rs"), build_rs).unwrap();
+    }
+    Build {
+        _dirs: dirs,
+        layout,
+    }
+}
+
+fn manifest_args(first: &[&str]) -> Vec<String> {
+    first
+        .iter()
+        .copied()
+        .chain(["--manifest-path", layout::MANIFEST])
+        .map(String::from)
+        .collect()
+}
+
+async fn run(spec: &SandboxSpec) -> (RunOutcome, String) {
+    let outcome = sandbox().run(spec).await.unwrap();
+    let log = outcome.log.to_string_lossy();
+    (outcome, log)
+}
+
+/// Phase 1 (lock, fetch) then phase 2 (build) under `limits`; returns phase 2's outcome.
+async fn build(b: &Build, limits: Limits) -> (RunOutcome, String) {
+    for args in [&["generate-lockfile"][..], &["fetch", "--locked"]] {
+        let (outcome, log) = run(&b.layout.fetch(manifest_args(args))).await;
+        assert!(outcome.success(), "{args:?}: {log}");
+    }
+    let spec = b
+        .layout
+        .build(
+            manifest_args(&["build", "--release", "--offline", "--locked"]),
+            EPOCH,
+        )
+        .limits(limits);
+    run(&spec).await
+}
+
+fn quick_limits() -> Limits {
+    Limits {
+        wall_clock: Duration::from_secs(300),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn toolchain_runs_read_only_inside() {
+    let b = new_crate("hello", "fn main() {}", None);
+    let (outcome, log) = run(&b.layout.build(["--version"], EPOCH)).await;
+    assert!(outcome.success(), "{log}");
+    assert!(log.starts_with("cargo "), "{log}");
+
+    let spec = SandboxSpec::new(format!("{}/bin/rustc", layout::TOOLCHAIN), "/")
+        .arg("-vV")
+        .env("PATH", layout::PATH)
+        .ro_bind(&b.layout.toolchain, layout::TOOLCHAIN);
+    let (outcome, log) = run(&spec).await;
+    assert!(outcome.success(), "{log}");
+    assert!(log.contains("host: x86_64-unknown-linux-gnu"), "{log}");
+
+    let spec = SandboxSpec::new("/bin/sh", "/")
+        .args([
+            "-c",
+            "touch /buildsrs/toolchain/bin/evil && echo WROTE || echo DENIED",
+        ])
+        .env("PATH", layout::PATH)
+        .ro_bind(&b.layout.toolchain, layout::TOOLCHAIN);
+    let (_, log) = run(&spec).await;
+    assert!(log.contains("DENIED"), "{log}");
+}
+
+#[tokio::test]
+async fn hello_world_builds_offline_and_reproducibly() {
+    let main_rs = "fn main() { println!(\"hello from the sandbox\"); }";
+    let first = new_crate("hello", main_rs, None);
+    let second = new_crate("hello", main_rs, None);
+    let mut binaries = Vec::new();
+    for b in [&first, &second] {
+        let (outcome, log) = build(b, quick_limits()).await;
+        assert!(outcome.success(), "{log}");
+        assert!(log.contains("Finished `release` profile"), "{log}");
+        let binary = b.layout.target.join("release/hello");
+        let out = Command::new(&binary).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello from the sandbox\n"
+        );
+        binaries.push(fs::read(&binary).unwrap());
+    }
+    // Different host directories, same canonical paths: the same bytes.
+    assert!(binaries[0] == binaries[1], "the two builds differ");
+    assert!(first.layout.source.join("Cargo.lock").exists());
+    assert_eq!(
+        sandbox().settings_description(&first.layout.build(["build"], EPOCH)),
+        sandbox().settings_description(&second.layout.build(["build"], EPOCH)),
+    );
+}
+
+#[tokio::test]
+async fn hostile_build_script_is_contained() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secrets.path().join("node.key");
+    fs::write(&key, "SECRET-SEED").unwrap();
+    let build_rs = format!(
+        r#"
+fn report<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) {{
+    match r {{
+        Ok(_) => println!("cargo:warning={{what}}: ESCAPED"),
+        Err(e) => println!("cargo:warning={{what}}: denied ({{e}})"),
+    }}
+}}
+fn main() {{
+    report("network", std::net::TcpStream::connect("127.0.0.1:{port}"));
+    report("dns", std::net::ToSocketAddrs::to_socket_addrs("index.crates.io:443"));
+    for path in ["/buildsrs/src/pwned", "/buildsrs/cargo-home/pwned", "/pwned",
+                 "/usr/pwned", "/buildsrs/toolchain/pwned"] {{
+        report(&format!("write {{path}}"), std::fs::write(path, "x"));
+    }}
+    report("key", std::fs::read_to_string({key:?}));
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    report("write OUT_DIR", std::fs::write(out.join("fine"), "x").map_err(|e| e.to_string()));
+}}
+"#
+    );
+    let b = new_crate("hostile", "fn main() {}", Some(&build_rs));
+    let (outcome, log) = build(&b, quick_limits()).await;
+    assert!(outcome.success(), "{log}");
+    assert!(
+        !log.contains("network: ESCAPED") && !log.contains("dns: ESCAPED"),
+        "{log}"
+    );
+    // Inside, 127.0.0.1 is the sandbox's own loopback: nothing listens there.
+    assert!(log.contains("network: denied (Connection refused"), "{log}");
+    assert!(log.contains("dns: denied"), "{log}");
+    for path in [
+        "/buildsrs/src/pwned",
+        "/buildsrs/cargo-home/pwned",
+        "/pwned",
+        "/usr/pwned",
+    ] {
+        assert!(
+            log.contains(&format!("write {path}: denied")),
+            "{path}: {log}"
+        );
+    }
+    assert!(log.contains("key: denied"), "{log}");
+    assert!(!log.contains("SECRET-SEED"), "{log}");
+    // Its own output dir is writable, so ordinary build scripts keep working.
+    assert!(log.contains("write OUT_DIR: ESCAPED"), "{log}");
+    assert!(!b.layout.source.join("pwned").exists());
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_err(), "nothing reached the listener");
+}
+
+#[tokio::test]
+async fn endless_build_script_times_out() {
+    let b = new_crate("endless", "fn main() {}", Some("fn main() { loop {} }"));
+    let limits = Limits {
+        wall_clock: Duration::from_secs(8),
+        ..Limits::default()
+    };
+    let (outcome, log) = build(&b, limits).await;
+    assert_eq!(outcome.kind(), OutcomeKind::TimedOut, "{outcome:?} {log}");
+    assert!(outcome.wall_time < Duration::from_secs(40), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn memory_hog_build_script_is_out_of_memory() {
+    let hog = "fn main() { let mut v: Vec<Vec<u8>> = Vec::new(); \
+               loop { v.push(vec![1u8; 16 << 20]); } }";
+    let b = new_crate("hog", "fn main() {}", Some(hog));
+    // The cgroup stops it at 768 MiB; where cgroups are not writable, the address-space
+    // limit does (and the allocation failure is what classifies it).
+    let limits = Limits {
+        memory_bytes: Some(768 << 20),
+        address_space_bytes: Some(4 << 30),
+        ..quick_limits()
+    };
+    let (outcome, log) = build(&b, limits).await;
+    assert_eq!(
+        outcome.kind(),
+        OutcomeKind::OutOfMemory,
+        "{outcome:?} {log}"
+    );
+    assert!(log.contains("failed to run custom build command"), "{log}");
+}
