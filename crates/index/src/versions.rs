@@ -68,9 +68,19 @@ impl VersionChanges {
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         let mut list = |label: &str, versions: &[IndexedVersion]| {
+            // A crate seen for the first time may list hundreds of versions: name a few.
+            const SHOWN: usize = 8;
             if !versions.is_empty() {
-                let names: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
-                parts.push(format!("{label}{}", names.join(",")));
+                let names: Vec<&str> = versions
+                    .iter()
+                    .take(SHOWN)
+                    .map(|v| v.version.as_str())
+                    .collect();
+                let more = match versions.len().saturating_sub(SHOWN) {
+                    0 => String::new(),
+                    n => format!(",... ({n} more)"),
+                };
+                parts.push(format!("{label}{}{more}", names.join(",")));
             }
         };
         list("+", &self.added);
@@ -260,6 +270,14 @@ mod tests {
             "+2.0.0 yanked:1.0.0 unyanked:1.1.0 removed:1.3.0 CKSUM CHANGED:1.2.0"
         );
         assert!(diff_versions(&after, &after).is_empty());
+
+        let many: Vec<IndexedVersion> = (0..10)
+            .map(|i| version(&format!("0.{i}.0"), false, 'a'))
+            .collect();
+        assert_eq!(
+            diff_versions(&[], &many).summary(),
+            "+0.0.0,0.1.0,0.2.0,0.3.0,0.4.0,0.5.0,0.6.0,0.7.0,... (2 more)"
+        );
     }
 
     #[test]
