@@ -9,8 +9,13 @@ use buildsrs_fixture_registry::{
     FixtureError, FixtureRegistry, IndexEntry, ServeOptions, fixtures_dir, pack_dir, sha256_hex,
 };
 
+/// A client that never goes through a proxy: tests talk to loopback only.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let client = reqwest::Client::new();
+    let client = client();
     let mut request = client.get(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -322,7 +327,7 @@ async fn pause_and_resume_keep_the_port_and_contents() {
     registry.publish("hello-bin", "0.1.0").unwrap();
     let url = format!("{}he/ll/hello-bin", registry.base_url());
     registry.pause().await;
-    assert!(reqwest::get(&url).await.is_err());
+    assert!(client().get(&url).send().await.is_err());
     registry.resume().await.unwrap();
     assert_eq!(get(&url, &[]).await.0, 200);
 }

@@ -36,6 +36,10 @@ pub const MAX_INDEX_FILE_BYTES: usize = 64 * 1024 * 1024;
 /// The HTTP client a follower uses unless given one: system TLS roots, system proxy, gzip,
 /// timeouts so that a stalled server cannot stall a poll forever.
 pub fn default_client() -> Result<reqwest::Client, IndexError> {
+    client_builder().build().map_err(IndexError::Client)
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(concat!(
             "buildsrs-index/",
@@ -44,8 +48,6 @@ pub fn default_client() -> Result<reqwest::Client, IndexError> {
         ))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(IndexError::Client)
 }
 
 /// What one poll found.
@@ -113,27 +115,33 @@ pub struct SparseFollower {
 
 impl SparseFollower {
     /// A follower of the index at `index_url` (`sparse+https://index.crates.io/`; the
-    /// `sparse+` prefix may be left out) with the [`default_client`].
+    /// `sparse+` prefix may be left out) with the [`default_client`]. For a loopback index
+    /// (a fixture registry) the client skips any configured proxy, which could not reach it.
     pub fn new(index_url: &str) -> Result<Self, IndexError> {
-        Self::with_client(index_url, default_client()?)
+        let url = parse_index_url(index_url)?;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        let client = if loopback {
+            client_builder()
+                .no_proxy()
+                .build()
+                .map_err(IndexError::Client)?
+        } else {
+            default_client()?
+        };
+        Self::with_client(index_url, client)
     }
 
     /// A follower using `client` for every request.
     pub fn with_client(index_url: &str, client: reqwest::Client) -> Result<Self, IndexError> {
-        let bare = index_url.strip_prefix("sparse+").unwrap_or(index_url);
-        let parsed = url_scheme(bare).ok_or_else(|| IndexError::Url {
-            url: index_url.to_owned(),
-            message: "must be an http:// or https:// URL".into(),
-        })?;
-        if parsed.contains(['?', '#']) {
-            return Err(IndexError::Url {
-                url: index_url.to_owned(),
-                message: "must not have a query or fragment".into(),
-            });
-        }
+        let url = parse_index_url(index_url)?;
         // No on-disk cache is ever read or written (we never call the cache methods), so the
         // path is never used.
-        let index = crates_index::SparseIndex::at_path(PathBuf::new(), format!("sparse+{bare}"));
+        let index = crates_index::SparseIndex::at_path(PathBuf::new(), format!("sparse+{url}"));
         Ok(Self {
             client,
             index,
@@ -333,12 +341,21 @@ impl SparseFollower {
     }
 }
 
-/// The part after `http://` or `https://`, if `url` has one of those schemes and a host.
-fn url_scheme(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    (!rest.is_empty() && !rest.starts_with('/')).then_some(rest)
+/// Checks an index URL: http or https, a host, no query or fragment; `sparse+` optional.
+fn parse_index_url(index_url: &str) -> Result<url::Url, IndexError> {
+    let bad = |message: &str| IndexError::Url {
+        url: index_url.to_owned(),
+        message: message.to_owned(),
+    };
+    let bare = index_url.strip_prefix("sparse+").unwrap_or(index_url);
+    let url = url::Url::parse(bare).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("must be an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(url)
 }
 
 /// GETs one index file (or `config.json`), conditionally when we have validators.

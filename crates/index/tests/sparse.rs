@@ -59,7 +59,10 @@ async fn new_versions_are_detected_with_cksum_and_download_url() {
     assert!(!v.yanked);
 
     // The URL works and serves bytes matching the index checksum.
-    let bytes = reqwest::get(&v.download_url)
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let bytes = client
+        .get(&v.download_url)
+        .send()
         .await
         .unwrap()
         .bytes()
