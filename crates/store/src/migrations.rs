@@ -1,0 +1,48 @@
+//! Versioned schema migrations, one list per backend, applied in order at open.
+//!
+//! Each backend records applied versions in `schema_migrations` and applies the missing ones
+//! in one transaction (on Postgres under an advisory lock, so coordinator processes starting
+//! together do not race; on SQLite under `BEGIN IMMEDIATE`). A database whose version is
+//! newer than this build knows is refused rather than used with the wrong schema.
+//!
+//! Migrations are append-only: never edit one that has shipped, add the next number.
+
+/// One migration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// SQLite migrations.
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];
+
+/// Postgres migrations.
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_lists_are_numbered_in_order_and_reach_the_same_version() {
+        for list in [SQLITE, POSTGRES] {
+            for (i, migration) in list.iter().enumerate() {
+                assert_eq!(migration.version, i as i64 + 1);
+            }
+            assert_eq!(list.last().map(|m| m.version), Some(SCHEMA_VERSION));
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Builders: registration, approval and revocation.
+//!
+//! A builder registers with its public key and what it can build, and stays *pending* until
+//! an operator approves it. Re-registering updates its name and capabilities, never its
+//! status. Revocation is final: its active leases are cancelled, its results stop counting,
+//! and every task that counted one of them is decided again — a verified artifact that
+//! relied on it loses its verification and its task goes back to the queue for more builds.
+//! Counts of agreement already credited to other builders are history and stay.
+
+use buildsrs_keys::PublicKey;
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::db::{Db, params};
+use crate::error::{Result, StoreError};
+use crate::model::{BuilderInfo, BuilderStatus, NewBuilder, RevokeReport, TaskState};
+use crate::ops::reads::load_builder;
+use crate::ops::{
+    TaskRow, apply_verdict, check_name, counted_results, event, withdraw_artifact_if_unused,
+};
+use crate::policy::Policy;
+use crate::rules::{Class, Verdict, decide};
+
+/// The most targets or toolchains a builder may declare.
+const MAX_CAPABILITIES: usize = 64;
+
+fn check_builder(builder: &NewBuilder) -> Result<()> {
+    let name = &builder.name;
+    if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            "builder name must be 1 to 64 characters without control characters",
+        ));
+    }
+    for (what, list) in [
+        ("target", &builder.targets),
+        ("toolchain", &builder.toolchains),
+    ] {
+        if list.len() > MAX_CAPABILITIES {
+            return Err(StoreError::invalid(format!(
+                "a builder declares at most {MAX_CAPABILITIES} {what}s, got {}",
+                list.len()
+            )));
+        }
+        for entry in list {
+            check_name(what, entry)?;
+        }
+    }
+    Ok(())
+}
+
+/// Finds a builder's id and status, locking its row.
+pub(crate) async fn lock_builder(db: &mut dyn Db, key: &PublicKey) -> Result<(i64, BuilderStatus)> {
+    let sql = format!(
+        "SELECT id, status FROM builders WHERE public_key = $1{}",
+        db.for_update()
+    );
+    let key_text = key.to_string();
+    let row = db
+        .query_opt(&sql, params![&key_text])
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("builder {key_text}")))?;
+    Ok((row.get(0)?, row.get::<String>(1)?.parse()?))
+}
+
+/// Registers a builder (pending) or updates a known one's name and capabilities.
+pub(crate) async fn register(
+    db: &mut dyn Db,
+    builder: &NewBuilder,
+    now: Timestamp,
+) -> Result<BuilderInfo> {
+    check_builder(builder)?;
+    let key = builder.public_key.to_string();
+    let inserted = db
+        .execute(
+            "INSERT INTO builders (public_key, name, status, registered_at, last_seen) \
+             VALUES ($1, $2, 'pending', $3, $3) ON CONFLICT (public_key) DO NOTHING",
+            params![&key, &builder.name, now],
+        )
+        .await?;
+    let (id, _) = lock_builder(db, &builder.public_key).await?;
+    db.execute(
+        "UPDATE builders SET name = $2, last_seen = $3 WHERE id = $1",
+        params![id, &builder.name, now],
+    )
+    .await?;
+    for (table, list) in [
+        ("builder_targets", &builder.targets),
+        ("builder_toolchains", &builder.toolchains),
+    ] {
+        db.execute(
+            &format!("DELETE FROM {table} WHERE builder_id = $1"),
+            params![id],
+        )
+        .await?;
+        let mut list = list.clone();
+        list.sort();
+        list.dedup();
+        for name in &list {
+            db.execute(
+                &format!("INSERT INTO {table} (builder_id, name) VALUES ($1, $2)"),
+                params![id, name],
+            )
+            .await?;
+        }
+    }
+    if inserted == 1 {
+        event(
+            db,
+            now,
+            "builder_registered",
+            None,
+            Some(id),
+            json!({ "name": builder.name, "key": key }),
+        )
+        .await?;
+    }
+    load_builder(db, id).await
+}
+
+/// Approves a pending builder. Approving an approved builder changes nothing; a revoked one
+/// cannot come back.
+pub(crate) async fn approve(db: &mut dyn Db, key: &PublicKey, now: Timestamp) -> Result<()> {
+    let (id, status) = lock_builder(db, key).await?;
+    match status {
+        BuilderStatus::Approved => Ok(()),
+        BuilderStatus::Revoked => Err(StoreError::conflict(format!(
+            "builder {key} is revoked; a revoked key cannot be approved again"
+        ))),
+        BuilderStatus::Pending => {
+            db.execute(
+                "UPDATE builders SET status = 'approved' WHERE id = $1",
+                params![id],
+            )
+            .await?;
+            event(db, now, "builder_approved", None, Some(id), json!({})).await
+        }
+    }
+}
+
+/// Revokes a builder and decides again every task that counted its results.
+pub(crate) async fn revoke(
+    db: &mut dyn Db,
+    policy: &Policy,
+    key: &PublicKey,
+    reason: &str,
+    now: Timestamp,
+) -> Result<RevokeReport> {
+    let (builder_id, status) = lock_builder(db, key).await?;
+    let mut report = RevokeReport::default();
+    if status == BuilderStatus::Revoked {
+        return Ok(report);
+    }
+    db.execute(
+        "UPDATE builders SET status = 'revoked' WHERE id = $1",
+        params![builder_id],
+    )
+    .await?;
+
+    // Its active leases end; their tasks may be leased to others.
+    let leases = db
+        .query(
+            &format!(
+                "SELECT id, task_id FROM leases WHERE builder_id = $1 AND state = 'active' \
+                 ORDER BY id{}",
+                db.for_update()
+            ),
+            params![builder_id],
+        )
+        .await?;
+    for row in &leases {
+        let lease_id: i64 = row.get(0)?;
+        db.execute(
+            "UPDATE leases SET state = 'cancelled', ended_at = $2 WHERE id = $1",
+            params![lease_id, now],
+        )
+        .await?;
+        let mut task = TaskRow::lock(db, row.get(1)?).await?;
+        task.active_leases = task.active_leases.saturating_sub(1);
+        task.refresh_open(policy);
+        task.save(db, now).await?;
+        report.leases_cancelled += 1;
+    }
+
+    // Its results stop counting; decide their tasks again.
+    let tasks: Vec<i64> = db
+        .query(
+            "SELECT DISTINCT task_id FROM attestations WHERE builder_id = $1 AND counted \
+             ORDER BY task_id",
+            params![builder_id],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect::<Result<_>>()?;
+    db.execute(
+        "UPDATE attestations SET counted = false WHERE builder_id = $1 AND counted",
+        params![builder_id],
+    )
+    .await?;
+    for task_id in tasks {
+        let mut task = TaskRow::lock(db, task_id).await?;
+        let results = counted_results(db, task_id).await?;
+        task.counted = u32::try_from(results.len()).unwrap_or(u32::MAX);
+        report.tasks_redecided += 1;
+        if task.state == TaskState::Cancelled {
+            task.save(db, now).await?;
+            continue;
+        }
+        let verdict = decide(
+            task.quorum,
+            task.wanted,
+            task.quorum + policy.max_extra_builds,
+            &results,
+        );
+        if still_holds(&task, &verdict) {
+            task.save(db, now).await?;
+            continue;
+        }
+        let was_verified = (task.state == TaskState::Verified)
+            .then(|| task.artifact_hash.clone())
+            .flatten();
+        apply_verdict(db, policy, &mut task, verdict, false, now).await?;
+        task.save(db, now).await?;
+        if let Some(hash) = was_verified
+            && task.artifact_hash.as_deref() != Some(hash.as_str())
+        {
+            report.verified_lost += 1;
+            withdraw_artifact_if_unused(db, &hash).await?;
+        }
+        event(
+            db,
+            now,
+            "task_redecided",
+            Some(task_id),
+            Some(builder_id),
+            json!({ "state": task.state.as_str(), "cause": "builder revoked" }),
+        )
+        .await?;
+    }
+
+    event(
+        db,
+        now,
+        "builder_revoked",
+        None,
+        Some(builder_id),
+        json!({ "reason": crate::rules::cap_reason(reason), "report": report }),
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Whether a decided task's decision survives the new verdict unchanged.
+fn still_holds(task: &TaskRow, verdict: &Verdict) -> bool {
+    let Verdict::Decided { class, .. } = verdict else {
+        return false;
+    };
+    match (task.state, class) {
+        (TaskState::Verified, Class::Built { hash, .. }) => {
+            task.artifact_hash.as_deref() == Some(hash.to_hex().as_str())
+        }
+        (TaskState::NoBinaries, Class::NoBinaries) | (TaskState::Failed, Class::DoesNotBuild) => {
+            true
+        }
+        _ => false,
+    }
+}

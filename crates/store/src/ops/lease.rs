@@ -1,0 +1,300 @@
+//! Leasing: who builds what, until when.
+//!
+//! A builder gets the highest-priority, oldest task that
+//! - is below its lease limit (`active_leases < lease_limit`, where the limit is the results
+//!   still wanted plus [`Policy::extra_leases`]; 0 once the task is decided or cancelled),
+//! - is not backing off (`not_before <= now`),
+//! - is for an enabled target and toolchain the builder declared,
+//! - the builder has not already delivered a result for (node errors aside), and
+//! - the builder does not hold an active lease on already.
+//!
+//! Race freedom: on Postgres the candidate row is locked with `FOR UPDATE SKIP LOCKED`, so
+//! concurrent claimers (in any number of coordinator processes) never wait on each other and
+//! never both take the last slot: Postgres re-checks the `WHERE` clause against the newest row
+//! version when it locks it. On SQLite every write transaction is `BEGIN IMMEDIATE` on one
+//! connection, so claims are serialised. Behind both, the unique index `leases_one_active`
+//! refuses a second active lease of one builder on one task and a `CHECK` keeps
+//! `active_leases` non-negative.
+//!
+//! Every lease carries the task's *fencing epoch*, incremented with each lease granted.
+//! Renewals must quote it. A lease past its deadline is expired by [`expire`]: the task is
+//! requeued with a backoff that doubles with each node-side failure, and after
+//! [`Policy::max_node_failures`] of them it is cancelled with the reason (never failed: a
+//! crate is not at fault when nodes die).
+
+use buildsrs_keys::PublicKey;
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::db::{Db, Dialect, params};
+use crate::error::{Result, StoreError};
+use crate::model::{BuilderStatus, ExpireReport, Lease, LeaseId, LeaseState, TaskId};
+use crate::ops::{TaskRow, event};
+use crate::policy::Policy;
+
+const CANDIDATE: &str = "SELECT t.id FROM tasks t \
+     WHERE t.active_leases < t.lease_limit AND t.not_before <= $2 \
+     AND t.target_id IN (SELECT tg.id FROM targets tg \
+                         JOIN builder_targets bt ON bt.name = tg.name \
+                         WHERE bt.builder_id = $1 AND tg.enabled) \
+     AND t.toolchain_id IN (SELECT tc.id FROM toolchains tc \
+                            JOIN builder_toolchains bc ON bc.name = tc.name \
+                            WHERE bc.builder_id = $1 AND tc.enabled) \
+     AND NOT EXISTS (SELECT 1 FROM attestations a \
+                     WHERE a.task_id = t.id AND a.builder_id = $1 AND a.outcome <> 'node_error') \
+     AND NOT EXISTS (SELECT 1 FROM leases l \
+                     WHERE l.task_id = t.id AND l.builder_id = $1 AND l.state = 'active') \
+     ORDER BY t.priority DESC, t.id \
+     LIMIT 1";
+
+/// Leases the next task to a builder, or `None` if nothing fits.
+pub(crate) async fn lease_next(
+    db: &mut dyn Db,
+    policy: &Policy,
+    key: &PublicKey,
+    now: Timestamp,
+) -> Result<Option<Lease>> {
+    let key_text = key.to_string();
+    let row = db
+        .query_opt(
+            "UPDATE builders SET last_seen = $2 WHERE public_key = $1 RETURNING id, status",
+            params![&key_text, now],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("builder {key_text}")))?;
+    let builder_id: i64 = row.get(0)?;
+    let status: BuilderStatus = row.get::<String>(1)?.parse()?;
+    if status != BuilderStatus::Approved {
+        return Err(StoreError::NotApproved {
+            key: key_text,
+            status: status.to_string(),
+        });
+    }
+
+    let sql = match db.dialect() {
+        Dialect::Postgres => format!("{CANDIDATE} FOR UPDATE OF t SKIP LOCKED"),
+        Dialect::Sqlite => CANDIDATE.to_owned(),
+    };
+    let Some(row) = db.query_opt(&sql, params![builder_id, now]).await? else {
+        return Ok(None);
+    };
+    let task_id: i64 = row.get(0)?;
+
+    let row = db
+        .query_one(
+            "UPDATE tasks SET active_leases = active_leases + 1, epoch = epoch + 1, \
+             state = CASE WHEN state = 'queued' THEN 'building' ELSE state END, updated_at = $2 \
+             WHERE id = $1 RETURNING epoch",
+            params![task_id, now],
+        )
+        .await?;
+    let epoch: i64 = row.get(0)?;
+    let deadline = deadline_after(now, policy)?;
+    let row = db
+        .query_one(
+            "INSERT INTO leases (task_id, builder_id, epoch, state, granted_at, deadline) \
+             VALUES ($1, $2, $3, 'active', $4, $5) RETURNING id",
+            params![task_id, builder_id, epoch, now, deadline],
+        )
+        .await?;
+    let lease_id: i64 = row.get(0)?;
+    let info = db
+        .query_one(
+            "SELECT c.name, v.version, v.cksum, tg.name, tc.name FROM tasks t \
+             JOIN versions v ON v.id = t.version_id JOIN crates c ON c.id = v.crate_id \
+             JOIN targets tg ON tg.id = t.target_id JOIN toolchains tc ON tc.id = t.toolchain_id \
+             WHERE t.id = $1",
+            params![task_id],
+        )
+        .await?;
+    Ok(Some(Lease {
+        task_id: TaskId(task_id),
+        lease_id: LeaseId(lease_id),
+        epoch,
+        deadline,
+        crate_name: info.get(0)?,
+        version: info.get(1)?,
+        cksum: info.get(2)?,
+        target: info.get(3)?,
+        toolchain: info.get(4)?,
+    }))
+}
+
+fn deadline_after(now: Timestamp, policy: &Policy) -> Result<Timestamp> {
+    Timestamp::from_millisecond(now.as_millisecond().saturating_add(policy.lease_millis()))
+        .map_err(|_| StoreError::invalid("lease deadline out of range"))
+}
+
+/// Extends an active lease; the epoch must be the lease's and the deadline not yet passed.
+pub(crate) async fn renew(
+    db: &mut dyn Db,
+    policy: &Policy,
+    key: &PublicKey,
+    lease_id: LeaseId,
+    epoch: i64,
+    now: Timestamp,
+) -> Result<Timestamp> {
+    let sql = format!(
+        "SELECT l.epoch, l.state, l.deadline, b.public_key, b.id FROM leases l \
+         JOIN builders b ON b.id = l.builder_id WHERE l.id = $1{}",
+        match db.dialect() {
+            Dialect::Postgres => " FOR UPDATE OF l",
+            Dialect::Sqlite => "",
+        }
+    );
+    let row = db
+        .query_opt(&sql, params![lease_id.0])
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("lease {lease_id}")))?;
+    let current: i64 = row.get(0)?;
+    let state: LeaseState = row.get::<String>(1)?.parse()?;
+    let deadline: i64 = row.get(2)?;
+    let holder: PublicKey = row.get(3)?;
+    let builder_id: i64 = row.get(4)?;
+    if holder != *key {
+        return Err(StoreError::conflict(format!(
+            "lease {lease_id} is held by another builder"
+        )));
+    }
+    if current != epoch {
+        return Err(StoreError::StaleEpoch {
+            lease_id: lease_id.0,
+            given: epoch,
+            current,
+        });
+    }
+    if state != LeaseState::Active {
+        return Err(StoreError::LeaseEnded {
+            lease_id: lease_id.0,
+            state: state.to_string(),
+        });
+    }
+    if deadline <= now.as_millisecond() {
+        // Past its deadline but not swept yet: as good as expired, or the fencing would
+        // depend on when the sweeper last ran.
+        return Err(StoreError::LeaseEnded {
+            lease_id: lease_id.0,
+            state: LeaseState::Expired.to_string(),
+        });
+    }
+    let deadline = deadline_after(now, policy)?;
+    db.execute(
+        "UPDATE leases SET deadline = $2 WHERE id = $1",
+        params![lease_id.0, deadline],
+    )
+    .await?;
+    db.execute(
+        "UPDATE builders SET last_seen = $2 WHERE id = $1",
+        params![builder_id, now],
+    )
+    .await?;
+    Ok(deadline)
+}
+
+/// How many expired leases one pass handles before looking again.
+const EXPIRE_CHUNK: i64 = 256;
+
+/// Expires every active lease whose deadline has passed and requeues (or stops) its task.
+pub(crate) async fn expire(
+    db: &mut dyn Db,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<ExpireReport> {
+    let mut report = ExpireReport::default();
+    let sql = format!(
+        "SELECT id, task_id, builder_id FROM leases WHERE state = 'active' AND deadline <= $1 \
+         ORDER BY id LIMIT $2{}",
+        match db.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
+    );
+    loop {
+        let rows = db.query(&sql, params![now, EXPIRE_CHUNK]).await?;
+        let done = (rows.len() as i64) < EXPIRE_CHUNK;
+        for row in &rows {
+            let lease_id: i64 = row.get(0)?;
+            let task_id: i64 = row.get(1)?;
+            let builder_id: i64 = row.get(2)?;
+            db.execute(
+                "UPDATE leases SET state = 'expired', ended_at = $2 WHERE id = $1",
+                params![lease_id, now],
+            )
+            .await?;
+            report.expired += 1;
+            let mut task = TaskRow::lock(db, task_id).await?;
+            task.active_leases = task.active_leases.saturating_sub(1);
+            if task.is_open() {
+                if task.node_failure(db, policy, "lease expired", now).await? {
+                    report.stopped += 1;
+                } else {
+                    report.requeued += 1;
+                }
+            }
+            task.save(db, now).await?;
+            db.execute(
+                "UPDATE builders SET failed = failed + 1 WHERE id = $1",
+                params![builder_id],
+            )
+            .await?;
+            event(
+                db,
+                now,
+                "lease_expired",
+                Some(task_id),
+                Some(builder_id),
+                json!({ "lease": lease_id, "attempts": task.attempts }),
+            )
+            .await?;
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Sets a task's priority.
+pub(crate) async fn set_priority(
+    db: &mut dyn Db,
+    task: TaskId,
+    priority: i64,
+    now: Timestamp,
+) -> Result<()> {
+    let changed = db
+        .execute(
+            "UPDATE tasks SET priority = $2, updated_at = $3 WHERE id = $1",
+            params![task.0, priority, now],
+        )
+        .await?;
+    if changed == 0 {
+        return Err(StoreError::not_found(format!("task {task}")));
+    }
+    Ok(())
+}
+
+/// Requeues a task stopped for node-side failures, with its failure count reset.
+pub(crate) async fn retry(
+    db: &mut dyn Db,
+    policy: &Policy,
+    task_id: TaskId,
+    now: Timestamp,
+) -> Result<()> {
+    let mut task = TaskRow::lock(db, task_id.0).await?;
+    if task.state != crate::model::TaskState::Cancelled
+        || task.cancel_cause.as_deref() != Some("node_failures")
+    {
+        return Err(StoreError::conflict(format!(
+            "task {task_id} is {}; only tasks stopped for node-side failures can be retried",
+            task.state
+        )));
+    }
+    task.state = crate::model::TaskState::Queued;
+    task.cancel_cause = None;
+    task.reason = None;
+    task.attempts = 0;
+    task.not_before = now.as_millisecond();
+    task.refresh_open(policy);
+    task.save(db, now).await?;
+    event(db, now, "task_retried", Some(task_id.0), None, json!({})).await
+}

@@ -1,0 +1,430 @@
+//! The operations, written once over [`Db`] and run by either backend inside one transaction.
+//!
+//! Each submodule is one area: [`artifacts`] (downloads, storage keys), [`ingest`] (index versions, watching, the build matrix),
+//! [`builders`] (registration, approval, revocation), [`lease`] (leasing, renewal, expiry),
+//! [`submit`] (results and decisions) and [`reads`] (what the UI and API show). This module
+//! holds what they share: the task row and its state changes, applying a decision, input
+//! checks and the event log.
+//!
+//! Read-modify-write always locks the rows it changes first (`FOR UPDATE` on Postgres; SQLite
+//! write transactions are `BEGIN IMMEDIATE`, which locks the whole database). Locks are taken
+//! in the order lease → task → builder wherever possible, so concurrent coordinator processes
+//! rarely deadlock; when they do, Postgres aborts one transaction and the backend retries it.
+
+pub(crate) mod artifacts;
+pub(crate) mod builders;
+pub(crate) mod ingest;
+pub(crate) mod lease;
+pub(crate) mod reads;
+pub(crate) mod submit;
+
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::db::{Db, Dialect, Param, Row, params};
+use crate::error::{Result, StoreError};
+use crate::model::{Decision, OutcomeKind, TaskState};
+use crate::policy::Policy;
+use crate::rules::{Class, CountedResult, Verdict};
+
+/// The mutable part of a task, as read-modify-write operations see it.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskRow {
+    pub id: i64,
+    pub state: TaskState,
+    pub reason: Option<String>,
+    pub cancel_cause: Option<String>,
+    pub quorum: u32,
+    pub wanted: u32,
+    pub counted: u32,
+    pub lease_limit: u32,
+    pub active_leases: u32,
+    pub attempts: u32,
+    pub not_before: i64,
+    pub artifact_hash: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+const TASK_ROW_COLUMNS: &str = "id, state, reason, cancel_cause, quorum, wanted, counted, \
+     lease_limit, active_leases, attempts, not_before, artifact_hash, decided_at";
+
+impl TaskRow {
+    fn from_row(row: &Row) -> Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            state: row.get::<String>(1)?.parse()?,
+            reason: row.get(2)?,
+            cancel_cause: row.get(3)?,
+            quorum: row.get(4)?,
+            wanted: row.get(5)?,
+            counted: row.get(6)?,
+            lease_limit: row.get(7)?,
+            active_leases: row.get(8)?,
+            attempts: row.get(9)?,
+            not_before: row.get(10)?,
+            artifact_hash: row.get(11)?,
+            decided_at: row.get(12)?,
+        })
+    }
+
+    /// Loads and locks a task.
+    pub(crate) async fn lock(db: &mut dyn Db, id: i64) -> Result<Self> {
+        let sql = format!(
+            "SELECT {TASK_ROW_COLUMNS} FROM tasks WHERE id = $1{}",
+            db.for_update()
+        );
+        let row = db
+            .query_opt(&sql, params![id])
+            .await?
+            .ok_or_else(|| StoreError::not_found(format!("task {id}")))?;
+        Self::from_row(&row)
+    }
+
+    /// Writes every mutable column back.
+    pub(crate) async fn save(&self, db: &mut dyn Db, now: Timestamp) -> Result<()> {
+        db.execute(
+            "UPDATE tasks SET state = $2, reason = $3, cancel_cause = $4, wanted = $5, \
+             counted = $6, lease_limit = $7, active_leases = $8, attempts = $9, \
+             not_before = $10, artifact_hash = $11, decided_at = $12, updated_at = $13 \
+             WHERE id = $1",
+            params![
+                self.id,
+                self.state.as_str(),
+                self.reason.as_deref(),
+                self.cancel_cause.as_deref(),
+                self.wanted,
+                self.counted,
+                self.lease_limit,
+                self.active_leases,
+                self.attempts,
+                self.not_before,
+                self.artifact_hash.as_deref(),
+                self.decided_at,
+                now,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Open tasks still want results: queued, building, or a mismatch below its limit.
+    pub(crate) fn is_open(&self) -> bool {
+        self.decided_at.is_none() && self.state != TaskState::Cancelled
+    }
+
+    /// Recomputes an open task's state label and lease limit from its counters.
+    pub(crate) fn refresh_open(&mut self, policy: &Policy) {
+        if !self.is_open() {
+            self.lease_limit = 0;
+            return;
+        }
+        if self.state != TaskState::Mismatch {
+            self.state = if self.active_leases > 0 {
+                TaskState::Building
+            } else {
+                TaskState::Queued
+            };
+        }
+        self.lease_limit = self.wanted.saturating_sub(self.counted) + policy.extra_leases;
+    }
+
+    /// Ends the task for good (until a revocation or un-yank reopens it): no more leases, and
+    /// the active ones are cancelled.
+    pub(crate) async fn close(
+        &mut self,
+        db: &mut dyn Db,
+        state: TaskState,
+        reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<()> {
+        db.execute(
+            "UPDATE leases SET state = 'cancelled', ended_at = $2 \
+             WHERE task_id = $1 AND state = 'active'",
+            params![self.id, now],
+        )
+        .await?;
+        self.state = state;
+        self.reason = reason;
+        self.lease_limit = 0;
+        self.active_leases = 0;
+        if state != TaskState::Cancelled {
+            self.decided_at = Some(now.as_millisecond());
+        }
+        Ok(())
+    }
+
+    /// Records a node-side failure (an expired lease or a node error) on an open task: backs
+    /// off, or stops the task once the retry limit is reached. Returns whether it stopped.
+    pub(crate) async fn node_failure(
+        &mut self,
+        db: &mut dyn Db,
+        policy: &Policy,
+        what: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.attempts += 1;
+        if self.attempts >= policy.max_node_failures {
+            let reason = format!(
+                "stopped after {} node-side failures (last: {what}); the crate is not at fault",
+                self.attempts
+            );
+            self.close(db, TaskState::Cancelled, Some(reason.clone()), now)
+                .await?;
+            self.cancel_cause = Some("node_failures".to_owned());
+            event(
+                db,
+                now,
+                "task_stopped",
+                Some(self.id),
+                None,
+                json!({ "reason": reason }),
+            )
+            .await?;
+            return Ok(true);
+        }
+        self.not_before = now
+            .as_millisecond()
+            .saturating_add(policy.backoff_millis(self.attempts));
+        self.refresh_open(policy);
+        Ok(false)
+    }
+}
+
+/// The counted results of approved builders for a task, in the order they came.
+pub(crate) async fn counted_results(db: &mut dyn Db, task_id: i64) -> Result<Vec<CountedResult>> {
+    let rows = db
+        .query(
+            "SELECT a.id, a.builder_id, a.outcome, a.artifact_hash, a.artifact_size, a.reason \
+             FROM attestations a JOIN builders b ON b.id = a.builder_id \
+             WHERE a.task_id = $1 AND a.counted AND b.status = 'approved' ORDER BY a.id",
+            params![task_id],
+        )
+        .await?;
+    let mut results = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let kind: OutcomeKind = row.get::<String>(2)?.parse()?;
+        let artifact = crate::db::artifact_at(row, 3, 4)?;
+        let class = Class::of(kind, artifact)
+            .ok_or_else(|| StoreError::corrupt("a node error is marked counted"))?;
+        results.push(CountedResult {
+            attestation_id: row.get(0)?,
+            builder_id: row.get(1)?,
+            class,
+            reason: row.get(5)?,
+            kind,
+        });
+    }
+    Ok(results)
+}
+
+/// Applies a verdict to a (locked) task: writes artifacts, closes or reopens the task, and,
+/// with `stats`, credits the winners and debits the outvoted. The caller saves the task.
+pub(crate) async fn apply_verdict(
+    db: &mut dyn Db,
+    policy: &Policy,
+    task: &mut TaskRow,
+    verdict: Verdict,
+    stats: bool,
+    now: Timestamp,
+) -> Result<Decision> {
+    match verdict {
+        Verdict::Pending { wanted } => {
+            task.wanted = wanted;
+            task.reason = None;
+            task.decided_at = None;
+            task.artifact_hash = None;
+            task.cancel_cause = None;
+            task.state = TaskState::Queued;
+            task.refresh_open(policy);
+            Ok(Decision::Pending {
+                counted: task.counted,
+                wanted,
+            })
+        }
+        Verdict::Mismatch {
+            wanted,
+            exhausted,
+            summary,
+        } => {
+            task.wanted = wanted;
+            task.artifact_hash = None;
+            if exhausted {
+                task.close(db, TaskState::Mismatch, Some(summary.clone()), now)
+                    .await?;
+            } else {
+                task.state = TaskState::Mismatch;
+                task.reason = Some(summary.clone());
+                task.decided_at = None;
+                task.refresh_open(policy);
+            }
+            event(
+                db,
+                now,
+                "task_mismatch",
+                Some(task.id),
+                None,
+                json!({ "wanted": wanted, "final": exhausted, "summary": summary }),
+            )
+            .await?;
+            Ok(Decision::Mismatch { wanted, exhausted })
+        }
+        Verdict::Decided {
+            class,
+            reason,
+            winners,
+            losers,
+        } => {
+            let decision = match &class {
+                Class::Built { hash, size } => {
+                    let hex = hash.to_hex();
+                    let size = i64::try_from(*size)
+                        .map_err(|_| StoreError::corrupt("artifact size out of range"))?;
+                    db.execute(
+                        "INSERT INTO artifacts (hash, size, verified_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (hash) DO UPDATE \
+                         SET verified_at = COALESCE(artifacts.verified_at, excluded.verified_at)",
+                        params![hex.as_str(), size, now],
+                    )
+                    .await?;
+                    task.close(db, TaskState::Verified, None, now).await?;
+                    task.artifact_hash = Some(hex);
+                    Decision::Verified {
+                        artifact: buildsrs_keys::ArtifactId {
+                            blake3: *hash,
+                            size: size.unsigned_abs(),
+                        },
+                    }
+                }
+                Class::NoBinaries => {
+                    task.close(db, TaskState::NoBinaries, None, now).await?;
+                    task.artifact_hash = None;
+                    Decision::NoBinaries
+                }
+                Class::DoesNotBuild => {
+                    let reason = reason.unwrap_or_else(|| "does not build".to_owned());
+                    task.close(db, TaskState::Failed, Some(reason.clone()), now)
+                        .await?;
+                    task.artifact_hash = None;
+                    Decision::Failed { reason }
+                }
+            };
+            if stats {
+                credit(db, &winners, &losers).await?;
+            }
+            event(
+                db,
+                now,
+                "task_decided",
+                Some(task.id),
+                None,
+                json!({
+                    "state": task.state.as_str(),
+                    "artifact": task.artifact_hash,
+                    "reason": task.reason,
+                    "agreeing_builders": winners.len(),
+                    "outvoted_builders": losers.len(),
+                }),
+            )
+            .await?;
+            Ok(decision)
+        }
+    }
+}
+
+/// Counts a decision for and against builders, in id order (a fixed lock order).
+pub(crate) async fn credit(db: &mut dyn Db, winners: &[i64], losers: &[i64]) -> Result<()> {
+    let mut all: Vec<(i64, bool)> = winners
+        .iter()
+        .map(|id| (*id, true))
+        .chain(losers.iter().map(|id| (*id, false)))
+        .collect();
+    all.sort_unstable();
+    for (id, won) in all {
+        let sql = if won {
+            "UPDATE builders SET agreed = agreed + 1 WHERE id = $1"
+        } else {
+            "UPDATE builders SET outvoted = outvoted + 1 WHERE id = $1"
+        };
+        db.execute(sql, params![id]).await?;
+    }
+    Ok(())
+}
+
+/// Clears an artifact's verification when no verified task uses it any more.
+pub(crate) async fn withdraw_artifact_if_unused(db: &mut dyn Db, hash: &str) -> Result<()> {
+    db.execute(
+        "UPDATE artifacts SET verified_at = NULL WHERE hash = $1 AND NOT EXISTS \
+         (SELECT 1 FROM tasks WHERE artifact_hash = $1 AND state = 'verified')",
+        params![hash],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Appends to the event log.
+pub(crate) async fn event(
+    db: &mut dyn Db,
+    now: Timestamp,
+    kind: &str,
+    task_id: Option<i64>,
+    builder_id: Option<i64>,
+    detail: serde_json::Value,
+) -> Result<()> {
+    let detail = detail.to_string();
+    db.execute(
+        "INSERT INTO events (at, kind, task_id, builder_id, detail) VALUES ($1, $2, $3, $4, $5)",
+        params![now, kind, task_id, builder_id, detail.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs `sql` for each version id. The SQL says `version_id = {version_ids}`: on Postgres
+/// that becomes one statement over an array, on SQLite one statement per id. Parameters
+/// after the ids are `$2`, `$3`, ...
+pub(crate) async fn for_versions(
+    db: &mut dyn Db,
+    ids: &[i64],
+    sql: &str,
+    rest: &[Param<'_>],
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    match db.dialect() {
+        Dialect::Postgres => {
+            let sql = sql.replace("{version_ids}", "ANY($1)");
+            let mut all = vec![Param::IntArray(ids)];
+            all.extend_from_slice(rest);
+            db.execute(&sql, &all).await
+        }
+        Dialect::Sqlite => {
+            let sql = sql.replace("{version_ids}", "$1");
+            let mut changed = 0;
+            for id in ids {
+                let mut all = vec![Param::Int(*id)];
+                all.extend_from_slice(rest);
+                changed += db.execute(&sql, &all).await?;
+            }
+            Ok(changed)
+        }
+    }
+}
+
+/// Checks a short name (target triple, toolchain, builder name): 1 to 128 printable
+/// characters, no whitespace or control characters.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(StoreError::invalid(format!(
+            "{what} must be 1 to 128 characters, got {} characters",
+            name.chars().count()
+        )));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(StoreError::invalid(format!(
+            "{what} {:?} contains whitespace or control characters",
+            name.chars().take(130).collect::<String>()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,532 @@
+//! The reads the UI and the API need. They run in read-only transactions (a consistent
+//! snapshot on Postgres, a read connection on SQLite) and never change anything.
+
+use std::collections::HashMap;
+
+use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
+use jiff::Timestamp;
+
+use crate::db::{Db, Row, artifact_at, params};
+use crate::error::{Result, StoreError};
+use crate::model::{
+    ArtifactInfo, AttestationId, AttestationInfo, BuildLog, BuilderInfo, CrateInfo, CrateSummary,
+    DailyDownloads, Event, LeaseId, LeaseInfo, Page, Paged, QueueStats, TaskDetail, TaskId,
+    TaskInfo, TaskState, VerifiedItem, VersionInfo, VersionSummary,
+};
+use crate::ops::ingest::check_crate_name;
+
+const TASK_SELECT: &str = "SELECT t.id, c.name, v.version, tg.name, tc.name, t.state, t.reason, \
+     t.priority, t.quorum, t.wanted, t.counted, t.active_leases, t.attempts, t.not_before, \
+     t.artifact_hash, ar.size, t.created_at, t.updated_at, t.decided_at \
+     FROM tasks t JOIN versions v ON v.id = t.version_id JOIN crates c ON c.id = v.crate_id \
+     JOIN targets tg ON tg.id = t.target_id JOIN toolchains tc ON tc.id = t.toolchain_id \
+     LEFT JOIN artifacts ar ON ar.hash = t.artifact_hash";
+
+fn task_info(row: &Row) -> Result<TaskInfo> {
+    Ok(TaskInfo {
+        id: TaskId(row.get(0)?),
+        crate_name: row.get(1)?,
+        version: row.get(2)?,
+        target: row.get(3)?,
+        toolchain: row.get(4)?,
+        state: row.get::<String>(5)?.parse()?,
+        reason: row.get(6)?,
+        priority: row.get(7)?,
+        quorum: row.get(8)?,
+        wanted: row.get(9)?,
+        counted: row.get(10)?,
+        active_leases: row.get(11)?,
+        attempts: row.get(12)?,
+        not_before: row.get(13)?,
+        artifact: artifact_at(row, 14, 15)?,
+        created_at: row.get(16)?,
+        updated_at: row.get(17)?,
+        decided_at: row.get(18)?,
+    })
+}
+
+const ATTESTATION_SELECT: &str = "SELECT a.id, a.task_id, a.lease_id, b.public_key, b.name, \
+     a.outcome, a.artifact_hash, a.artifact_size, a.signed, a.reason, a.received_at, a.counted, \
+     a.late FROM attestations a JOIN builders b ON b.id = a.builder_id";
+
+fn attestation_info(row: &Row) -> Result<AttestationInfo> {
+    Ok(AttestationInfo {
+        id: AttestationId(row.get(0)?),
+        task_id: TaskId(row.get(1)?),
+        lease_id: LeaseId(row.get(2)?),
+        builder: row.get(3)?,
+        builder_name: row.get(4)?,
+        outcome: row.get::<String>(5)?.parse()?,
+        artifact: artifact_at(row, 6, 7)?,
+        signed: row.get(8)?,
+        reason: row.get(9)?,
+        received_at: row.get(10)?,
+        counted: row.get(11)?,
+        late: row.get(12)?,
+    })
+}
+
+fn collect<T>(rows: &[Row], f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(f).collect()
+}
+
+/// The database's schema version.
+pub(crate) async fn schema_version(db: &mut dyn Db) -> Result<i64> {
+    db.query_one(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        &[],
+    )
+    .await?
+    .get(0)
+}
+
+/// Turns a search text into a `LIKE` pattern: `%`, `_` and `\` are literal, and `-` and `_`
+/// match each other (the registry treats them as the same in names).
+fn like_pattern(query: &str) -> String {
+    let mut pattern = String::with_capacity(query.len() + 2);
+    pattern.push('%');
+    for c in query.trim().to_lowercase().chars() {
+        match c {
+            '%' | '\\' => {
+                pattern.push('\\');
+                pattern.push(c);
+            }
+            '-' | '_' => pattern.push('_'),
+            other => pattern.push(other),
+        }
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Crates whose name contains `query` (case-insensitive), exact match first, then shorter
+/// names, then by name.
+pub(crate) async fn search_crates(
+    db: &mut dyn Db,
+    query: &str,
+    page: Page,
+) -> Result<Paged<CrateSummary>> {
+    if query.chars().count() > 64 {
+        return Err(StoreError::invalid("a search is at most 64 characters"));
+    }
+    let page = Page {
+        offset: page.offset,
+        limit: page.limit.min(Page::MAX_LIMIT),
+    };
+    let offset =
+        i64::try_from(page.offset).map_err(|_| StoreError::invalid("page offset out of range"))?;
+    let pattern = like_pattern(query);
+    let exact = query.trim().to_lowercase();
+    let total: u64 = db
+        .query_one(
+            "SELECT COUNT(*) FROM crates c WHERE lower(c.name) LIKE $1 ESCAPE '\\'",
+            params![&pattern],
+        )
+        .await?
+        .get(0)?;
+    let rows = db
+        .query(
+            "SELECT c.name, c.watched, \
+                    (SELECT COUNT(*) FROM versions v WHERE v.crate_id = c.id), c.first_seen \
+             FROM crates c WHERE lower(c.name) LIKE $1 ESCAPE '\\' \
+             ORDER BY (lower(c.name) = $2) DESC, length(c.name), c.name LIMIT $3 OFFSET $4",
+            params![&pattern, &exact, page.limit, offset],
+        )
+        .await?;
+    let items = collect(&rows, |row| {
+        Ok(CrateSummary {
+            name: row.get(0)?,
+            watched: row.get(1)?,
+            versions: row.get(2)?,
+            first_seen: row.get(3)?,
+        })
+    })?;
+    Ok(Paged { items, total, page })
+}
+
+fn version_summary(row: &Row, at: usize) -> Result<VersionSummary> {
+    Ok(VersionSummary {
+        version: row.get(at)?,
+        cksum: row.get(at + 1)?,
+        yanked: row.get(at + 2)?,
+        first_seen: row.get(at + 3)?,
+    })
+}
+
+/// A crate and its versions.
+pub(crate) async fn crate_info(db: &mut dyn Db, name: &str) -> Result<Option<CrateInfo>> {
+    check_crate_name(name)?;
+    let Some(row) = db
+        .query_opt(
+            "SELECT id, name, watched, first_seen FROM crates WHERE name = $1",
+            params![name],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let id: i64 = row.get(0)?;
+    let versions = db
+        .query(
+            "SELECT version, cksum, yanked, first_seen FROM versions WHERE crate_id = $1 \
+             ORDER BY first_seen DESC, id DESC",
+            params![id],
+        )
+        .await?;
+    Ok(Some(CrateInfo {
+        name: row.get(1)?,
+        watched: row.get(2)?,
+        first_seen: row.get(3)?,
+        versions: collect(&versions, |row| version_summary(row, 0))?,
+    }))
+}
+
+/// A version and its tasks.
+pub(crate) async fn version_info(
+    db: &mut dyn Db,
+    name: &str,
+    version: &str,
+) -> Result<Option<VersionInfo>> {
+    check_crate_name(name)?;
+    let Some(row) = db
+        .query_opt(
+            "SELECT v.id, c.name, v.version, v.cksum, v.yanked, v.first_seen FROM versions v \
+             JOIN crates c ON c.id = v.crate_id WHERE c.name = $1 AND v.version = $2",
+            params![name, version],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let id: i64 = row.get(0)?;
+    let tasks = db
+        .query(
+            &format!("{TASK_SELECT} WHERE t.version_id = $1 ORDER BY tg.name, tc.name"),
+            params![id],
+        )
+        .await?;
+    Ok(Some(VersionInfo {
+        crate_name: row.get(1)?,
+        version: version_summary(&row, 2)?,
+        tasks: collect(&tasks, task_info)?,
+    }))
+}
+
+/// A task with its leases and results.
+pub(crate) async fn task(db: &mut dyn Db, id: TaskId) -> Result<Option<TaskDetail>> {
+    let Some(row) = db
+        .query_opt(&format!("{TASK_SELECT} WHERE t.id = $1"), params![id.0])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let task = task_info(&row)?;
+    let leases = db
+        .query(
+            "SELECT l.id, l.task_id, b.public_key, l.epoch, l.state, l.granted_at, l.deadline, \
+             l.ended_at FROM leases l JOIN builders b ON b.id = l.builder_id \
+             WHERE l.task_id = $1 ORDER BY l.id",
+            params![id.0],
+        )
+        .await?;
+    let leases = collect(&leases, |row| {
+        Ok(LeaseInfo {
+            id: LeaseId(row.get(0)?),
+            task_id: TaskId(row.get(1)?),
+            builder: row.get(2)?,
+            epoch: row.get(3)?,
+            state: row.get::<String>(4)?.parse()?,
+            granted_at: row.get(5)?,
+            deadline: row.get(6)?,
+            ended_at: row.get(7)?,
+        })
+    })?;
+    let results = db
+        .query(
+            &format!("{ATTESTATION_SELECT} WHERE a.task_id = $1 ORDER BY a.id"),
+            params![id.0],
+        )
+        .await?;
+    Ok(Some(TaskDetail {
+        task,
+        leases,
+        results: collect(&results, attestation_info)?,
+    }))
+}
+
+/// A verified (or once verified) artifact with its tasks, attestations and downloads.
+pub(crate) async fn artifact(db: &mut dyn Db, hash: &Blake3Hash) -> Result<Option<ArtifactInfo>> {
+    let hex = hash.to_hex();
+    let Some(row) = db
+        .query_opt(
+            "SELECT size, storage_key, verified_at FROM artifacts WHERE hash = $1",
+            params![hex.as_str()],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let size: u64 = row.get(0)?;
+    let tasks = db
+        .query(
+            &format!(
+                "{TASK_SELECT} WHERE t.artifact_hash = $1 AND t.state = 'verified' ORDER BY t.id"
+            ),
+            params![hex.as_str()],
+        )
+        .await?;
+    let attestations = db
+        .query(
+            &format!(
+                "{ATTESTATION_SELECT} WHERE a.artifact_hash = $1 AND a.artifact_size = $2 \
+                 AND a.counted AND b.status = 'approved' ORDER BY a.id"
+            ),
+            params![hex.as_str(), i64::try_from(size).unwrap_or(i64::MAX)],
+        )
+        .await?;
+    let downloads = db
+        .query(
+            "SELECT day, count FROM artifact_downloads WHERE hash = $1 ORDER BY day DESC LIMIT 30",
+            params![hex.as_str()],
+        )
+        .await?;
+    let downloads = collect(&downloads, |row| {
+        let day: i64 = row.get(0)?;
+        let date = Timestamp::from_second(day.saturating_mul(86_400))
+            .map_err(|_| StoreError::corrupt("download day out of range"))?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        Ok(DailyDownloads {
+            day: date,
+            count: row.get(1)?,
+        })
+    })?;
+    Ok(Some(ArtifactInfo {
+        artifact: ArtifactId {
+            blake3: *hash,
+            size,
+        },
+        storage_key: row.get(1)?,
+        verified_at: row.get(2)?,
+        tasks: collect(&tasks, task_info)?,
+        attestations: collect(&attestations, attestation_info)?,
+        downloads,
+    }))
+}
+
+const BUILDER_SELECT: &str = "SELECT id, public_key, name, status, registered_at, last_seen, \
+     built, agreed, outvoted, failed FROM builders";
+
+fn builder_info(row: &Row, capabilities: &Capabilities) -> Result<BuilderInfo> {
+    let id: i64 = row.get(0)?;
+    Ok(BuilderInfo {
+        public_key: row.get(1)?,
+        name: row.get(2)?,
+        status: row.get::<String>(3)?.parse()?,
+        targets: capabilities.targets.get(&id).cloned().unwrap_or_default(),
+        toolchains: capabilities
+            .toolchains
+            .get(&id)
+            .cloned()
+            .unwrap_or_default(),
+        registered_at: row.get(4)?,
+        last_seen: row.get(5)?,
+        built: row.get(6)?,
+        agreed: row.get(7)?,
+        outvoted: row.get(8)?,
+        failed: row.get(9)?,
+    })
+}
+
+#[derive(Default)]
+struct Capabilities {
+    targets: HashMap<i64, Vec<String>>,
+    toolchains: HashMap<i64, Vec<String>>,
+}
+
+async fn capabilities(db: &mut dyn Db, only: Option<i64>) -> Result<Capabilities> {
+    let mut caps = Capabilities::default();
+    for (table, map) in [
+        ("builder_targets", &mut caps.targets),
+        ("builder_toolchains", &mut caps.toolchains),
+    ] {
+        let rows = match only {
+            Some(id) => {
+                db.query(
+                    &format!(
+                        "SELECT builder_id, name FROM {table} WHERE builder_id = $1 ORDER BY name"
+                    ),
+                    params![id],
+                )
+                .await?
+            }
+            None => {
+                db.query(
+                    &format!("SELECT builder_id, name FROM {table} ORDER BY builder_id, name"),
+                    &[],
+                )
+                .await?
+            }
+        };
+        for row in rows {
+            map.entry(row.get(0)?).or_default().push(row.get(1)?);
+        }
+    }
+    Ok(caps)
+}
+
+/// One builder by id.
+pub(crate) async fn load_builder(db: &mut dyn Db, id: i64) -> Result<BuilderInfo> {
+    let row = db
+        .query_opt(&format!("{BUILDER_SELECT} WHERE id = $1"), params![id])
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("builder #{id}")))?;
+    let caps = capabilities(db, Some(id)).await?;
+    builder_info(&row, &caps)
+}
+
+/// One builder by key.
+pub(crate) async fn builder(db: &mut dyn Db, key: &PublicKey) -> Result<Option<BuilderInfo>> {
+    let key = key.to_string();
+    let Some(row) = db
+        .query_opt(
+            &format!("{BUILDER_SELECT} WHERE public_key = $1"),
+            params![&key],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let caps = capabilities(db, Some(row.get(0)?)).await?;
+    builder_info(&row, &caps).map(Some)
+}
+
+/// All builders, oldest first.
+pub(crate) async fn builders(db: &mut dyn Db) -> Result<Vec<BuilderInfo>> {
+    let rows = db
+        .query(&format!("{BUILDER_SELECT} ORDER BY id"), &[])
+        .await?;
+    let caps = capabilities(db, None).await?;
+    collect(&rows, |row| builder_info(row, &caps))
+}
+
+/// Counts of tasks, leases, builders, crates and artifacts.
+pub(crate) async fn queue_stats(db: &mut dyn Db, now: Timestamp) -> Result<QueueStats> {
+    let mut stats = QueueStats::default();
+    for row in db
+        .query("SELECT state, COUNT(*) FROM tasks GROUP BY state", &[])
+        .await?
+    {
+        let count: u64 = row.get(1)?;
+        match row.get::<String>(0)?.parse()? {
+            TaskState::Queued => stats.queued = count,
+            TaskState::Building => stats.building = count,
+            TaskState::Verified => stats.verified = count,
+            TaskState::Mismatch => stats.mismatch = count,
+            TaskState::Failed => stats.failed = count,
+            TaskState::NoBinaries => stats.no_binaries = count,
+            TaskState::Cancelled => stats.cancelled = count,
+        }
+    }
+    for row in db
+        .query("SELECT status, COUNT(*) FROM builders GROUP BY status", &[])
+        .await?
+    {
+        let count: u64 = row.get(1)?;
+        match row.get::<String>(0)?.as_str() {
+            "pending" => stats.builders_pending = count,
+            "approved" => stats.builders_approved = count,
+            _ => stats.builders_revoked = count,
+        }
+    }
+    let mut count = async |sql: &str, now: Option<Timestamp>| -> Result<u64> {
+        match now {
+            Some(now) => db.query_one(sql, params![now]).await?.get(0),
+            None => db.query_one(sql, &[]).await?.get(0),
+        }
+    };
+    stats.ready = count(
+        "SELECT COUNT(*) FROM tasks WHERE active_leases < lease_limit AND not_before <= $1",
+        Some(now),
+    )
+    .await?;
+    stats.active_leases = count("SELECT COUNT(*) FROM leases WHERE state = 'active'", None).await?;
+    stats.crates = count("SELECT COUNT(*) FROM crates", None).await?;
+    stats.versions = count("SELECT COUNT(*) FROM versions", None).await?;
+    stats.artifacts_verified = count(
+        "SELECT COUNT(*) FROM artifacts WHERE verified_at IS NOT NULL",
+        None,
+    )
+    .await?;
+    Ok(stats)
+}
+
+/// The most recently verified tasks.
+pub(crate) async fn recently_verified(db: &mut dyn Db, limit: u32) -> Result<Vec<VerifiedItem>> {
+    let rows = db
+        .query(
+            &format!(
+                "{TASK_SELECT} WHERE t.state = 'verified' \
+                 ORDER BY t.decided_at DESC, t.id DESC LIMIT $1"
+            ),
+            params![limit.min(Page::MAX_LIMIT)],
+        )
+        .await?;
+    collect(&rows, |row| {
+        let task = task_info(row)?;
+        Ok(VerifiedItem {
+            task_id: task.id,
+            artifact: task
+                .artifact
+                .ok_or_else(|| StoreError::corrupt("verified task without artifact"))?,
+            verified_at: task
+                .decided_at
+                .ok_or_else(|| StoreError::corrupt("verified task without decision time"))?,
+            crate_name: task.crate_name,
+            version: task.version,
+            target: task.target,
+            toolchain: task.toolchain,
+        })
+    })
+}
+
+/// Events after `after` (an event id), oldest first.
+pub(crate) async fn events(db: &mut dyn Db, after: i64, limit: u32) -> Result<Vec<Event>> {
+    let rows = db
+        .query(
+            "SELECT e.id, e.at, e.kind, e.task_id, b.public_key, e.detail FROM events e \
+             LEFT JOIN builders b ON b.id = e.builder_id WHERE e.id > $1 ORDER BY e.id LIMIT $2",
+            params![after, limit.min(1000)],
+        )
+        .await?;
+    collect(&rows, |row| {
+        let detail: String = row.get(5)?;
+        Ok(Event {
+            id: row.get(0)?,
+            at: row.get(1)?,
+            kind: row.get(2)?,
+            task_id: row.get::<Option<i64>>(3)?.map(TaskId),
+            builder: row.get(4)?,
+            detail: serde_json::from_str(&detail)
+                .map_err(|e| StoreError::corrupt(format!("event detail: {e}")))?,
+        })
+    })
+}
+
+/// The kept part of a result's build log.
+pub(crate) async fn build_log(db: &mut dyn Db, id: AttestationId) -> Result<Option<BuildLog>> {
+    let Some(row) = db
+        .query_opt(
+            "SELECT log, original_len FROM build_logs WHERE attestation_id = $1",
+            params![id.0],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(BuildLog {
+        attestation_id: id,
+        bytes: row.get(0)?,
+        original_len: row.get(1)?,
+    }))
+}

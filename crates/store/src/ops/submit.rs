@@ -1,0 +1,282 @@
+//! Results: recording what a builder reports, and deciding.
+//!
+//! A result names its lease and the lease's epoch; the submitter must be the lease holder.
+//! Every result is recorded (with its capped log), whatever the lease's state. Whether it
+//! *counts* toward the decision:
+//! - node errors never count; they are node-side failures (retry limit, backoff), and only
+//!   when they come under an active lease (an expired lease already counted its failure);
+//! - otherwise it counts if the builder is approved, the task is not cancelled, and the
+//!   builder has no counted result for the task yet. So a late result from an expired or
+//!   superseded lease still counts once if it is the builder's first, never twice.
+//!
+//! A counted result on an open task runs the rules of [`crate::rules`]. On a task decided
+//! already it is kept (it may keep the decision alive if a builder is revoked later) and
+//! credits its builder as agreeing or outvoted against the decision.
+//!
+//! Submitting twice under one lease (a retry after a lost answer) records nothing new and
+//! answers as the first time did.
+
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::db::{Db, Dialect, artifact_at, params};
+use crate::error::{Result, StoreError};
+use crate::model::{
+    AttestationId, BuildOutcome, BuilderStatus, LeaseState, OutcomeKind, Submission, SubmitReport,
+    TaskState,
+};
+use crate::ops::{TaskRow, apply_verdict, counted_results, credit, event};
+use crate::policy::Policy;
+use crate::rules::{Class, cap_log, cap_reason, decide};
+
+/// The largest signed attestation accepted.
+pub(crate) const MAX_SIGNED_BYTES: usize = 64 * 1024;
+
+fn check_outcome(outcome: &BuildOutcome) -> Result<()> {
+    if let BuildOutcome::Built { artifact, signed } = outcome {
+        if signed.is_empty() || signed.len() > MAX_SIGNED_BYTES {
+            return Err(StoreError::invalid(format!(
+                "a signed attestation is 1 to {MAX_SIGNED_BYTES} bytes, got {}",
+                signed.len()
+            )));
+        }
+        if i64::try_from(artifact.size).is_err() {
+            return Err(StoreError::invalid("artifact size out of range"));
+        }
+    }
+    Ok(())
+}
+
+/// Records a result and decides its task.
+pub(crate) async fn submit(
+    db: &mut dyn Db,
+    policy: &Policy,
+    submission: &Submission,
+    now: Timestamp,
+) -> Result<SubmitReport> {
+    check_outcome(&submission.outcome)?;
+    let lease_id = submission.lease_id.0;
+    let sql = format!(
+        "SELECT l.task_id, l.builder_id, l.epoch, l.state, b.public_key, b.status \
+         FROM leases l JOIN builders b ON b.id = l.builder_id WHERE l.id = $1{}",
+        match db.dialect() {
+            Dialect::Postgres => " FOR UPDATE OF l",
+            Dialect::Sqlite => "",
+        }
+    );
+    let row = db
+        .query_opt(&sql, params![lease_id])
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("lease {lease_id}")))?;
+    let task_id: i64 = row.get(0)?;
+    let builder_id: i64 = row.get(1)?;
+    let epoch: i64 = row.get(2)?;
+    let lease_state: LeaseState = row.get::<String>(3)?.parse()?;
+    let holder: buildsrs_keys::PublicKey = row.get(4)?;
+    let status: BuilderStatus = row.get::<String>(5)?.parse()?;
+    if holder != submission.builder {
+        return Err(StoreError::conflict(format!(
+            "lease {lease_id} is held by another builder"
+        )));
+    }
+    if epoch != submission.epoch {
+        return Err(StoreError::StaleEpoch {
+            lease_id,
+            given: submission.epoch,
+            current: epoch,
+        });
+    }
+
+    if let Some(row) = db
+        .query_opt(
+            "SELECT id, counted, late FROM attestations WHERE lease_id = $1",
+            params![lease_id],
+        )
+        .await?
+    {
+        let task = TaskRow::lock(db, task_id).await?;
+        return Ok(SubmitReport {
+            attestation_id: AttestationId(row.get(0)?),
+            counted: row.get(1)?,
+            late: row.get(2)?,
+            duplicate: true,
+            task_state: task.state,
+            decision: None,
+        });
+    }
+
+    let mut task = TaskRow::lock(db, task_id).await?;
+    let late = lease_state != LeaseState::Active;
+    if !late {
+        db.execute(
+            "UPDATE leases SET state = 'completed', ended_at = $2 WHERE id = $1",
+            params![lease_id, now],
+        )
+        .await?;
+        task.active_leases = task.active_leases.saturating_sub(1);
+    }
+
+    let kind = submission.outcome.kind();
+    let counted = kind != OutcomeKind::NodeError
+        && status == BuilderStatus::Approved
+        && task.state != TaskState::Cancelled
+        && db
+            .query_opt(
+                "SELECT 1 FROM attestations WHERE task_id = $1 AND builder_id = $2 AND counted",
+                params![task_id, builder_id],
+            )
+            .await?
+            .is_none();
+    let attestation_id = record(
+        db, policy, submission, task_id, builder_id, counted, late, now,
+    )
+    .await?;
+    let counter = match kind {
+        OutcomeKind::Built => "built = built + 1, ",
+        OutcomeKind::NodeError => "failed = failed + 1, ",
+        _ => "",
+    };
+    db.execute(
+        &format!("UPDATE builders SET {counter}last_seen = $2 WHERE id = $1"),
+        params![builder_id, now],
+    )
+    .await?;
+
+    let mut decision = None;
+    if kind == OutcomeKind::NodeError {
+        if !late && task.is_open() {
+            let what = submission.outcome.reason().map_or_else(
+                || "node error".to_owned(),
+                |r| format!("node error: {}", cap_reason(r)),
+            );
+            task.node_failure(db, policy, &what, now).await?;
+        }
+    } else if counted {
+        task.counted += 1;
+        if task.is_open() {
+            let results = counted_results(db, task_id).await?;
+            let verdict = decide(
+                task.quorum,
+                task.wanted,
+                task.quorum + policy.max_extra_builds,
+                &results,
+            );
+            decision = Some(apply_verdict(db, policy, &mut task, verdict, true, now).await?);
+        } else {
+            judge_late(db, &task, submission, builder_id).await?;
+        }
+    }
+    task.refresh_open(policy);
+    task.save(db, now).await?;
+    if late {
+        event(
+            db,
+            now,
+            "late_result",
+            Some(task_id),
+            Some(builder_id),
+            json!({ "lease": lease_id, "lease_state": lease_state.as_str(), "counted": counted }),
+        )
+        .await?;
+    }
+    Ok(SubmitReport {
+        attestation_id,
+        counted,
+        late,
+        duplicate: false,
+        task_state: task.state,
+        decision,
+    })
+}
+
+/// Inserts the result row and its capped log.
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    db: &mut dyn Db,
+    policy: &Policy,
+    submission: &Submission,
+    task_id: i64,
+    builder_id: i64,
+    counted: bool,
+    late: bool,
+    now: Timestamp,
+) -> Result<AttestationId> {
+    let (hash, size, signed) = match &submission.outcome {
+        BuildOutcome::Built { artifact, signed } => (
+            Some(artifact.blake3.to_hex()),
+            i64::try_from(artifact.size).ok(),
+            Some(signed.as_slice()),
+        ),
+        _ => (None, None, None),
+    };
+    let reason = submission.outcome.reason().map(cap_reason);
+    let row = db
+        .query_one(
+            "INSERT INTO attestations (task_id, builder_id, lease_id, outcome, artifact_hash, \
+                                       artifact_size, signed, reason, received_at, counted, late) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            params![
+                task_id,
+                builder_id,
+                submission.lease_id.0,
+                submission.outcome.kind().as_str(),
+                hash.as_deref(),
+                size,
+                signed,
+                reason.as_deref(),
+                now,
+                counted,
+                late,
+            ],
+        )
+        .await?;
+    let id: i64 = row.get(0)?;
+    if let Some(log) = &submission.log {
+        let kept = cap_log(log, policy.max_log_bytes);
+        db.execute(
+            "INSERT INTO build_logs (attestation_id, log, original_len) VALUES ($1, $2, $3)",
+            params![id, kept, i64::try_from(log.len()).unwrap_or(i64::MAX)],
+        )
+        .await?;
+    }
+    Ok(AttestationId(id))
+}
+
+/// Credits a counted result on a decided task as agreeing or outvoted.
+async fn judge_late(
+    db: &mut dyn Db,
+    task: &TaskRow,
+    submission: &Submission,
+    builder_id: i64,
+) -> Result<()> {
+    let decided = match task.state {
+        TaskState::Verified => {
+            let row = db
+                .query_one(
+                    "SELECT t.artifact_hash, a.size FROM tasks t \
+                     JOIN artifacts a ON a.hash = t.artifact_hash WHERE t.id = $1",
+                    params![task.id],
+                )
+                .await?;
+            artifact_at(&row, 0, 1)?.map(|a| Class::Built {
+                hash: a.blake3,
+                size: a.size,
+            })
+        }
+        TaskState::NoBinaries => Some(Class::NoBinaries),
+        TaskState::Failed => Some(Class::DoesNotBuild),
+        _ => None,
+    };
+    let artifact = match &submission.outcome {
+        BuildOutcome::Built { artifact, .. } => Some(*artifact),
+        _ => None,
+    };
+    if let (Some(decided), Some(mine)) = (decided, Class::of(submission.outcome.kind(), artifact)) {
+        if decided == mine {
+            credit(db, &[builder_id], &[]).await?;
+        } else {
+            credit(db, &[], &[builder_id]).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,971 @@
+//! The conformance suite: every test body runs on SQLite and on Postgres.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use buildsrs_store::{
+    BuildOutcome, BuilderStatus, Decision, LeaseState, NewBuilder, OutcomeKind, Page, Policy,
+    SCHEMA_VERSION, Store, StoreError, Submission, TaskState, store_test,
+};
+use common::*;
+
+// ---- schema and ingest ----------------------------------------------------------------
+
+store_test!(schema_version_is_current, |store: Store| async move {
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+});
+
+store_test!(
+    ingest_plans_watched_crates_only,
+    |store: Store| async move {
+        matrix(&store).await;
+        let report = store
+            .upsert_versions(
+                vec![
+                    line("alpha", "0.1.0", false),
+                    line("alpha", "0.2.0", false),
+                    line("beta", "1.0.0", false),
+                    line("beta", "0.9.0", true),
+                ],
+                t(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.crates_added, 2);
+        assert_eq!(report.versions_added, 4);
+        assert_eq!(report.tasks_planned, 0, "nothing is watched yet");
+
+        // Watching plans the crate's non-yanked versions.
+        assert_eq!(
+            store.set_crate_watched("beta", true, t(2)).await.unwrap(),
+            1
+        );
+        // A new version of a watched crate is planned; the same batch again changes nothing.
+        let batch = vec![line("beta", "1.1.0", false), line("alpha", "0.3.0", false)];
+        let report = store.upsert_versions(batch.clone(), t(3)).await.unwrap();
+        assert_eq!(report.versions_added, 2);
+        assert_eq!(report.tasks_planned, 1);
+        let again = store.upsert_versions(batch, t(4)).await.unwrap();
+        assert_eq!(again, Default::default());
+
+        let beta = store.crate_info("beta").await.unwrap().unwrap();
+        assert!(beta.watched);
+        assert_eq!(beta.versions.len(), 3);
+        let v = store.version_info("beta", "1.1.0").await.unwrap().unwrap();
+        assert_eq!(v.tasks.len(), 1);
+        assert_eq!(v.tasks[0].state, TaskState::Queued);
+        assert_eq!(v.tasks[0].target, TARGET);
+        assert_eq!(v.tasks[0].quorum, 2);
+        assert!(
+            store
+                .version_info("beta", "0.9.0")
+                .await
+                .unwrap()
+                .unwrap()
+                .tasks
+                .is_empty()
+        );
+        assert!(
+            store
+                .version_info("alpha", "0.3.0")
+                .await
+                .unwrap()
+                .unwrap()
+                .tasks
+                .is_empty()
+        );
+    }
+);
+
+store_test!(
+    full_index_mode_plans_every_crate,
+    policy = Policy {
+        plan_all_crates: true,
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        matrix(&store).await;
+        store.set_toolchain("nightly", true, t(0)).await.unwrap();
+        store.set_toolchain("beta", false, t(0)).await.unwrap();
+        let report = store
+            .upsert_versions(vec![line("gamma", "1.0.0", false)], t(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            report.tasks_planned, 2,
+            "one target × two enabled toolchains"
+        );
+        let names: Vec<String> = store
+            .toolchains()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["1.95.0", "beta", "nightly"]);
+    }
+);
+
+store_test!(
+    a_bad_line_refuses_the_whole_batch,
+    |store: Store| async move {
+        matrix(&store).await;
+        for bad in [
+            line("ok", "1.0.0", false).with_cksum("ABC"),
+            line("ok", "1.0.0", false).with_cksum(&"A".repeat(64)),
+            line("bad name", "1.0.0", false),
+            line("ok", "", false),
+            line("ok", "1.0.0 beta", false),
+        ] {
+            let error = store
+                .upsert_versions(vec![line("fine", "1.0.0", false), bad], t(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(error, StoreError::Invalid(_)), "{error}");
+        }
+        assert!(store.crate_info("fine").await.unwrap().is_none());
+        assert_eq!(store.queue_stats(t(1)).await.unwrap().versions, 0);
+    }
+);
+
+trait WithCksum {
+    fn with_cksum(self, cksum: &str) -> Self;
+}
+
+impl WithCksum for buildsrs_store::IndexVersion {
+    fn with_cksum(mut self, cksum: &str) -> Self {
+        self.cksum = cksum.to_owned();
+        self
+    }
+}
+
+store_test!(
+    yank_cancels_open_tasks_and_unyank_requeues,
+    |store: Store| async move {
+        let keys = world(&store, 2, 1).await;
+        let held = lease(&store, &keys[0], t(10)).await;
+
+        let report = store
+            .upsert_versions(vec![line("demo", "1.0.0", true)], t(20))
+            .await
+            .unwrap();
+        assert_eq!(report.versions_yanked, 1);
+        assert_eq!(report.tasks_cancelled, 1);
+        let task = store.task(held.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.state, TaskState::Cancelled);
+        assert_eq!(task.task.reason.as_deref(), Some("version yanked"));
+        assert_eq!(task.leases[0].state, LeaseState::Cancelled);
+        // The node learns its lease is gone at its next renewal.
+        let error = store
+            .renew_lease(&keys[0], held.lease_id, held.epoch, t(30))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::LeaseEnded { .. }), "{error}");
+        assert!(store.lease_next(&keys[1], t(30)).await.unwrap().is_none());
+
+        let report = store
+            .upsert_versions(vec![line("demo", "1.0.0", false)], t(40))
+            .await
+            .unwrap();
+        assert_eq!(report.versions_unyanked, 1);
+        assert_eq!(report.tasks_requeued, 1);
+        assert_eq!(
+            store.task(held.task_id).await.unwrap().unwrap().task.state,
+            TaskState::Queued
+        );
+        let again = lease(&store, &keys[1], t(50)).await;
+        assert_eq!(again.task_id, held.task_id);
+    }
+);
+
+// ---- leasing ----------------------------------------------------------------------------
+
+store_test!(only_approved_builders_get_work, |store: Store| async move {
+    world(&store, 0, 1).await;
+    let pending = key(7);
+    store
+        .register_builder(
+            NewBuilder {
+                public_key: pending,
+                name: "newcomer".into(),
+                targets: vec![TARGET.into()],
+                toolchains: vec![TOOLCHAIN.into()],
+            },
+            t(1),
+        )
+        .await
+        .unwrap();
+    let error = store.lease_next(&pending, t(2)).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotApproved { .. }), "{error}");
+    let error = store.lease_next(&key(99), t(2)).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotFound(_)), "{error}");
+
+    store.approve_builder(&pending, t(3)).await.unwrap();
+    assert!(store.lease_next(&pending, t(4)).await.unwrap().is_some());
+
+    store.revoke_builder(&pending, "test", t(5)).await.unwrap();
+    let error = store.lease_next(&pending, t(6)).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotApproved { .. }), "{error}");
+    let error = store.approve_builder(&pending, t(7)).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+    assert_eq!(
+        store.builder(&pending).await.unwrap().unwrap().status,
+        BuilderStatus::Revoked
+    );
+});
+
+store_test!(
+    leases_match_target_and_toolchain,
+    |store: Store| async move {
+        world(&store, 0, 1).await;
+        let other = key(8);
+        store
+            .register_builder(
+                NewBuilder {
+                    public_key: other,
+                    name: "arm".into(),
+                    targets: vec!["aarch64-unknown-linux-gnu".into()],
+                    toolchains: vec![TOOLCHAIN.into()],
+                },
+                t(1),
+            )
+            .await
+            .unwrap();
+        store.approve_builder(&other, t(1)).await.unwrap();
+        assert!(store.lease_next(&other, t(2)).await.unwrap().is_none());
+
+        // It learns the right target: re-registering updates capabilities, not status.
+        let info = store
+            .register_builder(
+                NewBuilder {
+                    public_key: other,
+                    name: "arm and x86".into(),
+                    targets: vec!["aarch64-unknown-linux-gnu".into(), TARGET.into()],
+                    toolchains: vec![TOOLCHAIN.into()],
+                },
+                t(3),
+            )
+            .await
+            .unwrap();
+        assert_eq!(info.status, BuilderStatus::Approved);
+        assert_eq!(info.targets.len(), 2);
+
+        // A disabled target's tasks are not leased.
+        store.set_target(TARGET, false, t(4)).await.unwrap();
+        assert!(store.lease_next(&other, t(5)).await.unwrap().is_none());
+        store.set_target(TARGET, true, t(6)).await.unwrap();
+        let lease = lease(&store, &other, t(7)).await;
+        assert_eq!(
+            (lease.crate_name.as_str(), lease.version.as_str()),
+            ("demo", "1.0.0")
+        );
+        assert_eq!(lease.target, TARGET);
+        assert_eq!(lease.toolchain, TOOLCHAIN);
+        assert_eq!(lease.cksum.len(), 64);
+    }
+);
+
+store_test!(
+    lease_limit_is_quorum_plus_extra,
+    |store: Store| async move {
+        // Default policy: quorum 2, one extra lease.
+        let keys = world(&store, 5, 1).await;
+        let first = lease(&store, &keys[0], t(1)).await;
+        // The same builder never holds two leases on one task.
+        assert!(store.lease_next(&keys[0], t(1)).await.unwrap().is_none());
+        let second = lease(&store, &keys[1], t(1)).await;
+        let third = lease(&store, &keys[2], t(1)).await;
+        assert!(first.epoch < second.epoch && second.epoch < third.epoch);
+        assert!(store.lease_next(&keys[3], t(1)).await.unwrap().is_none());
+        let task = store.task(first.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.active_leases, 3);
+        assert_eq!(task.task.state, TaskState::Building);
+    }
+);
+
+store_test!(priority_first_then_age, |store: Store| async move {
+    let keys = world(&store, 1, 3).await;
+    let newest = store
+        .version_info("demo", "1.2.0")
+        .await
+        .unwrap()
+        .unwrap()
+        .tasks[0]
+        .id;
+    store.set_task_priority(newest, 5, t(1)).await.unwrap();
+    let order: Vec<String> = {
+        let mut order = Vec::new();
+        while let Some(lease) = store.lease_next(&keys[0], t(2)).await.unwrap() {
+            order.push(lease.version);
+        }
+        order
+    };
+    assert_eq!(order, ["1.2.0", "1.0.0", "1.1.0"]);
+    let error = store
+        .set_task_priority(buildsrs_store::TaskId(999_999), 1, t(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound(_)));
+});
+
+store_test!(
+    renewal_checks_holder_epoch_and_deadline,
+    |store: Store| async move {
+        let keys = world(&store, 2, 1).await;
+        let held = lease(&store, &keys[0], t(0)).await;
+        let lease_secs = store.policy().lease_duration.as_secs() as i64;
+        assert_eq!(held.deadline, t(lease_secs));
+
+        let renewed = store
+            .renew_lease(&keys[0], held.lease_id, held.epoch, t(100))
+            .await
+            .unwrap();
+        assert_eq!(renewed, t(100 + lease_secs));
+
+        let error = store
+            .renew_lease(&keys[0], held.lease_id, held.epoch + 1, t(101))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::StaleEpoch { .. }), "{error}");
+        let error = store
+            .renew_lease(&keys[1], held.lease_id, held.epoch, t(101))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+        let error = store
+            .renew_lease(&keys[0], buildsrs_store::LeaseId(424_242), 1, t(101))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::NotFound(_)), "{error}");
+        // Past the deadline, even before the sweeper ran.
+        let error = store
+            .renew_lease(&keys[0], held.lease_id, held.epoch, t(100 + lease_secs))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::LeaseEnded { .. }), "{error}");
+        // The refused renewals changed nothing.
+        let detail = store.task(held.task_id).await.unwrap().unwrap();
+        assert_eq!(detail.leases[0].deadline, renewed);
+    }
+);
+
+store_test!(
+    expiry_requeues_with_backoff,
+    policy = Policy {
+        backoff_base: Duration::from_secs(60),
+        backoff_max: Duration::from_secs(3600),
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        let keys = world(&store, 1, 1).await;
+        let held = lease(&store, &keys[0], t(0)).await;
+        let deadline = held.deadline.as_second() - 1_700_000_000;
+
+        let report = store.expire_leases(t(deadline - 1)).await.unwrap();
+        assert_eq!(report.expired, 0);
+        let report = store.expire_leases(t(deadline)).await.unwrap();
+        assert_eq!((report.expired, report.requeued, report.stopped), (1, 1, 0));
+
+        let task = store.task(held.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.state, TaskState::Queued);
+        assert_eq!(task.task.attempts, 1);
+        assert_eq!(task.task.not_before, t(deadline + 60));
+        assert_eq!(task.leases[0].state, LeaseState::Expired);
+        assert_eq!(store.builder(&keys[0]).await.unwrap().unwrap().failed, 1);
+
+        // Backing off: nothing to lease until not_before.
+        assert!(
+            store
+                .lease_next(&keys[0], t(deadline + 59))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let stats = store.queue_stats(t(deadline + 59)).await.unwrap();
+        assert_eq!((stats.queued, stats.ready), (1, 0));
+        let again = lease(&store, &keys[0], t(deadline + 60)).await;
+        assert!(
+            again.epoch > held.epoch,
+            "a new lease has a newer fencing epoch"
+        );
+
+        // Second failure: the backoff doubles.
+        let deadline2 = again.deadline.as_second() - 1_700_000_000;
+        store.expire_leases(t(deadline2)).await.unwrap();
+        let task = store.task(held.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.not_before, t(deadline2 + 120));
+    }
+);
+
+store_test!(
+    node_errors_stop_a_task_after_the_limit_without_failing_it,
+    policy = Policy {
+        max_node_failures: 2,
+        backoff_base: Duration::from_secs(10),
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        let keys = world(&store, 1, 1).await;
+        let first = lease(&store, &keys[0], t(0)).await;
+        let report = submit(
+            &store,
+            &first,
+            &keys[0],
+            BuildOutcome::NodeError {
+                reason: "disk full".into(),
+            },
+            t(1),
+        )
+        .await;
+        assert!(!report.counted);
+        assert_eq!(report.task_state, TaskState::Queued);
+
+        // A node error does not bar the builder from the task.
+        let second = lease(&store, &keys[0], t(11)).await;
+        assert_eq!(second.task_id, first.task_id);
+        let report = submit(
+            &store,
+            &second,
+            &keys[0],
+            BuildOutcome::NodeError {
+                reason: "sandbox crashed".into(),
+            },
+            t(12),
+        )
+        .await;
+        assert_eq!(report.task_state, TaskState::Cancelled);
+        let task = store.task(first.task_id).await.unwrap().unwrap().task;
+        assert_eq!(task.state, TaskState::Cancelled);
+        let reason = task.reason.unwrap();
+        assert!(reason.contains("2 node-side failures"), "{reason}");
+        assert!(reason.contains("sandbox crashed"), "{reason}");
+        assert!(store.lease_next(&keys[0], t(100)).await.unwrap().is_none());
+        assert_eq!(store.builder(&keys[0]).await.unwrap().unwrap().failed, 2);
+
+        // An operator can give it a fresh budget.
+        store.retry_task(first.task_id, t(200)).await.unwrap();
+        assert_eq!(lease(&store, &keys[0], t(200)).await.task_id, first.task_id);
+        let error = store.retry_task(first.task_id, t(201)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+    }
+);
+
+// ---- results and decisions -------------------------------------------------------------
+
+store_test!(
+    quorum_of_agreeing_builders_verifies,
+    |store: Store| async move {
+        let keys = world(&store, 3, 1).await;
+        let a = lease(&store, &keys[0], t(1)).await;
+        let b = lease(&store, &keys[1], t(1)).await;
+        let c = lease(&store, &keys[2], t(1)).await;
+
+        let report = submit(&store, &a, &keys[0], built(1), t(2)).await;
+        assert!(report.counted && !report.late);
+        assert_eq!(
+            report.decision,
+            Some(Decision::Pending {
+                counted: 1,
+                wanted: 2
+            })
+        );
+        // A builder never gets a task it delivered a result for.
+        assert!(store.lease_next(&keys[0], t(2)).await.unwrap().is_none());
+
+        let report = submit(&store, &b, &keys[1], built(1), t(3)).await;
+        assert_eq!(
+            report.decision,
+            Some(Decision::Verified {
+                artifact: artifact(1)
+            })
+        );
+        assert_eq!(report.task_state, TaskState::Verified);
+
+        // The extra lease was cancelled; its late result is recorded and credited.
+        let error = store
+            .renew_lease(&keys[2], c.lease_id, c.epoch, t(4))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::LeaseEnded { .. }), "{error}");
+        let report = submit(&store, &c, &keys[2], built(1), t(5)).await;
+        assert!(report.late && report.counted);
+        assert_eq!(report.decision, None);
+
+        let info = store.artifact(&artifact(1).blake3).await.unwrap().unwrap();
+        assert_eq!(info.artifact, artifact(1));
+        assert_eq!(info.verified_at, Some(t(3)));
+        assert_eq!(info.tasks.len(), 1);
+        assert_eq!(info.attestations.len(), 3);
+        assert!(info.attestations.iter().all(|a| a.signed.is_some()));
+        let recent = store.recently_verified(10).await.unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].artifact, artifact(1));
+        for k in &keys {
+            let b = store.builder(k).await.unwrap().unwrap();
+            assert_eq!((b.built, b.agreed, b.outvoted), (1, 1, 0), "{}", b.name);
+        }
+        let stats = store.queue_stats(t(6)).await.unwrap();
+        assert_eq!((stats.verified, stats.artifacts_verified), (1, 1));
+        assert_eq!(stats.active_leases, 0);
+    }
+);
+
+store_test!(a_late_result_counts_once, |store: Store| async move {
+    let keys = world(&store, 2, 1).await;
+    let old = lease(&store, &keys[0], t(0)).await;
+    let deadline = old.deadline.as_second() - 1_700_000_000;
+    store.expire_leases(t(deadline)).await.unwrap();
+    let backoff = store.policy().backoff_base.as_secs() as i64;
+    let new = lease(&store, &keys[0], t(deadline + backoff)).await;
+    assert!(new.epoch > old.epoch);
+
+    // The old lease's result arrives: recorded, and it counts (the builder's first).
+    let late = submit(&store, &old, &keys[0], built(1), t(deadline + backoff + 1)).await;
+    assert!(late.late && late.counted);
+    // Then the new lease's: recorded, not counted again.
+    let second = submit(&store, &new, &keys[0], built(1), t(deadline + backoff + 2)).await;
+    assert!(!second.late && !second.counted);
+    let task = store.task(old.task_id).await.unwrap().unwrap();
+    assert_eq!(task.task.counted, 1);
+    assert_eq!(task.task.state, TaskState::Queued);
+    assert_eq!(task.results.len(), 2);
+
+    // Quorum needs a second builder.
+    let other = lease(&store, &keys[1], t(deadline + backoff + 3)).await;
+    let report = submit(
+        &store,
+        &other,
+        &keys[1],
+        built(1),
+        t(deadline + backoff + 4),
+    )
+    .await;
+    assert_eq!(report.task_state, TaskState::Verified);
+});
+
+store_test!(
+    disagreement_schedules_extra_builds_and_counts_the_outvoted,
+    policy = Policy {
+        extra_leases: 0,
+        max_extra_builds: 2,
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        let keys = world(&store, 4, 1).await;
+        let a = lease(&store, &keys[0], t(1)).await;
+        let b = lease(&store, &keys[1], t(1)).await;
+        assert!(store.lease_next(&keys[2], t(1)).await.unwrap().is_none());
+        submit(&store, &a, &keys[0], built(1), t(2)).await;
+        let report = submit(&store, &b, &keys[1], built(2), t(3)).await;
+        assert_eq!(
+            report.decision,
+            Some(Decision::Mismatch {
+                wanted: 3,
+                exhausted: false
+            })
+        );
+        assert_eq!(report.task_state, TaskState::Mismatch);
+        let task = store.task(a.task_id).await.unwrap().unwrap().task;
+        assert!(task.reason.unwrap().contains("disagree"));
+
+        // One extra build is leased, and it breaks the tie.
+        let c = lease(&store, &keys[2], t(4)).await;
+        assert!(store.lease_next(&keys[3], t(4)).await.unwrap().is_none());
+        let report = submit(&store, &c, &keys[2], built(1), t(5)).await;
+        assert_eq!(report.task_state, TaskState::Verified);
+        let counts = |n: usize| {
+            let store = store.clone();
+            let key = keys[n];
+            async move {
+                let b = store.builder(&key).await.unwrap().unwrap();
+                (b.agreed, b.outvoted)
+            }
+        };
+        assert_eq!(counts(0).await, (1, 0));
+        assert_eq!(counts(1).await, (0, 1));
+        assert_eq!(counts(2).await, (1, 0));
+    }
+);
+
+store_test!(
+    mismatch_is_final_at_the_extra_build_limit,
+    policy = Policy {
+        extra_leases: 0,
+        max_extra_builds: 1,
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        let keys = world(&store, 4, 1).await;
+        for (n, key) in keys.iter().take(2).enumerate() {
+            let l = lease(&store, key, t(1)).await;
+            submit(&store, &l, key, built(n as u8 + 1), t(2)).await;
+        }
+        let c = lease(&store, &keys[2], t(3)).await;
+        let report = submit(&store, &c, &keys[2], built(3), t(4)).await;
+        assert_eq!(
+            report.decision,
+            Some(Decision::Mismatch {
+                wanted: 3,
+                exhausted: true
+            })
+        );
+        let task = store.task(c.task_id).await.unwrap().unwrap().task;
+        assert_eq!(task.state, TaskState::Mismatch);
+        assert_eq!(task.decided_at, Some(t(4)));
+        assert!(store.lease_next(&keys[3], t(5)).await.unwrap().is_none());
+        // No winner, so nobody is outvoted.
+        assert_eq!(store.builder(&keys[0]).await.unwrap().unwrap().outvoted, 0);
+    }
+);
+
+store_test!(
+    agreed_failures_fail_or_find_no_binaries,
+    |store: Store| async move {
+        let keys = world(&store, 2, 2).await;
+        // Version 1.0.0: does not build (two kinds of failure still agree).
+        let a = lease(&store, &keys[0], t(1)).await;
+        let b = lease(&store, &keys[1], t(1)).await;
+        assert_eq!(a.task_id, b.task_id);
+        let fail = BuildOutcome::BuildFailed {
+            reason: "error[E0425]: cannot find value".into(),
+        };
+        assert_eq!(
+            submit(&store, &a, &keys[0], fail, t(2)).await.task_state,
+            TaskState::Building,
+            "the other builder is still at it"
+        );
+        let report = submit(&store, &b, &keys[1], BuildOutcome::TimedOut, t(3)).await;
+        assert_eq!(report.task_state, TaskState::Failed);
+        let Some(Decision::Failed { reason }) = report.decision else {
+            panic!("{report:?}");
+        };
+        assert!(
+            reason.contains("build failed ×1") && reason.contains("timed out ×1"),
+            "{reason}"
+        );
+        assert!(reason.contains("E0425"), "{reason}");
+
+        // Version 1.1.0: no binaries.
+        let a = lease(&store, &keys[0], t(4)).await;
+        let b = lease(&store, &keys[1], t(4)).await;
+        submit(&store, &a, &keys[0], BuildOutcome::NoBinaries, t(5)).await;
+        let report = submit(&store, &b, &keys[1], BuildOutcome::NoBinaries, t(6)).await;
+        assert_eq!(report.decision, Some(Decision::NoBinaries));
+        let stats = store.queue_stats(t(7)).await.unwrap();
+        assert_eq!((stats.failed, stats.no_binaries), (1, 1));
+    }
+);
+
+store_test!(
+    results_are_checked_and_deduplicated,
+    |store: Store| async move {
+        let keys = world(&store, 2, 1).await;
+        let held = lease(&store, &keys[0], t(1)).await;
+        let submission = |builder, epoch, outcome| Submission {
+            lease_id: held.lease_id,
+            epoch,
+            builder,
+            outcome,
+            log: None,
+        };
+        let error = store
+            .submit(submission(keys[0], held.epoch + 7, built(1)), t(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::StaleEpoch { .. }), "{error}");
+        let error = store
+            .submit(submission(keys[1], held.epoch, built(1)), t(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+        let empty_signature = BuildOutcome::Built {
+            artifact: artifact(1),
+            signed: Vec::new(),
+        };
+        let error = store
+            .submit(submission(keys[0], held.epoch, empty_signature), t(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{error}");
+        // None of that changed anything.
+        let detail = store.task(held.task_id).await.unwrap().unwrap();
+        assert!(detail.results.is_empty());
+        assert_eq!(detail.leases[0].state, LeaseState::Active);
+
+        let first = store
+            .submit(submission(keys[0], held.epoch, built(1)), t(3))
+            .await
+            .unwrap();
+        let retry = store
+            .submit(submission(keys[0], held.epoch, built(1)), t(4))
+            .await
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.attestation_id, first.attestation_id);
+        assert_eq!(
+            store
+                .task(held.task_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .results
+                .len(),
+            1
+        );
+    }
+);
+
+store_test!(
+    build_logs_keep_their_end,
+    policy = Policy {
+        max_log_bytes: 8,
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        let keys = world(&store, 1, 1).await;
+        let held = lease(&store, &keys[0], t(1)).await;
+        let report = store
+            .submit(
+                Submission {
+                    lease_id: held.lease_id,
+                    epoch: held.epoch,
+                    builder: keys[0],
+                    outcome: BuildOutcome::BuildFailed {
+                        reason: "linker".into(),
+                    },
+                    log: Some(b"compiling...\nerror: boom".to_vec()),
+                },
+                t(2),
+            )
+            .await
+            .unwrap();
+        let log = store
+            .build_log(report.attestation_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.bytes, b"ror: boom"[1..]);
+        assert_eq!(log.original_len, 24);
+        assert!(log.truncated());
+        let result = &store.task(held.task_id).await.unwrap().unwrap().results[0];
+        assert_eq!(result.outcome, OutcomeKind::BuildFailed);
+        assert_eq!(result.reason.as_deref(), Some("linker"));
+    }
+);
+
+store_test!(
+    revoking_a_builder_redecides_what_relied_on_it,
+    |store: Store| async move {
+        let keys = world(&store, 3, 1).await;
+        let a = lease(&store, &keys[0], t(1)).await;
+        let b = lease(&store, &keys[1], t(1)).await;
+        submit(&store, &a, &keys[0], built(1), t(2)).await;
+        submit(&store, &b, &keys[1], built(1), t(3)).await;
+        assert!(
+            store
+                .artifact(&artifact(1).blake3)
+                .await
+                .unwrap()
+                .unwrap()
+                .verified_at
+                .is_some()
+        );
+
+        let report = store
+            .revoke_builder(&keys[0], "key leaked", t(10))
+            .await
+            .unwrap();
+        assert_eq!((report.tasks_redecided, report.verified_lost), (1, 1));
+        let task = store.task(a.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.state, TaskState::Queued);
+        assert_eq!(task.task.counted, 1);
+        assert_eq!(task.task.artifact, None);
+        assert!(
+            task.results
+                .iter()
+                .all(|r| r.builder != keys[0] || !r.counted)
+        );
+        let info = store.artifact(&artifact(1).blake3).await.unwrap().unwrap();
+        assert_eq!(info.verified_at, None);
+        assert_eq!(
+            info.attestations.len(),
+            1,
+            "only the approved builder's counts"
+        );
+        assert!(store.recently_verified(10).await.unwrap().is_empty());
+
+        // A third builder restores the quorum.
+        let c = lease(&store, &keys[2], t(11)).await;
+        let report = submit(&store, &c, &keys[2], built(1), t(12)).await;
+        assert_eq!(report.task_state, TaskState::Verified);
+        assert!(
+            store
+                .artifact(&artifact(1).blake3)
+                .await
+                .unwrap()
+                .unwrap()
+                .verified_at
+                .is_some()
+        );
+        // Revoking twice is harmless.
+        let again = store
+            .revoke_builder(&keys[0], "again", t(13))
+            .await
+            .unwrap();
+        assert_eq!(again, Default::default());
+    }
+);
+
+store_test!(revoking_cancels_active_leases, |store: Store| async move {
+    let keys = world(&store, 4, 1).await;
+    let a = lease(&store, &keys[0], t(1)).await;
+    lease(&store, &keys[1], t(1)).await;
+    lease(&store, &keys[2], t(1)).await;
+    assert!(store.lease_next(&keys[3], t(1)).await.unwrap().is_none());
+    let report = store
+        .revoke_builder(&keys[0], "gone rogue", t(2))
+        .await
+        .unwrap();
+    assert_eq!(report.leases_cancelled, 1);
+    // Its slot is free again.
+    assert!(store.lease_next(&keys[3], t(3)).await.unwrap().is_some());
+    // Its result, should it still come, is recorded but never counts.
+    let late = submit(&store, &a, &keys[0], built(1), t(4)).await;
+    assert!(late.late && !late.counted);
+});
+
+// ---- reads ------------------------------------------------------------------------------
+
+store_test!(
+    crate_search_is_paged_and_forgiving,
+    |store: Store| async move {
+        let mut batch: Vec<_> = (0..25)
+            .map(|n| line(&format!("serde-ext-{n:02}"), "1.0.0", false))
+            .collect();
+        batch.push(line("serde", "1.0.0", false));
+        batch.push(line("serde_json", "1.0.0", false));
+        batch.push(line("Tokio", "1.0.0", false));
+        store.upsert_versions(batch, t(1)).await.unwrap();
+
+        let page = store.search_crates("serde", Page::first(10)).await.unwrap();
+        assert_eq!(page.total, 27);
+        assert_eq!(page.items.len(), 10);
+        assert_eq!(page.items[0].name, "serde", "the exact match comes first");
+        assert_eq!(page.items[1].name, "serde_json", "then shorter names");
+        let last = store
+            .search_crates(
+                "serde",
+                Page {
+                    offset: 20,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(last.items.len(), 7);
+        assert_eq!(
+            store
+                .search_crates("SERDE-JSON", Page::first(10))
+                .await
+                .unwrap()
+                .items[0]
+                .name,
+            "serde_json"
+        );
+        assert_eq!(
+            store
+                .search_crates("tokio", Page::first(5))
+                .await
+                .unwrap()
+                .total,
+            1
+        );
+        assert_eq!(
+            store
+                .search_crates("%", Page::first(5))
+                .await
+                .unwrap()
+                .total,
+            0
+        );
+        let huge = store.search_crates("", Page::first(100_000)).await.unwrap();
+        assert_eq!(huge.page.limit, Page::MAX_LIMIT);
+        assert_eq!(huge.total, 28);
+        assert!(store.crate_info("nope").await.unwrap().is_none());
+        assert!(store.crate_info("bad name").await.is_err());
+    }
+);
+
+store_test!(
+    downloads_storage_keys_and_events,
+    |store: Store| async move {
+        let keys = world(&store, 2, 1).await;
+        for key in &keys {
+            let l = lease(&store, key, t(1)).await;
+            submit(&store, &l, key, built(1), t(2)).await;
+        }
+        let hash = artifact(1).blake3;
+        store.record_download(&hash, t(3)).await.unwrap();
+        store.record_download(&hash, t(4)).await.unwrap();
+        store.record_download(&hash, t(86_400 * 2)).await.unwrap();
+        store
+            .set_artifact_storage_key(&hash, "blobs/ab/cd")
+            .await
+            .unwrap();
+        let info = store.artifact(&hash).await.unwrap().unwrap();
+        assert_eq!(info.storage_key.as_deref(), Some("blobs/ab/cd"));
+        let counts: Vec<u64> = info.downloads.iter().map(|d| d.count).collect();
+        assert_eq!(counts, [1, 2]);
+        let unknown = artifact(9).blake3;
+        assert!(matches!(
+            store.record_download(&unknown, t(5)).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.artifact(&unknown).await.unwrap().is_none());
+
+        let events = store.events(0, 1000).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        for kind in [
+            "builder_registered",
+            "builder_approved",
+            "index_batch",
+            "task_decided",
+        ] {
+            assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+        }
+        assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+        let after = store.events(events[2].id, 2).await.unwrap();
+        assert_eq!(after[0].id, events[3].id);
+        assert_eq!(after.len(), 2);
+    }
+);
+
+store_test!(builder_inputs_are_checked, |store: Store| async move {
+    let bad = [
+        ("", vec![]),
+        ("ok", vec!["has space".to_owned()]),
+        ("ok", (0..65).map(|n| format!("t{n}")).collect()),
+    ];
+    for (name, targets) in bad {
+        let error = store
+            .register_builder(
+                NewBuilder {
+                    public_key: key(3),
+                    name: name.to_owned(),
+                    targets,
+                    toolchains: vec![],
+                },
+                t(1),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{error}");
+    }
+    assert!(store.builders().await.unwrap().is_empty());
+    assert!(matches!(
+        store.approve_builder(&key(3), t(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+});
