@@ -86,7 +86,9 @@ impl CgroupParents {
     }
 }
 
-/// The cgroups of one run. Dropping it does not remove them: call [`RunCgroups::remove`].
+/// The cgroups of one run. Call [`RunCgroups::remove`] when the run is over; if the run is
+/// abandoned instead (its future dropped), `Drop` kills what is left and tries once to remove
+/// the directories.
 #[derive(Debug, Default)]
 pub(crate) struct RunCgroups {
     memory: Option<(PathBuf, Version)>,
@@ -191,14 +193,8 @@ impl RunCgroups {
 
     /// Removes the run's cgroups once their processes are gone (retrying for a moment: the
     /// kernel frees a killed process's cgroup membership asynchronously).
-    pub(crate) async fn remove(self) {
-        let mut dirs: Vec<PathBuf> = [self.memory, self.pids]
-            .into_iter()
-            .flatten()
-            .map(|(dir, _)| dir)
-            .collect();
-        dirs.dedup();
-        for dir in dirs {
+    pub(crate) async fn remove(mut self) {
+        for dir in self.take_dirs() {
             let mut removed = false;
             for _ in 0..100 {
                 if fs::remove_dir(&dir).is_ok() || !dir.exists() {
@@ -211,6 +207,46 @@ impl RunCgroups {
                 tracing::warn!(cgroup = %dir.display(), "could not remove the run's cgroup");
             }
         }
+    }
+
+    fn take_dirs(&mut self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = [self.memory.take(), self.pids.take()]
+            .into_iter()
+            .flatten()
+            .map(|(dir, _)| dir)
+            .collect();
+        dirs.dedup();
+        dirs
+    }
+}
+
+impl Drop for RunCgroups {
+    fn drop(&mut self) {
+        let dirs = self.take_dirs();
+        if dirs.is_empty() {
+            return;
+        }
+        // An abandoned run: kill what is left, and remove the directories from a thread once
+        // the kernel has let go of the dead processes (Drop cannot await).
+        for dir in &dirs {
+            for pid in read_pids(&dir.join("cgroup.procs")) {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        }
+        std::thread::spawn(move || {
+            for dir in dirs {
+                let removed = (0..100).any(|_| {
+                    let done = fs::remove_dir(&dir).is_ok() || !dir.exists();
+                    if !done {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    done
+                });
+                if !removed {
+                    tracing::warn!(cgroup = %dir.display(), "left behind the cgroup of an abandoned run");
+                }
+            }
+        });
     }
 }
 

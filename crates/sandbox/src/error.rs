@@ -33,7 +33,8 @@ pub enum SandboxError {
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
     /// The wrapper or bwrap failed before the program started (cgroup entry, rlimits, mount
-    /// setup). `log` holds what they printed.
+    /// setup, exec of the program), or bwrap was killed from outside. `log` holds what was
+    /// printed.
     #[error("sandbox setup failed: {reason}\n{log}")]
     Setup {
         /// What we know went wrong.

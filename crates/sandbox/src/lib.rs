@@ -11,6 +11,43 @@
 //!
 //! The trust line: [`SandboxError`] is always the node's fault and never a verdict on the
 //! crate; [`RunOutcome`] is always the crate's doing.
+//!
+//! A node builds one crate like this:
+//!
+//! ```no_run
+//! # async fn build(data_dir: std::path::PathBuf, job: buildsrs_sandbox::CargoLayout)
+//! # -> Result<(), buildsrs_sandbox::SandboxError> {
+//! use buildsrs_sandbox::{OutcomeKind, Sandbox, layout};
+//!
+//! // Once at start: does bubblewrap work here, and which limits are available?
+//! let (sandbox, capabilities) = Sandbox::detect(vec![data_dir]).await?;
+//!
+//! // Phase 1, with network, no crate code: lock (if the crate ships no Cargo.lock) and fetch.
+//! let manifest = ["--manifest-path", layout::MANIFEST];
+//! if !job.source.join("Cargo.lock").exists() {
+//!     let locked = sandbox.run(&job.fetch(["generate-lockfile"].iter().chain(&manifest).copied())).await?;
+//! }
+//! let fetched = sandbox.run(&job.fetch(["fetch", "--locked"].iter().chain(&manifest).copied())).await?;
+//!
+//! // Phase 2, offline, in the sandbox.
+//! let spec = job.build(
+//!     ["build", "--release", "--offline", "--locked", "--bins", "--target", "x86_64-unknown-linux-gnu"]
+//!         .iter()
+//!         .chain(&manifest)
+//!         .copied(),
+//!     1_700_000_000, // SOURCE_DATE_EPOCH
+//! );
+//! let settings = sandbox.settings_description(&spec); // hashed into the attestation
+//! let outcome = sandbox.run(&spec).await?;
+//! match outcome.kind() {
+//!     OutcomeKind::Succeeded => { /* pack job.target/…/release binaries */ }
+//!     OutcomeKind::Failed
+//!     | OutcomeKind::TimedOut
+//!     | OutcomeKind::OutOfMemory
+//!     | OutcomeKind::OutputTooLarge => { /* a build result, with outcome.log */ }
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod cargo;
 mod cgroup;

@@ -184,6 +184,16 @@ impl Sandbox {
                     .into(),
             );
         }
+        let leaked = inherited_descriptors();
+        if !leaked.is_empty() {
+            let note = format!(
+                "file descriptors {leaked:?} were inherited by the node without close-on-exec \
+                 and stay open inside the sandbox (bwrap does not close them): start the node \
+                 without extra open descriptors"
+            );
+            tracing::warn!("{note}");
+            capabilities.notes.push(note);
+        }
         resolve_tool("prlimit", &self.prlimit_path(), PRLIMIT_HINT)?;
         if let Sandbox::Bubblewrap(config) = self {
             let bwrap = resolve_tool("bwrap", &config.bwrap, BWRAP_HINT)?;
@@ -215,12 +225,15 @@ impl Sandbox {
         let outcome = match self.run(&probe).await {
             Ok(outcome) => outcome,
             Err(SandboxError::Setup { reason, log }) => {
-                return Err(unusable(format!(
-                    "{reason}: {}. bubblewrap needs user namespaces: run the node as root, or \
-                     enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; \
-                     on Ubuntu 24.04+ also kernel.apparmor_restrict_unprivileged_userns=0)",
-                    log.trim()
-                )));
+                let hint = match self {
+                    Sandbox::Bubblewrap(_) => {
+                        ". bubblewrap needs user namespaces: run the node as root, or enable \
+                         unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; \
+                         on Ubuntu 24.04+ also kernel.apparmor_restrict_unprivileged_userns=0)"
+                    }
+                    Sandbox::None => "",
+                };
+                return Err(unusable(format!("{reason}: {}{hint}", log.trim())));
             }
             Err(e) => return Err(e),
         };
@@ -489,6 +502,31 @@ fn prlimit_options(limits: &crate::Limits) -> String {
         .join(" ")
 }
 
+/// Descriptors above stderr that this process holds without close-on-exec. Everything Rust
+/// opens is close-on-exec, so these came from whoever started the node; they would pass
+/// through the wrapper and bwrap into the program, and closing them needs `unsafe`, which
+/// this workspace forbids. `check` reports them instead.
+fn inherited_descriptors() -> Vec<u32> {
+    const O_CLOEXEC: u32 = 0o2_000_000;
+    let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return Vec::new();
+    };
+    let mut leaked: Vec<u32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|fd| *fd > 2)
+        .filter(|fd| {
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+            info.lines()
+                .find_map(|line| line.strip_prefix("flags:"))
+                .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+                .is_some_and(|flags| flags & O_CLOEXEC == 0)
+        })
+        .collect();
+    leaked.sort_unstable();
+    leaked
+}
+
 /// Finds a tool: a path with a slash as is, a bare name in the node's `PATH` or the usual
 /// system directories.
 fn resolve_tool(
@@ -669,9 +707,16 @@ fn classify(
         Sandbox::Bubblewrap(_) => match bwrap_exit_code(status_text) {
             Some(code) if (129..=128 + 64).contains(&code) => ExitStatus::Signalled(code - 128),
             Some(code) => ExitStatus::Exited(code),
-            // No exit code: bwrap died before the program could finish. Either we (or the
-            // OOM killer) killed it, which is the crate's doing, or bwrap itself failed.
-            None if run.killed || counters.oom_kills > 0 || outer != ExitStatus::Exited(1) => outer,
+            // No exit code: bwrap died before the program could finish. Either a limit
+            // killed it (our wall clock or output cap, the memory cgroup), which is the
+            // crate's doing; or something outside killed bwrap (nothing inside can see it);
+            // or bwrap itself failed to set up or to exec the program.
+            None if run.killed || counters.oom_kills > 0 => outer,
+            None if matches!(outer, ExitStatus::Signalled(_)) => {
+                return Err(setup_error(&format!(
+                    "bubblewrap was killed from outside the sandbox ({outer})"
+                )));
+            }
             None => {
                 return Err(setup_error(
                     "bubblewrap could not set up the sandbox or start the program",

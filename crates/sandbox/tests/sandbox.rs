@@ -345,3 +345,33 @@ async fn none_strategy_runs_unisolated_with_paths_rewritten() {
         bwrap().settings_description(&spec)
     );
 }
+
+#[test]
+fn settings_describe_what_changes_output_and_nothing_else() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let spec = |host: &Path| {
+        sh("cargo build")
+            .env("SOURCE_DATE_EPOCH", "1")
+            .ro_bind(host, "/buildsrs/src")
+            .tmpfs("/tmp")
+    };
+    let describe = |spec: &SandboxSpec| bwrap().settings_description(spec);
+    let base = describe(&spec(a.path()));
+    // Host paths and limits do not change what is built.
+    assert_eq!(base, describe(&spec(b.path())));
+    let mut limited = spec(a.path());
+    limited.limits.memory_bytes = Some(1);
+    assert_eq!(base, describe(&limited));
+    // The environment, the network, mounts and arguments do.
+    assert_ne!(
+        base,
+        describe(&spec(a.path()).env("SOURCE_DATE_EPOCH", "2"))
+    );
+    assert_ne!(base, describe(&spec(a.path()).network(true)));
+    assert_ne!(base, describe(&spec(a.path()).tmpfs("/buildsrs/home")));
+    assert_ne!(base, describe(&spec(a.path()).arg("--release")));
+    assert!(base.contains("env.SOURCE_DATE_EPOCH=\"1\"\n"), "{base}");
+    assert!(base.starts_with("sandbox=\"bubblewrap\"\n"), "{base}");
+    assert!(!base.contains(&a.path().display().to_string()), "{base}");
+}
