@@ -474,6 +474,12 @@ impl Store {
         .await
     }
 
+    /// The names of every watched crate, sorted (what the index follower polls).
+    pub async fn watched_crates(&self) -> Result<Vec<String>> {
+        self.read((), |db, _, ()| Box::pin(ops::reads::watched_crates(db)))
+            .await
+    }
+
     /// A crate and its versions.
     pub async fn crate_info(&self, name: &str) -> Result<Option<CrateInfo>> {
         self.read(name.to_owned(), |db, _, name| {

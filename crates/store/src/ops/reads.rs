@@ -144,6 +144,14 @@ pub(crate) async fn search_crates(
     Ok(Paged { items, total, page })
 }
 
+/// The names of every watched crate, sorted.
+pub(crate) async fn watched_crates(db: &mut dyn Db) -> Result<Vec<String>> {
+    let rows = db
+        .query("SELECT name FROM crates WHERE watched ORDER BY name", params![])
+        .await?;
+    collect(&rows, |row| row.get(0))
+}
+
 fn version_summary(row: &Row, at: usize) -> Result<VersionSummary> {
     Ok(VersionSummary {
         version: row.get(at)?,

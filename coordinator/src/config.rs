@@ -1,0 +1,135 @@
+//! What a coordinator process is told to do, and where it keeps its files.
+//!
+//! ```text
+//! D/coordinator.sqlite3   the job store, unless --database-url names a Postgres database
+//! D/git-index/            the clone of a git index (git mode only)
+//! D/git-index.cursor      the last git index commit fully ingested (git mode only)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use buildsrs_store::{Policy, StoreConfig};
+
+/// The crates.io sparse index.
+pub const CRATES_IO_SPARSE: &str = "sparse+https://index.crates.io/";
+
+/// Where the registry index is and how to follow it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexSource {
+    /// A sparse HTTP index (`sparse+http(s)://…`), polled for the watched crates.
+    Sparse(String),
+    /// A git index (`git+https://…`, `file://…` or a local path), followed commit by commit
+    /// for every crate in it.
+    Git(String),
+}
+
+impl IndexSource {
+    /// Reads `--index`: `sparse+…` is sparse, `git+…`, `file://…` and paths are git.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.starts_with("sparse+http://") || text.starts_with("sparse+https://") {
+            Ok(Self::Sparse(text.to_owned()))
+        } else if let Some(url) = text.strip_prefix("git+") {
+            Ok(Self::Git(url.to_owned()))
+        } else if text.starts_with("file://") {
+            Ok(Self::Git(text.to_owned()))
+        } else if text.starts_with('/') || text.starts_with('.') {
+            Ok(Self::Git(format!(
+                "file://{}",
+                absolute(Path::new(text))?.display()
+            )))
+        } else {
+            bail!(
+                "--index {text:?}: expected sparse+https://…, sparse+http://…, git+https://…, \
+                 file://… or a path to a git index"
+            )
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    Ok(std::path::absolute(path)?)
+}
+
+/// Everything `run` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The coordinator's data dir.
+    pub data_dir: PathBuf,
+    /// `postgres://…`; `None` means SQLite in the data dir.
+    pub database_url: Option<String>,
+    /// The registry index.
+    pub index: IndexSource,
+    /// Crates to watch (added to the store's watch list at start).
+    pub watch: Vec<String>,
+    /// How often the sparse index is polled (and the git index fetched).
+    pub poll_interval: Duration,
+    /// Targets to build (enabled at start; the admin UI may add more).
+    pub targets: Vec<String>,
+    /// Toolchains to build with (enabled at start).
+    pub toolchains: Vec<String>,
+    /// Scheduling policy (quorum, leases, retries).
+    pub policy: Policy,
+    /// How often expired leases are swept back into the queue.
+    pub expiry_interval: Duration,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the data dir.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            database_url: None,
+            index: IndexSource::Sparse(CRATES_IO_SPARSE.to_owned()),
+            watch: Vec::new(),
+            poll_interval: Duration::from_secs(60),
+            targets: vec!["x86_64-unknown-linux-gnu".to_owned()],
+            toolchains: Vec::new(),
+            policy: Policy::default(),
+            expiry_interval: Duration::from_secs(15),
+        }
+    }
+
+    /// How to open the store.
+    pub fn store_config(&self) -> Result<StoreConfig> {
+        let config = match &self.database_url {
+            Some(url) => StoreConfig::from_url(url)?,
+            None => StoreConfig::sqlite(self.data_dir.join("coordinator.sqlite3")),
+        };
+        Ok(config.with_policy(self.policy.clone()))
+    }
+
+    /// Where a git index is cloned.
+    pub fn git_checkout(&self) -> PathBuf {
+        self.data_dir.join("git-index")
+    }
+
+    /// Where the git cursor is kept.
+    pub fn git_cursor(&self) -> PathBuf {
+        self.data_dir.join("git-index.cursor")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_sources_parse_by_scheme() {
+        assert_eq!(
+            IndexSource::parse(CRATES_IO_SPARSE).unwrap(),
+            IndexSource::Sparse(CRATES_IO_SPARSE.into())
+        );
+        assert_eq!(
+            IndexSource::parse("git+https://example.invalid/index").unwrap(),
+            IndexSource::Git("https://example.invalid/index".into())
+        );
+        assert_eq!(
+            IndexSource::parse("/srv/index").unwrap(),
+            IndexSource::Git("file:///srv/index".into())
+        );
+        assert!(IndexSource::parse("https://index.crates.io/").is_err());
+        assert!(IndexSource::parse("ftp://x").is_err());
+    }
+}
