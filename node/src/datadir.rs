@@ -30,6 +30,13 @@ pub struct NodeConfig {
     pub capacity: u32,
     /// The registry to fetch crates from, as a crates-index URL (`sparse+https://…`).
     pub registry: String,
+    /// The rustup toolchain to build with (e.g. `1.95.0`); unset means the `rustc` on PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<String>,
+    /// Extra flags appended to `RUSTFLAGS` of every compile. They change the output, so they
+    /// are part of the build settings every attestation pins; leave empty unless you know
+    /// why (tests use it to make a builder disagree on purpose).
+    pub extra_rustflags: Vec<String>,
     /// Limits applied to every build.
     pub limits: LimitsConfig,
 }
@@ -56,6 +63,8 @@ impl Default for NodeConfig {
             targets: vec![host_target().to_owned()],
             capacity: 1,
             registry: "sparse+https://index.crates.io/".to_owned(),
+            toolchain: None,
+            extra_rustflags: Vec::new(),
             limits: LimitsConfig::default(),
         }
     }
@@ -169,6 +178,17 @@ impl DataDir {
     /// The data dir itself.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// What the sandbox must never see: the identity, the state, the configuration and the
+    /// artifacts. (Builds get scratch directories under `work/` and the `cargo-home/` cache.)
+    pub fn protected_paths(&self) -> Vec<PathBuf> {
+        vec![
+            self.key_path(),
+            self.state_path(),
+            self.config_path(),
+            self.artifacts_dir(),
+        ]
     }
 
     /// `identity.key`.

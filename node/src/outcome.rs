@@ -1,4 +1,5 @@
-//! How a build ended. Every job ends in exactly one outcome, with a capped log.
+//! How a build ended. Every job ends in exactly one outcome (and a capped log, kept by the
+//! sandbox's `CappedLog`).
 //!
 //! The crate's outcomes (it built, it has no binaries, it does not compile, it ran too long,
 //! used too much memory or printed too much, its source is not what the index says) are facts
@@ -91,91 +92,9 @@ impl fmt::Display for BuildOutcome {
     }
 }
 
-/// A log that keeps its head and its tail when it grows past its cap, which is where the
-/// interesting lines of a build log are (what ran, and how it failed).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CappedLog {
-    cap: usize,
-    head: Vec<u8>,
-    tail: std::collections::VecDeque<u8>,
-    omitted: u64,
-}
-
-impl CappedLog {
-    /// A log that keeps at most `cap` bytes (half head, half tail).
-    pub fn new(cap: usize) -> Self {
-        Self {
-            cap,
-            ..Self::default()
-        }
-    }
-
-    /// Appends bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
-        let head_cap = self.cap / 2;
-        let tail_cap = self.cap - head_cap;
-        let take = head_cap.saturating_sub(self.head.len()).min(bytes.len());
-        self.head.extend_from_slice(&bytes[..take]);
-        for &byte in &bytes[take..] {
-            if tail_cap == 0 {
-                self.omitted += 1;
-                continue;
-            }
-            if self.tail.len() == tail_cap {
-                self.tail.pop_front();
-                self.omitted += 1;
-            }
-            self.tail.push_back(byte);
-        }
-    }
-
-    /// Appends a line of text.
-    pub fn line(&mut self, text: &str) {
-        self.push(text.as_bytes());
-        self.push(b"\n");
-    }
-
-    /// The kept bytes, with a marker where bytes were left out.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.head.clone();
-        if self.omitted > 0 {
-            out.extend_from_slice(format!("\n[… {} bytes omitted …]\n", self.omitted).as_bytes());
-        }
-        out.extend(self.tail.iter());
-        out
-    }
-
-    /// The kept text, lossily decoded.
-    pub fn to_text(&self) -> String {
-        String::from_utf8_lossy(&self.to_bytes()).into_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn small_logs_are_kept_whole() {
-        let mut log = CappedLog::new(100);
-        log.line("hello");
-        log.push(b"world");
-        assert_eq!(log.to_text(), "hello\nworld");
-    }
-
-    #[test]
-    fn large_logs_keep_head_and_tail() {
-        let mut log = CappedLog::new(10);
-        for i in 0..100u8 {
-            log.push(&[b'a' + i % 26]);
-        }
-        let text = log.to_text();
-        assert!(
-            text.starts_with("abcde\n[… 90 bytes omitted …]\n"),
-            "{text}"
-        );
-        assert!(text.ends_with("rstuv"), "{text}");
-    }
 
     #[test]
     fn only_node_errors_are_the_nodes_fault() {

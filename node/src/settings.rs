@@ -3,25 +3,22 @@
 //! Two builders with equal settings, toolchain and source must produce equal bytes; when they
 //! do not, the settings tell whose build differs and why. The digest goes into every
 //! attestation (`settings_digest`): BLAKE3 over the canonical JSON of [`BuildSettings`].
-
-use std::collections::BTreeMap;
+//! Resource limits are not settings: they decide whether a build finishes, never its bytes.
 
 use buildsrs_keys::{Blake3Hash, canonical_json};
 use serde::Serialize;
 
-/// The build settings a node applies. Field values are what the sandbox sees.
+/// The build settings a node applies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BuildSettings {
-    /// The buildsrs version, which fixes the archive writer and compressor.
+    /// The buildsrs version, which fixes the archive writer and its compressor.
     pub buildsrs_version: String,
     /// The artifact manifest format.
     pub archive_format: u32,
-    /// The cargo command line of the compile phase (without the manifest path).
-    pub cargo_args: Vec<String>,
-    /// The environment of the compile phase.
-    pub env: BTreeMap<String, String>,
-    /// The sandbox's own description of its mounts and strategy.
-    pub sandbox: Vec<String>,
+    /// The sandbox's description of the compile phase: strategy, program, arguments, the
+    /// whole environment (flags, `SOURCE_DATE_EPOCH`, path remapping) and the canonical
+    /// mounts.
+    pub compile: String,
 }
 
 impl BuildSettings {
@@ -39,9 +36,7 @@ mod tests {
         BuildSettings {
             buildsrs_version: "0.1.0".into(),
             archive_format: 1,
-            cargo_args: vec!["build".into(), "--release".into()],
-            env: BTreeMap::from([("RUSTFLAGS".into(), "--remap-path-prefix=/a=/b".into())]),
-            sandbox: vec!["strategy=bubblewrap".into()],
+            compile: "strategy=\"bubblewrap\"\nenv.RUSTFLAGS=\"\"".into(),
         }
     }
 
@@ -49,13 +44,13 @@ mod tests {
     fn the_digest_changes_with_any_setting_and_only_then() {
         let base = settings().digest();
         assert_eq!(base, settings().digest());
-        let mut flag = settings();
-        flag.env.insert("RUSTFLAGS".into(), "-C opt-level=2".into());
-        let mut arg = settings();
-        arg.cargo_args.push("--locked".into());
+        let mut flags = settings();
+        flags.compile.push_str(" -C opt-level=2");
+        let mut format = settings();
+        format.archive_format = 2;
         let mut version = settings();
         version.buildsrs_version = "0.2.0".into();
-        for changed in [flag, arg, version] {
+        for changed in [flags, format, version] {
             assert_ne!(changed.digest(), base);
         }
     }

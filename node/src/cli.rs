@@ -1,0 +1,124 @@
+//! The `buildsrs-node` command line.
+//!
+//! `--data-dir` is global: every subcommand accepts it, and it defaults to a per-user data
+//! dir (`~/.local/share/buildsrs-node`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::datadir::{DataDir, default_data_dir};
+use crate::state::NodeState;
+
+/// A buildsrs builder node: builds crates in a sandbox and signs what it built.
+#[derive(Debug, Parser)]
+#[command(name = "buildsrs-node", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The node's data dir (identity, configuration, state, artifacts).
+    #[arg(
+        long,
+        global = true,
+        env = "BUILDSRS_NODE_DATA_DIR",
+        value_name = "DIR"
+    )]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data dir: a new identity and a default config file.
+    Init,
+    /// Show the node's identity, configuration and what it has done.
+    Status(StatusArgs),
+    /// Build one crate version locally and write its archive and bundle.
+    Build(Box<crate::build_cmd::BuildArgs>),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// How many recent jobs to list.
+    #[arg(long, default_value_t = 10)]
+    jobs: u32,
+}
+
+impl Cli {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDSRS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match &cli.command {
+        Command::Init => init(&cli),
+        Command::Status(args) => status(&cli, args),
+        Command::Build(args) => return crate::build_cmd::run(&cli.data_dir(), args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init(cli: &Cli) -> Result<()> {
+    let root = cli.data_dir();
+    let (dir, identity) = DataDir::init(&root)?;
+    println!("initialised {}", dir.root().display());
+    println!("public key:  {}", identity.public_key());
+    println!("fingerprint: {}", identity.fingerprint());
+    println!("peer id:     {}", identity.peer_id());
+    println!("config:      {}", dir.config_path().display());
+    Ok(())
+}
+
+fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
+    let dir = DataDir::open(&cli.data_dir())?;
+    let identity = dir.identity()?;
+    let config = dir.config()?;
+    let (state, abandoned) = NodeState::open(&dir.state_path())?;
+    for job in &abandoned {
+        println!(
+            "abandoned: job {} ({} {} for {}) was interrupted",
+            job.id, job.start.crate_name, job.start.version, job.start.target
+        );
+    }
+    let summary = state.summary()?;
+    println!("data dir:    {}", dir.root().display());
+    println!("public key:  {}", identity.public_key());
+    println!("fingerprint: {}", identity.fingerprint());
+    println!("targets:     {}", config.targets.join(", "));
+    println!("registry:    {}", config.registry);
+    println!(
+        "jobs:        {} finished, {} running, {} abandoned",
+        summary.finished, summary.running, summary.abandoned
+    );
+    println!(
+        "artifacts:   {} ({} bytes), {} attestations",
+        summary.artifacts, summary.artifact_bytes, summary.attestations
+    );
+    for job in state.recent_jobs(args.jobs)? {
+        println!(
+            "  #{:<5} {:<12} {} {} {} {}",
+            job.id,
+            job.outcome.as_deref().unwrap_or(&job.state),
+            job.start.crate_name,
+            job.start.version,
+            job.start.target,
+            job.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,655 @@
+//! One build, start to finish: fetch, unpack, plan, lock and fetch dependencies (phase 1,
+//! network), compile (phase 2, no network), pack, sign, keep.
+//!
+//! Every job is recorded in the node state before work starts and finished in one
+//! transaction with its artifact and attestation; its scratch directory is removed at the end
+//! whatever happens. Each step maps its failures onto a [`BuildOutcome`]: what the crate did
+//! (a checksum that does not match, a refused archive, a compile error, a limit hit) is a
+//! result other builders can confirm; what went wrong on this machine is a `NodeError` and
+//! never counts against the crate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use buildsrs_archive::{
+    ArtifactFile, Limits as UnpackLimits, UnpackError, pack_artifact, unpack_tar_gz,
+};
+use buildsrs_keys::{
+    Identity, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement, Toolchain,
+};
+use buildsrs_sandbox::{
+    CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, layout,
+};
+use sha2::{Digest, Sha256};
+
+use crate::datadir::{DataDir, NodeConfig};
+use crate::fetch::{FetchError, download_crate};
+use crate::outcome::BuildOutcome;
+use crate::plan::{BuildPlan, plan_from_metadata};
+use crate::settings::BuildSettings;
+use crate::state::{JobResult, JobStart, NodeState};
+
+/// `SOURCE_DATE_EPOCH` for every build: a fixed instant, so that nothing depends on when or
+/// where a crate was built.
+pub const SOURCE_DATE_EPOCH: u64 = 1_700_000_000;
+
+/// What to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// Crate name.
+    pub crate_name: String,
+    /// Crate version.
+    pub version: String,
+    /// Target triple.
+    pub target: String,
+    /// The index checksum of the `.crate`.
+    pub source_sha256: Sha256Digest,
+    /// Where to download the `.crate`.
+    pub download_url: String,
+    /// The registry the crate's dependencies come from, as a crates-index URL
+    /// (`sparse+http://…`); `None` means crates.io.
+    pub registry: Option<String>,
+    /// The coordinator's task and lease, when the job came from one.
+    pub lease: Option<(i64, String, i64)>,
+}
+
+/// Where a build is at, for progress output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Downloading the `.crate`: bytes so far, total when known.
+    Downloading(u64, Option<u64>),
+    /// Unpacking and reading the manifest.
+    Planning,
+    /// Phase 1: locking and fetching dependencies.
+    FetchingDependencies,
+    /// Phase 2: compiling in the sandbox.
+    Compiling,
+    /// Packing and signing.
+    Packing,
+}
+
+/// The end of a job.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    /// The node-state job id.
+    pub job_id: i64,
+    /// How it ended.
+    pub outcome: BuildOutcome,
+    /// The signed attestation, when it built.
+    pub attestation: Option<SignedAttestation>,
+    /// The archive in the data dir, when it built.
+    pub archive: Option<PathBuf>,
+    /// The capped build log.
+    pub log: String,
+}
+
+/// Builds crates for one node. Cheap to share: the state is behind an `Arc`.
+#[derive(Debug)]
+pub struct Pipeline {
+    dir: DataDir,
+    config: NodeConfig,
+    identity: Identity,
+    sandbox: Sandbox,
+    state: Arc<NodeState>,
+    http: reqwest::Client,
+    toolchain: Toolchain,
+    toolchain_dir: PathBuf,
+}
+
+impl Pipeline {
+    /// Sets up a pipeline over an opened data dir: reads the identity and configuration, and
+    /// asks the toolchain for its version and sysroot.
+    pub async fn new(dir: DataDir, sandbox: Sandbox, state: Arc<NodeState>) -> Result<Self> {
+        let config = dir.config()?;
+        let identity = dir.identity()?;
+        let (toolchain, toolchain_dir) = local_toolchain(config.toolchain.as_deref()).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            dir,
+            config,
+            identity,
+            sandbox,
+            state,
+            http,
+            toolchain,
+            toolchain_dir,
+        })
+    }
+
+    /// The toolchain builds use.
+    pub fn toolchain(&self) -> &Toolchain {
+        &self.toolchain
+    }
+
+    /// The node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Runs one job to its outcome. `Err` only when the node state itself fails; everything
+    /// else, including node-side problems, is an outcome.
+    pub async fn build(
+        &self,
+        request: &BuildRequest,
+        progress: &(dyn Fn(Stage) + Sync),
+    ) -> Result<JobReport> {
+        let job_id = self.state.begin_job(&JobStart {
+            crate_name: request.crate_name.clone(),
+            version: request.version.clone(),
+            target: request.target.clone(),
+            source_sha256: Some(request.source_sha256.to_hex()),
+            task_id: request.lease.as_ref().map(|l| l.0),
+            lease_id: request.lease.as_ref().map(|l| l.1.clone()),
+            lease_epoch: request.lease.as_ref().map(|l| l.2),
+        })?;
+        let work = self.dir.work_dir().join(format!("job-{job_id}"));
+        let mut log = CappedLog::new(
+            usize::try_from(self.config.limits.log_kib * 1024).unwrap_or(usize::MAX),
+        );
+        let started = jiff::Timestamp::now();
+        let result = self
+            .run_job(request, &work, &mut log, started, progress)
+            .await;
+        if let Err(error) = std::fs::remove_dir_all(&work)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("removing {}: {error}", work.display());
+        }
+        let (outcome, attestation, archive) = match result {
+            Ok(done) => done,
+            Err(error) => (
+                BuildOutcome::NodeError {
+                    reason: format!("{error:#}"),
+                },
+                None,
+                None,
+            ),
+        };
+        push_line(&mut log, &format!("== outcome: {outcome}"));
+        let artifact = match (&outcome, &archive) {
+            (BuildOutcome::Built { artifact, .. }, Some(path)) => Some((*artifact, path.clone())),
+            _ => None,
+        };
+        self.state.finish_job(
+            job_id,
+            &JobResult {
+                outcome: outcome.name().to_owned(),
+                detail: outcome.to_string(),
+                artifact,
+                attestation: attestation
+                    .as_ref()
+                    .map(|a| String::from_utf8_lossy(&a.to_canonical_json()).into_owned()),
+            },
+        )?;
+        Ok(JobReport {
+            job_id,
+            outcome,
+            attestation,
+            archive,
+            log: log.to_string_lossy(),
+        })
+    }
+
+    /// The steps. `Err` means the node failed (disk, sandbox); the caller turns it into a
+    /// `NodeError` outcome.
+    async fn run_job(
+        &self,
+        request: &BuildRequest,
+        work: &Path,
+        log: &mut CappedLog,
+        started: jiff::Timestamp,
+        progress: &(dyn Fn(Stage) + Sync),
+    ) -> Result<(BuildOutcome, Option<SignedAttestation>, Option<PathBuf>)> {
+        let top = format!("{}-{}", request.crate_name, request.version);
+        std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+        let crate_file = work.join(format!("{top}.crate"));
+
+        push_line(log, &format!("== downloading {}", request.download_url));
+        let max = self.config.limits.crate_mib << 20;
+        let downloaded = download_crate(
+            &self.http,
+            &request.download_url,
+            &request.source_sha256,
+            max,
+            &crate_file,
+            |received, total| progress(Stage::Downloading(received, total)),
+        )
+        .await;
+        match downloaded {
+            Ok(bytes) => push_line(
+                log,
+                &format!("   {bytes} bytes, sha256 {}", request.source_sha256),
+            ),
+            Err(error @ FetchError::ChecksumMismatch { .. }) => {
+                push_line(log, &error.to_string());
+                return Ok((
+                    BuildOutcome::SourceChecksumMismatch {
+                        reason: error.to_string(),
+                    },
+                    None,
+                    None,
+                ));
+            }
+            Err(error @ FetchError::TooLarge { .. }) => {
+                push_line(log, &error.to_string());
+                return Ok((failed(error.to_string()), None, None));
+            }
+            Err(error) => return Err(error).context("downloading the crate"),
+        }
+
+        progress(Stage::Planning);
+        let unpack_dir = work.join("src");
+        let archive = std::fs::File::open(&crate_file)?;
+        match unpack_tar_gz(archive, &unpack_dir, &top, UnpackLimits::CRATE_SOURCE) {
+            Ok(unpacked) => push_line(
+                log,
+                &format!(
+                    "== unpacked {} files ({} bytes)",
+                    unpacked.files, unpacked.bytes
+                ),
+            ),
+            Err(error @ (UnpackError::Refused { .. } | UnpackError::TooLarge(_))) => {
+                let reason = format!("refused source archive: {error}");
+                push_line(log, &reason);
+                return Ok((failed(reason), None, None));
+            }
+            Err(error) => return Err(error).context("unpacking the crate"),
+        }
+        let source = unpack_dir.join(&top);
+
+        let plan = match self.plan(&source, work, log).await? {
+            Ok(plan) => plan,
+            Err(outcome) => return Ok((outcome, None, None)),
+        };
+        if !plan.wants_target(&request.target) {
+            let reason = format!(
+                "the crate's metadata does not list target {}",
+                request.target
+            );
+            return Ok((BuildOutcome::NoBinaries { reason }, None, None));
+        }
+        if plan.binaries.is_empty() {
+            let reason = "the crate has no binaries to build".to_owned();
+            return Ok((BuildOutcome::NoBinaries { reason }, None, None));
+        }
+
+        let target_dir = work.join("target");
+        std::fs::create_dir_all(&target_dir)?;
+        let cargo = CargoLayout {
+            source: source.clone(),
+            cargo_home: self.cargo_home(request.registry.as_deref())?,
+            target: target_dir.clone(),
+            toolchain: self.toolchain_dir.clone(),
+        };
+
+        progress(Stage::FetchingDependencies);
+        let manifest = ["--manifest-path", layout::MANIFEST];
+        if !source.join("Cargo.lock").exists() {
+            push_line(
+                log,
+                "== phase 1: cargo generate-lockfile (network, no crate code runs)",
+            );
+            let spec =
+                self.limited(cargo.fetch(["generate-lockfile"].iter().chain(&manifest).copied()));
+            let run = self.sandbox.run(&spec).await?;
+            if let Some(outcome) = phase_one_failure(&run, log) {
+                return Ok((outcome, None, None));
+            }
+        }
+        push_line(
+            log,
+            "== phase 1: cargo fetch --locked (network, no crate code runs)",
+        );
+        let fetch_args = ["fetch", "--locked", "--target", request.target.as_str()];
+        let spec = self.limited(cargo.fetch(fetch_args.iter().chain(&manifest).copied()));
+        let run = self.sandbox.run(&spec).await?;
+        if let Some(outcome) = phase_one_failure(&run, log) {
+            return Ok((outcome, None, None));
+        }
+        let lock_sha256 = sha256_file(&source.join("Cargo.lock"))?;
+
+        progress(Stage::Compiling);
+        let mut args: Vec<String> = ["build", "--release", "--offline", "--locked", "--target"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(request.target.clone());
+        if plan.no_default_features {
+            args.push("--no-default-features".into());
+        }
+        if !plan.features.is_empty() {
+            args.push("--features".into());
+            args.push(plan.features.join(","));
+        }
+        for bin in &plan.binaries {
+            args.push("--bin".into());
+            args.push(bin.clone());
+        }
+        args.extend(manifest.iter().map(|s| (*s).to_owned()));
+        let mut spec = self.limited(cargo.build(args, SOURCE_DATE_EPOCH));
+        if !self.config.extra_rustflags.is_empty() {
+            let flags = spec.env.entry("RUSTFLAGS".to_owned()).or_default();
+            for flag in &self.config.extra_rustflags {
+                flags.push(' ');
+                flags.push_str(flag);
+            }
+        }
+        let settings = BuildSettings {
+            buildsrs_version: env!("CARGO_PKG_VERSION").to_owned(),
+            archive_format: buildsrs_archive::pack::MANIFEST_FORMAT,
+            compile: self.sandbox.settings_description(&spec),
+        };
+        push_line(
+            log,
+            &format!(
+                "== phase 2: cargo {} (offline, sandboxed)",
+                spec.args.join(" ")
+            ),
+        );
+        let run = self.sandbox.run(&spec).await?;
+        append_run(log, &run);
+        match run.kind() {
+            OutcomeKind::Succeeded => {}
+            OutcomeKind::Failed => {
+                return Ok((
+                    failed(format!("cargo build failed ({})", run.status)),
+                    None,
+                    None,
+                ));
+            }
+            OutcomeKind::TimedOut => {
+                let limit_secs = spec.limits.wall_clock.as_secs();
+                return Ok((BuildOutcome::TimedOut { limit_secs }, None, None));
+            }
+            OutcomeKind::OutOfMemory => return Ok((BuildOutcome::OutOfMemory, None, None)),
+            OutcomeKind::OutputTooLarge => return Ok((BuildOutcome::OutputTooLarge, None, None)),
+        }
+
+        progress(Stage::Packing);
+        let release = target_dir.join(&request.target).join("release");
+        let files: Vec<ArtifactFile> = plan
+            .binaries
+            .iter()
+            .map(|bin| ArtifactFile {
+                name: bin.clone(),
+                source: release.join(bin),
+            })
+            .collect();
+        if let Some(missing) = files.iter().find(|f| !f.source.is_file()) {
+            let reason = format!(
+                "cargo succeeded but {} is missing",
+                missing.source.display()
+            );
+            return Ok((failed(reason), None, None));
+        }
+        let staged = work.join("artifact.tar.gz");
+        let packed = pack_artifact(
+            &request.crate_name,
+            &request.version,
+            &request.target,
+            &files,
+            &staged,
+        )?;
+        let archive = self
+            .dir
+            .artifacts_dir()
+            .join(format!("{}.tar.gz", packed.id.blake3));
+        std::fs::rename(&staged, &archive)
+            .with_context(|| format!("storing {}", archive.display()))?;
+        push_line(
+            log,
+            &format!("== packed {} ({})", packed.id, plan.binaries.join(", ")),
+        );
+
+        let statement = Statement {
+            schema: SCHEMA_VERSION,
+            crate_name: request.crate_name.clone(),
+            version: request.version.clone(),
+            source_sha256: Some(request.source_sha256),
+            cargo_lock_sha256: Some(lock_sha256),
+            target: request.target.clone(),
+            toolchain: self.toolchain.clone(),
+            features: plan.enabled_features.clone(),
+            settings_digest: Some(settings.digest()),
+            artifact: packed.id,
+            builder: self.identity.public_key(),
+            build_started: unix_seconds(started),
+            build_finished: unix_seconds(jiff::Timestamp::now()),
+        };
+        let attestation = SignedAttestation::sign(statement, &self.identity)?;
+        let outcome = BuildOutcome::Built {
+            artifact: packed.id,
+            binaries: plan.binaries.clone(),
+        };
+        Ok((outcome, Some(attestation), Some(archive)))
+    }
+
+    /// Reads `cargo metadata --no-deps` on the host and makes the plan. The command parses
+    /// manifests and runs no crate code; it runs from the job's directory (outside the crate,
+    /// so a `.cargo/config.toml` in the crate is ignored) with a cleared environment.
+    async fn plan(
+        &self,
+        source: &Path,
+        work: &Path,
+        log: &mut CappedLog,
+    ) -> Result<Result<BuildPlan, BuildOutcome>> {
+        let scratch_home = work.join("metadata-home");
+        std::fs::create_dir_all(&scratch_home)?;
+        let output = tokio::process::Command::new(self.toolchain_dir.join("bin/cargo"))
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+                "--manifest-path",
+            ])
+            .arg(source.join("Cargo.toml"))
+            .current_dir(work)
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", self.toolchain_dir.join("bin").display()),
+            )
+            .env("HOME", &scratch_home)
+            .env("CARGO_HOME", &scratch_home)
+            .env("RUSTC", self.toolchain_dir.join("bin/rustc"))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running cargo metadata")?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            push_line(log, &stderr);
+            return Ok(Err(failed(format!(
+                "cargo metadata failed: {}",
+                first_line(&stderr)
+            ))));
+        }
+        match plan_from_metadata(&output.stdout) {
+            Ok(plan) => {
+                for warning in &plan.warnings {
+                    push_line(log, warning);
+                }
+                push_line(
+                    log,
+                    &format!(
+                        "== plan: binaries [{}], features [{}]{}",
+                        plan.binaries.join(", "),
+                        plan.features.join(", "),
+                        if plan.no_default_features {
+                            ", no default features"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                Ok(Ok(plan))
+            }
+            Err(error) => {
+                push_line(log, &error.to_string());
+                Ok(Err(failed(error.to_string())))
+            }
+        }
+    }
+
+    /// The dependency cache for a registry: crates.io's, or one per other registry with a
+    /// cargo config that replaces crates.io by it.
+    fn cargo_home(&self, registry: Option<&str>) -> Result<PathBuf> {
+        let Some(registry) = registry else {
+            return Ok(self.dir.cargo_home().join("crates-io"));
+        };
+        let id = &blake3::hash(registry.as_bytes()).to_hex()[..16];
+        let home = self.dir.cargo_home().join(format!("registry-{id}"));
+        std::fs::create_dir_all(&home)?;
+        let config = format!(
+            "# Written by buildsrs-node: dependencies come from {registry}.\n\
+             [source.crates-io]\nreplace-with = \"buildsrs-registry\"\n\n\
+             [source.buildsrs-registry]\nregistry = {}\n",
+            toml_string(registry)
+        );
+        std::fs::write(home.join("config.toml"), config)?;
+        Ok(home)
+    }
+
+    /// Applies the configured limits to a spec.
+    fn limited(&self, spec: SandboxSpec) -> SandboxSpec {
+        let limits = &self.config.limits;
+        let mut applied = spec.limits.clone();
+        applied.wall_clock = Duration::from_secs(limits.wall_clock_secs);
+        applied.memory_bytes = Some(limits.memory_mib << 20);
+        applied.file_size_bytes = Some(limits.file_size_mib << 20);
+        applied.log_keep_bytes = usize::try_from(limits.log_kib * 1024).unwrap_or(usize::MAX);
+        spec.limits(applied)
+    }
+}
+
+/// Phase 1 failed? A network problem on the node's side is the node's fault; anything else
+/// (dependencies that do not resolve, a lock file that does not match) is the crate's.
+fn phase_one_failure(run: &RunOutcome, log: &mut CappedLog) -> Option<BuildOutcome> {
+    append_run(log, run);
+    match run.kind() {
+        OutcomeKind::Succeeded => None,
+        OutcomeKind::TimedOut => Some(BuildOutcome::NodeError {
+            reason: "fetching dependencies timed out".into(),
+        }),
+        OutcomeKind::OutOfMemory | OutcomeKind::OutputTooLarge | OutcomeKind::Failed => {
+            let text = run.log.to_string_lossy();
+            let network = [
+                "Couldn't resolve host",
+                "failed to connect",
+                "Connection refused",
+                "spurious network error",
+                "failed to get successful HTTP response",
+                "Network is unreachable",
+            ];
+            if network.iter().any(|marker| text.contains(marker)) {
+                Some(BuildOutcome::NodeError {
+                    reason: format!(
+                        "fetching dependencies failed (network): {}",
+                        last_error_line(&text)
+                    ),
+                })
+            } else {
+                Some(failed(format!(
+                    "dependencies could not be locked or fetched: {}",
+                    last_error_line(&text)
+                )))
+            }
+        }
+    }
+}
+
+fn append_run(log: &mut CappedLog, run: &RunOutcome) {
+    log.push(run.log.to_bytes().as_slice());
+    push_line(
+        log,
+        &format!("   ({}, {:.1} s)", run.status, run.wall_time.as_secs_f64()),
+    );
+}
+
+fn failed(reason: String) -> BuildOutcome {
+    BuildOutcome::BuildFailed { reason }
+}
+
+fn push_line(log: &mut CappedLog, text: &str) {
+    log.push(text.as_bytes());
+    if !text.ends_with('\n') {
+        log.push(b"\n");
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+}
+
+fn last_error_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| l.contains("error"))
+        .unwrap_or_else(|| first_line(text))
+        .trim()
+        .to_owned()
+}
+
+fn sha256_file(path: &Path) -> Result<Sha256Digest> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Sha256Digest::from_bytes(Sha256::digest(&bytes).into()))
+}
+
+fn unix_seconds(time: jiff::Timestamp) -> u64 {
+    u64::try_from(time.as_second()).unwrap_or(0)
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// The toolchain builds use: `rustc -vV` and `rustc --print sysroot` of the configured
+/// toolchain (a rustup toolchain name), or of the `rustc` on PATH.
+async fn local_toolchain(name: Option<&str>) -> Result<(Toolchain, PathBuf)> {
+    let rustc = |args: &[&str]| {
+        let mut command = match name {
+            Some(name) => {
+                let mut c = tokio::process::Command::new("rustup");
+                c.args(["run", name, "rustc"]);
+                c
+            }
+            None => tokio::process::Command::new("rustc"),
+        };
+        command.args(args);
+        command
+    };
+    let version = rustc(&["-vV"])
+        .output()
+        .await
+        .context("running rustc -vV")?;
+    anyhow::ensure!(
+        version.status.success(),
+        "rustc -vV failed: {}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    let toolchain =
+        Toolchain::from_rustc_verbose_version(&String::from_utf8_lossy(&version.stdout))?;
+    let sysroot = rustc(&["--print", "sysroot"])
+        .output()
+        .await
+        .context("running rustc --print sysroot")?;
+    anyhow::ensure!(sysroot.status.success(), "rustc --print sysroot failed");
+    let dir = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    anyhow::ensure!(
+        dir.join("bin/cargo").is_file(),
+        "{} has no bin/cargo",
+        dir.display()
+    );
+    Ok((toolchain, dir))
+}
