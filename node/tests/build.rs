@@ -1,0 +1,365 @@
+//! Real builds of fixture crates, each asserting the exact outcome: what builds, what does
+//! not, what the sandbox denies, and that two nodes produce the same bytes.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
+
+mod support;
+
+use std::net::TcpListener;
+
+use anyhow::Result;
+use buildsrs_archive::{Limits, unpack_tar_gz};
+use buildsrs_fixture_registry::FixtureRegistry;
+use buildsrs_keys::{ArtifactId, Bundle, Expectations, Keyring, Policy, verify_bundle};
+use buildsrs_node::outcome::BuildOutcome;
+use support::{TARGET, TestNode, fixture_copy};
+
+fn built(report: &buildsrs_node::pipeline::JobReport) -> (ArtifactId, Vec<String>) {
+    match &report.outcome {
+        BuildOutcome::Built { artifact, binaries } => (*artifact, binaries.clone()),
+        other => panic!("expected a build, got {other}\n{}", report.log),
+    }
+}
+
+#[tokio::test]
+async fn one_binary_builds_runs_and_its_attestation_verifies() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let published = registry.publish("hello-bin", "0.1.0")?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node.build(&registry, &published).await?;
+    let (artifact, binaries) = built(&report);
+    assert_eq!(binaries, ["hello-bin"]);
+
+    let archive = report.archive.clone().unwrap();
+    assert_eq!(ArtifactId::of_file(&archive)?, artifact);
+    let out = tempfile::tempdir()?;
+    let top = format!("hello-bin-0.1.0-{TARGET}");
+    let unpacked = unpack_tar_gz(
+        std::fs::File::open(&archive)?,
+        out.path(),
+        &top,
+        Limits::CRATE_SOURCE,
+    )?;
+    let run = std::process::Command::new(unpacked.root.join("bin/hello-bin")).output()?;
+    assert!(run.status.success());
+    assert!(!run.stdout.is_empty());
+
+    let attestation = report.attestation.unwrap();
+    let statement = &attestation.statement;
+    assert_eq!(statement.source_sha256.unwrap().to_hex(), published.cksum);
+    assert!(statement.cargo_lock_sha256.is_some() && statement.settings_digest.is_some());
+    assert_eq!(&statement.toolchain, node.pipeline.toolchain());
+    let mut bundle = Bundle::new(artifact);
+    bundle.push(&attestation)?;
+    let mut keyring = Keyring::default();
+    keyring.push(node.pipeline.identity().public_key(), "node")?;
+    let policy = Policy {
+        threshold: 1,
+        expect: Expectations {
+            crate_name: Some("hello-bin".into()),
+            ..Default::default()
+        },
+    };
+    assert!(verify_bundle(artifact, &bundle, &keyring, &policy).verified);
+
+    let held = node.state.artifact(&artifact.blake3)?.unwrap();
+    assert_eq!(held.path, archive);
+    assert_eq!(node.state.attestations_for(&artifact.blake3)?.len(), 1);
+    assert_eq!(
+        std::fs::read_dir(node.dir.work_dir())?.count(),
+        0,
+        "scratch space is removed"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn several_binaries_and_no_binaries() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .build(&registry, &registry.publish("multi-bin", "1.0.0")?)
+        .await?;
+    assert_eq!(built(&report).1, ["alpha", "beta"]);
+    let report = node
+        .build(&registry, &registry.publish("lib-only", "0.1.0")?)
+        .await?;
+    assert!(
+        matches!(report.outcome, BuildOutcome::NoBinaries { .. }),
+        "{}",
+        report.outcome
+    );
+    assert!(report.attestation.is_none() && report.archive.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn metadata_chooses_features_and_binaries_and_warns_about_unknown_keys() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .build(&registry, &registry.publish("features-bin", "0.1.0")?)
+        .await?;
+    let (_, binaries) = built(&report);
+    assert_eq!(binaries, ["features-bin"]);
+    assert!(
+        report.log.contains("unknown key `colour`"),
+        "{}",
+        report.log
+    );
+    let features = &report.attestation.unwrap().statement.features;
+    assert!(
+        features.contains(&"shout".to_owned()) && features.contains(&"greet".to_owned()),
+        "{features:?}"
+    );
+    assert!(!features.contains(&"extra-tool".to_owned()));
+
+    let report = node
+        .build(&registry, &registry.publish("bad-metadata", "0.1.0")?)
+        .await?;
+    match &report.outcome {
+        BuildOutcome::BuildFailed { reason } => {
+            assert!(reason.contains("does-not-exist"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dependency_on_another_crate_comes_from_the_registry() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    registry.publish("lib-only", "0.1.0")?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .build(&registry, &registry.publish("dep-user", "0.1.0")?)
+        .await?;
+    assert_eq!(built(&report).1, ["dep-user"]);
+    assert!(report.log.contains("lib-only"), "{}", report.log);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_compile_error_is_a_failed_build() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .build(&registry, &registry.publish("compile-error", "0.1.0")?)
+        .await?;
+    assert!(
+        matches!(report.outcome, BuildOutcome::BuildFailed { .. }),
+        "{}",
+        report.outcome
+    );
+    assert!(report.log.contains("error[E0308]"), "{}", report.log);
+    Ok(())
+}
+
+#[tokio::test]
+async fn build_scripts_get_no_network() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let scratch = tempfile::tempdir()?;
+    let probe = fixture_copy("net-probe", scratch.path())?;
+    std::fs::write(
+        probe.join("probe-port.txt"),
+        listener.local_addr()?.port().to_string(),
+    )?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .build(&registry, &registry.publish_dir(&probe, "0.1.0")?)
+        .await?;
+    built(&report);
+    assert!(
+        report.log.contains("buildsrs-probe network"),
+        "{}",
+        report.log
+    );
+    assert!(report.log.contains("denied"), "{}", report.log);
+    assert!(!report.log.contains("ALLOWED"), "{}", report.log);
+    assert!(
+        listener.accept().is_err(),
+        "the build script reached a host port"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn build_scripts_cannot_write_outside_or_read_the_node_key() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|_| {}).await?;
+    let scratch = tempfile::tempdir()?;
+    let probe = fixture_copy("escape-probe", scratch.path())?;
+    std::fs::write(
+        probe.join("probe-key-path.txt"),
+        node.dir.key_path().to_str().unwrap(),
+    )?;
+    let report = node
+        .build(&registry, &registry.publish_dir(&probe, "0.1.0")?)
+        .await?;
+    built(&report);
+    assert!(
+        report.log.contains("buildsrs-probe escape"),
+        "{}",
+        report.log
+    );
+    assert!(report.log.contains("allowed-as-expected"), "{}", report.log);
+    assert!(!report.log.contains("ALLOWED"), "{}", report.log);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_endless_build_times_out() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|c| c.limits.wall_clock_secs = 15).await?;
+    let report = node
+        .build(&registry, &registry.publish("endless-build", "0.1.0")?)
+        .await?;
+    assert_eq!(
+        report.outcome,
+        BuildOutcome::TimedOut { limit_secs: 15 },
+        "{}",
+        report.log
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_memory_hog_runs_out_of_memory() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|c| {
+        c.limits.memory_mib = 768;
+        c.limits.wall_clock_secs = 120;
+    })
+    .await?;
+    let report = node
+        .build(&registry, &registry.publish("memory-hog", "0.1.0")?)
+        .await?;
+    assert_eq!(report.outcome, BuildOutcome::OutOfMemory, "{}", report.log);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_checksum_builds_nothing() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let packed = buildsrs_fixture_registry::pack_dir(
+        &buildsrs_fixture_registry::fixtures_dir().join("hello-bin"),
+        "0.2.0",
+    )?;
+    let bytes = packed.bytes;
+    let lying = registry.publish_raw("hello-bin", "0.2.0", &bytes, Some("0".repeat(64)))?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node.build(&registry, &lying).await?;
+    assert!(
+        matches!(report.outcome, BuildOutcome::SourceChecksumMismatch { .. }),
+        "{}",
+        report.outcome
+    );
+    assert!(
+        !report.log.contains("phase 1"),
+        "nothing may run after a checksum mismatch"
+    );
+    assert_eq!(std::fs::read_dir(node.dir.artifacts_dir())?.count(), 0);
+    Ok(())
+}
+
+/// A `.crate` whose single entry has the given raw path (and optional link target).
+fn hostile_crate(path: &str, link: Option<&str>, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    header.set_mode(0o644);
+    header.set_size(data.len() as u64);
+    match link {
+        Some(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+        }
+        None => header.set_entry_type(tar::EntryType::Regular),
+    }
+    header.set_cksum();
+    builder.append(&header, data).unwrap();
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test]
+async fn malicious_archives_are_refused() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|c| c.limits.crate_mib = 1).await?;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "0.0.1",
+            hostile_crate("evil-0.0.1/../../escape", None, b"x"),
+            "refused source archive",
+        ),
+        (
+            "0.0.2",
+            hostile_crate("evil-0.0.2/link", Some("../../../etc/passwd"), b""),
+            "refused source archive",
+        ),
+        (
+            "0.0.3",
+            hostile_crate("/etc/evil", None, b"x"),
+            "refused source archive",
+        ),
+        ("0.0.4", vec![0u8; 2 << 20], "larger than"),
+    ];
+    for (version, bytes, expected) in cases {
+        let published = registry.publish_raw("evil", version, &bytes, None)?;
+        let report = node.build(&registry, &published).await?;
+        match &report.outcome {
+            BuildOutcome::BuildFailed { reason } => {
+                assert!(reason.contains(expected), "{version}: {reason}");
+            }
+            other => panic!("{version}: {other}\n{}", report.log),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_nodes_build_identical_archives_and_rebuilds_are_byte_identical() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let hello = registry.publish("hello-bin", "0.1.0")?;
+    let multi = registry.publish("multi-bin", "1.0.0")?;
+    let first = TestNode::new(|_| {}).await?;
+    let second = TestNode::new(|_| {}).await?;
+    for published in [&hello, &multi] {
+        let a = first.build(&registry, published).await?;
+        let b = second.build(&registry, published).await?;
+        assert_eq!(
+            built(&a).0,
+            built(&b).0,
+            "{} differs between nodes",
+            published.name
+        );
+        assert_eq!(
+            a.attestation.as_ref().unwrap().statement.settings_digest,
+            b.attestation.as_ref().unwrap().statement.settings_digest
+        );
+        let bytes = std::fs::read(a.archive.as_ref().unwrap())?;
+        let again = first.build(&registry, published).await?;
+        assert_eq!(std::fs::read(again.archive.as_ref().unwrap())?, bytes);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_extra_rustflag_changes_the_settings_digest() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let hello = registry.publish("hello-bin", "0.1.0")?;
+    let plain = TestNode::new(|_| {}).await?;
+    let odd = TestNode::new(|c| c.extra_rustflags = vec!["-Cmetadata=odd-builder".into()]).await?;
+    let a = plain.build(&registry, &hello).await?;
+    let b = odd.build(&registry, &hello).await?;
+    let digest = |r: &buildsrs_node::pipeline::JobReport| {
+        r.attestation.as_ref().unwrap().statement.settings_digest
+    };
+    assert_ne!(digest(&a), digest(&b));
+    assert_ne!(built(&a).0, built(&b).0);
+    Ok(())
+}

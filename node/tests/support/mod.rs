@@ -1,0 +1,92 @@
+//! Test scenes for the builder node: a fixture registry and nodes with their own data dirs,
+//! building real fixture crates with real cargo in the real sandbox.
+
+#![allow(dead_code, clippy::unwrap_used)] // Each test binary uses a subset; fixtures fail loudly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use buildsrs_fixture_registry::{FixtureRegistry, Published};
+use buildsrs_node::datadir::{DataDir, NodeConfig};
+use buildsrs_node::pipeline::{BuildRequest, JobReport, Pipeline};
+use buildsrs_node::state::NodeState;
+use buildsrs_sandbox::Sandbox;
+
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// A node in a temp dir.
+pub struct TestNode {
+    pub dir: DataDir,
+    pub pipeline: Pipeline,
+    pub state: Arc<NodeState>,
+    _temp: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// A node with the default config, changed by `configure`.
+    pub async fn new(configure: impl FnOnce(&mut NodeConfig)) -> Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let (dir, _) = DataDir::init(&temp.path().join("node"))?;
+        let mut config = dir.config()?;
+        configure(&mut config);
+        std::fs::write(dir.config_path(), toml::to_string(&config)?)?;
+        let (sandbox, _) = Sandbox::detect(dir.protected_paths()).await?;
+        let (state, _) = NodeState::open(&dir.state_path())?;
+        let state = Arc::new(state);
+        let pipeline = Pipeline::new(dir.clone(), sandbox, state.clone()).await?;
+        Ok(Self {
+            dir,
+            pipeline,
+            state,
+            _temp: temp,
+        })
+    }
+
+    /// Builds a published version from `registry`.
+    pub async fn build(
+        &self,
+        registry: &FixtureRegistry,
+        published: &Published,
+    ) -> Result<JobReport> {
+        let request = request(registry, published)?;
+        self.pipeline.build(&request, &|_| {}).await
+    }
+}
+
+/// The request a coordinator would send for a published fixture.
+pub fn request(registry: &FixtureRegistry, published: &Published) -> Result<BuildRequest> {
+    Ok(BuildRequest {
+        crate_name: published.name.clone(),
+        version: published.version.clone(),
+        target: TARGET.into(),
+        source_sha256: published.cksum.parse()?,
+        download_url: published.download_url.clone(),
+        registry: Some(registry.index_url()),
+        lease: None,
+    })
+}
+
+/// Copies a fixture crate to a temp dir so a test can add files (ports, paths) to it.
+pub fn fixture_copy(name: &str, into: &Path) -> Result<std::path::PathBuf> {
+    let from = buildsrs_fixture_registry::fixtures_dir().join(name);
+    let to = into.join(name);
+    copy_dir(&from, &to)?;
+    Ok(to)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() != "target" {
+                copy_dir(&path, &to.join(entry.file_name()))?;
+            }
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
