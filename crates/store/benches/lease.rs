@@ -1,1 +1,146 @@
-fn main() {}
+//! Lease throughput: 16 concurrent claimers over 100,000 queued tasks, on each backend.
+//! Prints leases per second and checks, from the leases handed out, that no task got more
+//! leases than its limit and no builder got one task twice. Asserts nothing about time.
+//!
+//! `cargo bench -p buildsrs-store --bench lease` (needs the test Postgres server).
+//! `BUILDSRS_BENCH_TASKS` changes the number of tasks.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use buildsrs_keys::Identity;
+use buildsrs_store::testing::TestStore;
+use buildsrs_store::{IndexVersion, NewBuilder, Policy, Store};
+use jiff::Timestamp;
+
+const CLAIMERS: u8 = 16;
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+const TOOLCHAIN: &str = "1.95.0";
+
+fn policy() -> Policy {
+    // Quorum 2 and no extra leases: each task takes exactly two leases.
+    Policy {
+        quorum: 2,
+        extra_leases: 0,
+        plan_all_crates: true,
+        ..Policy::default()
+    }
+}
+
+async fn setup(store: &Store, tasks: usize) -> Vec<buildsrs_keys::PublicKey> {
+    let now = Timestamp::from_second(1_700_000_000).unwrap();
+    store.set_target(TARGET, true, now).await.unwrap();
+    store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
+    let lines: Vec<IndexVersion> = (0..tasks)
+        .map(|i| IndexVersion {
+            name: format!("lease-bench-{:04}", i / 100),
+            version: format!("1.{}.0", i % 100),
+            cksum: format!("{i:064x}"),
+            yanked: false,
+        })
+        .collect();
+    for chunk in lines.chunks(10_000) {
+        store.upsert_versions(chunk.to_vec(), now).await.unwrap();
+    }
+    let mut keys = Vec::new();
+    for n in 1..=CLAIMERS {
+        let key = Identity::from_seed([n; 32]).public_key();
+        store
+            .register_builder(
+                NewBuilder {
+                    public_key: key,
+                    name: format!("claimer-{n}"),
+                    targets: vec![TARGET.into()],
+                    toolchains: vec![TOOLCHAIN.into()],
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        store.approve_builder(&key, now).await.unwrap();
+        keys.push(key);
+    }
+    keys
+}
+
+async fn run(name: &str, store: Store, tasks: usize) {
+    let keys = setup(&store, tasks).await;
+    let queued = store
+        .queue_stats(Timestamp::from_second(1_700_000_000).unwrap())
+        .await
+        .unwrap()
+        .queued;
+    assert_eq!(queued, tasks as u64, "every version got its task");
+    // Lease until `tasks` leases are out (half the slots: the queue never runs dry).
+    let target = tasks as u64;
+    let granted = Arc::new(AtomicU64::new(0));
+    let now = Timestamp::from_second(1_700_000_100).unwrap();
+    let started = Instant::now();
+    let claimers: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (store, key, granted) = (store.clone(), *key, Arc::clone(&granted));
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while granted.fetch_add(1, Ordering::Relaxed) < target {
+                    match store.lease_next(&key, now).await.unwrap() {
+                        Some(lease) => got.push((lease.task_id, key)),
+                        None => break,
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut leases = Vec::new();
+    for claimer in claimers {
+        leases.extend(claimer.await.unwrap());
+    }
+    let took = started.elapsed();
+
+    let mut per_task: HashMap<_, Vec<_>> = HashMap::new();
+    for (task, key) in &leases {
+        per_task.entry(*task).or_default().push(key.to_string());
+    }
+    let limit = (policy().quorum + policy().extra_leases) as usize;
+    let over_limit = per_task.values().filter(|h| h.len() > limit).count();
+    let double_leases: usize = per_task
+        .values()
+        .map(|holders| {
+            let mut distinct = holders.clone();
+            distinct.sort();
+            distinct.dedup();
+            holders.len() - distinct.len()
+        })
+        .sum();
+    println!(
+        "  {name:<9} {:>8.0} leases/s  ({} leases over {queued} queued tasks in {took:.2?}, \
+         {CLAIMERS} claimers; tasks over their limit of {limit}: {over_limit}; \
+         double leases: {double_leases})",
+        leases.len() as f64 / took.as_secs_f64(),
+        leases.len(),
+    );
+}
+
+fn main() {
+    let tasks = std::env::var("BUILDSRS_BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        println!("lease: {CLAIMERS} concurrent claimers, quorum 2, no extra leases (goal: SQLite ≥ 1,000/s, Postgres ≥ 2,000/s)");
+        let sqlite = TestStore::sqlite_with(policy()).await;
+        run("sqlite", sqlite.store.clone(), tasks).await;
+        drop(sqlite);
+        let postgres = TestStore::postgres_with(policy(), usize::from(CLAIMERS)).await;
+        run("postgres", postgres.store.clone(), tasks).await;
+    });
+}

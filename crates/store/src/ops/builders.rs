@@ -156,29 +156,30 @@ pub(crate) async fn revoke(
     )
     .await?;
 
-    // Its active leases end; their tasks may be leased to others.
+    // Its active leases end; their tasks may be leased to others. Task first, then lease.
     let leases = db
         .query(
-            &format!(
-                "SELECT id, task_id FROM leases WHERE builder_id = $1 AND state = 'active' \
-                 ORDER BY id{}",
-                db.for_update()
-            ),
+            "SELECT id, task_id FROM leases WHERE builder_id = $1 AND state = 'active' \
+             ORDER BY task_id, id",
             params![builder_id],
         )
         .await?;
     for row in &leases {
         let lease_id: i64 = row.get(0)?;
-        db.execute(
-            "UPDATE leases SET state = 'cancelled', ended_at = $2 WHERE id = $1",
-            params![lease_id, now],
-        )
-        .await?;
         let mut task = TaskRow::lock(db, row.get(1)?).await?;
-        task.active_leases = task.active_leases.saturating_sub(1);
-        task.refresh_open(policy);
-        task.save(db, now).await?;
-        report.leases_cancelled += 1;
+        let cancelled = db
+            .execute(
+                "UPDATE leases SET state = 'cancelled', ended_at = $2 \
+                 WHERE id = $1 AND state = 'active'",
+                params![lease_id, now],
+            )
+            .await?;
+        if cancelled == 1 {
+            task.active_leases = task.active_leases.saturating_sub(1);
+            task.refresh_open(policy);
+            task.save(db, now).await?;
+            report.leases_cancelled += 1;
+        }
     }
 
     // Its results stop counting; decide their tasks again.
@@ -219,7 +220,7 @@ pub(crate) async fn revoke(
         let was_verified = (task.state == TaskState::Verified)
             .then(|| task.artifact_hash.clone())
             .flatten();
-        apply_verdict(db, policy, &mut task, verdict, false, now).await?;
+        apply_verdict(db, policy, &mut task, verdict, None, now).await?;
         task.save(db, now).await?;
         if let Some(hash) = was_verified
             && task.artifact_hash.as_deref() != Some(hash.as_str())

@@ -155,22 +155,22 @@ pub(crate) async fn upsert_versions(
         report.tasks_planned += plan_tasks(db, policy, &unyanked, now).await?;
     }
     if !yanked.is_empty() {
-        // Leases first: the lock order is lease → task.
-        for_versions(
-            db,
-            &yanked,
-            "UPDATE leases SET state = 'cancelled', ended_at = $2 WHERE state = 'active' \
-             AND task_id IN (SELECT id FROM tasks WHERE version_id = {version_ids} \
-                             AND decided_at IS NULL AND state <> 'cancelled')",
-            params![now],
-        )
-        .await?;
+        // Tasks first, then their leases: the lock order is task → lease.
         report.tasks_cancelled = for_versions(
             db,
             &yanked,
             "UPDATE tasks SET state = 'cancelled', cancel_cause = 'yanked', \
              reason = 'version yanked', lease_limit = 0, active_leases = 0, updated_at = $2 \
              WHERE version_id = {version_ids} AND decided_at IS NULL AND state <> 'cancelled'",
+            params![now],
+        )
+        .await?;
+        for_versions(
+            db,
+            &yanked,
+            "UPDATE leases SET state = 'cancelled', ended_at = $2 WHERE state = 'active' \
+             AND task_id IN (SELECT id FROM tasks WHERE version_id = {version_ids} \
+                             AND state = 'cancelled' AND cancel_cause = 'yanked')",
             params![now],
         )
         .await?;

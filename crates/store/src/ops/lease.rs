@@ -29,9 +29,10 @@ use serde_json::json;
 use crate::db::{Db, Dialect, params};
 use crate::error::{Result, StoreError};
 use crate::model::{BuilderStatus, ExpireReport, Lease, LeaseId, LeaseState, TaskId};
-use crate::ops::{TaskRow, event};
+use crate::ops::{Credits, TaskRow, event};
 use crate::policy::Policy;
 
+/// The candidate query on SQLite (Postgres takes it in steps, see [`postgres_candidate`]).
 const CANDIDATE: &str = "SELECT t.id FROM tasks t \
      WHERE t.active_leases < t.lease_limit AND t.not_before <= $2 \
      AND t.target_id IN (SELECT tg.id FROM targets tg \
@@ -71,14 +72,17 @@ pub(crate) async fn lease_next(
         });
     }
 
-    let sql = match db.dialect() {
-        Dialect::Postgres => format!("{CANDIDATE} FOR UPDATE OF t SKIP LOCKED"),
-        Dialect::Sqlite => CANDIDATE.to_owned(),
+    let candidate = match db.dialect() {
+        Dialect::Sqlite => db
+            .query_opt(CANDIDATE, params![builder_id, now])
+            .await?
+            .map(|row| row.get::<i64>(0))
+            .transpose()?,
+        Dialect::Postgres => postgres_candidate(db, builder_id, now).await?,
     };
-    let Some(row) = db.query_opt(&sql, params![builder_id, now]).await? else {
+    let Some(task_id) = candidate else {
         return Ok(None);
     };
-    let task_id: i64 = row.get(0)?;
 
     let row = db
         .query_one(
@@ -118,6 +122,85 @@ pub(crate) async fn lease_next(
         target: info.get(3)?,
         toolchain: info.get(4)?,
     }))
+}
+
+/// Tasks looked at per step on Postgres.
+const WINDOW: i64 = 64;
+
+/// Postgres: the same choice as [`CANDIDATE`], in steps whose plans do not depend on table
+/// statistics. (One query with joins gets a sort-everything plan from the planner while a
+/// freshly ingested `tasks` table has no statistics yet: ~30 leases/s instead of thousands.)
+///
+/// 1. The builder's enabled target and toolchain ids.
+/// 2. A window of leasable tasks in priority-then-age order: one table, one partial index.
+/// 3. Among the window's tasks that match, the first the builder may take, locked with
+///    `FOR UPDATE SKIP LOCKED`; Postgres re-checks the lease limit on the newest row version
+///    when it locks it, so concurrent claimers never overfill a task.
+///
+/// The next window is tried until the leasable tasks run out.
+async fn postgres_candidate(
+    db: &mut dyn Db,
+    builder_id: i64,
+    now: Timestamp,
+) -> Result<Option<i64>> {
+    let ids =
+        |rows: Vec<crate::db::Row>| -> Result<Vec<i64>> { rows.iter().map(|r| r.get(0)).collect() };
+    let targets = ids(db
+        .query(
+            "SELECT tg.id FROM targets tg JOIN builder_targets bt ON bt.name = tg.name \
+             WHERE bt.builder_id = $1 AND tg.enabled",
+            params![builder_id],
+        )
+        .await?)?;
+    let toolchains = ids(db
+        .query(
+            "SELECT tc.id FROM toolchains tc JOIN builder_toolchains bc ON bc.name = tc.name \
+             WHERE bc.builder_id = $1 AND tc.enabled",
+            params![builder_id],
+        )
+        .await?)?;
+    if targets.is_empty() || toolchains.is_empty() {
+        return Ok(None);
+    }
+    let mut offset = 0_i64;
+    loop {
+        let window = db
+            .query(
+                "SELECT id, target_id, toolchain_id FROM tasks \
+                 WHERE active_leases < lease_limit AND not_before <= $1 \
+                 ORDER BY priority DESC, id LIMIT $2 OFFSET $3",
+                params![now, WINDOW, offset],
+            )
+            .await?;
+        let mut matching = Vec::with_capacity(window.len());
+        for row in &window {
+            if targets.contains(&row.get(1)?) && toolchains.contains(&row.get(2)?) {
+                matching.push(row.get::<i64>(0)?);
+            }
+        }
+        if !matching.is_empty() {
+            let found = db
+                .query_opt(
+                    "SELECT t.id FROM tasks t \
+                     WHERE t.id = ANY($2) AND t.active_leases < t.lease_limit \
+                     AND t.not_before <= $3 \
+                     AND NOT EXISTS (SELECT 1 FROM attestations a WHERE a.task_id = t.id \
+                                     AND a.builder_id = $1 AND a.outcome <> 'node_error') \
+                     AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.task_id = t.id \
+                                     AND l.builder_id = $1 AND l.state = 'active') \
+                     ORDER BY t.priority DESC, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
+                    params![builder_id, &matching, now],
+                )
+                .await?;
+            if let Some(row) = found {
+                return Ok(Some(row.get(0)?));
+            }
+        }
+        if (window.len() as i64) < WINDOW {
+            return Ok(None);
+        }
+        offset += WINDOW;
+    }
 }
 
 fn deadline_after(now: Timestamp, policy: &Policy) -> Result<Timestamp> {
@@ -195,34 +278,47 @@ pub(crate) async fn renew(
 const EXPIRE_CHUNK: i64 = 256;
 
 /// Expires every active lease whose deadline has passed and requeues (or stops) its task.
+///
+/// Leases are found without locks, then each is handled under its task's lock (task first,
+/// in task order, then the lease, which is checked again: it may have been renewed or
+/// completed in the meantime).
 pub(crate) async fn expire(
     db: &mut dyn Db,
     policy: &Policy,
     now: Timestamp,
 ) -> Result<ExpireReport> {
     let mut report = ExpireReport::default();
-    let sql = format!(
-        "SELECT id, task_id, builder_id FROM leases WHERE state = 'active' AND deadline <= $1 \
-         ORDER BY id LIMIT $2{}",
-        match db.dialect() {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        }
+    let mut credits = Credits::default();
+    let lock = match db.dialect() {
+        Dialect::Postgres => " FOR UPDATE",
+        Dialect::Sqlite => "",
+    };
+    let recheck = format!(
+        "SELECT builder_id FROM leases WHERE id = $1 AND state = 'active' AND deadline <= $2{lock}"
     );
     loop {
-        let rows = db.query(&sql, params![now, EXPIRE_CHUNK]).await?;
+        let rows = db
+            .query(
+                "SELECT id, task_id FROM leases WHERE state = 'active' AND deadline <= $1 \
+                 ORDER BY task_id, id LIMIT $2",
+                params![now, EXPIRE_CHUNK],
+            )
+            .await?;
         let done = (rows.len() as i64) < EXPIRE_CHUNK;
         for row in &rows {
             let lease_id: i64 = row.get(0)?;
             let task_id: i64 = row.get(1)?;
-            let builder_id: i64 = row.get(2)?;
+            let mut task = TaskRow::lock(db, task_id).await?;
+            let Some(lease) = db.query_opt(&recheck, params![lease_id, now]).await? else {
+                continue;
+            };
+            let builder_id: i64 = lease.get(0)?;
             db.execute(
                 "UPDATE leases SET state = 'expired', ended_at = $2 WHERE id = $1",
                 params![lease_id, now],
             )
             .await?;
             report.expired += 1;
-            let mut task = TaskRow::lock(db, task_id).await?;
             task.active_leases = task.active_leases.saturating_sub(1);
             if task.is_open() {
                 if task.node_failure(db, policy, "lease expired", now).await? {
@@ -232,11 +328,7 @@ pub(crate) async fn expire(
                 }
             }
             task.save(db, now).await?;
-            db.execute(
-                "UPDATE builders SET failed = failed + 1 WHERE id = $1",
-                params![builder_id],
-            )
-            .await?;
+            credits.of(builder_id).failed += 1;
             event(
                 db,
                 now,
@@ -251,6 +343,7 @@ pub(crate) async fn expire(
             break;
         }
     }
+    credits.flush(db).await?;
     Ok(report)
 }
 

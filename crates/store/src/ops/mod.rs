@@ -7,9 +7,13 @@
 //! checks and the event log.
 //!
 //! Read-modify-write always locks the rows it changes first (`FOR UPDATE` on Postgres; SQLite
-//! write transactions are `BEGIN IMMEDIATE`, which locks the whole database). Locks are taken
-//! in the order lease → task → builder wherever possible, so concurrent coordinator processes
-//! rarely deadlock; when they do, Postgres aborts one transaction and the backend retries it.
+//! write transactions are `BEGIN IMMEDIATE`, which locks the whole database). On Postgres
+//! the lock order is task → lease → builders, the builders last and in id order (their
+//! counters are collected in [`Credits`] and written at the end of the operation), so that
+//! concurrent submissions, expiries and yanks cannot deadlock. Leasing locks the builder
+//! first but never waits for a task (`SKIP LOCKED`). Revocation, which is rare, locks the
+//! builder before its tasks; should it deadlock with a submission, Postgres aborts one of
+//! them and the backend runs it again.
 
 pub(crate) mod artifacts;
 pub(crate) mod builders;
@@ -20,6 +24,8 @@ pub(crate) mod submit;
 
 use jiff::Timestamp;
 use serde_json::json;
+
+use std::collections::BTreeMap;
 
 use crate::db::{Db, Dialect, Param, Row, params};
 use crate::error::{Result, StoreError};
@@ -218,13 +224,13 @@ pub(crate) async fn counted_results(db: &mut dyn Db, task_id: i64) -> Result<Vec
 }
 
 /// Applies a verdict to a (locked) task: writes artifacts, closes or reopens the task, and,
-/// with `stats`, credits the winners and debits the outvoted. The caller saves the task.
+/// given `credits`, credits the winners and debits the outvoted. The caller saves the task.
 pub(crate) async fn apply_verdict(
     db: &mut dyn Db,
     policy: &Policy,
     task: &mut TaskRow,
     verdict: Verdict,
-    stats: bool,
+    credits: Option<&mut Credits>,
     now: Timestamp,
 ) -> Result<Decision> {
     match verdict {
@@ -308,8 +314,13 @@ pub(crate) async fn apply_verdict(
                     Decision::Failed { reason }
                 }
             };
-            if stats {
-                credit(db, &winners, &losers).await?;
+            if let Some(credits) = credits {
+                for id in &winners {
+                    credits.of(*id).agreed += 1;
+                }
+                for id in &losers {
+                    credits.of(*id).outvoted += 1;
+                }
             }
             event(
                 db,
@@ -331,23 +342,49 @@ pub(crate) async fn apply_verdict(
     }
 }
 
-/// Counts a decision for and against builders, in id order (a fixed lock order).
-pub(crate) async fn credit(db: &mut dyn Db, winners: &[i64], losers: &[i64]) -> Result<()> {
-    let mut all: Vec<(i64, bool)> = winners
-        .iter()
-        .map(|id| (*id, true))
-        .chain(losers.iter().map(|id| (*id, false)))
-        .collect();
-    all.sort_unstable();
-    for (id, won) in all {
-        let sql = if won {
-            "UPDATE builders SET agreed = agreed + 1 WHERE id = $1"
-        } else {
-            "UPDATE builders SET outvoted = outvoted + 1 WHERE id = $1"
-        };
-        db.execute(sql, params![id]).await?;
+/// Changes to builders' counters, collected during an operation and written at its end in
+/// builder id order (the last locks any operation takes; see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Credits {
+    deltas: BTreeMap<i64, Delta>,
+}
+
+/// One builder's counter changes.
+#[derive(Debug, Default)]
+pub(crate) struct Delta {
+    pub built: i64,
+    pub agreed: i64,
+    pub outvoted: i64,
+    pub failed: i64,
+    pub seen: Option<Timestamp>,
+}
+
+impl Credits {
+    /// The changes for one builder.
+    pub(crate) fn of(&mut self, builder_id: i64) -> &mut Delta {
+        self.deltas.entry(builder_id).or_default()
     }
-    Ok(())
+
+    /// Writes the changes.
+    pub(crate) async fn flush(self, db: &mut dyn Db) -> Result<()> {
+        for (id, delta) in self.deltas {
+            db.execute(
+                "UPDATE builders SET built = built + $2, agreed = agreed + $3, \
+                 outvoted = outvoted + $4, failed = failed + $5, \
+                 last_seen = COALESCE($6, last_seen) WHERE id = $1",
+                params![
+                    id,
+                    delta.built,
+                    delta.agreed,
+                    delta.outvoted,
+                    delta.failed,
+                    delta.seen,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Clears an artifact's verification when no verified task uses it any more.

@@ -147,7 +147,10 @@ pub(crate) async fn search_crates(
 /// The names of every watched crate, sorted.
 pub(crate) async fn watched_crates(db: &mut dyn Db) -> Result<Vec<String>> {
     let rows = db
-        .query("SELECT name FROM crates WHERE watched ORDER BY name", params![])
+        .query(
+            "SELECT name FROM crates WHERE watched ORDER BY name",
+            params![],
+        )
         .await?;
     collect(&rows, |row| row.get(0))
 }

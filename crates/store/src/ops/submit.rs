@@ -25,7 +25,7 @@ use crate::model::{
     AttestationId, BuildOutcome, BuilderStatus, LeaseState, OutcomeKind, Submission, SubmitReport,
     TaskState,
 };
-use crate::ops::{TaskRow, apply_verdict, counted_results, credit, event};
+use crate::ops::{Credits, TaskRow, apply_verdict, counted_results, event};
 use crate::policy::Policy;
 use crate::rules::{Class, cap_log, cap_reason, decide};
 
@@ -56,6 +56,16 @@ pub(crate) async fn submit(
 ) -> Result<SubmitReport> {
     check_outcome(&submission.outcome)?;
     let lease_id = submission.lease_id.0;
+    // Lock order: the task first, then the lease (see the `ops` module docs).
+    let task_id: i64 = db
+        .query_opt(
+            "SELECT task_id FROM leases WHERE id = $1",
+            params![lease_id],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("lease {lease_id}")))?
+        .get(0)?;
+    let mut task = TaskRow::lock(db, task_id).await?;
     let sql = format!(
         "SELECT l.task_id, l.builder_id, l.epoch, l.state, b.public_key, b.status \
          FROM leases l JOIN builders b ON b.id = l.builder_id WHERE l.id = $1{}",
@@ -64,11 +74,7 @@ pub(crate) async fn submit(
             Dialect::Sqlite => "",
         }
     );
-    let row = db
-        .query_opt(&sql, params![lease_id])
-        .await?
-        .ok_or_else(|| StoreError::not_found(format!("lease {lease_id}")))?;
-    let task_id: i64 = row.get(0)?;
+    let row = db.query_one(&sql, params![lease_id]).await?;
     let builder_id: i64 = row.get(1)?;
     let epoch: i64 = row.get(2)?;
     let lease_state: LeaseState = row.get::<String>(3)?.parse()?;
@@ -94,7 +100,6 @@ pub(crate) async fn submit(
         )
         .await?
     {
-        let task = TaskRow::lock(db, task_id).await?;
         return Ok(SubmitReport {
             attestation_id: AttestationId(row.get(0)?),
             counted: row.get(1)?,
@@ -105,7 +110,6 @@ pub(crate) async fn submit(
         });
     }
 
-    let mut task = TaskRow::lock(db, task_id).await?;
     let late = lease_state != LeaseState::Active;
     if !late {
         db.execute(
@@ -131,16 +135,14 @@ pub(crate) async fn submit(
         db, policy, submission, task_id, builder_id, counted, late, now,
     )
     .await?;
-    let counter = match kind {
-        OutcomeKind::Built => "built = built + 1, ",
-        OutcomeKind::NodeError => "failed = failed + 1, ",
-        _ => "",
-    };
-    db.execute(
-        &format!("UPDATE builders SET {counter}last_seen = $2 WHERE id = $1"),
-        params![builder_id, now],
-    )
-    .await?;
+    let mut credits = Credits::default();
+    let mine = credits.of(builder_id);
+    mine.seen = Some(now);
+    match kind {
+        OutcomeKind::Built => mine.built += 1,
+        OutcomeKind::NodeError => mine.failed += 1,
+        _ => {}
+    }
 
     let mut decision = None;
     if kind == OutcomeKind::NodeError {
@@ -161,9 +163,10 @@ pub(crate) async fn submit(
                 task.quorum + policy.max_extra_builds,
                 &results,
             );
-            decision = Some(apply_verdict(db, policy, &mut task, verdict, true, now).await?);
+            decision =
+                Some(apply_verdict(db, policy, &mut task, verdict, Some(&mut credits), now).await?);
         } else {
-            judge_late(db, &task, submission, builder_id).await?;
+            judge_late(db, &task, submission, builder_id, &mut credits).await?;
         }
     }
     task.refresh_open(policy);
@@ -179,6 +182,7 @@ pub(crate) async fn submit(
         )
         .await?;
     }
+    credits.flush(db).await?;
     Ok(SubmitReport {
         attestation_id,
         counted,
@@ -248,6 +252,7 @@ async fn judge_late(
     task: &TaskRow,
     submission: &Submission,
     builder_id: i64,
+    credits: &mut Credits,
 ) -> Result<()> {
     let decided = match task.state {
         TaskState::Verified => {
@@ -273,9 +278,9 @@ async fn judge_late(
     };
     if let (Some(decided), Some(mine)) = (decided, Class::of(submission.outcome.kind(), artifact)) {
         if decided == mine {
-            credit(db, &[builder_id], &[]).await?;
+            credits.of(builder_id).agreed += 1;
         } else {
-            credit(db, &[], &[builder_id]).await?;
+            credits.of(builder_id).outvoted += 1;
         }
     }
     Ok(())
