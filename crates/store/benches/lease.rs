@@ -3,7 +3,8 @@
 //! leases than its limit and no builder got one task twice. Asserts nothing about time.
 //!
 //! `cargo bench -p buildsrs-store --bench lease` (needs the test Postgres server).
-//! `BUILDSRS_BENCH_TASKS` changes the number of tasks.
+//! `BUILDSRS_BENCH_TASKS` changes the number of tasks, `BUILDSRS_BENCH_BACKENDS=postgres` (or
+//! `sqlite`) runs one backend only.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -16,7 +17,13 @@ use buildsrs_store::testing::TestStore;
 use buildsrs_store::{IndexVersion, NewBuilder, Policy, Store};
 use jiff::Timestamp;
 
-const CLAIMERS: u8 = 16;
+/// Concurrent claimers (`BUILDSRS_BENCH_CLAIMERS`, default 16).
+fn claimers() -> u8 {
+    std::env::var("BUILDSRS_BENCH_CLAIMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 const TOOLCHAIN: &str = "1.95.0";
 
@@ -46,7 +53,7 @@ async fn setup(store: &Store, tasks: usize) -> Vec<buildsrs_keys::PublicKey> {
         store.upsert_versions(chunk.to_vec(), now).await.unwrap();
     }
     let mut keys = Vec::new();
-    for n in 1..=CLAIMERS {
+    for n in 1..=claimers() {
         let key = Identity::from_seed([n; 32]).public_key();
         store
             .register_builder(
@@ -79,7 +86,7 @@ async fn run(name: &str, store: Store, tasks: usize) {
     let granted = Arc::new(AtomicU64::new(0));
     let now = Timestamp::from_second(1_700_000_100).unwrap();
     let started = Instant::now();
-    let claimers: Vec<_> = keys
+    let handles: Vec<_> = keys
         .iter()
         .map(|key| {
             let (store, key, granted) = (store.clone(), *key, Arc::clone(&granted));
@@ -96,7 +103,7 @@ async fn run(name: &str, store: Store, tasks: usize) {
         })
         .collect();
     let mut leases = Vec::new();
-    for claimer in claimers {
+    for claimer in handles {
         leases.extend(claimer.await.unwrap());
     }
     let took = started.elapsed();
@@ -118,10 +125,11 @@ async fn run(name: &str, store: Store, tasks: usize) {
         .sum();
     println!(
         "  {name:<9} {:>8.0} leases/s  ({} leases over {queued} queued tasks in {took:.2?}, \
-         {CLAIMERS} claimers; tasks over their limit of {limit}: {over_limit}; \
+         {} claimers; tasks over their limit of {limit}: {over_limit}; \
          double leases: {double_leases})",
         leases.len() as f64 / took.as_secs_f64(),
         leases.len(),
+        claimers(),
     );
 }
 
@@ -136,11 +144,16 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        println!("lease: {CLAIMERS} concurrent claimers, quorum 2, no extra leases (goal: SQLite ≥ 1,000/s, Postgres ≥ 2,000/s)");
-        let sqlite = TestStore::sqlite_with(policy()).await;
-        run("sqlite", sqlite.store.clone(), tasks).await;
-        drop(sqlite);
-        let postgres = TestStore::postgres_with(policy(), usize::from(CLAIMERS)).await;
-        run("postgres", postgres.store.clone(), tasks).await;
+        println!("lease: {} concurrent claimers, quorum 2, no extra leases (goal: SQLite ≥ 1,000/s, Postgres ≥ 2,000/s)", claimers());
+        let backends = std::env::var("BUILDSRS_BENCH_BACKENDS")
+            .unwrap_or_else(|_| "sqlite,postgres".to_owned());
+        if backends.contains("sqlite") {
+            let sqlite = TestStore::sqlite_with(policy()).await;
+            run("sqlite", sqlite.store.clone(), tasks).await;
+        }
+        if backends.contains("postgres") {
+            let postgres = TestStore::postgres_with(policy(), usize::from(claimers())).await;
+            run("postgres", postgres.store.clone(), tasks).await;
+        }
     });
 }

@@ -115,7 +115,8 @@ CREATE TABLE leases (
 -- A builder holds at most one active lease per task.
 CREATE UNIQUE INDEX leases_one_active ON leases (task_id, builder_id) WHERE state = 'active';
 CREATE INDEX leases_deadline ON leases (deadline) WHERE state = 'active';
-CREATE INDEX leases_builder ON leases (builder_id, state);
+-- A builder's active leases (leasing excludes their tasks; revocation cancels them).
+CREATE INDEX leases_builder_active ON leases (builder_id, task_id) WHERE state = 'active';
 
 CREATE TABLE attestations (
     id             INTEGER PRIMARY KEY,
@@ -140,7 +141,8 @@ CREATE TABLE attestations (
 -- A builder counts at most once per task.
 CREATE UNIQUE INDEX attestations_counted_once ON attestations (task_id, builder_id) WHERE counted = 1;
 CREATE INDEX attestations_task_builder ON attestations (task_id, builder_id);
-CREATE INDEX attestations_builder ON attestations (builder_id);
+-- A builder's results (leasing excludes their tasks; revocation re-decides them).
+CREATE INDEX attestations_builder ON attestations (builder_id, task_id);
 CREATE INDEX attestations_artifact ON attestations (artifact_hash) WHERE artifact_hash IS NOT NULL;
 
 CREATE TABLE build_logs (

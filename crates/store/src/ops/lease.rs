@@ -84,119 +84,122 @@ pub(crate) async fn lease_next(
         return Ok(None);
     };
 
-    let row = db
-        .query_one(
-            "UPDATE tasks SET active_leases = active_leases + 1, epoch = epoch + 1, \
-             state = CASE WHEN state = 'queued' THEN 'building' ELSE state END, updated_at = $2 \
-             WHERE id = $1 RETURNING epoch",
-            params![task_id, now],
-        )
-        .await?;
-    let epoch: i64 = row.get(0)?;
     let deadline = deadline_after(now, policy)?;
-    let row = db
-        .query_one(
-            "INSERT INTO leases (task_id, builder_id, epoch, state, granted_at, deadline) \
-             VALUES ($1, $2, $3, 'active', $4, $5) RETURNING id",
-            params![task_id, builder_id, epoch, now, deadline],
-        )
-        .await?;
-    let lease_id: i64 = row.get(0)?;
-    let info = db
-        .query_one(
-            "SELECT c.name, v.version, v.cksum, tg.name, tc.name FROM tasks t \
-             JOIN versions v ON v.id = t.version_id JOIN crates c ON c.id = v.crate_id \
-             JOIN targets tg ON tg.id = t.target_id JOIN toolchains tc ON tc.id = t.toolchain_id \
-             WHERE t.id = $1",
-            params![task_id],
-        )
-        .await?;
+    let grant = match db.dialect() {
+        // One round trip: count the lease on the task, record it, and describe it.
+        Dialect::Postgres => {
+            db.query_one(
+                "WITH t AS (UPDATE tasks SET active_leases = active_leases + 1, \
+                                 epoch = epoch + 1, updated_at = $3, \
+                                 state = CASE WHEN state = 'queued' THEN 'building' ELSE state END \
+                             WHERE id = $1 \
+                             RETURNING id, epoch, version_id, target_id, toolchain_id), \
+                      l AS (INSERT INTO leases (task_id, builder_id, epoch, state, granted_at, \
+                                                deadline) \
+                            SELECT id, $2, epoch, 'active', $3, $4 FROM t RETURNING id) \
+                 SELECT l.id, t.epoch, c.name, v.version, v.cksum, tg.name, tc.name \
+                 FROM t CROSS JOIN l JOIN versions v ON v.id = t.version_id \
+                 JOIN crates c ON c.id = v.crate_id JOIN targets tg ON tg.id = t.target_id \
+                 JOIN toolchains tc ON tc.id = t.toolchain_id",
+                params![task_id, builder_id, now, deadline],
+            )
+            .await?
+        }
+        Dialect::Sqlite => {
+            let row = db
+                .query_one(
+                    "UPDATE tasks SET active_leases = active_leases + 1, epoch = epoch + 1, \
+                     state = CASE WHEN state = 'queued' THEN 'building' ELSE state END, \
+                     updated_at = $2 WHERE id = $1 RETURNING epoch",
+                    params![task_id, now],
+                )
+                .await?;
+            let epoch: i64 = row.get(0)?;
+            db.query_one(
+                "INSERT INTO leases (task_id, builder_id, epoch, state, granted_at, deadline) \
+                 VALUES ($1, $2, $3, 'active', $4, $5) RETURNING id",
+                params![task_id, builder_id, epoch, now, deadline],
+            )
+            .await?;
+            db.query_one(
+                "SELECT l.id, l.epoch, c.name, v.version, v.cksum, tg.name, tc.name \
+                 FROM leases l JOIN tasks t ON t.id = l.task_id \
+                 JOIN versions v ON v.id = t.version_id JOIN crates c ON c.id = v.crate_id \
+                 JOIN targets tg ON tg.id = t.target_id JOIN toolchains tc ON tc.id = t.toolchain_id \
+                 WHERE l.task_id = $1 AND l.epoch = $2",
+                params![task_id, epoch],
+            )
+            .await?
+        }
+    };
     Ok(Some(Lease {
         task_id: TaskId(task_id),
-        lease_id: LeaseId(lease_id),
-        epoch,
+        lease_id: LeaseId(grant.get(0)?),
+        epoch: grant.get(1)?,
         deadline,
-        crate_name: info.get(0)?,
-        version: info.get(1)?,
-        cksum: info.get(2)?,
-        target: info.get(3)?,
-        toolchain: info.get(4)?,
+        crate_name: grant.get(2)?,
+        version: grant.get(3)?,
+        cksum: grant.get(4)?,
+        target: grant.get(5)?,
+        toolchain: grant.get(6)?,
     }))
 }
 
 /// Tasks looked at per step on Postgres.
 const WINDOW: i64 = 64;
 
-/// Postgres: the same choice as [`CANDIDATE`], in steps whose plans do not depend on table
-/// statistics. (One query with joins gets a sort-everything plan from the planner while a
-/// freshly ingested `tasks` table has no statistics yet: ~30 leases/s instead of thousands.)
+/// Postgres: the same choice as [`CANDIDATE`], shaped so that its plan does not depend on
+/// table statistics. (As one query with joins, the planner picks a sort-everything plan
+/// while a freshly ingested `tasks` table has no statistics yet: ~30 leases/s instead of
+/// thousands.)
 ///
-/// 1. The builder's enabled target and toolchain ids.
-/// 2. A window of leasable tasks in priority-then-age order: one table, one partial index.
-/// 3. Among the window's tasks that match, the first the builder may take, locked with
-///    `FOR UPDATE SKIP LOCKED`; Postgres re-checks the lease limit on the newest row version
-///    when it locks it, so concurrent claimers never overfill a task.
-///
-/// The next window is tried until the leasable tasks run out.
+/// A *window* of the next leasable tasks in priority-then-age order is read from the one
+/// partial index (a materialised CTE, which the planner cannot rearrange). Among those, the
+/// ones for the builder's enabled targets and toolchains that it neither holds nor has
+/// delivered a result for (node errors aside) are looked up by primary key, and the first
+/// that no other claimer is locking is locked with `FOR UPDATE SKIP LOCKED`. Postgres
+/// re-checks the lease limit on the newest row version when it locks it, so concurrent
+/// claimers never overfill a task; this builder's own leases cannot change meanwhile (its
+/// `builders` row is locked since the start of the operation). If the window holds nothing
+/// for this builder, the next window is tried until the leasable tasks run out.
 async fn postgres_candidate(
     db: &mut dyn Db,
     builder_id: i64,
     now: Timestamp,
 ) -> Result<Option<i64>> {
-    let ids =
-        |rows: Vec<crate::db::Row>| -> Result<Vec<i64>> { rows.iter().map(|r| r.get(0)).collect() };
-    let targets = ids(db
-        .query(
-            "SELECT tg.id FROM targets tg JOIN builder_targets bt ON bt.name = tg.name \
-             WHERE bt.builder_id = $1 AND tg.enabled",
-            params![builder_id],
-        )
-        .await?)?;
-    let toolchains = ids(db
-        .query(
-            "SELECT tc.id FROM toolchains tc JOIN builder_toolchains bc ON bc.name = tc.name \
-             WHERE bc.builder_id = $1 AND tc.enabled",
-            params![builder_id],
-        )
-        .await?)?;
-    if targets.is_empty() || toolchains.is_empty() {
-        return Ok(None);
-    }
     let mut offset = 0_i64;
     loop {
-        let window = db
-            .query(
-                "SELECT id, target_id, toolchain_id FROM tasks \
-                 WHERE active_leases < lease_limit AND not_before <= $1 \
-                 ORDER BY priority DESC, id LIMIT $2 OFFSET $3",
-                params![now, WINDOW, offset],
+        let row = db
+            .query_one(
+                "WITH w AS MATERIALIZED ( \
+                     SELECT id FROM tasks WHERE active_leases < lease_limit AND not_before <= $2 \
+                     ORDER BY priority DESC, id LIMIT $3 OFFSET $4), \
+                 pick AS ( \
+                     SELECT t.id FROM tasks t \
+                     WHERE t.id = ANY(ARRAY(SELECT id FROM w)) \
+                     AND t.active_leases < t.lease_limit AND t.not_before <= $2 \
+                     AND t.target_id IN (SELECT tg.id FROM targets tg \
+                                         JOIN builder_targets bt ON bt.name = tg.name \
+                                         WHERE bt.builder_id = $1 AND tg.enabled) \
+                     AND t.toolchain_id IN (SELECT tc.id FROM toolchains tc \
+                                            JOIN builder_toolchains bc ON bc.name = tc.name \
+                                            WHERE bc.builder_id = $1 AND tc.enabled) \
+                     AND t.id NOT IN (SELECT task_id FROM leases WHERE builder_id = $1 \
+                                      AND state = 'active' \
+                                      AND task_id = ANY(ARRAY(SELECT id FROM w))) \
+                     AND t.id NOT IN (SELECT task_id FROM attestations WHERE builder_id = $1 \
+                                      AND outcome <> 'node_error' \
+                                      AND task_id = ANY(ARRAY(SELECT id FROM w))) \
+                     ORDER BY t.priority DESC, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED) \
+                 SELECT (SELECT COUNT(*) FROM w), (SELECT id FROM pick)",
+                params![builder_id, now, WINDOW, offset],
             )
             .await?;
-        let mut matching = Vec::with_capacity(window.len());
-        for row in &window {
-            if targets.contains(&row.get(1)?) && toolchains.contains(&row.get(2)?) {
-                matching.push(row.get::<i64>(0)?);
-            }
+        let seen: i64 = row.get(0)?;
+        if let Some(id) = row.get::<Option<i64>>(1)? {
+            return Ok(Some(id));
         }
-        if !matching.is_empty() {
-            let found = db
-                .query_opt(
-                    "SELECT t.id FROM tasks t \
-                     WHERE t.id = ANY($2) AND t.active_leases < t.lease_limit \
-                     AND t.not_before <= $3 \
-                     AND NOT EXISTS (SELECT 1 FROM attestations a WHERE a.task_id = t.id \
-                                     AND a.builder_id = $1 AND a.outcome <> 'node_error') \
-                     AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.task_id = t.id \
-                                     AND l.builder_id = $1 AND l.state = 'active') \
-                     ORDER BY t.priority DESC, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED",
-                    params![builder_id, &matching, now],
-                )
-                .await?;
-            if let Some(row) = found {
-                return Ok(Some(row.get(0)?));
-            }
-        }
-        if (window.len() as i64) < WINDOW {
+        if seen < WINDOW {
             return Ok(None);
         }
         offset += WINDOW;
