@@ -72,7 +72,7 @@ fn run_and_kill(url: &str, round: u32) -> u32 {
     // the next batch.
     let nanos = u64::from(Instant::now().elapsed().subsec_nanos()) ^ u64::from(std::process::id());
     let wanted = 3 + (nanos % 5) as u32;
-    while let Some(line) = lines.next() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(k) = line.strip_prefix("committed ") {
             last = Some(k.parse::<u32>().unwrap());
