@@ -47,6 +47,12 @@ impl PgBackend {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("buildsrs-store");
+        // Our statements are prepared once per connection and shaped so that one plan fits
+        // every parameter; planning them again on each run (PostgreSQL's default for the
+        // first executions and whenever it guesses a custom plan is cheaper) costs more
+        // server CPU than some of them take to run.
+        let options = config.get_options().unwrap_or_default().to_owned();
+        config.options(format!("{options} -c plan_cache_mode=force_generic_plan").trim());
         let where_ = describe(&config);
         let manager = Manager::from_config(
             config,

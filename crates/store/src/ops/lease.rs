@@ -145,8 +145,9 @@ pub(crate) async fn lease_next(
     }))
 }
 
-/// Tasks looked at per step on Postgres.
-const WINDOW: i64 = 64;
+/// Tasks looked at in the first window on Postgres (about the number of claimers that may be
+/// locking head tasks at once); each further window is four times larger.
+const FIRST_WINDOW: i64 = 16;
 
 /// Postgres: the same choice as [`CANDIDATE`], shaped so that its plan does not depend on
 /// table statistics. (As one query with joins, the planner picks a sort-everything plan
@@ -167,7 +168,7 @@ async fn postgres_candidate(
     builder_id: i64,
     now: Timestamp,
 ) -> Result<Option<i64>> {
-    let mut offset = 0_i64;
+    let (mut offset, mut window) = (0_i64, FIRST_WINDOW);
     loop {
         let row = db
             .query_one(
@@ -192,17 +193,18 @@ async fn postgres_candidate(
                                       AND task_id = ANY(ARRAY(SELECT id FROM w))) \
                      ORDER BY t.priority DESC, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED) \
                  SELECT (SELECT COUNT(*) FROM w), (SELECT id FROM pick)",
-                params![builder_id, now, WINDOW, offset],
+                params![builder_id, now, window, offset],
             )
             .await?;
         let seen: i64 = row.get(0)?;
         if let Some(id) = row.get::<Option<i64>>(1)? {
             return Ok(Some(id));
         }
-        if seen < WINDOW {
+        if seen < window {
             return Ok(None);
         }
-        offset += WINDOW;
+        offset += window;
+        window = (window * 4).min(4096);
     }
 }
 
