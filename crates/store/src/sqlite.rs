@@ -11,7 +11,8 @@
 //! - `synchronous=NORMAL` by default: in WAL mode a commit survives the process being killed
 //!   (the WAL is written before `COMMIT` returns) and the database never corrupts; only a
 //!   power loss or kernel crash can lose the last few transactions. `FULL` also fsyncs each
-//!   commit, for machines where that matters more than ~5-10x fewer writes per second.
+//!   commit, for machines where that matters more than write throughput (every lease and
+//!   result then waits for the disk).
 //!
 //! The operations themselves are `async fn`s over [`Db`]; here they are driven to completion
 //! with `futures::executor::block_on` on the blocking thread. That is sound because SQLite

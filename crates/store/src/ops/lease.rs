@@ -21,6 +21,12 @@
 //! requeued with a backoff that doubles with each node-side failure, and after
 //! [`Policy::max_node_failures`] of them it is cancelled with the reason (never failed: a
 //! crate is not at fault when nodes die).
+//!
+//! Cost: the scan walks the leasable tasks in order and skips those a builder may not take.
+//! Normally that is a handful (the tasks it holds, those other claimers are locking). A
+//! builder that has delivered results for many tasks still waiting for other builders (a
+//! target with a single active builder, say) skips all of them on every call; a per-builder
+//! "nothing for you before task N" hint would fix that if it ever matters.
 
 use buildsrs_keys::PublicKey;
 use jiff::Timestamp;
