@@ -1,4 +1,4 @@
-//! Test harness (feature `testing`): fresh stores on both backends, and [`store_test!`] to
+//! Test harness (feature `testing`): fresh stores on both backends, and [`crate::store_test!`] to
 //! run one test body on each.
 //!
 //! - [`TestStore::sqlite`] opens a store in a new temporary directory.
