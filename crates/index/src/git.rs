@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::IndexConfig;
 use crate::error::IndexError;
 use crate::follow::{Backoff, FollowEnd, FollowOptions, send_all};
+use crate::layout::index_path;
 use crate::versions::{CrateUpdate, diff_versions, parse_index_lines};
 
 /// The most new commits one poll walks before giving up on finding the remembered one (it
@@ -284,35 +285,5 @@ fn read_blob(
         None => Ok(None),
         Some(entry) if !entry.mode().is_blob() => Ok(None),
         Some(entry) => Ok(Some(entry.object().map_err(git_error)?.detach().data)),
-    }
-}
-
-/// The index file of a crate (`se/rd/serde`), as in cargo's layout.
-fn index_path(name: &str) -> Option<String> {
-    let lower = name.to_ascii_lowercase();
-    if !lower.is_ascii() {
-        return None;
-    }
-    let prefix = match lower.len() {
-        0 => return None,
-        1 => "1".to_owned(),
-        2 => "2".to_owned(),
-        3 => format!("3/{}", &lower[..1]),
-        _ => format!("{}/{}", &lower[..2], &lower[2..4]),
-    };
-    Some(format!("{prefix}/{lower}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn index_paths() {
-        assert_eq!(index_path("a").as_deref(), Some("1/a"));
-        assert_eq!(index_path("Ab").as_deref(), Some("2/ab"));
-        assert_eq!(index_path("abc").as_deref(), Some("3/a/abc"));
-        assert_eq!(index_path("Serde").as_deref(), Some("se/rd/serde"));
-        assert_eq!(index_path(""), None);
     }
 }

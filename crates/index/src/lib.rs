@@ -36,6 +36,7 @@ pub mod error;
 pub mod follow;
 #[cfg(feature = "git")]
 pub mod git;
+pub mod layout;
 pub mod sparse;
 pub mod versions;
 pub mod watch;
@@ -45,6 +46,7 @@ pub use error::IndexError;
 pub use follow::{FollowEnd, FollowOptions};
 #[cfg(feature = "git")]
 pub use git::{GitFollower, GitPollReport};
+pub use layout::index_path;
 pub use sparse::{DEFAULT_CONCURRENCY, PollReport, SparseFollower, default_client};
 pub use versions::{
     CrateUpdate, IndexedVersion, SkippedLine, VersionChanges, diff_versions, parse_index_file,
