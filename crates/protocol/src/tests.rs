@@ -1,0 +1,226 @@
+#![allow(clippy::unwrap_used)]
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn hello() -> Hello {
+    Hello {
+        agent: "buildsrs-node/0.1.0".into(),
+        name: "box-1".into(),
+        targets: vec!["x86_64-unknown-linux-gnu".into()],
+        toolchains: vec!["1.95.0".into()],
+        capacity: 2,
+        blobs: BlobAddress {
+            endpoint_id: "ab".repeat(32),
+            addrs: vec!["127.0.0.1:4444".parse().unwrap()],
+        },
+    }
+}
+
+fn job() -> Job {
+    Job {
+        task_id: 7,
+        lease_id: 9,
+        epoch: 3,
+        deadline_unix: 1_800_000_000,
+        crate_name: "hello-bin".into(),
+        version: "0.1.0".into(),
+        source_sha256: "0".repeat(64),
+        download_url: "http://127.0.0.1:1/dl/hello-bin/0.1.0/download".into(),
+        target: "x86_64-unknown-linux-gnu".into(),
+        toolchain: "1.95.0".into(),
+        features: vec![],
+    }
+}
+
+#[test]
+fn every_request_round_trips() {
+    let requests = [
+        Request::Hello(hello()),
+        Request::RequestJob,
+        Request::RenewLease {
+            lease_id: 1,
+            epoch: 2,
+        },
+        Request::Submit(JobResult {
+            lease_id: 1,
+            epoch: 2,
+            outcome: Outcome::Built {
+                attestation: b"{\"statement\":{}}".to_vec(),
+            },
+            log: b"Compiling hello-bin".to_vec(),
+        }),
+        Request::Submit(JobResult {
+            lease_id: 1,
+            epoch: 2,
+            outcome: Outcome::BuildFailed {
+                reason: "error[E0425]".into(),
+            },
+            log: vec![],
+        }),
+        Request::Goodbye,
+    ];
+    for request in requests {
+        let bytes = request.to_cbor().unwrap();
+        assert_eq!(Request::from_cbor(&bytes).unwrap(), request);
+    }
+}
+
+#[test]
+fn every_response_round_trips() {
+    let responses = [
+        Response::Welcome {
+            standing: Standing::Pending,
+        },
+        Response::Job(job()),
+        Response::NoJob {
+            reason: NoJobReason::NothingQueued,
+            retry_after_secs: 5,
+        },
+        Response::Renewed {
+            deadline_unix: 1_800_000_100,
+        },
+        Response::Accepted { counted: true },
+        Response::rejected(RejectKind::StaleLease, "lease 9 expired"),
+        Response::Farewell,
+    ];
+    for response in responses {
+        let bytes = response.to_cbor().unwrap();
+        assert_eq!(Response::from_cbor(&bytes).unwrap(), response);
+    }
+}
+
+#[test]
+fn logs_travel_as_byte_strings() {
+    // A byte string costs one byte per byte; an array of small integers would cost up to two.
+    let log = vec![0xffu8; 10_000];
+    let request = Request::Submit(JobResult {
+        lease_id: 1,
+        epoch: 1,
+        outcome: Outcome::TimedOut,
+        log,
+    });
+    let bytes = request.to_cbor().unwrap();
+    assert!(bytes.len() < 10_100, "{} bytes", bytes.len());
+}
+
+#[test]
+fn oversized_messages_are_refused_both_ways() {
+    let request = Request::Submit(JobResult {
+        lease_id: 1,
+        epoch: 1,
+        outcome: Outcome::TimedOut,
+        log: vec![b'x'; MAX_REQUEST_BYTES],
+    });
+    assert!(matches!(
+        request.to_cbor(),
+        Err(WireError::TooLarge { limit, .. }) if limit == MAX_REQUEST_BYTES
+    ));
+    let too_big = vec![0u8; MAX_RESPONSE_BYTES + 1];
+    assert!(matches!(
+        Response::from_cbor(&too_big),
+        Err(WireError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_log_at_the_cap_fits_in_a_request() {
+    let request = Request::Submit(JobResult {
+        lease_id: i64::MAX,
+        epoch: i64::MAX,
+        outcome: Outcome::Built {
+            attestation: vec![b'a'; 4096],
+        },
+        log: vec![b'x'; MAX_LOG_BYTES],
+    });
+    assert!(request.to_cbor().is_ok());
+}
+
+#[test]
+fn unknown_message_types_are_malformed_not_panics() {
+    // {"launch_missiles": {}}
+    let mut bytes = Vec::new();
+    ciborium::into_writer(
+        &std::collections::BTreeMap::from([("launch_missiles", std::collections::BTreeMap::<u8, u8>::new())]),
+        &mut bytes,
+    )
+    .unwrap();
+    assert!(matches!(
+        Request::from_cbor(&bytes),
+        Err(WireError::Malformed(_))
+    ));
+    assert!(matches!(
+        Request::from_cbor(&[0xff, 0x00, 0x13]),
+        Err(WireError::Malformed(_))
+    ));
+    assert!(matches!(Request::from_cbor(&[]), Err(WireError::Malformed(_))));
+}
+
+#[test]
+fn a_job_without_features_from_an_older_coordinator_decodes() {
+    #[derive(Serialize)]
+    struct OldJob<'a> {
+        task_id: i64,
+        lease_id: i64,
+        epoch: i64,
+        deadline_unix: i64,
+        crate_name: &'a str,
+        version: &'a str,
+        source_sha256: &'a str,
+        download_url: &'a str,
+        target: &'a str,
+        toolchain: &'a str,
+    }
+    let j = job();
+    let old = OldJob {
+        task_id: j.task_id,
+        lease_id: j.lease_id,
+        epoch: j.epoch,
+        deadline_unix: j.deadline_unix,
+        crate_name: &j.crate_name,
+        version: &j.version,
+        source_sha256: &j.source_sha256,
+        download_url: &j.download_url,
+        target: &j.target,
+        toolchain: &j.toolchain,
+    };
+    let bytes = encode(
+        &std::collections::BTreeMap::from([("job", old)]),
+        MAX_RESPONSE_BYTES,
+    )
+    .unwrap();
+    assert_eq!(Response::from_cbor(&bytes).unwrap(), Response::Job(j));
+}
+
+#[test]
+fn announcements_round_trip() {
+    let a = VerifiedAnnouncement {
+        crate_name: "hello-bin".into(),
+        version: "0.1.0".into(),
+        target: "x86_64-unknown-linux-gnu".into(),
+        toolchain: "1.95.0".into(),
+        blake3: "1".repeat(64),
+        size: 1234,
+        providers: vec![hello().blobs],
+    };
+    assert_eq!(
+        VerifiedAnnouncement::from_cbor(&a.to_cbor().unwrap()).unwrap(),
+        a
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Request::from_cbor(&bytes);
+        let _ = Response::from_cbor(&bytes);
+        let _ = VerifiedAnnouncement::from_cbor(&bytes);
+    }
+
+    #[test]
+    fn renewals_round_trip(lease_id in any::<i64>(), epoch in any::<i64>()) {
+        let r = Request::RenewLease { lease_id, epoch };
+        prop_assert_eq!(Request::from_cbor(&r.to_cbor().unwrap()).unwrap(), r);
+    }
+}
