@@ -142,7 +142,10 @@ fn unknown_message_types_are_malformed_not_panics() {
     // {"launch_missiles": {}}
     let mut bytes = Vec::new();
     ciborium::into_writer(
-        &std::collections::BTreeMap::from([("launch_missiles", std::collections::BTreeMap::<u8, u8>::new())]),
+        &std::collections::BTreeMap::from([(
+            "launch_missiles",
+            std::collections::BTreeMap::<u8, u8>::new(),
+        )]),
         &mut bytes,
     )
     .unwrap();
@@ -154,7 +157,10 @@ fn unknown_message_types_are_malformed_not_panics() {
         Request::from_cbor(&[0xff, 0x00, 0x13]),
         Err(WireError::Malformed(_))
     ));
-    assert!(matches!(Request::from_cbor(&[]), Err(WireError::Malformed(_))));
+    assert!(matches!(
+        Request::from_cbor(&[]),
+        Err(WireError::Malformed(_))
+    ));
 }
 
 #[test]
