@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use buildsrs_keys::{Blake3Hash, PublicKey};
+use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
@@ -460,6 +460,15 @@ impl Store {
     pub async fn set_artifact_storage_key(&self, hash: &Blake3Hash, key: &str) -> Result<()> {
         self.write((*hash, key.to_owned()), |db, _, (hash, key)| {
             Box::pin(ops::artifacts::set_storage_key(db, hash, key))
+        })
+        .await
+    }
+
+    /// Verified artifacts not yet in object storage (see
+    /// [`Store::set_artifact_storage_key`]), oldest verification first, at most `limit`.
+    pub async fn artifacts_awaiting_storage(&self, limit: u32) -> Result<Vec<ArtifactId>> {
+        self.read(limit, |db, _, limit| {
+            Box::pin(ops::artifacts::awaiting_storage(db, *limit))
         })
         .await
     }

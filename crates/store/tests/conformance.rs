@@ -907,6 +907,11 @@ store_test!(
             submit(&store, &l, key, built(1), t(2)).await;
         }
         let hash = artifact(1).blake3;
+        // Verified and not yet stored: the publishing backlog holds it until a key is set.
+        assert_eq!(
+            store.artifacts_awaiting_storage(10).await.unwrap(),
+            vec![artifact(1)]
+        );
         store.record_download(&hash, t(3)).await.unwrap();
         store.record_download(&hash, t(4)).await.unwrap();
         store.record_download(&hash, t(86_400 * 2)).await.unwrap();
@@ -916,6 +921,7 @@ store_test!(
             .unwrap();
         let info = store.artifact(&hash).await.unwrap().unwrap();
         assert_eq!(info.storage_key.as_deref(), Some("blobs/ab/cd"));
+        assert!(store.artifacts_awaiting_storage(10).await.unwrap().is_empty());
         let counts: Vec<u64> = info.downloads.iter().map(|d| d.count).collect();
         assert_eq!(counts, [1, 2]);
         let unknown = artifact(9).blake3;

@@ -1,10 +1,10 @@
 //! Artifact bookkeeping the API does: download counts per day, and where object storage
 //! keeps each verified artifact.
 
-use buildsrs_keys::Blake3Hash;
+use buildsrs_keys::{ArtifactId, Blake3Hash};
 use jiff::Timestamp;
 
-use crate::db::{Db, params};
+use crate::db::{Db, artifact_at, params};
 use crate::error::{Result, StoreError};
 
 /// Counts one download of a verified artifact on the current UTC day.
@@ -49,4 +49,24 @@ pub(crate) async fn set_storage_key(db: &mut dyn Db, hash: &Blake3Hash, key: &st
         return Err(StoreError::not_found(format!("artifact {hex}")));
     }
     Ok(())
+}
+
+/// Verified artifacts object storage does not hold yet, oldest verification first: the
+/// coordinator's publishing backlog, which survives restarts because it is just this query.
+pub(crate) async fn awaiting_storage(db: &mut dyn Db, limit: u32) -> Result<Vec<ArtifactId>> {
+    let rows = db
+        .query(
+            "SELECT hash, size FROM artifacts \
+             WHERE verified_at IS NOT NULL AND storage_key IS NULL \
+             ORDER BY verified_at, hash LIMIT $1",
+            params![limit],
+        )
+        .await?;
+    let mut artifacts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(artifact) = artifact_at(row, 0, 1)? {
+            artifacts.push(artifact);
+        }
+    }
+    Ok(artifacts)
 }
