@@ -195,6 +195,8 @@ pub struct Job {
 /// A job's result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
+    /// The task it was for.
+    pub task_id: i64,
     /// The lease it ran under.
     pub lease_id: i64,
     /// The lease's fencing epoch.

@@ -44,6 +44,7 @@ fn every_request_round_trips() {
             epoch: 2,
         },
         Request::Submit(JobResult {
+            task_id: 7,
             lease_id: 1,
             epoch: 2,
             outcome: Outcome::Built {
@@ -52,6 +53,7 @@ fn every_request_round_trips() {
             log: b"Compiling hello-bin".to_vec(),
         }),
         Request::Submit(JobResult {
+            task_id: 7,
             lease_id: 1,
             epoch: 2,
             outcome: Outcome::BuildFailed {
@@ -96,6 +98,7 @@ fn logs_travel_as_byte_strings() {
     // A byte string costs one byte per byte; an array of small integers would cost up to two.
     let log = vec![0xffu8; 10_000];
     let request = Request::Submit(JobResult {
+        task_id: 7,
         lease_id: 1,
         epoch: 1,
         outcome: Outcome::TimedOut,
@@ -108,6 +111,7 @@ fn logs_travel_as_byte_strings() {
 #[test]
 fn oversized_messages_are_refused_both_ways() {
     let request = Request::Submit(JobResult {
+        task_id: 7,
         lease_id: 1,
         epoch: 1,
         outcome: Outcome::TimedOut,
@@ -127,6 +131,7 @@ fn oversized_messages_are_refused_both_ways() {
 #[test]
 fn a_log_at_the_cap_fits_in_a_request() {
     let request = Request::Submit(JobResult {
+        task_id: i64::MAX,
         lease_id: i64::MAX,
         epoch: i64::MAX,
         outcome: Outcome::Built {
