@@ -921,7 +921,13 @@ store_test!(
             .unwrap();
         let info = store.artifact(&hash).await.unwrap().unwrap();
         assert_eq!(info.storage_key.as_deref(), Some("blobs/ab/cd"));
-        assert!(store.artifacts_awaiting_storage(10).await.unwrap().is_empty());
+        assert!(
+            store
+                .artifacts_awaiting_storage(10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let counts: Vec<u64> = info.downloads.iter().map(|d| d.count).collect();
         assert_eq!(counts, [1, 2]);
         let unknown = artifact(9).blake3;
