@@ -11,6 +11,9 @@ use buildsrs_store::{Policy, Store};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use buildsrs_keys::PublicKey;
+use buildsrs_storage::StorageConfig;
+
 use crate::config::{CRATES_IO_SPARSE, Config, IndexSource};
 
 /// The buildsrs coordinator: follows the registry index, plans and schedules builds.
@@ -33,6 +36,30 @@ pub struct Cli {
 enum Command {
     /// Print what the store holds: schema version, watched crates, queue.
     Status(StoreArgs),
+    /// List the builders with their standing and counts.
+    Builders(StoreArgs),
+    /// Approve a pending builder: it gets work and its attestations count.
+    Approve(BuilderArgs),
+    /// Revoke a builder: no more work, its attestations stop counting, artifacts that relied
+    /// on them are decided again. Final.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct BuilderArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The builder's public key (`ed25519:<hex>`, as `builders` lists it).
+    key: String,
+}
+
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    builder: BuilderArgs,
+    /// Why, for the event log.
+    #[arg(long, default_value = "revoked by the operator")]
+    reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +106,91 @@ struct RunArgs {
     /// Distinct approved builders that must agree before an artifact is verified.
     #[arg(long, default_value_t = 2, value_name = "N")]
     quorum: u32,
+    /// libp2p addresses to serve builders on (repeatable). Loopback by default: give a
+    /// reachable address (e.g. /ip4/0.0.0.0/tcp/7700) for builders on other machines.
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        default_value = "/ip4/127.0.0.1/tcp/7700"
+    )]
+    listen: Vec<String>,
+    /// Approve every builder that says hello. For local networks only.
+    #[arg(long)]
+    auto_approve: bool,
+    /// Where the blob client (iroh-blobs, fetching artifacts from builders) binds.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    blobs_bind: std::net::SocketAddr,
+    /// Keep verified artifacts in this directory [default: DATA_DIR/artifacts].
+    #[arg(long, value_name = "DIR", conflicts_with = "s3_endpoint")]
+    storage_dir: Option<PathBuf>,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// S3-compatible object storage for verified artifacts (path-style addressing).
+#[derive(Debug, Args)]
+struct S3Args {
+    /// The S3 endpoint, e.g. http://127.0.0.1:5055; with --s3-bucket, artifacts go to S3.
+    #[arg(
+        long,
+        env = "BUILDSRS_S3_ENDPOINT",
+        value_name = "URL",
+        requires = "s3_bucket"
+    )]
+    s3_endpoint: Option<String>,
+    /// The bucket.
+    #[arg(
+        long,
+        env = "BUILDSRS_S3_BUCKET",
+        value_name = "NAME",
+        requires = "s3_endpoint"
+    )]
+    s3_bucket: Option<String>,
+    /// The region.
+    #[arg(
+        long,
+        env = "AWS_REGION",
+        default_value = "us-east-1",
+        value_name = "REGION"
+    )]
+    s3_region: String,
+    /// Access key id.
+    #[arg(
+        long,
+        env = "AWS_ACCESS_KEY_ID",
+        value_name = "ID",
+        hide_env_values = true
+    )]
+    s3_access_key_id: Option<String>,
+    /// Secret access key.
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    s3_secret_access_key: Option<String>,
+}
+
+impl S3Args {
+    fn storage(self) -> Result<Option<StorageConfig>> {
+        let (Some(endpoint), Some(bucket)) = (self.s3_endpoint, self.s3_bucket) else {
+            return Ok(None);
+        };
+        let allow_http = endpoint.starts_with("http://");
+        Ok(Some(StorageConfig::S3 {
+            endpoint,
+            bucket,
+            region: self.s3_region,
+            access_key_id: self
+                .s3_access_key_id
+                .context("S3 storage needs AWS_ACCESS_KEY_ID (or --s3-access-key-id)")?,
+            secret_access_key: self
+                .s3_secret_access_key
+                .context("S3 storage needs AWS_SECRET_ACCESS_KEY (or --s3-secret-access-key)")?,
+            allow_http,
+        }))
+    }
 }
 
 /// Parses, sets up logging, runs; returns the exit code (2 for errors).
@@ -99,6 +211,9 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Status(args)) => status(&args).await,
+            Some(Command::Builders(args)) => builders(&args).await,
+            Some(Command::Approve(args)) => approve(&args).await,
+            Some(Command::Revoke(args)) => revoke(&args).await,
             None => serve(cli.run).await,
         }
     });
@@ -141,6 +256,20 @@ fn config_from(args: RunArgs) -> Result<Config> {
         ..Policy::default()
     };
     config.policy.validate()?;
+    config.listen = args
+        .listen
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map_err(|e| anyhow::anyhow!("--listen {a:?}: {e}"))
+        })
+        .collect::<Result<_>>()?;
+    config.auto_approve = args.auto_approve;
+    config.blobs_bind = args.blobs_bind;
+    config.storage = match args.storage_dir {
+        Some(root) => Some(StorageConfig::Local { root }),
+        None => args.s3.storage()?,
+    };
     Ok(config)
 }
 
@@ -175,10 +304,48 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-async fn status(args: &StoreArgs) -> Result<()> {
+async fn open_store(args: &StoreArgs) -> Result<Store> {
     let mut config = Config::new(&args.data_dir);
     config.database_url.clone_from(&args.database_url);
-    let store = Store::open(&config.store_config()?).await?;
+    Ok(Store::open(&config.store_config()?).await?)
+}
+
+fn parse_key(text: &str) -> Result<PublicKey> {
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("{text:?} is not a builder key (ed25519:<64 hex>): {e}"))
+}
+
+async fn builders(args: &StoreArgs) -> Result<()> {
+    let store = open_store(args).await?;
+    for b in store.builders().await? {
+        println!(
+            "{} {:<9} {:<20} built {} agreed {} outvoted {} failed {}",
+            b.public_key, b.status, b.name, b.built, b.agreed, b.outvoted, b.failed
+        );
+    }
+    Ok(())
+}
+
+async fn approve(args: &BuilderArgs) -> Result<()> {
+    let key = parse_key(&args.key)?;
+    let store = open_store(&args.store).await?;
+    store.approve_builder(&key, jiff::Timestamp::now()).await?;
+    println!("approved {key} ({})", key.fingerprint());
+    Ok(())
+}
+
+async fn revoke(args: &RevokeArgs) -> Result<()> {
+    let key = parse_key(&args.builder.key)?;
+    let store = open_store(&args.builder.store).await?;
+    let report = store
+        .revoke_builder(&key, &args.reason, jiff::Timestamp::now())
+        .await?;
+    println!("revoked {key}: {report:?}");
+    Ok(())
+}
+
+async fn status(args: &StoreArgs) -> Result<()> {
+    let store = open_store(args).await?;
     let stats = store.queue_stats(jiff::Timestamp::now()).await?;
     let watched = store.watched_crates().await?;
     println!("schema version: {}", store.schema_version().await?);

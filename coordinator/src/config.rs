@@ -4,12 +4,19 @@
 //! D/coordinator.sqlite3   the job store, unless --database-url names a Postgres database
 //! D/git-index/            the clone of a git index (git mode only)
 //! D/git-index.cursor      the last git index commit fully ingested (git mode only)
+//! D/coordinator.key       the coordinator's ed25519 identity (its libp2p peer id), mode 0600
+//! D/coordinator.addr      the libp2p addresses it listens on, one per line (for scripts)
+//! D/blobs/                its iroh-blobs store: artifacts fetched from builders
+//! D/artifacts/            object storage for verified artifacts, unless S3 is configured
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use buildsrs_p2p::libp2p::Multiaddr;
+use buildsrs_storage::StorageConfig;
 use buildsrs_store::{Policy, StoreConfig};
 
 /// The crates.io sparse index.
@@ -73,6 +80,15 @@ pub struct Config {
     pub policy: Policy,
     /// How often expired leases are swept back into the queue.
     pub expiry_interval: Duration,
+    /// libp2p addresses to serve the job protocol on; empty means no network (the
+    /// coordinator only follows the index and plans).
+    pub listen: Vec<Multiaddr>,
+    /// Approve every builder that says hello (local networks only).
+    pub auto_approve: bool,
+    /// Where the coordinator's blob client binds.
+    pub blobs_bind: SocketAddr,
+    /// Where verified artifacts go; `None` means a directory in the data dir.
+    pub storage: Option<StorageConfig>,
 }
 
 impl Config {
@@ -88,7 +104,30 @@ impl Config {
             toolchains: Vec::new(),
             policy: Policy::default(),
             expiry_interval: Duration::from_secs(15),
+            listen: Vec::new(),
+            auto_approve: false,
+            blobs_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage: None,
         }
+    }
+
+    /// Where verified artifacts go.
+    pub fn storage_config(&self) -> StorageConfig {
+        self.storage
+            .clone()
+            .unwrap_or_else(|| StorageConfig::Local {
+                root: self.data_dir.join("artifacts"),
+            })
+    }
+
+    /// The coordinator's identity file.
+    pub fn identity_path(&self) -> PathBuf {
+        self.data_dir.join("coordinator.key")
+    }
+
+    /// Where the listen addresses are written.
+    pub fn addr_path(&self) -> PathBuf {
+        self.data_dir.join("coordinator.addr")
     }
 
     /// How to open the store.

@@ -1,9 +1,13 @@
-//! The buildsrs coordinator: follows the registry index into the job store, plans build tasks
-//! and keeps the queue moving. Later it also serves the builders' job protocol and the web UI
-//! from the same process.
+//! The buildsrs coordinator: follows the registry index into the job store, plans build tasks,
+//! hands them to builder nodes over libp2p, decides quorum, and publishes verified artifacts
+//! to object storage.
 //!
 //! - [`config`]: what the process is told to do and where its files are.
 //! - [`ingest`]: the index follower feeding the store.
+//! - [`jobs`]: what the coordinator answers to each job-protocol request.
+//! - [`network`]: the libp2p peer serving [`jobs`] and gossiping announcements.
+//! - [`registry`]: download URLs from the registry's `config.json`.
+//! - [`publish`]: verified artifacts from builders' blob servers into object storage.
 //! - [`cli`]: the `buildsrs-coordinator` command line.
 //!
 //! [`run`] is the whole service; tests call it in-process with a cancellation token.
@@ -11,10 +15,21 @@
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod jobs;
+pub mod network;
+pub mod publish;
+pub mod registry;
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use buildsrs_blobs::{BlobConfig, BlobNode};
 use buildsrs_index::WatchList;
+use buildsrs_keys::Identity;
+use buildsrs_storage::ArtifactStorage;
 use buildsrs_store::Store;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, IndexSource};
@@ -41,11 +56,108 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         config.expiry_interval,
         shutdown.clone(),
     ));
+    let network = if config.listen.is_empty() {
+        None
+    } else {
+        match start_network(&config, &store, shutdown.clone()).await {
+            Ok(network) => Some(network),
+            Err(error) => {
+                shutdown.cancel();
+                let _ = sweeper.await;
+                return Err(error);
+            }
+        }
+    };
     let followed = ingest::follow_index(&config, store.clone(), watch, shutdown.clone()).await;
     // The follower only returns early on a setup error; stop the rest with it.
     shutdown.cancel();
     sweeper.await.context("the lease sweeper panicked")?;
+    if let Some(network) = network {
+        network.stop().await?;
+    }
     followed
+}
+
+/// The parts that run only with a network: the libp2p peer and the publisher.
+struct Running {
+    swarm: JoinHandle<()>,
+    publisher: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) -> Result<()> {
+        self.publisher.await.context("the publisher panicked")?;
+        self.swarm.await.context("the network actor panicked")?;
+        Ok(())
+    }
+}
+
+async fn start_network(
+    config: &Config,
+    store: &Store,
+    shutdown: CancellationToken,
+) -> Result<Running> {
+    let identity = load_or_create_identity(&config.identity_path())?;
+    let storage = ArtifactStorage::open(&config.storage_config())
+        .with_context(|| format!("opening {}", config.storage_config().describe()))?;
+    let sessions = jobs::Sessions::default();
+    let verified = Arc::new(Notify::new());
+    let service = jobs::JobService::new(
+        store.clone(),
+        registry::DownloadUrls::for_config(config),
+        config.auto_approve,
+        sessions.clone(),
+        Arc::clone(&verified),
+    );
+    let (handle, swarm) =
+        network::start(&identity, &config.listen, service, shutdown.clone()).await?;
+    let addrs: Vec<String> = handle
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    std::fs::write(config.addr_path(), addrs.join("\n") + "\n")
+        .with_context(|| format!("writing {}", config.addr_path().display()))?;
+    let blobs = BlobNode::spawn(BlobConfig {
+        secret_key: identity.iroh_secret_key(),
+        store_dir: Some(config.data_dir.join("blobs")),
+        bind: config.blobs_bind,
+    })
+    .await
+    .context("starting the blob client")?;
+    tracing::info!(
+        "coordinator {} ready; artifacts go to {}",
+        identity.fingerprint(),
+        config.storage_config().describe()
+    );
+    let publisher = publish::Publisher {
+        store: store.clone(),
+        storage,
+        blobs,
+        sessions,
+        network: Some(handle),
+        scratch: config.data_dir.join("tmp"),
+    };
+    let publisher = tokio::spawn(async move {
+        let blobs = publisher.blobs.clone();
+        publisher.run(verified, shutdown).await;
+        if let Err(error) = blobs.shutdown().await {
+            tracing::warn!("stopping the blob client: {error}");
+        }
+    });
+    Ok(Running { swarm, publisher })
+}
+
+/// Reads the coordinator's key, or makes one on first start.
+fn load_or_create_identity(path: &std::path::Path) -> Result<Identity> {
+    if path.exists() {
+        return Identity::load(path).with_context(|| format!("reading {}", path.display()));
+    }
+    let identity = Identity::generate()?;
+    identity
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(identity)
 }
 
 /// Enables the configured targets and toolchains, marks the configured crates watched, and

@@ -27,6 +27,9 @@ fn start(data: &Path, registry: &FixtureRegistry) -> Result<Child> {
             "1",
             "--toolchain",
             "1.95.0",
+            // Its own port: tests run in parallel (the default is 127.0.0.1:7700).
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
         ])
         .env("BUILDSRS_LOG", "info")
         .stdout(Stdio::null())

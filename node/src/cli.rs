@@ -36,6 +36,28 @@ enum Command {
     Status(StatusArgs),
     /// Build one crate version locally and write its archive and bundle.
     Build(Box<crate::build_cmd::BuildArgs>),
+    /// Join a coordinator's network and build what it hands out, until SIGINT/SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The coordinator's libp2p address, ending in /p2p/<peer id> (it prints it at start).
+    #[arg(long, env = "BUILDSRS_COORDINATOR", value_name = "MULTIADDR")]
+    coordinator: String,
+    /// The name shown in the coordinator's builder list [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Where the blob server (iroh-blobs) binds; the coordinator fetches artifacts from it.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    blobs_bind: std::net::SocketAddr,
+    /// Seconds running jobs may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    shutdown_grace: u64,
+    /// Build without the sandbox: the crate's build scripts run with your rights. Only for
+    /// trying the network on a machine without bubblewrap.
+    #[arg(long)]
+    insecure_no_sandbox: bool,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +85,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Init => init(&cli),
         Command::Status(args) => status(&cli, args),
         Command::Build(args) => return crate::build_cmd::run(&cli.data_dir(), args),
+        Command::Run(args) => run(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +94,44 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let dir = DataDir::open(&cli.data_dir())?;
+    let coordinator = args
+        .coordinator
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--coordinator {:?}: {e}", args.coordinator))?;
+    let mut options = crate::run::RunOptions::new(coordinator);
+    if let Some(name) = &args.name {
+        options.name.clone_from(name);
+    }
+    options.blobs_bind = args.blobs_bind;
+    options.shutdown_grace = std::time::Duration::from_secs(args.shutdown_grace);
+    options.insecure_no_sandbox = args.insecure_no_sandbox;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        crate::run::run(dir, options, shutdown).await
+    })
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop the node with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+    token.cancel();
 }
 
 fn init(cli: &Cli) -> Result<()> {

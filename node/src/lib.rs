@@ -8,6 +8,8 @@
 //! - [`outcome`]: how a build ended.
 //! - [`settings`]: the build settings that can change the output, and their digest.
 //! - [`state`]: the node's own SQLite state (jobs, artifacts, attestations).
+//! - [`run`] and [`net`]: `buildsrs-node run`, the node on a coordinator's network (job loop,
+//!   libp2p client, blob server).
 //! - [`cli`] and [`build_cmd`]: the `buildsrs-node` command line.
 //!
 //! **Invariant:** nothing here hands the identity, the data dir or the state to the sandbox;
@@ -17,8 +19,10 @@ pub mod build_cmd;
 pub mod cli;
 pub mod datadir;
 pub mod fetch;
+pub mod net;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod run;
 pub mod settings;
 pub mod state;

@@ -77,6 +77,26 @@ impl std::fmt::Display for BlobAddr {
     }
 }
 
+// The job protocol carries the same two fields in its own plain-data type (the protocol
+// crate knows nothing of iroh); these convert between the two without loss.
+impl From<buildsrs_protocol::BlobAddress> for BlobAddr {
+    fn from(addr: buildsrs_protocol::BlobAddress) -> Self {
+        Self {
+            endpoint_id: addr.endpoint_id,
+            addrs: addr.addrs,
+        }
+    }
+}
+
+impl From<BlobAddr> for buildsrs_protocol::BlobAddress {
+    fn from(addr: BlobAddr) -> Self {
+        Self {
+            endpoint_id: addr.endpoint_id,
+            addrs: addr.addrs,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

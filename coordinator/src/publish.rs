@@ -1,0 +1,134 @@
+//! Publishing verified artifacts: fetch the blob from a builder that attested it, check it,
+//! put it and its attestation bundle into object storage, mark it stored, announce it.
+//!
+//! The backlog is a store query ([`Store::artifacts_awaiting_storage`]): an artifact is
+//! verified in the store first and stored afterwards, so a coordinator killed in between
+//! finds the artifact still waiting at its next start and publishes it then. Every step is
+//! idempotent (object storage writes by content hash), so doing one twice is harmless.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use buildsrs_blobs::{BlobAddr, BlobNode};
+use buildsrs_keys::{ArtifactId, Bundle, SignedAttestation};
+use buildsrs_protocol::{BlobAddress, VerifiedAnnouncement};
+use buildsrs_storage::ArtifactStorage;
+use buildsrs_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::Sessions;
+use crate::network::NetworkHandle;
+
+/// How often the backlog is looked at without being woken.
+const POLL: Duration = Duration::from_secs(5);
+
+/// Publishes verified artifacts. Runs as one task; see [`Publisher::run`].
+#[derive(Debug)]
+pub struct Publisher {
+    /// The job store.
+    pub store: Store,
+    /// Where artifacts go.
+    pub storage: ArtifactStorage,
+    /// The coordinator's own blob node (fetches from builders).
+    pub blobs: BlobNode,
+    /// Builders' blob addresses.
+    pub sessions: Sessions,
+    /// For announcements; `None` when the network is off.
+    pub network: Option<NetworkHandle>,
+    /// Scratch space for blobs on their way to storage.
+    pub scratch: PathBuf,
+}
+
+impl Publisher {
+    /// Publishes the backlog, then again whenever `wake` is notified (or every few seconds),
+    /// until `shutdown`.
+    pub async fn run(self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            self.publish_backlog(&shutdown).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Publishes what is waiting; failures are logged and retried on the next round.
+    pub async fn publish_backlog(&self, shutdown: &CancellationToken) {
+        let backlog = match self.store.artifacts_awaiting_storage(64).await {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::warn!("reading the publishing backlog: {error}");
+                return;
+            }
+        };
+        for artifact in backlog {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match self.publish(artifact).await {
+                Ok(()) => tracing::info!("published {}", artifact.blake3),
+                Err(error) => tracing::warn!("publishing {}: {error:#}", artifact.blake3),
+            }
+        }
+    }
+
+    async fn publish(&self, artifact: ArtifactId) -> Result<()> {
+        let hash = artifact.blake3;
+        let hex = hash.to_hex();
+        let info = self
+            .store
+            .artifact(&hash)
+            .await?
+            .context("the artifact vanished from the store")?;
+        let mut bundle = Bundle::new(artifact);
+        let mut providers = Vec::new();
+        for attestation in info.attestations.iter().filter(|a| a.counted) {
+            let Some(signed) = &attestation.signed else {
+                continue;
+            };
+            let signed = SignedAttestation::from_json(signed)?;
+            bundle.push(&signed)?;
+            if let Some(addr) = self.sessions.blob_address(&attestation.builder) {
+                providers.push(BlobAddr::from(addr));
+            }
+        }
+        if !self.blobs.has(&hash).await? {
+            if providers.is_empty() {
+                bail!("no attesting builder has said where it serves blobs yet");
+            }
+            let from = self.blobs.fetch(&hash, &providers).await?;
+            tracing::info!("fetched {hex} from {}", from.endpoint_id);
+        }
+        // Export, then store from the file: storage streams it and checks the hash again.
+        tokio::fs::create_dir_all(&self.scratch).await?;
+        let file = self.scratch.join(&hex);
+        self.blobs.export(&hash, &file).await?;
+        let stored = self.storage.put_blob_file(&hex, &file).await;
+        let _ = tokio::fs::remove_file(&file).await;
+        stored?;
+        self.storage
+            .put_bundle(&hex, bundle.to_json_pretty().into())
+            .await?;
+        let key = ArtifactStorage::blob_key(&hex)?;
+        self.store
+            .set_artifact_storage_key(&hash, key.as_ref())
+            .await?;
+        if let (Some(network), Some(task)) = (&self.network, info.tasks.first()) {
+            let announcement = VerifiedAnnouncement {
+                crate_name: task.crate_name.clone(),
+                version: task.version.clone(),
+                target: task.target.clone(),
+                toolchain: task.toolchain.clone(),
+                blake3: hex,
+                size: artifact.size,
+                providers: providers.into_iter().map(BlobAddress::from).collect(),
+            };
+            network.announce(&announcement).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! The job protocol's rules, tested through `JobService::handle` without a network, on both
+//! store backends: who gets work, and which results count.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use buildsrs_coordinator::jobs::{JobService, Sessions};
+use buildsrs_coordinator::registry::DownloadUrls;
+use buildsrs_coordinator::{Config, IndexSource};
+use buildsrs_fixture_registry::FixtureRegistry;
+use buildsrs_keys::{
+    ArtifactId, Identity, SCHEMA_VERSION, SignedAttestation, Statement, Toolchain,
+};
+use buildsrs_protocol::{
+    BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request, Response,
+    Standing,
+};
+use buildsrs_store::{IndexVersion, Store, TaskId, TaskState, store_test};
+use jiff::Timestamp;
+use tokio::sync::Notify;
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+const TOOLCHAIN: &str = "1.95.0";
+
+struct Scene {
+    service: JobService,
+    verified: Arc<Notify>,
+    _registry: FixtureRegistry,
+}
+
+/// A store with `hello-bin 0.1.0` planned (quorum 2) and a service over it.
+async fn scene(store: &Store, auto_approve: bool) -> Scene {
+    let registry = FixtureRegistry::start().await.unwrap();
+    let published = registry.publish("hello-bin", "0.1.0").unwrap();
+    let now = Timestamp::now();
+    store.set_target(TARGET, true, now).await.unwrap();
+    store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
+    store
+        .set_crate_watched("hello-bin", true, now)
+        .await
+        .unwrap();
+    store
+        .upsert_versions(
+            vec![IndexVersion {
+                name: "hello-bin".into(),
+                version: "0.1.0".into(),
+                cksum: published.cksum.clone(),
+                yanked: false,
+            }],
+            now,
+        )
+        .await
+        .unwrap();
+    let mut config = Config::new("/nonexistent");
+    config.index = IndexSource::Sparse(registry.index_url());
+    let verified = Arc::new(Notify::new());
+    let service = JobService::new(
+        store.clone(),
+        DownloadUrls::for_config(&config),
+        auto_approve,
+        Sessions::default(),
+        Arc::clone(&verified),
+    );
+    Scene {
+        service,
+        verified,
+        _registry: registry,
+    }
+}
+
+fn hello(name: &str) -> Request {
+    Request::Hello(Hello {
+        agent: "test".into(),
+        name: name.into(),
+        targets: vec![TARGET.into()],
+        toolchains: vec![TOOLCHAIN.into()],
+        capacity: 1,
+        blobs: BlobAddress {
+            endpoint_id: "x".into(),
+            addrs: vec![],
+        },
+    })
+}
+
+fn attestation(
+    signer: &Identity,
+    builder: &Identity,
+    job: &Job,
+    crate_name: &str,
+    bytes: &[u8],
+) -> Vec<u8> {
+    let statement = Statement {
+        schema: SCHEMA_VERSION,
+        crate_name: crate_name.into(),
+        version: job.version.clone(),
+        source_sha256: Some(job.source_sha256.parse().unwrap()),
+        cargo_lock_sha256: None,
+        target: job.target.clone(),
+        toolchain: format!("{TOOLCHAIN}/abc/{TARGET}")
+            .parse::<Toolchain>()
+            .unwrap(),
+        features: vec![],
+        settings_digest: None,
+        artifact: ArtifactId::of_bytes(bytes),
+        builder: builder.public_key(),
+        build_started: 1,
+        build_finished: 2,
+    };
+    if signer.public_key() == builder.public_key() {
+        SignedAttestation::sign(statement, signer)
+            .unwrap()
+            .to_canonical_json()
+    } else {
+        // Another key signing in the builder's name: sign as the signer, then swap the name.
+        let mut statement = statement;
+        statement.builder = signer.public_key();
+        let signed = SignedAttestation::sign(statement, signer).unwrap();
+        let json = String::from_utf8(signed.to_canonical_json()).unwrap();
+        json.replace(
+            &signer.public_key().to_string(),
+            &builder.public_key().to_string(),
+        )
+        .into_bytes()
+    }
+}
+
+async fn take_job(service: &JobService, node: &Identity) -> Job {
+    match service.handle(node.public_key(), Request::RequestJob).await {
+        Response::Job(job) => job,
+        other => panic!("expected a job, got {other:?}"),
+    }
+}
+
+fn submit(job: &Job, outcome: Outcome) -> Request {
+    Request::Submit(JobResult {
+        task_id: job.task_id,
+        lease_id: job.lease_id,
+        epoch: job.epoch,
+        outcome,
+        log: b"log".to_vec(),
+    })
+}
+
+store_test!(
+    pending_builders_get_no_work_until_approved,
+    |store: Store| async move {
+        let s = scene(&store, false).await;
+        let node = Identity::from_seed([1; 32]);
+        let key = node.public_key();
+        // No hello yet on this coordinator: say hello first.
+        assert!(matches!(
+            s.service.handle(key, Request::RequestJob).await,
+            Response::NoJob {
+                reason: NoJobReason::HelloFirst,
+                ..
+            }
+        ));
+        assert_eq!(
+            s.service.handle(key, hello("n1")).await,
+            Response::Welcome {
+                standing: Standing::Pending
+            }
+        );
+        assert!(matches!(
+            s.service.handle(key, Request::RequestJob).await,
+            Response::NoJob {
+                reason: NoJobReason::NotApproved,
+                ..
+            }
+        ));
+        store.approve_builder(&key, Timestamp::now()).await.unwrap();
+        let job = take_job(&s.service, &node).await;
+        assert_eq!(job.crate_name, "hello-bin");
+        assert!(
+            job.download_url.contains("/dl/hello-bin/0.1.0/"),
+            "{}",
+            job.download_url
+        );
+        // Saying hello again keeps the standing.
+        assert_eq!(
+            s.service.handle(key, hello("n1")).await,
+            Response::Welcome {
+                standing: Standing::Approved
+            }
+        );
+    }
+);
+
+store_test!(
+    only_attestations_by_the_connection_key_about_the_leased_task_count,
+    |store: Store| async move {
+        let s = scene(&store, true).await;
+        let (a, b, mallory) = (
+            Identity::from_seed([1; 32]),
+            Identity::from_seed([2; 32]),
+            Identity::from_seed([3; 32]),
+        );
+        for (n, id) in [("a", &a), ("b", &b), ("m", &mallory)] {
+            s.service.handle(id.public_key(), hello(n)).await;
+        }
+        let job_a = take_job(&s.service, &a).await;
+
+        // Signed by someone else in a's name: refused, nothing recorded.
+        let forged = attestation(&mallory, &a, &job_a, "hello-bin", b"bin");
+        let answer = s
+            .service
+            .handle(
+                a.public_key(),
+                submit(
+                    &job_a,
+                    Outcome::Built {
+                        attestation: forged,
+                    },
+                ),
+            )
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Response::Rejected {
+                    kind: RejectKind::Forbidden,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        // Validly signed by mallory, but submitted on a's connection: refused.
+        let theirs = attestation(&mallory, &mallory, &job_a, "hello-bin", b"bin");
+        let answer = s
+            .service
+            .handle(
+                a.public_key(),
+                submit(
+                    &job_a,
+                    Outcome::Built {
+                        attestation: theirs,
+                    },
+                ),
+            )
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Response::Rejected {
+                    kind: RejectKind::Forbidden,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        // About another crate: refused.
+        let other = attestation(&a, &a, &job_a, "other-crate", b"bin");
+        let answer = s
+            .service
+            .handle(
+                a.public_key(),
+                submit(&job_a, Outcome::Built { attestation: other }),
+            )
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Response::Rejected {
+                    kind: RejectKind::Forbidden,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        // Garbage: refused.
+        let answer = s
+            .service
+            .handle(
+                a.public_key(),
+                submit(
+                    &job_a,
+                    Outcome::Built {
+                        attestation: b"{".to_vec(),
+                    },
+                ),
+            )
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Response::Rejected {
+                    kind: RejectKind::Forbidden,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        let task = store.task(TaskId(job_a.task_id)).await.unwrap().unwrap();
+        assert!(task.results.is_empty(), "refused results change nothing");
+
+        // Mallory cannot submit under a's lease either.
+        let own = attestation(&mallory, &mallory, &job_a, "hello-bin", b"bin");
+        let answer = s
+            .service
+            .handle(
+                mallory.public_key(),
+                submit(&job_a, Outcome::Built { attestation: own }),
+            )
+            .await;
+        assert!(matches!(answer, Response::Rejected { .. }), "{answer:?}");
+
+        // The real thing from a and b: counted, verified, the publisher woken.
+        let good = attestation(&a, &a, &job_a, "hello-bin", b"bin");
+        assert_eq!(
+            s.service
+                .handle(
+                    a.public_key(),
+                    submit(&job_a, Outcome::Built { attestation: good })
+                )
+                .await,
+            Response::Accepted { counted: true }
+        );
+        let job_b = take_job(&s.service, &b).await;
+        assert_eq!(job_b.task_id, job_a.task_id);
+        let woken = s.verified.notified();
+        let good = attestation(&b, &b, &job_b, "hello-bin", b"bin");
+        assert_eq!(
+            s.service
+                .handle(
+                    b.public_key(),
+                    submit(&job_b, Outcome::Built { attestation: good })
+                )
+                .await,
+            Response::Accepted { counted: true }
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), woken)
+            .await
+            .unwrap();
+        let task = store.task(TaskId(job_a.task_id)).await.unwrap().unwrap();
+        assert_eq!(task.task.state, TaskState::Verified);
+        assert_eq!(task.task.artifact, Some(ArtifactId::of_bytes(b"bin")));
+    }
+);
+
+store_test!(renewals_need_the_leases_epoch, |store: Store| async move {
+    let s = scene(&store, true).await;
+    let node = Identity::from_seed([1; 32]);
+    s.service.handle(node.public_key(), hello("n")).await;
+    let job = take_job(&s.service, &node).await;
+    let renewed = s
+        .service
+        .handle(
+            node.public_key(),
+            Request::RenewLease {
+                lease_id: job.lease_id,
+                epoch: job.epoch,
+            },
+        )
+        .await;
+    assert!(
+        matches!(renewed, Response::Renewed { deadline_unix } if deadline_unix >= job.deadline_unix)
+    );
+    let stale = s
+        .service
+        .handle(
+            node.public_key(),
+            Request::RenewLease {
+                lease_id: job.lease_id,
+                epoch: job.epoch + 1,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Response::Rejected {
+                kind: RejectKind::StaleLease,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
+    let unknown = s
+        .service
+        .handle(
+            node.public_key(),
+            Request::RenewLease {
+                lease_id: 999_999,
+                epoch: 1,
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            unknown,
+            Response::Rejected {
+                kind: RejectKind::StaleLease,
+                ..
+            }
+        ),
+        "{unknown:?}"
+    );
+    // A failure result counts as a result (quorum 2 needs another one to decide).
+    assert_eq!(
+        s.service
+            .handle(
+                node.public_key(),
+                submit(
+                    &job,
+                    Outcome::BuildFailed {
+                        reason: "E0425".into()
+                    }
+                )
+            )
+            .await,
+        Response::Accepted { counted: true }
+    );
+});
+
+store_test!(
+    bad_hellos_are_refused_and_change_nothing,
+    |store: Store| async move {
+        let s = scene(&store, true).await;
+        let node = Identity::from_seed([1; 32]);
+        let Request::Hello(mut h) = hello("n") else {
+            unreachable!()
+        };
+        h.name = "\u{7}bell".into();
+        let answer = s.service.handle(node.public_key(), Request::Hello(h)).await;
+        assert!(
+            matches!(
+                answer,
+                Response::Rejected {
+                    kind: RejectKind::BadRequest,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        assert!(store.builders().await.unwrap().is_empty());
+        assert!(s.service.sessions().is_empty());
+    }
+);

@@ -1,0 +1,245 @@
+//! The network end to end: a fixture registry, a coordinator and three builder nodes on
+//! loopback, quorum 2, real sandboxed builds, artifacts over iroh-blobs into object storage.
+
+#![allow(clippy::unwrap_used)]
+
+use anyhow::Result;
+use buildsrs_keys::{ArtifactId, Bundle, Expectations, Policy, verify_bundle};
+use buildsrs_store::TaskState;
+use buildsrs_testnet::{Testnet, TestnetOptions};
+
+/// Every verified task's artifact is in storage, its bytes hash to its name, and its bundle
+/// passes offline verification against the nodes' keyring with threshold 2.
+async fn assert_published(net: &Testnet, crate_name: &str, versions: &[&str]) -> Result<()> {
+    let keyring = net.keyring()?;
+    for version in versions {
+        let v = net.store.version_info(crate_name, version).await?.unwrap();
+        assert!(!v.tasks.is_empty());
+        for task in &v.tasks {
+            assert_eq!(
+                task.state,
+                TaskState::Verified,
+                "{crate_name} {version}: {task:?}"
+            );
+            let artifact = task.artifact.unwrap();
+            let stored = net.store.artifact(&artifact.blake3).await?.unwrap();
+            assert!(stored.storage_key.is_some(), "published to storage");
+            let hex = artifact.blake3.to_hex();
+            let blob = std::fs::read(net.artifacts_dir().join("blobs").join(&hex))?;
+            assert_eq!(ArtifactId::of_bytes(&blob), artifact);
+            let bundle = Bundle::from_json(&std::fs::read(
+                net.artifacts_dir()
+                    .join("attestations")
+                    .join(format!("{hex}.json")),
+            )?)?;
+            let policy = Policy {
+                threshold: 2,
+                expect: Expectations {
+                    crate_name: Some(crate_name.into()),
+                    version: Some((*version).into()),
+                    ..Default::default()
+                },
+            };
+            let report = verify_bundle(artifact, &bundle, &keyring, &policy);
+            assert!(report.verified, "{report:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<()> {
+    let options = TestnetOptions {
+        watch: vec!["hello-bin".into()],
+        ..Default::default()
+    };
+    let net = Testnet::start(options).await?;
+    net.registry.publish("hello-bin", "0.1.0")?;
+    net.registry.publish("hello-bin", "0.2.0")?;
+    net.wait_until("two verified tasks", |s| s.verified == 2)
+        .await?;
+    // Publishing follows verification; wait for storage too.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !net.store.artifacts_awaiting_storage(10).await?.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "artifacts not published"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_published(&net, "hello-bin", &["0.1.0", "0.2.0"]).await?;
+    net.stop().await
+}
+
+/// Waits until object storage holds every verified artifact.
+async fn wait_published(net: &Testnet) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !net.store.artifacts_awaiting_storage(10).await?.is_empty() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "artifacts not published"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// No builder is counted twice for one task, and each verified task counted exactly quorum
+/// results.
+async fn assert_counted_once(net: &Testnet, crate_name: &str, version: &str) -> Result<()> {
+    let v = net.store.version_info(crate_name, version).await?.unwrap();
+    for task in v.tasks {
+        let detail = net.store.task(task.id).await?.unwrap();
+        let counted: Vec<_> = detail
+            .results
+            .iter()
+            .filter(|r| r.counted)
+            .map(|r| r.builder)
+            .collect();
+        let mut distinct = counted.clone();
+        distinct.sort_by_key(ToString::to_string);
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            counted.len(),
+            "a builder counted twice: {detail:?}"
+        );
+        if task.state == TaskState::Verified {
+            // Quorum 2; an extra lease running when the decision fell may add a late,
+            // agreeing result from a third builder, never a second one from the same.
+            assert!(counted.len() >= 2, "{detail:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_mid_build_loses_its_lease_and_another_builds_the_task() -> Result<()> {
+    let options = TestnetOptions {
+        watch: vec!["hello-bin".into()],
+        start_nodes: 1,
+        lease_duration: std::time::Duration::from_secs(4),
+        // No extra leases: the task's second slot is free, but once node 0 dies its slot
+        // comes back only through expiry.
+        extra_leases: 0,
+        ..Default::default()
+    };
+    let mut net = Testnet::start(options).await?;
+    net.registry.publish("hello-bin", "0.1.0")?;
+    net.wait_until("node 0 holds a lease", |s| s.active_leases >= 1)
+        .await?;
+    net.kill_node(0).await;
+    net.start_node(1)?;
+    net.start_node(2)?;
+    net.wait_until("the task verified", |s| s.verified == 1)
+        .await?;
+    let leases = net.leases().await?;
+    assert!(
+        leases
+            .iter()
+            .any(|(i, l)| *i == 0 && l.state == buildsrs_store::LeaseState::Expired),
+        "node 0's lease expired: {leases:?}"
+    );
+    wait_published(&net).await?;
+    assert_published(&net, "hello-bin", &["0.1.0"]).await?;
+    assert_counted_once(&net, "hello-bin", "0.1.0").await?;
+    net.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coordinator_killed_mid_run_resumes_with_nothing_lost_or_counted_twice() -> Result<()> {
+    let options = TestnetOptions {
+        watch: vec!["hello-bin".into()],
+        lease_duration: std::time::Duration::from_secs(6),
+        ..Default::default()
+    };
+    let mut net = Testnet::start(options).await?;
+    net.registry.publish("hello-bin", "0.1.0")?;
+    net.registry.publish("hello-bin", "0.2.0")?;
+    net.wait_until("a build running", |s| s.active_leases >= 1)
+        .await?;
+    net.kill_coordinator().await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    net.start_coordinator().await?;
+    net.wait_until("both tasks verified", |s| s.verified == 2)
+        .await?;
+    wait_published(&net).await?;
+    assert_published(&net, "hello-bin", &["0.1.0", "0.2.0"]).await?;
+    for version in ["0.1.0", "0.2.0"] {
+        assert_counted_once(&net, "hello-bin", version).await?;
+    }
+    net.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_builder_with_different_output_is_outvoted_and_never_verified() -> Result<()> {
+    let options = TestnetOptions {
+        watch: vec!["hello-bin".into()],
+        start_nodes: 0,
+        configure_node: |i, config| {
+            if i == 2 {
+                // Part of the build settings: changes the bytes, and the attestation says so.
+                config.extra_rustflags = vec!["-Cmetadata=odd-builder".into()];
+            }
+        },
+        ..Default::default()
+    };
+    let mut net = Testnet::start(options).await?;
+    // Node 2 (the odd one) and node 0 first: they disagree.
+    net.start_node(2)?;
+    net.start_node(0)?;
+    net.registry.publish("hello-bin", "0.1.0")?;
+    net.wait_until("a mismatch", |s| s.mismatch == 1).await?;
+    // Node 1 breaks the tie.
+    net.start_node(1)?;
+    net.wait_until("the task verified", |s| s.verified == 1)
+        .await?;
+    let v = net.store.version_info("hello-bin", "0.1.0").await?.unwrap();
+    let detail = net.store.task(v.tasks[0].id).await?.unwrap();
+    let odd_key = net.nodes[2].identity.public_key();
+    let odd = detail
+        .results
+        .iter()
+        .find(|r| r.builder == odd_key)
+        .unwrap();
+    assert_ne!(
+        odd.artifact, v.tasks[0].artifact,
+        "the odd build never becomes the artifact"
+    );
+    let builders = net.store.builders().await?;
+    let odd_info = builders.iter().find(|b| b.public_key == odd_key).unwrap();
+    assert_eq!(odd_info.outvoted, 1, "{odd_info:?}");
+    wait_published(&net).await?;
+    assert_published(&net, "hello-bin", &["0.1.0"]).await?;
+    net.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unapproved_node_gets_no_work() -> Result<()> {
+    let options = TestnetOptions {
+        watch: vec!["hello-bin".into()],
+        auto_approve: false,
+        ..Default::default()
+    };
+    let net = Testnet::start(options).await?;
+    let now = jiff::Timestamp::now();
+    for node in &net.nodes[..2] {
+        net.store
+            .approve_builder(&node.identity.public_key(), now)
+            .await?;
+    }
+    net.registry.publish("hello-bin", "0.1.0")?;
+    net.registry.publish("hello-bin", "0.2.0")?;
+    net.wait_until("both tasks verified", |s| s.verified == 2)
+        .await?;
+    let pending_key = net.nodes[2].identity.public_key();
+    assert!(
+        net.leases().await?.iter().all(|(i, _)| *i != 2),
+        "node 2 got no lease"
+    );
+    let info = net.store.builder(&pending_key).await?.unwrap();
+    assert_eq!(info.status, buildsrs_store::BuilderStatus::Pending);
+    assert_eq!(info.built, 0);
+    wait_published(&net).await?;
+    net.stop().await
+}

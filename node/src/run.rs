@@ -1,0 +1,418 @@
+//! `buildsrs-node run`: join a coordinator's network and build what it hands out.
+//!
+//! Three long-running parts, started here and stopped in order:
+//! 1. the blob server (iroh-blobs over the node's own key, a store in `D/blobs/`), which
+//!    serves every artifact the node built to whoever asks by hash;
+//! 2. the libp2p client ([`crate::net`]), which keeps the coordinator connection up;
+//! 3. the job loop below: while fewer than `capacity` jobs run, ask for one; run each through
+//!    the [`Pipeline`], renewing its lease meanwhile; add the artifact to the blob store;
+//!    submit the result (retrying while the coordinator is unreachable).
+//!
+//! On shutdown the loop stops asking, says goodbye, and gives running jobs a grace period to
+//! finish and submit; jobs still running after it are dropped (their sandboxes die with
+//! them), recorded as abandoned by the node state at the next start, and their leases expire
+//! at the coordinator, which hands the tasks to someone else.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use buildsrs_blobs::{BlobConfig, BlobNode};
+use buildsrs_p2p::libp2p::Multiaddr;
+use buildsrs_protocol::{
+    BlobAddress, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind, Request,
+    Response,
+};
+use buildsrs_sandbox::Sandbox;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::datadir::DataDir;
+use crate::net::{self, Client};
+use crate::outcome::BuildOutcome;
+use crate::pipeline::{BuildRequest, JobReport, Pipeline};
+use crate::state::NodeState;
+
+const CRATES_IO: &str = "sparse+https://index.crates.io/";
+
+/// How `run` is set up beyond the data dir's configuration.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The coordinator to join, ending in `/p2p/<peer id>`.
+    pub coordinator: Multiaddr,
+    /// The name shown in the coordinator's builder list.
+    pub name: String,
+    /// Where the blob server binds. Loopback by default: a node serving a coordinator on
+    /// another machine must be told an address that machine can reach.
+    pub blobs_bind: SocketAddr,
+    /// How long running jobs may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Build without a sandbox (tests of the network on machines without bubblewrap only).
+    pub insecure_no_sandbox: bool,
+}
+
+impl RunOptions {
+    /// Defaults for everything but the coordinator.
+    pub fn new(coordinator: Multiaddr) -> Self {
+        Self {
+            coordinator,
+            name: default_name(),
+            blobs_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_grace: Duration::from_secs(30),
+            insecure_no_sandbox: false,
+        }
+    }
+}
+
+fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "buildsrs-node".to_owned())
+}
+
+/// The agent string sent in hello and identify.
+pub fn agent() -> String {
+    format!("buildsrs-node/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Everything a job task needs, shared.
+struct Shared {
+    pipeline: Pipeline,
+    client: Client,
+    blobs: BlobNode,
+    registry: Option<String>,
+}
+
+/// Runs the node until `shutdown` fires, then stops cleanly (see the module docs).
+pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken) -> Result<()> {
+    let config = dir.config()?;
+    let identity = dir.identity()?;
+    let sandbox = if options.insecure_no_sandbox {
+        tracing::warn!("--insecure-no-sandbox: crates build unconfined");
+        Sandbox::None
+    } else {
+        let (sandbox, capabilities) = Sandbox::detect(dir.protected_paths()).await.context(
+            "the build sandbox does not work here (install bubblewrap: apt-get install bubblewrap)",
+        )?;
+        for note in &capabilities.notes {
+            tracing::info!("sandbox: {note}");
+        }
+        sandbox
+    };
+    let (state, abandoned) = NodeState::open(&dir.state_path())?;
+    for job in &abandoned {
+        tracing::warn!(
+            "job {} ({} {}) was interrupted earlier; recorded as abandoned",
+            job.id,
+            job.start.crate_name,
+            job.start.version
+        );
+    }
+    let blobs_dir: PathBuf = dir.root().join("blobs");
+    let pipeline = Pipeline::new(dir, sandbox, Arc::new(state)).await?;
+    let blobs = BlobNode::spawn(BlobConfig {
+        secret_key: identity.iroh_secret_key(),
+        store_dir: Some(blobs_dir),
+        bind: options.blobs_bind,
+    })
+    .await
+    .context("starting the blob server")?;
+    let blob_addr = blobs.addr();
+    tracing::info!(
+        "blobs: serving as {} at {:?}",
+        blob_addr.endpoint_id,
+        blob_addr.addrs
+    );
+    let hello = Hello {
+        agent: agent(),
+        name: options.name.clone(),
+        targets: config.targets.clone(),
+        toolchains: vec![pipeline.toolchain().release.clone()],
+        capacity: config.capacity,
+        blobs: BlobAddress::from(blob_addr),
+    };
+    // The network outlives the job loop: jobs still finishing after a shutdown signal must
+    // be able to submit.
+    let network_stop = CancellationToken::new();
+    let (client, network) = net::start(
+        &identity,
+        options.coordinator.clone(),
+        hello,
+        &agent(),
+        network_stop.clone(),
+    )?;
+    tracing::info!(
+        "node {} joining {} with capacity {}",
+        identity.fingerprint(),
+        options.coordinator,
+        config.capacity
+    );
+    let shared = Arc::new(Shared {
+        pipeline,
+        client: client.clone(),
+        blobs,
+        registry: (config.registry != CRATES_IO).then(|| config.registry.clone()),
+    });
+
+    let jobs = job_loop(&shared, config.capacity, &shutdown).await;
+    finish(jobs, &client, options.shutdown_grace).await;
+
+    network_stop.cancel();
+    let _ = network.await;
+    match Arc::try_unwrap(shared) {
+        Ok(shared) => shared.blobs.shutdown().await?,
+        Err(_) => tracing::warn!("a job still holds the blob server; not shutting it down"),
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Asks for work while there is capacity, until `shutdown`. Returns the running jobs.
+async fn job_loop(
+    shared: &Arc<Shared>,
+    capacity: u32,
+    shutdown: &CancellationToken,
+) -> JoinSet<()> {
+    let capacity = usize::try_from(capacity.max(1)).unwrap_or(1);
+    let permits = Arc::new(Semaphore::new(capacity));
+    let mut jobs = JoinSet::new();
+    let mut told_pending = false;
+    loop {
+        while jobs.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return jobs,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return jobs,
+            },
+        };
+        if shared.client.wait_welcomed(shutdown).await.is_none() {
+            return jobs;
+        }
+        let wait = match shared.client.request(Request::RequestJob).await {
+            Ok(Response::Job(job)) => {
+                told_pending = false;
+                let shared = Arc::clone(shared);
+                jobs.spawn(async move {
+                    run_job(&shared, job).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            Ok(Response::NoJob {
+                reason,
+                retry_after_secs,
+            }) => {
+                if reason == NoJobReason::NotApproved && !told_pending {
+                    tracing::warn!("the coordinator has not approved this node; waiting");
+                    told_pending = true;
+                }
+                Duration::from_secs(u64::from(retry_after_secs.clamp(1, 300)))
+            }
+            Ok(other) => {
+                tracing::warn!("unexpected answer to a job request: {other:?}");
+                Duration::from_secs(5)
+            }
+            Err(error) => {
+                tracing::debug!("job request failed: {error:#}");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return jobs,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Says goodbye and lets running jobs finish within `grace`.
+async fn finish(mut jobs: JoinSet<()>, client: &Client, grace: Duration) {
+    if let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_secs(5), client.request(Request::Goodbye)).await
+    {
+        tracing::info!("told the coordinator we are leaving");
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    tracing::info!("waiting up to {grace:?} for {} running job(s)", jobs.len());
+    let drained =
+        tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "abandoning {} job(s) still running; their leases will expire",
+            jobs.len()
+        );
+        jobs.abort_all();
+        while jobs.join_next().await.is_some() {}
+    }
+}
+
+/// One job: build while renewing the lease, keep the artifact, submit the result.
+async fn run_job(shared: &Shared, job: Job) {
+    tracing::info!(
+        "job: task {} lease {} — {} {} for {}",
+        job.task_id,
+        job.lease_id,
+        job.crate_name,
+        job.version,
+        job.target
+    );
+    let renewing = CancellationToken::new();
+    let renewer = tokio::spawn(renew_until(
+        shared.client.clone(),
+        job.lease_id,
+        job.epoch,
+        job.deadline_unix,
+        renewing.clone(),
+    ));
+    let (outcome, log) = build(shared, &job).await;
+    renewing.cancel();
+    let _ = renewer.await;
+    let result = JobResult {
+        task_id: job.task_id,
+        lease_id: job.lease_id,
+        epoch: job.epoch,
+        outcome,
+        log,
+    };
+    submit(shared, result).await;
+}
+
+async fn build(shared: &Shared, job: &Job) -> (Outcome, Vec<u8>) {
+    let source_sha256 = match job.source_sha256.parse() {
+        Ok(digest) => digest,
+        Err(error) => {
+            let reason = format!("the job's source checksum is not a sha256: {error}");
+            return (Outcome::NodeError { reason }, Vec::new());
+        }
+    };
+    let request = BuildRequest {
+        crate_name: job.crate_name.clone(),
+        version: job.version.clone(),
+        target: job.target.clone(),
+        source_sha256,
+        download_url: job.download_url.clone(),
+        registry: shared.registry.clone(),
+        lease: Some((job.task_id, job.lease_id.to_string(), job.epoch)),
+    };
+    let report = match shared.pipeline.build(&request, &|_| {}).await {
+        Ok(report) => report,
+        Err(error) => {
+            let reason = format!("{error:#}");
+            return (Outcome::NodeError { reason }, Vec::new());
+        }
+    };
+    let log = capped_log(&report);
+    (keep_and_describe(shared, report).await, log)
+}
+
+/// Adds a built artifact to the blob store (so the coordinator can fetch it) and turns the
+/// node's outcome into the protocol's.
+async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
+    match report.outcome {
+        BuildOutcome::Built { artifact, .. } => {
+            let (Some(archive), Some(attestation)) = (&report.archive, &report.attestation) else {
+                return Outcome::NodeError {
+                    reason: "built, but the archive or attestation is missing".into(),
+                };
+            };
+            match shared.blobs.add_file(archive).await {
+                Ok(added) if added == artifact => {}
+                Ok(added) => {
+                    return Outcome::NodeError {
+                        reason: format!(
+                            "the blob store hashed the archive as {}, the build as {}",
+                            added.blake3, artifact.blake3
+                        ),
+                    };
+                }
+                Err(error) => {
+                    return Outcome::NodeError {
+                        reason: format!("adding the artifact to the blob store: {error}"),
+                    };
+                }
+            }
+            let json = attestation.to_canonical_json();
+            shared.client.publish_attestation(json.clone()).await;
+            Outcome::Built { attestation: json }
+        }
+        BuildOutcome::NoBinaries { .. } => Outcome::NoBinaries,
+        BuildOutcome::BuildFailed { reason } => Outcome::BuildFailed { reason },
+        BuildOutcome::TimedOut { .. } => Outcome::TimedOut,
+        BuildOutcome::OutOfMemory => Outcome::OutOfMemory,
+        BuildOutcome::OutputTooLarge => Outcome::OutputTooLarge,
+        BuildOutcome::SourceChecksumMismatch { reason } => {
+            Outcome::SourceChecksumMismatch { reason }
+        }
+        BuildOutcome::NodeError { reason } => Outcome::NodeError { reason },
+    }
+}
+
+/// The log as sent: its tail when it is over the protocol's cap (the end says why it failed).
+fn capped_log(report: &JobReport) -> Vec<u8> {
+    let bytes = report.log.as_bytes();
+    let start = bytes.len().saturating_sub(MAX_LOG_BYTES);
+    bytes[start..].to_vec()
+}
+
+/// Renews the lease at a third of its remaining time until `stop`.
+async fn renew_until(
+    client: Client,
+    lease_id: i64,
+    epoch: i64,
+    mut deadline: i64,
+    stop: CancellationToken,
+) {
+    loop {
+        let left = deadline
+            .saturating_sub(jiff::Timestamp::now().as_second())
+            .max(3);
+        let wait = Duration::from_secs(u64::try_from(left / 3).unwrap_or(1).max(1));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match client
+            .request(Request::RenewLease { lease_id, epoch })
+            .await
+        {
+            Ok(Response::Renewed { deadline_unix }) => deadline = deadline_unix,
+            Ok(Response::Rejected { kind, reason }) => {
+                // The task went to someone else; our result will still be recorded, late.
+                tracing::warn!("lease {lease_id} not renewed ({kind:?}): {reason}");
+                return;
+            }
+            Ok(other) => tracing::warn!("unexpected answer to a renewal: {other:?}"),
+            Err(error) => tracing::debug!("renewing lease {lease_id}: {error:#}"),
+        }
+    }
+}
+
+/// Submits a result, retrying for a while when the coordinator cannot be reached.
+async fn submit(shared: &Shared, result: JobResult) {
+    let lease = result.lease_id;
+    let mut wait = Duration::from_secs(1);
+    for _ in 0..12 {
+        match shared.client.request(Request::Submit(result.clone())).await {
+            Ok(Response::Accepted { counted }) => {
+                tracing::info!("lease {lease}: result accepted (counted: {counted})");
+                return;
+            }
+            Ok(Response::Rejected { kind, reason }) if kind != RejectKind::Unavailable => {
+                tracing::warn!("lease {lease}: result refused ({kind:?}): {reason}");
+                return;
+            }
+            Ok(other) => tracing::warn!("lease {lease}: submitting: {other:?}; retrying"),
+            Err(error) => tracing::debug!("lease {lease}: submitting: {error:#}; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    tracing::warn!("lease {lease}: gave up submitting; the lease will expire");
+}
