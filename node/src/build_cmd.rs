@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use buildsrs_index::SparseFollower;
 use buildsrs_keys::Bundle;
-use buildsrs_sandbox::Sandbox;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -99,21 +98,16 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
     if found.yanked {
         eprintln!("warning: {} {} is yanked", args.name, args.version);
     }
-    let sandbox = if args.insecure_no_sandbox {
+    if args.insecure_no_sandbox {
         eprintln!(
             "WARNING: --insecure-no-sandbox: the crate's build scripts and proc macros run \
              unconfined, with your rights and your network"
         );
-        Sandbox::None
-    } else {
-        let (sandbox, capabilities) = Sandbox::detect(dir.protected_paths()).await.context(
-            "the build sandbox does not work here (install bubblewrap: apt-get install bubblewrap)",
-        )?;
-        for note in &capabilities.notes {
-            eprintln!("note: {note}");
-        }
-        sandbox
-    };
+    }
+    let sandbox = crate::datadir::sandbox_for(&dir, args.insecure_no_sandbox, |note| {
+        eprintln!("note: {note}");
+    })
+    .await?;
     let (state, abandoned) = NodeState::open(&dir.state_path())?;
     for job in abandoned {
         eprintln!(

@@ -229,6 +229,29 @@ pub fn default_data_dir() -> PathBuf {
         .join("buildsrs-node")
 }
 
+/// The sandbox builds run in: bubblewrap, set up to hide `dir`'s secrets, or none at all when
+/// `insecure_no_sandbox` (the caller has warned). `note` receives what the detection found
+/// worth telling (e.g. limits that cannot be enforced here).
+pub async fn sandbox_for(
+    dir: &DataDir,
+    insecure_no_sandbox: bool,
+    note: impl Fn(&str),
+) -> anyhow::Result<buildsrs_sandbox::Sandbox> {
+    use anyhow::Context as _;
+    if insecure_no_sandbox {
+        return Ok(buildsrs_sandbox::Sandbox::None);
+    }
+    let (sandbox, capabilities) = buildsrs_sandbox::Sandbox::detect(dir.protected_paths())
+        .await
+        .context(
+            "the build sandbox does not work here (install bubblewrap: apt-get install bubblewrap)",
+        )?;
+    for line in &capabilities.notes {
+        note(line);
+    }
+    Ok(sandbox)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

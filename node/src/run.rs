@@ -25,7 +25,6 @@ use buildsrs_protocol::{
     BlobAddress, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind, Request,
     Response,
 };
-use buildsrs_sandbox::Sandbox;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -92,18 +91,13 @@ struct Shared {
 pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken) -> Result<()> {
     let config = dir.config()?;
     let identity = dir.identity()?;
-    let sandbox = if options.insecure_no_sandbox {
+    if options.insecure_no_sandbox {
         tracing::warn!("--insecure-no-sandbox: crates build unconfined");
-        Sandbox::None
-    } else {
-        let (sandbox, capabilities) = Sandbox::detect(dir.protected_paths()).await.context(
-            "the build sandbox does not work here (install bubblewrap: apt-get install bubblewrap)",
-        )?;
-        for note in &capabilities.notes {
-            tracing::info!("sandbox: {note}");
-        }
-        sandbox
-    };
+    }
+    let sandbox = crate::datadir::sandbox_for(&dir, options.insecure_no_sandbox, |note| {
+        tracing::info!("sandbox: {note}");
+    })
+    .await?;
     let (state, abandoned) = NodeState::open(&dir.state_path())?;
     for job in &abandoned {
         tracing::warn!(
