@@ -398,3 +398,16 @@ async fn export_of_a_missing_blob_leaves_the_destination_alone() {
     assert_eq!(std::fs::read(&dest).unwrap(), b"keep me");
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_file_of_a_missing_path_is_an_import_error() {
+    let node = mem_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-artifact");
+    let err = node.add_file(&missing).await.unwrap_err();
+    assert!(matches!(err, BlobError::Import { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-artifact"), "{err}");
+    let err = node.add_file(dir.path()).await.unwrap_err();
+    assert!(matches!(err, BlobError::Import { .. }), "{err}");
+    node.shutdown().await.unwrap();
+}
