@@ -146,7 +146,11 @@ impl Actor {
                     self.dial();
                     redial.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
                 }
-                Some((request, reply)) = self.requests.recv() => self.send(request, reply),
+                request = self.requests.recv() => match request {
+                    Some((request, reply)) => self.send(request, reply),
+                    // Every handle is gone: nobody can use the connection any more.
+                    None => break,
+                },
                 Some(json) = self.gossip.recv() => {
                     if let Err(error) = self.swarm.behaviour_mut().gossip.publish(attestations_topic(), json) {
                         tracing::debug!("attestation not gossiped: {error}");

@@ -258,6 +258,9 @@ async fn run_job(shared: &Shared, job: Job) {
         job.target
     );
     let renewing = CancellationToken::new();
+    // If this job is dropped (aborted after the shutdown grace), the renewer must stop too,
+    // or it would keep an abandoned lease alive.
+    let _stop_renewing = renewing.clone().drop_guard();
     let renewer = tokio::spawn(renew_until(
         shared.client.clone(),
         job.lease_id,
