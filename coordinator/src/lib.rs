@@ -98,8 +98,9 @@ async fn start_network(
     shutdown: CancellationToken,
 ) -> Result<Running> {
     let identity = load_or_create_identity(&config.identity_path())?;
-    let storage = ArtifactStorage::open(&config.storage_config())
-        .with_context(|| format!("opening {}", config.storage_config().describe()))?;
+    let storage_config = config.storage_config();
+    let storage = ArtifactStorage::open(&storage_config)
+        .with_context(|| format!("opening {}", storage_config.describe()))?;
     let sessions = jobs::Sessions::default();
     let verified = Arc::new(Notify::new());
     let service = jobs::JobService::new(
@@ -128,7 +129,7 @@ async fn start_network(
     tracing::info!(
         "coordinator {} ready; artifacts go to {}",
         identity.fingerprint(),
-        config.storage_config().describe()
+        storage_config.describe()
     );
     let publisher = publish::Publisher {
         store: store.clone(),

@@ -142,6 +142,14 @@ fn submit(job: &Job, outcome: Outcome) -> Request {
     })
 }
 
+/// The answer is a refusal of this kind.
+fn assert_refused(answer: &Response, kind: RejectKind) {
+    assert!(
+        matches!(answer, Response::Rejected { kind: k, .. } if *k == kind),
+        "expected a {kind:?} refusal, got {answer:?}"
+    );
+}
+
 store_test!(
     pending_builders_get_no_work_until_approved,
     |store: Store| async move {
@@ -215,16 +223,7 @@ store_test!(
                 ),
             )
             .await;
-        assert!(
-            matches!(
-                answer,
-                Response::Rejected {
-                    kind: RejectKind::Forbidden,
-                    ..
-                }
-            ),
-            "{answer:?}"
-        );
+        assert_refused(&answer, RejectKind::Forbidden);
         // Validly signed by mallory, but submitted on a's connection: refused.
         let theirs = attestation(&mallory, &mallory, &job_a, "hello-bin", b"bin");
         let answer = s
@@ -239,16 +238,7 @@ store_test!(
                 ),
             )
             .await;
-        assert!(
-            matches!(
-                answer,
-                Response::Rejected {
-                    kind: RejectKind::Forbidden,
-                    ..
-                }
-            ),
-            "{answer:?}"
-        );
+        assert_refused(&answer, RejectKind::Forbidden);
         // About another crate: refused.
         let other = attestation(&a, &a, &job_a, "other-crate", b"bin");
         let answer = s
@@ -258,16 +248,7 @@ store_test!(
                 submit(&job_a, Outcome::Built { attestation: other }),
             )
             .await;
-        assert!(
-            matches!(
-                answer,
-                Response::Rejected {
-                    kind: RejectKind::Forbidden,
-                    ..
-                }
-            ),
-            "{answer:?}"
-        );
+        assert_refused(&answer, RejectKind::Forbidden);
         // Garbage: refused.
         let answer = s
             .service
@@ -281,16 +262,7 @@ store_test!(
                 ),
             )
             .await;
-        assert!(
-            matches!(
-                answer,
-                Response::Rejected {
-                    kind: RejectKind::Forbidden,
-                    ..
-                }
-            ),
-            "{answer:?}"
-        );
+        assert_refused(&answer, RejectKind::Forbidden);
         let task = store.task(TaskId(job_a.task_id)).await.unwrap().unwrap();
         assert!(task.results.is_empty(), "refused results change nothing");
 
@@ -366,16 +338,7 @@ store_test!(renewals_need_the_leases_epoch, |store: Store| async move {
             },
         )
         .await;
-    assert!(
-        matches!(
-            stale,
-            Response::Rejected {
-                kind: RejectKind::StaleLease,
-                ..
-            }
-        ),
-        "{stale:?}"
-    );
+    assert_refused(&stale, RejectKind::StaleLease);
     let unknown = s
         .service
         .handle(
@@ -386,16 +349,7 @@ store_test!(renewals_need_the_leases_epoch, |store: Store| async move {
             },
         )
         .await;
-    assert!(
-        matches!(
-            unknown,
-            Response::Rejected {
-                kind: RejectKind::StaleLease,
-                ..
-            }
-        ),
-        "{unknown:?}"
-    );
+    assert_refused(&unknown, RejectKind::StaleLease);
     // A failure result counts as a result (quorum 2 needs another one to decide).
     assert_eq!(
         s.service
@@ -423,16 +377,7 @@ store_test!(
         };
         h.name = "\u{7}bell".into();
         let answer = s.service.handle(node.public_key(), Request::Hello(h)).await;
-        assert!(
-            matches!(
-                answer,
-                Response::Rejected {
-                    kind: RejectKind::BadRequest,
-                    ..
-                }
-            ),
-            "{answer:?}"
-        );
+        assert_refused(&answer, RejectKind::BadRequest);
         assert!(store.builders().await.unwrap().is_empty());
         assert!(s.service.sessions().is_empty());
     }
