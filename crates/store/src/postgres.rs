@@ -83,10 +83,35 @@ impl PgBackend {
                 Err(error) if attempt < MAX_RETRIES && is_retryable(&error) => {
                     attempt += 1;
                     tracing::debug!(attempt, %error, "retrying a Postgres transaction");
-                    // A little jitter so that the two parties of a deadlock do not collide
-                    // again at once.
-                    let jitter = u64::from(attempt) * 3 + u64::from(std::process::id() % 5);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    tokio::time::sleep(retry_pause(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `op`, which must be a single statement, with no transaction around it: the
+    /// statement is its own transaction, which saves the round trips of `BEGIN` and `COMMIT`.
+    /// For operations written as one call of a server-side function. A second statement is
+    /// refused, since it would not be atomic with the first. Retried like [`Self::write`].
+    pub(crate) async fn write_one_statement<A, T>(
+        &self,
+        policy: &Policy,
+        args: &A,
+        op: Op<A, T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            let client = self.pool.get().await?;
+            let mut db = PgStatement {
+                client: &client,
+                done: false,
+            };
+            match op(&mut db, policy, args).await {
+                Err(error) if attempt < MAX_RETRIES && is_retryable(&error) => {
+                    attempt += 1;
+                    tracing::debug!(attempt, %error, "retrying a Postgres statement");
+                    tokio::time::sleep(retry_pause(attempt)).await;
                 }
                 other => return other,
             }
@@ -148,6 +173,12 @@ fn describe(config: &tokio_postgres::Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().unwrap_or("(default)");
     format!("Postgres database {db:?} at {host}:{port}")
+}
+
+/// How long to wait before retry `attempt`: a little jitter, so that the two parties of a
+/// deadlock do not collide again at once.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(u64::from(attempt) * 3 + u64::from(std::process::id() % 5))
 }
 
 fn is_retryable(error: &StoreError) -> bool {
@@ -274,6 +305,50 @@ fn convert(row: &tokio_postgres::Row) -> Result<Row> {
     Ok(Row(cells))
 }
 
+/// A pooled connection outside any transaction, good for one statement (see
+/// [`PgBackend::write_one_statement`]).
+struct PgStatement<'c> {
+    client: &'c deadpool_postgres::Client,
+    done: bool,
+}
+
+impl PgStatement<'_> {
+    async fn prepare(&mut self, sql: &str) -> Result<tokio_postgres::Statement> {
+        if std::mem::replace(&mut self.done, true) {
+            return Err(StoreError::Backend(
+                format!(
+                    "an operation run as one statement issued a second one, which would not \
+                     be atomic with the first: {sql}"
+                )
+                .into(),
+            ));
+        }
+        Ok(self.client.prepare_cached(sql).await?)
+    }
+}
+
+#[async_trait]
+impl Db for PgStatement<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        let statement = self.prepare(sql).await?;
+        Ok(self.client.execute(&statement, &params_ref(params)).await?)
+    }
+
+    async fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        let statement = self.prepare(sql).await?;
+        self.client
+            .query(&statement, &params_ref(params))
+            .await?
+            .iter()
+            .map(convert)
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Db for PgDb<'_> {
     fn dialect(&self) -> Dialect {
@@ -293,5 +368,59 @@ impl Db for PgDb<'_> {
             .iter()
             .map(convert)
             .collect()
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::db::params;
+    use crate::testing::FreshDatabase;
+
+    fn two_inserts<'a>(
+        db: &'a mut dyn Db,
+        _: &'a Policy,
+        _: &'a (),
+    ) -> futures::future::BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            db.execute("INSERT INTO crates_probe (n) VALUES ($1)", params![1_i64])
+                .await?;
+            db.execute("INSERT INTO crates_probe (n) VALUES ($1)", params![2_i64])
+                .await
+        })
+    }
+
+    #[tokio::test]
+    async fn an_operation_run_as_one_statement_cannot_issue_a_second() {
+        let database = FreshDatabase::create().await;
+        let backend = PgBackend::open(&database.url, 1).await.unwrap();
+        let client = backend.pool.get().await.unwrap();
+        client
+            .batch_execute("CREATE TABLE crates_probe (n BIGINT)")
+            .await
+            .unwrap();
+        drop(client);
+
+        let error = backend
+            .write_one_statement(&Policy::default(), &(), two_inserts)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("second"), "{error}");
+
+        let client = backend.pool.get().await.unwrap();
+        let rows: Vec<i64> = client
+            .query("SELECT n FROM crates_probe ORDER BY n", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![1],
+            "the second statement never reached the server"
+        );
+        drop(client);
+        backend.close();
     }
 }

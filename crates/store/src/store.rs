@@ -231,6 +231,20 @@ impl Store {
         }
     }
 
+    /// Like [`Self::write`] for an operation that is a single statement on Postgres (a call of
+    /// a server-side function): there it runs without the round trips of a transaction
+    /// around it. On SQLite it is an ordinary write.
+    async fn write_one_statement<A, T>(&self, args: A, op: Op<A, T>) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.write(Arc::clone(&self.inner.policy), args, op).await,
+            Backend::Postgres(b) => b.write_one_statement(&self.inner.policy, &args, op).await,
+        }
+    }
+
     async fn read<A, T>(&self, args: A, op: Op<A, T>) -> Result<T>
     where
         A: Send + Sync + 'static,
@@ -385,7 +399,7 @@ impl Store {
 
     /// Leases the next task to an approved builder (`Ok(None)`: nothing for it now).
     pub async fn lease_next(&self, builder: &PublicKey, now: Timestamp) -> Result<Option<Lease>> {
-        self.write((*builder, now), |db, policy, (key, now)| {
+        self.write_one_statement((*builder, now), |db, policy, (key, now)| {
             Box::pin(ops::lease::lease_next(db, policy, key, *now))
         })
         .await

@@ -32,13 +32,13 @@ use buildsrs_keys::PublicKey;
 use jiff::Timestamp;
 use serde_json::json;
 
-use crate::db::{Db, Dialect, params};
+use crate::db::{Db, Dialect, Row, params};
 use crate::error::{Result, StoreError};
 use crate::model::{BuilderStatus, ExpireReport, Lease, LeaseId, LeaseState, TaskId};
 use crate::ops::{Credits, TaskRow, event};
 use crate::policy::Policy;
 
-/// The candidate query on SQLite (Postgres takes it in steps, see [`postgres_candidate`]).
+/// The candidate query on SQLite (Postgres runs its own, see [`lease_next`]).
 const CANDIDATE: &str = "SELECT t.id FROM tasks t \
      WHERE t.active_leases < t.lease_limit AND t.not_before <= $2 \
      AND t.target_id IN (SELECT tg.id FROM targets tg \
@@ -55,6 +55,11 @@ const CANDIDATE: &str = "SELECT t.id FROM tasks t \
      LIMIT 1";
 
 /// Leases the next task to a builder, or `None` if nothing fits.
+///
+/// On Postgres this is one statement, the server-side function `buildsrs_lease_next`
+/// (migration 0002), which the store runs outside any explicit transaction to save the
+/// round trips of one; see there for how it finds and locks a task. On SQLite it is the
+/// same steps from here, in the usual transaction.
 pub(crate) async fn lease_next(
     db: &mut dyn Db,
     policy: &Policy,
@@ -62,156 +67,110 @@ pub(crate) async fn lease_next(
     now: Timestamp,
 ) -> Result<Option<Lease>> {
     let key_text = key.to_string();
+    let deadline = deadline_after(now, policy)?;
+    let grant = match db.dialect() {
+        Dialect::Postgres => postgres_lease(db, &key_text, now, deadline).await?,
+        Dialect::Sqlite => sqlite_lease(db, &key_text, now, deadline).await?,
+    };
+    let Some(grant) = grant else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
+        task_id: TaskId(grant.get(0)?),
+        lease_id: LeaseId(grant.get(1)?),
+        epoch: grant.get(2)?,
+        deadline,
+        crate_name: grant.get(3)?,
+        version: grant.get(4)?,
+        cksum: grant.get(5)?,
+        target: grant.get(6)?,
+        toolchain: grant.get(7)?,
+    }))
+}
+
+/// Postgres: one call of the leasing function. Returns the granted lease as
+/// `task, lease, epoch, crate, version, cksum, target, toolchain`.
+async fn postgres_lease(
+    db: &mut dyn Db,
+    key: &str,
+    now: Timestamp,
+    deadline: Timestamp,
+) -> Result<Option<Row>> {
+    let row = db
+        .query_one(
+            "SELECT r_outcome, r_status, r_task, r_lease, r_epoch, r_crate, r_version, r_cksum, \
+             r_target, r_toolchain FROM buildsrs_lease_next($1, $2, $3)",
+            params![key, now, deadline],
+        )
+        .await?;
+    match row.get::<String>(0)?.as_str() {
+        "leased" => Ok(Some(Row(row.0.into_iter().skip(2).collect()))),
+        "none" => Ok(None),
+        "unknown" => Err(StoreError::not_found(format!("builder {key}"))),
+        "not_approved" => {
+            let status: BuilderStatus = row.get::<String>(1)?.parse()?;
+            Err(StoreError::NotApproved {
+                key: key.to_owned(),
+                status: status.to_string(),
+            })
+        }
+        other => Err(StoreError::corrupt(format!(
+            "buildsrs_lease_next answered {other:?}"
+        ))),
+    }
+}
+
+/// SQLite: the same steps as the Postgres function, on the one writer connection (claims are
+/// serialised by `BEGIN IMMEDIATE`, so no row locks are needed).
+async fn sqlite_lease(
+    db: &mut dyn Db,
+    key: &str,
+    now: Timestamp,
+    deadline: Timestamp,
+) -> Result<Option<Row>> {
     let row = db
         .query_opt(
             "UPDATE builders SET last_seen = $2 WHERE public_key = $1 RETURNING id, status",
-            params![&key_text, now],
+            params![key, now],
         )
         .await?
-        .ok_or_else(|| StoreError::not_found(format!("builder {key_text}")))?;
+        .ok_or_else(|| StoreError::not_found(format!("builder {key}")))?;
     let builder_id: i64 = row.get(0)?;
     let status: BuilderStatus = row.get::<String>(1)?.parse()?;
     if status != BuilderStatus::Approved {
         return Err(StoreError::NotApproved {
-            key: key_text,
+            key: key.to_owned(),
             status: status.to_string(),
         });
     }
-
-    let candidate = match db.dialect() {
-        Dialect::Sqlite => db
-            .query_opt(CANDIDATE, params![builder_id, now])
-            .await?
-            .map(|row| row.get::<i64>(0))
-            .transpose()?,
-        Dialect::Postgres => postgres_candidate(db, builder_id, now).await?,
-    };
-    let Some(task_id) = candidate else {
+    let Some(candidate) = db.query_opt(CANDIDATE, params![builder_id, now]).await? else {
         return Ok(None);
     };
-
-    let deadline = deadline_after(now, policy)?;
-    let grant = match db.dialect() {
-        // One round trip: count the lease on the task, record it, and describe it.
-        Dialect::Postgres => {
-            db.query_one(
-                "WITH t AS (UPDATE tasks SET active_leases = active_leases + 1, \
-                                 epoch = epoch + 1, updated_at = $3, \
-                                 state = CASE WHEN state = 'queued' THEN 'building' ELSE state END \
-                             WHERE id = $1 \
-                             RETURNING id, epoch, version_id, target_id, toolchain_id), \
-                      l AS (INSERT INTO leases (task_id, builder_id, epoch, state, granted_at, \
-                                                deadline) \
-                            SELECT id, $2, epoch, 'active', $3, $4 FROM t RETURNING id) \
-                 SELECT l.id, t.epoch, c.name, v.version, v.cksum, tg.name, tc.name \
-                 FROM t CROSS JOIN l JOIN versions v ON v.id = t.version_id \
-                 JOIN crates c ON c.id = v.crate_id JOIN targets tg ON tg.id = t.target_id \
-                 JOIN toolchains tc ON tc.id = t.toolchain_id",
-                params![task_id, builder_id, now, deadline],
-            )
-            .await?
-        }
-        Dialect::Sqlite => {
-            let row = db
-                .query_one(
-                    "UPDATE tasks SET active_leases = active_leases + 1, epoch = epoch + 1, \
-                     state = CASE WHEN state = 'queued' THEN 'building' ELSE state END, \
-                     updated_at = $2 WHERE id = $1 RETURNING epoch",
-                    params![task_id, now],
-                )
-                .await?;
-            let epoch: i64 = row.get(0)?;
-            db.query_one(
-                "INSERT INTO leases (task_id, builder_id, epoch, state, granted_at, deadline) \
-                 VALUES ($1, $2, $3, 'active', $4, $5) RETURNING id",
-                params![task_id, builder_id, epoch, now, deadline],
-            )
-            .await?;
-            db.query_one(
-                "SELECT l.id, l.epoch, c.name, v.version, v.cksum, tg.name, tc.name \
-                 FROM leases l JOIN tasks t ON t.id = l.task_id \
-                 JOIN versions v ON v.id = t.version_id JOIN crates c ON c.id = v.crate_id \
-                 JOIN targets tg ON tg.id = t.target_id JOIN toolchains tc ON tc.id = t.toolchain_id \
-                 WHERE l.task_id = $1 AND l.epoch = $2",
-                params![task_id, epoch],
-            )
-            .await?
-        }
-    };
-    Ok(Some(Lease {
-        task_id: TaskId(task_id),
-        lease_id: LeaseId(grant.get(0)?),
-        epoch: grant.get(1)?,
-        deadline,
-        crate_name: grant.get(2)?,
-        version: grant.get(3)?,
-        cksum: grant.get(4)?,
-        target: grant.get(5)?,
-        toolchain: grant.get(6)?,
-    }))
-}
-
-/// Tasks looked at in the first window on Postgres (about the number of claimers that may be
-/// locking head tasks at once); each further window is four times larger.
-const FIRST_WINDOW: i64 = 16;
-
-/// Postgres: the same choice as [`CANDIDATE`], shaped so that its plan does not depend on
-/// table statistics. (As one query with joins, the planner picks a sort-everything plan
-/// while a freshly ingested `tasks` table has no statistics yet: ~30 leases/s instead of
-/// thousands.)
-///
-/// A *window* of the next leasable tasks in priority-then-age order is read from the one
-/// partial index (a materialised CTE, which the planner cannot rearrange). Among those, the
-/// ones for the builder's enabled targets and toolchains that it neither holds nor has
-/// delivered a result for (node errors aside) are looked up by primary key, and the first
-/// that no other claimer is locking is locked with `FOR UPDATE SKIP LOCKED`. Postgres
-/// re-checks the lease limit on the newest row version when it locks it, so concurrent
-/// claimers never overfill a task; this builder's own leases cannot change meanwhile (its
-/// `builders` row is locked since the start of the operation). If the window holds nothing
-/// for this builder, the next window is tried until the leasable tasks run out.
-async fn postgres_candidate(
-    db: &mut dyn Db,
-    builder_id: i64,
-    now: Timestamp,
-) -> Result<Option<i64>> {
-    let (mut offset, mut window) = (0_i64, FIRST_WINDOW);
-    loop {
-        let row = db
-            .query_one(
-                "WITH w AS MATERIALIZED ( \
-                     SELECT id FROM tasks WHERE active_leases < lease_limit AND not_before <= $2 \
-                     ORDER BY priority DESC, id LIMIT $3 OFFSET $4), \
-                 pick AS ( \
-                     SELECT t.id FROM tasks t \
-                     WHERE t.id = ANY(ARRAY(SELECT id FROM w)) \
-                     AND t.active_leases < t.lease_limit AND t.not_before <= $2 \
-                     AND t.target_id IN (SELECT tg.id FROM targets tg \
-                                         JOIN builder_targets bt ON bt.name = tg.name \
-                                         WHERE bt.builder_id = $1 AND tg.enabled) \
-                     AND t.toolchain_id IN (SELECT tc.id FROM toolchains tc \
-                                            JOIN builder_toolchains bc ON bc.name = tc.name \
-                                            WHERE bc.builder_id = $1 AND tc.enabled) \
-                     AND t.id NOT IN (SELECT task_id FROM leases WHERE builder_id = $1 \
-                                      AND state = 'active' \
-                                      AND task_id = ANY(ARRAY(SELECT id FROM w))) \
-                     AND t.id NOT IN (SELECT task_id FROM attestations WHERE builder_id = $1 \
-                                      AND outcome <> 'node_error' \
-                                      AND task_id = ANY(ARRAY(SELECT id FROM w))) \
-                     ORDER BY t.priority DESC, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED) \
-                 SELECT (SELECT COUNT(*) FROM w), (SELECT id FROM pick)",
-                params![builder_id, now, window, offset],
-            )
-            .await?;
-        let seen: i64 = row.get(0)?;
-        if let Some(id) = row.get::<Option<i64>>(1)? {
-            return Ok(Some(id));
-        }
-        if seen < window {
-            return Ok(None);
-        }
-        offset += window;
-        window = (window * 4).min(4096);
-    }
+    let task_id: i64 = candidate.get(0)?;
+    let row = db
+        .query_one(
+            "UPDATE tasks SET active_leases = active_leases + 1, epoch = epoch + 1, \
+             state = CASE WHEN state = 'queued' THEN 'building' ELSE state END, \
+             updated_at = $2 WHERE id = $1 RETURNING epoch",
+            params![task_id, now],
+        )
+        .await?;
+    let epoch: i64 = row.get(0)?;
+    db.query_one(
+        "INSERT INTO leases (task_id, builder_id, epoch, state, granted_at, deadline) \
+         VALUES ($1, $2, $3, 'active', $4, $5) RETURNING id",
+        params![task_id, builder_id, epoch, now, deadline],
+    )
+    .await?;
+    db.query_opt(
+        "SELECT t.id, l.id, l.epoch, c.name, v.version, v.cksum, tg.name, tc.name \
+         FROM leases l JOIN tasks t ON t.id = l.task_id \
+         JOIN versions v ON v.id = t.version_id JOIN crates c ON c.id = v.crate_id \
+         JOIN targets tg ON tg.id = t.target_id JOIN toolchains tc ON tc.id = t.toolchain_id \
+         WHERE l.task_id = $1 AND l.epoch = $2",
+        params![task_id, epoch],
+    )
+    .await
 }
 
 fn deadline_after(now: Timestamp, policy: &Policy) -> Result<Timestamp> {

@@ -1,0 +1,3 @@
+-- Postgres only: migration 2 there adds a server-side leasing function that saves round
+-- trips between claimers and the server. On SQLite, claims run in-process on one writer
+-- connection and need nothing new; this entry keeps both schemas at the same version.
