@@ -3,48 +3,48 @@
 //! `cargo build --release --locked` of the same unpacked crate, in the same run, with the
 //! dependencies fetched beforehand for both and a fresh target dir for every build.
 //!
-//! Run with `cargo bench -p buildsrs-node --bench build_overhead` (or `scripts/bench`).
-//! Prints medians and the ratio node / plain; the goal is at most 1.10.
+//! The crate is the `few-deps` fixture (a binary with three dependencies, one with a build
+//! script), published twice: with a `Cargo.lock` in the `.crate`, as `cargo package` ships
+//! binaries (the case the goal is about), and without one, where the node must resolve and
+//! lock on every build. Rounds alternate node and plain builds so that load changes hit both.
+//!
+//! Run with `cargo bench -p buildsrs-node --bench build_overhead` (or `scripts/bench`);
+//! `BUILDSRS_BENCH_ROUNDS` sets the rounds (default 5). Prints medians, the node's step
+//! times from its log, and the ratio node / plain; the goal is at most 1.10.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use buildsrs_fixture_registry::FixtureRegistry;
+use buildsrs_fixture_registry::{FixtureRegistry, Published};
 use buildsrs_node::datadir::DataDir;
 use buildsrs_node::outcome::BuildOutcome;
 use buildsrs_node::pipeline::{BuildRequest, Pipeline};
 use buildsrs_node::state::NodeState;
 use buildsrs_sandbox::Sandbox;
 
-const ROUNDS: usize = 5;
+const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let rounds: usize = std::env::var("BUILDSRS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let registry = FixtureRegistry::start().await?;
-    registry.publish("lib-only", "0.1.0")?;
-    let published = registry.publish("dep-user", "0.1.0")?;
+    for dependency in ["fx-lexer", "fx-stats", "fx-report"] {
+        registry.publish(dependency, "0.1.0")?;
+    }
+    let locked = registry.publish_locked("few-deps", "0.1.0").await?;
+    let unlocked = registry.publish("few-deps", "0.2.0")?;
     let scratch = tempfile::tempdir()?;
 
-    // The node.
     let (dir, _) = DataDir::init(&scratch.path().join("node"))?;
     let (sandbox, _) = Sandbox::detect(dir.protected_paths()).await?;
     let (state, _) = NodeState::open(&dir.state_path())?;
     let pipeline = Pipeline::new(dir, sandbox, Arc::new(state)).await?;
-    let request = BuildRequest {
-        crate_name: published.name.clone(),
-        version: published.version.clone(),
-        target: "x86_64-unknown-linux-gnu".into(),
-        source_sha256: published.cksum.parse()?,
-        download_url: published.download_url.clone(),
-        registry: Some(registry.index_url()),
-        lease: None,
-    };
-
-    // The baseline: the same crate unpacked, its dependencies fetched, built by plain cargo.
-    let plain = scratch.path().join("plain");
     let cargo_home = scratch.path().join("cargo-home");
     std::fs::create_dir_all(&cargo_home)?;
     std::fs::write(
@@ -54,63 +54,122 @@ async fn main() -> Result<()> {
             registry.index_url()
         ),
     )?;
-    let packed = buildsrs_fixture_registry::pack_dir(
-        &buildsrs_fixture_registry::fixtures_dir().join("dep-user"),
-        "0.1.0",
-    )?;
-    buildsrs_archive::unpack_tar_gz(
-        packed.bytes.as_slice(),
-        &plain,
-        "dep-user-0.1.0",
-        buildsrs_archive::Limits::CRATE_SOURCE,
-    )?;
-    let source = plain.join("dep-user-0.1.0");
-    cargo(&cargo_home, &source, &["generate-lockfile"], None)?;
-    cargo(&cargo_home, &source, &["fetch", "--locked"], None)?;
 
-    // Warm both (the node's own dependency cache fills on its first build).
-    ensure_built(pipeline.build(&request, &|_| {}).await?.outcome)?;
-    let mut node_times = Vec::new();
-    let mut plain_times = Vec::new();
-    for round in 0..ROUNDS {
-        let start = Instant::now();
-        ensure_built(pipeline.build(&request, &|_| {}).await?.outcome)?;
-        node_times.push(start.elapsed());
+    println!(
+        "build overhead: few-deps (three registry dependencies, one build script), \
+         median of {rounds} rounds"
+    );
+    for (label, published) in [
+        ("with the shipped Cargo.lock", &locked),
+        ("no Cargo.lock in the .crate", &unlocked),
+    ] {
+        let request = BuildRequest {
+            crate_name: published.name.clone(),
+            version: published.version.clone(),
+            target: TARGET.into(),
+            source_sha256: published.cksum.parse()?,
+            download_url: published.download_url.clone(),
+            registry: Some(registry.index_url()),
+            lease: None,
+        };
+        let source = plain_source(published, &cargo_home, scratch.path()).await?;
+        // Warm both: the node's dependency cache fills on its first build, the plain
+        // build's with `cargo fetch`, and the toolchain's files are in the page cache.
+        let mut steps = node_build(&pipeline, &request).await?.1;
+        plain_build(&cargo_home, &source, &scratch.path().join("target-warm"))?;
 
-        let target = scratch.path().join(format!("target-{round}"));
-        let start = Instant::now();
-        cargo(
-            &cargo_home,
-            &source,
-            &["build", "--release", "--locked", "--offline"],
-            Some(&target),
-        )?;
-        plain_times.push(start.elapsed());
+        let (mut node_times, mut plain_times) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (took, round_steps) = node_build(&pipeline, &request).await?;
+            node_times.push(took);
+            steps = round_steps;
+            let target = scratch
+                .path()
+                .join(format!("target-{}-{round}", published.version));
+            let start = Instant::now();
+            plain_build(&cargo_home, &source, &target)?;
+            plain_times.push(start.elapsed());
+            std::fs::remove_dir_all(&target)?;
+        }
+        let node = median(&mut node_times);
+        let plain = median(&mut plain_times);
+        println!("  {label}:");
+        println!(
+            "    plain cargo build --release --locked {:>8.0} ms",
+            ms(plain)
+        );
+        println!(
+            "    buildsrs-node pipeline (sandboxed)   {:>8.0} ms",
+            ms(node)
+        );
+        println!("    node steps (last round): {steps}");
+        println!(
+            "    ratio {:.2}x of plain cargo (goal <= 1.10)",
+            node.as_secs_f64() / plain.as_secs_f64()
+        );
     }
-    let node = median(&mut node_times);
-    let plain = median(&mut plain_times);
-    println!("build overhead: dep-user (one registry dependency), median of {ROUNDS} rounds");
-    println!(
-        "  plain cargo build --release --locked   {:>8.0} ms",
-        ms(plain)
-    );
-    println!(
-        "  buildsrs-node pipeline (sandboxed)     {:>8.0} ms",
-        ms(node)
-    );
-    println!(
-        "  ratio {:.2}x of plain cargo (goal <= 1.10)",
-        node.as_secs_f64() / plain.as_secs_f64()
-    );
+    registry.shutdown().await;
     Ok(())
 }
 
-fn ensure_built(outcome: BuildOutcome) -> Result<()> {
+/// One node build; its time and the `== steps:` line of its log.
+async fn node_build(pipeline: &Pipeline, request: &BuildRequest) -> Result<(Duration, String)> {
+    let start = Instant::now();
+    let report = pipeline.build(request, &|_| {}).await?;
+    let took = start.elapsed();
     ensure!(
-        matches!(outcome, BuildOutcome::Built { .. }),
-        "not built: {outcome}"
+        matches!(report.outcome, BuildOutcome::Built { .. }),
+        "not built: {}\n{}",
+        report.outcome,
+        report.log
     );
-    Ok(())
+    let steps = report
+        .log
+        .lines()
+        .find_map(|line| line.strip_prefix("== steps: "))
+        .unwrap_or("(no steps line)")
+        .to_owned();
+    Ok((took, steps))
+}
+
+/// The published crate unpacked for plain cargo, locked (if it came without a lock) and its
+/// dependencies fetched.
+async fn plain_source(published: &Published, cargo_home: &Path, scratch: &Path) -> Result<PathBuf> {
+    let bytes = reqwest::get(&published.download_url)
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let top = format!("{}-{}", published.name, published.version);
+    let dir = scratch.join(format!("plain-{}", published.version));
+    buildsrs_archive::unpack_tar_gz(
+        bytes.as_ref(),
+        &dir,
+        &top,
+        buildsrs_archive::Limits::CRATE_SOURCE,
+    )?;
+    let source = dir.join(&top);
+    if !source.join("Cargo.lock").exists() {
+        cargo(cargo_home, &source, &["generate-lockfile"], None)?;
+    }
+    cargo(cargo_home, &source, &["fetch", "--locked"], None)?;
+    Ok(source)
+}
+
+fn plain_build(cargo_home: &Path, source: &Path, target: &Path) -> Result<()> {
+    cargo(
+        cargo_home,
+        source,
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "--offline",
+            "--target",
+            TARGET,
+        ],
+        Some(target),
+    )
 }
 
 fn cargo(cargo_home: &Path, source: &Path, args: &[&str], target: Option<&Path>) -> Result<()> {

@@ -206,6 +206,7 @@ impl Pipeline {
         progress: &(dyn Fn(Stage) + Sync),
     ) -> Result<(BuildOutcome, Option<SignedAttestation>, Option<PathBuf>)> {
         let top = format!("{}-{}", request.crate_name, request.version);
+        let mut steps = Steps::start();
         std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
         let crate_file = work.join(format!("{top}.crate"));
 
@@ -242,6 +243,7 @@ impl Pipeline {
             Err(error) => return Err(error).context("downloading the crate"),
         }
 
+        steps.done("download");
         progress(Stage::Planning);
         let unpack_dir = work.join("src");
         let archive = std::fs::File::open(&crate_file)?;
@@ -261,6 +263,7 @@ impl Pipeline {
             Err(error) => return Err(error).context("unpacking the crate"),
         }
         let source = unpack_dir.join(&top);
+        steps.done("unpack");
 
         let plan = match self.plan(&source, work, log).await? {
             Ok(plan) => plan,
@@ -288,57 +291,26 @@ impl Pipeline {
         };
 
         progress(Stage::FetchingDependencies);
-        let manifest = ["--manifest-path", layout::MANIFEST];
-        if !source.join("Cargo.lock").exists() {
+        steps.done("plan");
+        let lock_path = source.join("Cargo.lock");
+        let shipped_lock = lock_path.is_file();
+        let cached = shipped_lock && lock_is_cached(&lock_path, &cargo.cargo_home);
+        if cached {
             push_line(
                 log,
-                "== phase 1: cargo generate-lockfile (network, no crate code runs)",
+                "== phase 1: skipped, every dependency in the shipped Cargo.lock is cached",
             );
-            let spec =
-                self.limited(cargo.fetch(["generate-lockfile"].iter().chain(&manifest).copied()));
-            let run = self.sandbox.run(&spec).await?;
-            if let Some(outcome) = phase_one_failure(&run, log) {
-                return Ok((outcome, None, None));
-            }
-        }
-        push_line(
-            log,
-            "== phase 1: cargo fetch --locked (network, no crate code runs)",
-        );
-        let fetch_args = ["fetch", "--locked", "--target", request.target.as_str()];
-        let spec = self.limited(cargo.fetch(fetch_args.iter().chain(&manifest).copied()));
-        let run = self.sandbox.run(&spec).await?;
-        if let Some(outcome) = phase_one_failure(&run, log) {
+        } else if let Some(outcome) = self
+            .fetch_dependencies(&cargo, shipped_lock, &request.target, log)
+            .await?
+        {
             return Ok((outcome, None, None));
         }
-        let lock_sha256 = sha256_file(&source.join("Cargo.lock"))?;
+        steps.done("phase 1");
+        let lock_sha256 = sha256_file(&lock_path)?;
 
         progress(Stage::Compiling);
-        let mut args: Vec<String> = ["build", "--release", "--offline", "--locked", "--target"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        args.push(request.target.clone());
-        if plan.no_default_features {
-            args.push("--no-default-features".into());
-        }
-        if !plan.features.is_empty() {
-            args.push("--features".into());
-            args.push(plan.features.join(","));
-        }
-        for bin in &plan.binaries {
-            args.push("--bin".into());
-            args.push(bin.clone());
-        }
-        args.extend(manifest.iter().map(|s| (*s).to_owned()));
-        let mut spec = self.limited(cargo.build(args, SOURCE_DATE_EPOCH));
-        if !self.config.extra_rustflags.is_empty() {
-            let flags = spec.env.entry("RUSTFLAGS".to_owned()).or_default();
-            for flag in &self.config.extra_rustflags {
-                flags.push(' ');
-                flags.push_str(flag);
-            }
-        }
+        let spec = self.build_spec(&cargo, &plan, &request.target);
         let settings = BuildSettings {
             buildsrs_version: env!("CARGO_PKG_VERSION").to_owned(),
             archive_format: buildsrs_archive::pack::MANIFEST_FORMAT,
@@ -351,8 +323,27 @@ impl Pipeline {
                 spec.args.join(" ")
             ),
         );
-        let run = self.sandbox.run(&spec).await?;
+        let mut run = self.sandbox.run(&spec).await?;
         append_run(log, &run);
+        if cached && run.kind() == OutcomeKind::Failed && missed_offline(&run) {
+            // The cache looked complete but cargo still wanted something (an index entry,
+            // say): fetch as usual and build again from a clean target dir.
+            push_line(
+                log,
+                "== phase 2 needed something not cached; fetching and building again",
+            );
+            if let Some(outcome) = self
+                .fetch_dependencies(&cargo, shipped_lock, &request.target, log)
+                .await?
+            {
+                return Ok((outcome, None, None));
+            }
+            std::fs::remove_dir_all(&target_dir)?;
+            std::fs::create_dir_all(&target_dir)?;
+            run = self.sandbox.run(&spec).await?;
+            append_run(log, &run);
+        }
+        steps.done("phase 2");
         match run.kind() {
             OutcomeKind::Succeeded => {}
             OutcomeKind::Failed => {
@@ -422,11 +413,71 @@ impl Pipeline {
             build_finished: unix_seconds(jiff::Timestamp::now()),
         };
         let attestation = SignedAttestation::sign(statement, &self.identity)?;
+        steps.done("pack and sign");
+        push_line(log, &format!("== steps: {steps}"));
         let outcome = BuildOutcome::Built {
             artifact: packed.id,
             binaries: plan.binaries.clone(),
         };
         Ok((outcome, Some(attestation), Some(archive)))
+    }
+
+    /// Phase 1, one sandboxed `cargo fetch` with the network and no crate code: with the
+    /// crate's own lock `--locked` (the lock must already fit the manifest), without one it
+    /// resolves and writes `Cargo.lock` first. `Some` when that ended the job.
+    async fn fetch_dependencies(
+        &self,
+        cargo: &CargoLayout,
+        shipped_lock: bool,
+        target: &str,
+        log: &mut CappedLog,
+    ) -> Result<Option<BuildOutcome>> {
+        let mut args = vec!["fetch"];
+        if shipped_lock {
+            args.push("--locked");
+        }
+        args.extend(["--target", target, "--manifest-path", layout::MANIFEST]);
+        push_line(
+            log,
+            &format!(
+                "== phase 1: cargo {} (network, no crate code runs)",
+                args.join(" ")
+            ),
+        );
+        let spec = self.limited(cargo.fetch(args));
+        let run = self.sandbox.run(&spec).await?;
+        Ok(phase_one_failure(&run, log))
+    }
+
+    /// Phase 2: `cargo build --release --offline --locked` of the planned binaries, with the
+    /// configured limits and extra flags.
+    fn build_spec(&self, cargo: &CargoLayout, plan: &BuildPlan, target: &str) -> SandboxSpec {
+        let mut args: Vec<String> = ["build", "--release", "--offline", "--locked", "--target"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(target.to_owned());
+        if plan.no_default_features {
+            args.push("--no-default-features".into());
+        }
+        if !plan.features.is_empty() {
+            args.push("--features".into());
+            args.push(plan.features.join(","));
+        }
+        for bin in &plan.binaries {
+            args.push("--bin".into());
+            args.push(bin.clone());
+        }
+        args.extend(["--manifest-path", layout::MANIFEST].map(str::to_owned));
+        let mut spec = self.limited(cargo.build(args, SOURCE_DATE_EPOCH));
+        if !self.config.extra_rustflags.is_empty() {
+            let flags = spec.env.entry("RUSTFLAGS".to_owned()).or_default();
+            for flag in &self.config.extra_rustflags {
+                flags.push(' ');
+                flags.push_str(flag);
+            }
+        }
+        spec
     }
 
     /// Reads `cargo metadata --no-deps` on the host and makes the plan. The command parses
@@ -565,12 +616,86 @@ fn phase_one_failure(run: &RunOutcome, log: &mut CappedLog) -> Option<BuildOutco
     }
 }
 
+/// Whether every registry package a `Cargo.lock` names is unpacked in the dependency cache
+/// already (phase 2 mounts the cache read-only, so unpacked is what counts), so phase 1 has
+/// nothing to do. Conservative: an unreadable lock, or a git or path source other than the
+/// crate itself, answers no. What is cached was checked against its lock checksum when
+/// phase 1 of an earlier job fetched it; phase 2 still checks the lock against the index.
+fn lock_is_cached(lock: &Path, cargo_home: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(lock) else {
+        return false;
+    };
+    let Ok(lock) = text.parse::<toml::Table>() else {
+        return false;
+    };
+    let caches: Vec<PathBuf> = std::fs::read_dir(cargo_home.join("registry/src"))
+        .map(|dirs| dirs.filter_map(|d| d.ok().map(|d| d.path())).collect())
+        .unwrap_or_default();
+    let packages = lock
+        .get("package")
+        .and_then(toml::Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    packages.iter().all(|package| {
+        let field = |key| package.get(key).and_then(toml::Value::as_str);
+        match (field("name"), field("version"), field("source")) {
+            // The crate itself (a lock of a single package has no other source).
+            (Some(_), Some(_), None) => true,
+            (Some(name), Some(version), Some(source))
+                if source.starts_with("registry+") || source.starts_with("sparse+") =>
+            {
+                // Cargo writes `.cargo-ok` once a package is completely unpacked.
+                let unpacked = format!("{name}-{version}/.cargo-ok");
+                caches.iter().any(|cache| cache.join(&unpacked).is_file())
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Whether an offline build failed for want of something not downloaded.
+fn missed_offline(run: &RunOutcome) -> bool {
+    let text = run.log.to_string_lossy();
+    text.contains("--offline") || text.contains("offline mode")
+}
+
 fn append_run(log: &mut CappedLog, run: &RunOutcome) {
     log.push(run.log.to_bytes().as_slice());
     push_line(
         log,
         &format!("   ({}, {:.1} s)", run.status, run.wall_time.as_secs_f64()),
     );
+}
+
+/// Wall time per pipeline step, for the log's `== steps:` line.
+struct Steps {
+    last: std::time::Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the step `name` now.
+    fn done(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, took)) in self.done.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            write!(f, "{separator}{name} {} ms", took.as_millis())?;
+        }
+        Ok(())
+    }
 }
 
 fn failed(reason: String) -> BuildOutcome {

@@ -140,6 +140,57 @@ async fn a_dependency_on_another_crate_comes_from_the_registry() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_shipped_lock_is_kept_and_once_its_dependencies_are_cached_nothing_is_fetched()
+-> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    registry.publish("lib-only", "0.1.0")?;
+    let published = registry.publish_locked("dep-user", "0.1.0").await?;
+    let node = TestNode::new(|_| {}).await?;
+
+    let first = node.build(&registry, &published).await?;
+    let (artifact, _) = built(&first);
+    assert!(
+        first.log.contains("== phase 1: cargo fetch --locked"),
+        "{}",
+        first.log
+    );
+    assert!(first.log.contains("== steps: download"), "{}", first.log);
+
+    let second = node.build(&registry, &published).await?;
+    assert!(second.log.contains("== phase 1: skipped"), "{}", second.log);
+    assert_eq!(
+        built(&second).0,
+        artifact,
+        "the same bytes without the fetch"
+    );
+
+    // A cache that looks complete but is not: without cargo's index cache the offline
+    // build cannot resolve, so the node fetches after all and builds again.
+    let mut removed = 0;
+    for home in std::fs::read_dir(node.dir.cargo_home())? {
+        let Ok(indexes) = std::fs::read_dir(home?.path().join("registry/index")) else {
+            continue;
+        };
+        for index in indexes {
+            let cache = index?.path().join(".cache");
+            if cache.is_dir() {
+                std::fs::remove_dir_all(&cache)?;
+                removed += 1;
+            }
+        }
+    }
+    assert!(removed > 0, "the node's index cache was found");
+    let third = node.build(&registry, &published).await?;
+    assert!(
+        third.log.contains("needed something not cached"),
+        "{}",
+        third.log
+    );
+    assert_eq!(built(&third).0, artifact);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_compile_error_is_a_failed_build() -> Result<()> {
     let registry = FixtureRegistry::start().await?;
     let node = TestNode::new(|_| {}).await?;

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use pack::{IndexDep, IndexEntry, PackedCrate, pack_dir, sha256_hex};
+pub use pack::{IndexDep, IndexEntry, PackedCrate, pack_dir, pack_dir_with_lock, sha256_hex};
 pub use server::{RequestRecord, ServeOptions};
 
 use git::GitIndexRepo;
@@ -305,6 +305,66 @@ impl FixtureRegistry {
             return Err(FixtureError::NoSuchFixture(fixture.to_owned()));
         }
         self.publish_dir(&dir, version)
+    }
+
+    /// Like [`Self::publish`], with a `Cargo.lock` in the `.crate`, as `cargo package` ships
+    /// for crates with binaries. The lock is made by `cargo generate-lockfile` against this
+    /// registry, so the fixture's dependencies must be published first.
+    pub async fn publish_locked(
+        &self,
+        fixture: &str,
+        version: &str,
+    ) -> Result<Published, FixtureError> {
+        let dir = fixtures_dir().join(fixture);
+        if !is_crate_name(fixture) || !dir.join("Cargo.toml").is_file() {
+            return Err(FixtureError::NoSuchFixture(fixture.to_owned()));
+        }
+        let lock = self.generate_lock(&pack_dir(&dir, version)?).await?;
+        let packed = pack_dir_with_lock(&dir, version, &lock)?;
+        self.store(packed.entry, &packed.bytes)
+    }
+
+    /// Resolves a packed crate's dependencies against this registry: its `Cargo.lock`.
+    async fn generate_lock(&self, packed: &PackedCrate) -> Result<Vec<u8>, FixtureError> {
+        let scratch = tempfile::tempdir().map_err(|source| FixtureError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| FixtureError::Io { path, source }
+        };
+        tar::Archive::new(flate2::read::GzDecoder::new(packed.bytes.as_slice()))
+            .unpack(scratch.path())
+            .map_err(io(scratch.path()))?;
+        let home = scratch.path().join("cargo-home");
+        fs::create_dir_all(&home).map_err(io(&home))?;
+        let config = format!(
+            "[source.crates-io]\nreplace-with = \"fixture\"\n\
+             [source.fixture]\nregistry = \"{}\"\n",
+            self.index_url()
+        );
+        fs::write(home.join("config.toml"), config).map_err(io(&home))?;
+        let root = scratch
+            .path()
+            .join(format!("{}-{}", packed.entry.name, packed.entry.vers));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = tokio::process::Command::new(cargo)
+            .args(["generate-lockfile", "--quiet"])
+            .current_dir(&root)
+            .env("CARGO_HOME", &home)
+            .output()
+            .await
+            .map_err(io(&root))?;
+        if !output.status.success() {
+            return Err(FixtureError::Invalid(format!(
+                "cargo generate-lockfile for {}: {}",
+                packed.entry.name,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        let lock = root.join("Cargo.lock");
+        fs::read(&lock).map_err(io(&lock))
     }
 
     /// Like [`Self::publish`] for a crate directory anywhere (e.g. written by a test).

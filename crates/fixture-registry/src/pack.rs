@@ -9,7 +9,7 @@
 //! and dev-dependencies that are only a path are left out.
 //!
 //! Left out of the archive: `target/`, `Cargo.lock` (so a local build in a fixture directory
-//! never changes the bytes) and hidden files.
+//! never changes the bytes; [`pack_dir_with_lock`] packs a given one) and hidden files.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -93,6 +93,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Packs the crate in `dir` as version `version`.
 pub fn pack_dir(dir: &Path, version: &str) -> Result<PackedCrate, FixtureError> {
+    pack_dir_with(dir, version, None)
+}
+
+/// Like [`pack_dir`], with `lock` packed as the crate's `Cargo.lock` (what `cargo package`
+/// ships for crates with binaries).
+pub fn pack_dir_with_lock(
+    dir: &Path,
+    version: &str,
+    lock: &[u8],
+) -> Result<PackedCrate, FixtureError> {
+    pack_dir_with(dir, version, Some(lock))
+}
+
+fn pack_dir_with(
+    dir: &Path,
+    version: &str,
+    lock: Option<&[u8]>,
+) -> Result<PackedCrate, FixtureError> {
     if !is_version(version) || !version.contains('.') {
         return Err(FixtureError::Invalid(format!(
             "{version:?} is not a version"
@@ -145,6 +163,9 @@ pub fn pack_dir(dir: &Path, version: &str) -> Result<PackedCrate, FixtureError> 
         files.push((relative, data, mode));
     }
     files.push(("Cargo.toml.orig".into(), original.into_bytes(), 0o644));
+    if let Some(lock) = lock {
+        files.push(("Cargo.lock".into(), lock.to_vec(), 0o644));
+    }
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
     let bytes = build_archive(&root, &files)?;

@@ -99,6 +99,49 @@ async fn published_crate_unpacks_under_name_version_and_matches_its_cksum() {
     registry.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_locked_publish_ships_a_lock_resolved_against_the_registry() {
+    let registry = FixtureRegistry::start().await.unwrap();
+    let mut deps = Vec::new();
+    for fixture in ["fx-lexer", "fx-stats", "fx-report"] {
+        deps.push(registry.publish(fixture, "0.1.0").unwrap());
+    }
+    let published = registry.publish_locked("few-deps", "0.1.0").await.unwrap();
+    let (status, _, crate_bytes) = get(&published.download_url, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(sha256_hex(&crate_bytes), published.cksum);
+
+    let files = unpack(&crate_bytes);
+    let lock = &files
+        .iter()
+        .find(|(path, _)| path == "few-deps-0.1.0/Cargo.lock")
+        .expect("the .crate has a Cargo.lock")
+        .1;
+    let lock: toml_edit::DocumentMut = lock.parse().unwrap();
+    let packages = lock["package"].as_array_of_tables().unwrap();
+    for dep in &deps {
+        let entry = packages
+            .iter()
+            .find(|p| p["name"].as_str() == Some(dep.name.as_str()))
+            .unwrap_or_else(|| panic!("{} is in the lock", dep.name));
+        assert_eq!(entry["version"].as_str(), Some("0.1.0"));
+        // Recorded as crates.io, which the registry stands in for, with its real checksum.
+        assert_eq!(
+            entry["source"].as_str(),
+            Some("registry+https://github.com/rust-lang/crates.io-index")
+        );
+        assert_eq!(entry["checksum"].as_str(), Some(dep.cksum.as_str()));
+    }
+    assert_eq!(packages.len(), 4, "few-deps and its three dependencies");
+
+    let error = registry
+        .publish_locked("few-deps", "0.1.0")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("already"), "{error}");
+    registry.shutdown().await;
+}
+
 #[test]
 fn packing_is_deterministic() {
     let dir = fixtures_dir().join("multi-bin");
