@@ -21,6 +21,9 @@ DECLARE
     v_window  BIGINT := 16;
     v_seen    BIGINT;
     v_task    BIGINT;
+    -- The enabled targets and toolchains the builder declared, looked up once.
+    v_targets    BIGINT[];
+    v_toolchains BIGINT[];
 BEGIN
     -- Locks the builder's row until the end: its own leases cannot change meanwhile.
     UPDATE builders SET last_seen = p_now WHERE public_key = p_key AND status = 'approved'
@@ -33,10 +36,20 @@ BEGIN
         RETURN;
     END IF;
 
+    v_targets := ARRAY(SELECT tg.id FROM targets tg JOIN builder_targets bt ON bt.name = tg.name
+                       WHERE bt.builder_id = v_builder AND tg.enabled);
+    v_toolchains := ARRAY(SELECT tc.id FROM toolchains tc
+                          JOIN builder_toolchains bc ON bc.name = tc.name
+                          WHERE bc.builder_id = v_builder AND tc.enabled);
+
     -- A window of the next leasable tasks in priority-then-age order, read from the partial
     -- index alone (materialised, so the plan does not depend on table statistics); among
     -- them the first this builder may take that no other claimer is locking. Postgres
-    -- re-checks the lease limit on the newest row version when it locks the row.
+    -- re-checks the lease limit on the newest row version when it locks the row. Whether the
+    -- builder holds or has answered a task is one index probe per task in the window, so
+    -- the cost does not grow with the builder's history. (Written as counts, which the
+    -- planner cannot turn into anti-joins: with a young table's statistics it would scan
+    -- all of the builder's leases for every task instead.)
     LOOP
         WITH w AS MATERIALIZED (
                  SELECT id FROM tasks WHERE active_leases < lease_limit AND not_before <= p_now
@@ -45,18 +58,11 @@ BEGIN
                  SELECT t.id FROM tasks t
                  WHERE t.id = ANY(ARRAY(SELECT id FROM w))
                  AND t.active_leases < t.lease_limit AND t.not_before <= p_now
-                 AND t.target_id IN (SELECT tg.id FROM targets tg
-                                     JOIN builder_targets bt ON bt.name = tg.name
-                                     WHERE bt.builder_id = v_builder AND tg.enabled)
-                 AND t.toolchain_id IN (SELECT tc.id FROM toolchains tc
-                                        JOIN builder_toolchains bc ON bc.name = tc.name
-                                        WHERE bc.builder_id = v_builder AND tc.enabled)
-                 AND t.id NOT IN (SELECT task_id FROM leases WHERE builder_id = v_builder
-                                  AND state = 'active'
-                                  AND task_id = ANY(ARRAY(SELECT id FROM w)))
-                 AND t.id NOT IN (SELECT task_id FROM attestations WHERE builder_id = v_builder
-                                  AND outcome <> 'node_error'
-                                  AND task_id = ANY(ARRAY(SELECT id FROM w)))
+                 AND t.target_id = ANY(v_targets) AND t.toolchain_id = ANY(v_toolchains)
+                 AND (SELECT COUNT(*) FROM leases l WHERE l.task_id = t.id
+                      AND l.builder_id = v_builder AND l.state = 'active') = 0
+                 AND (SELECT COUNT(*) FROM attestations a WHERE a.task_id = t.id
+                      AND a.builder_id = v_builder AND a.outcome <> 'node_error') = 0
                  ORDER BY t.priority DESC, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED)
         SELECT (SELECT COUNT(*) FROM w), (SELECT id FROM pick) INTO v_seen, v_task;
         EXIT WHEN v_task IS NOT NULL OR v_seen < v_window;
