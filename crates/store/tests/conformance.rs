@@ -201,7 +201,10 @@ store_test!(only_approved_builders_get_work, |store: Store| async move {
     let error = store.lease_next(&pending, t(2)).await.unwrap_err();
     assert!(matches!(error, StoreError::NotApproved { .. }), "{error}");
     let after = store.builder(&pending).await.unwrap().unwrap();
-    assert_eq!(after.last_seen, before.last_seen, "a refused request writes nothing");
+    assert_eq!(
+        after.last_seen, before.last_seen,
+        "a refused request writes nothing"
+    );
     let error = store.lease_next(&key(99), t(2)).await.unwrap_err();
     assert!(matches!(error, StoreError::NotFound(_)), "{error}");
 
