@@ -200,16 +200,19 @@ async fn bench_size(
     let mut iroh = Vec::new();
     let mut tcp = Vec::new();
     for round in 0..rounds {
+        let print_round = |label: &str, sample: &Sample| {
+            println!(
+                "{size_mib:>4} MiB {:<4} round {round}: {label:<4} {:>7.0} MiB/s  {:>6.3} s  cpu {}",
+                variant.name(),
+                sample.mib_per_s(bytes),
+                sample.elapsed.as_secs_f64(),
+                fmt_cpu(&[*sample], bytes),
+            );
+        };
         for iroh_turn in [round % 2 == 0, round % 2 != 0] {
             if iroh_turn {
                 let sample = iroh_round(variant, &provider, source_id).await?;
-                println!(
-                    "{size_mib:>4} MiB {:<4} round {round}: iroh {:>7.0} MiB/s  {:>6.3} s  cpu {}",
-                    variant.name(),
-                    sample.mib_per_s(bytes),
-                    sample.elapsed.as_secs_f64(),
-                    fmt_cpu(&[sample], bytes),
-                );
+                print_round("iroh", &sample);
                 iroh.push(sample);
             } else {
                 let sample = match &data {
@@ -224,13 +227,7 @@ async fn bench_size(
                             .await??
                     }
                 };
-                println!(
-                    "{size_mib:>4} MiB {:<4} round {round}: TCP  {:>7.0} MiB/s  {:>6.3} s  cpu {}",
-                    variant.name(),
-                    sample.mib_per_s(bytes),
-                    sample.elapsed.as_secs_f64(),
-                    fmt_cpu(&[sample], bytes),
-                );
+                print_round("TCP", &sample);
                 tcp.push(sample);
             }
         }

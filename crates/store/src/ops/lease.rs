@@ -107,16 +107,17 @@ async fn postgres_lease(
         "leased" => Ok(Some(Row(row.0.into_iter().skip(2).collect()))),
         "none" => Ok(None),
         "unknown" => Err(StoreError::not_found(format!("builder {key}"))),
-        "not_approved" => {
-            let status: BuilderStatus = row.get::<String>(1)?.parse()?;
-            Err(StoreError::NotApproved {
-                key: key.to_owned(),
-                status: status.to_string(),
-            })
-        }
+        "not_approved" => Err(not_approved(key, row.get::<String>(1)?.parse()?)),
         other => Err(StoreError::corrupt(format!(
             "buildsrs_lease_next answered {other:?}"
         ))),
+    }
+}
+
+fn not_approved(key: &str, status: BuilderStatus) -> StoreError {
+    StoreError::NotApproved {
+        key: key.to_owned(),
+        status: status.to_string(),
     }
 }
 
@@ -138,10 +139,7 @@ async fn sqlite_lease(
     let builder_id: i64 = row.get(0)?;
     let status: BuilderStatus = row.get::<String>(1)?.parse()?;
     if status != BuilderStatus::Approved {
-        return Err(StoreError::NotApproved {
-            key: key.to_owned(),
-            status: status.to_string(),
-        });
+        return Err(not_approved(key, status));
     }
     let Some(candidate) = db.query_opt(CANDIDATE, params![builder_id, now]).await? else {
         return Ok(None);
