@@ -12,20 +12,19 @@
 //! `BUILDSRS_BENCH_ROUNDS` sets the rounds (default 5). Prints medians, the node's step
 //! times from its log, and the ratio node / plain; the goal is at most 1.10.
 
+// The node and request set-up the tests use.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use buildsrs_fixture_registry::{FixtureRegistry, Published};
-use buildsrs_node::datadir::DataDir;
 use buildsrs_node::outcome::BuildOutcome;
 use buildsrs_node::pipeline::{BuildRequest, Pipeline};
-use buildsrs_node::state::NodeState;
-use buildsrs_sandbox::Sandbox;
-
-const TARGET: &str = "x86_64-unknown-linux-gnu";
+use support::{TARGET, TestNode};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -41,10 +40,8 @@ async fn main() -> Result<()> {
     let unlocked = registry.publish("few-deps", "0.2.0")?;
     let scratch = tempfile::tempdir()?;
 
-    let (dir, _) = DataDir::init(&scratch.path().join("node"))?;
-    let (sandbox, _) = Sandbox::detect(dir.protected_paths()).await?;
-    let (state, _) = NodeState::open(&dir.state_path())?;
-    let pipeline = Pipeline::new(dir, sandbox, Arc::new(state)).await?;
+    let node = TestNode::new(|_| {}).await?;
+    let pipeline = &node.pipeline;
     let cargo_home = scratch.path().join("cargo-home");
     std::fs::create_dir_all(&cargo_home)?;
     std::fs::write(
@@ -63,24 +60,16 @@ async fn main() -> Result<()> {
         ("with the shipped Cargo.lock", &locked),
         ("no Cargo.lock in the .crate", &unlocked),
     ] {
-        let request = BuildRequest {
-            crate_name: published.name.clone(),
-            version: published.version.clone(),
-            target: TARGET.into(),
-            source_sha256: published.cksum.parse()?,
-            download_url: published.download_url.clone(),
-            registry: Some(registry.index_url()),
-            lease: None,
-        };
+        let request = support::request(&registry, published)?;
         let source = plain_source(published, &cargo_home, scratch.path()).await?;
         // Warm both: the node's dependency cache fills on its first build, the plain
         // build's with `cargo fetch`, and the toolchain's files are in the page cache.
-        let mut steps = node_build(&pipeline, &request).await?.1;
+        let mut steps = node_build(pipeline, &request).await?.1;
         plain_build(&cargo_home, &source, &scratch.path().join("target-warm"))?;
 
         let (mut node_times, mut plain_times) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let (took, round_steps) = node_build(&pipeline, &request).await?;
+            let (took, round_steps) = node_build(pipeline, &request).await?;
             node_times.push(took);
             steps = round_steps;
             let target = scratch

@@ -77,17 +77,7 @@ impl PgBackend {
 
     /// Runs `op` in a write transaction, retrying on deadlock or serialization failure.
     pub(crate) async fn write<A, T>(&self, policy: &Policy, args: &A, op: Op<A, T>) -> Result<T> {
-        let mut attempt = 0;
-        loop {
-            match self.run(false, policy, args, op).await {
-                Err(error) if attempt < MAX_RETRIES && is_retryable(&error) => {
-                    attempt += 1;
-                    tracing::debug!(attempt, %error, "retrying a Postgres transaction");
-                    tokio::time::sleep(retry_pause(attempt)).await;
-                }
-                other => return other,
-            }
-        }
+        retrying(|| self.run(false, policy, args, op)).await
     }
 
     /// Runs `op`, which must be a single statement, with no transaction around it: the
@@ -100,22 +90,15 @@ impl PgBackend {
         args: &A,
         op: Op<A, T>,
     ) -> Result<T> {
-        let mut attempt = 0;
-        loop {
+        retrying(|| async {
             let client = self.pool.get().await?;
             let mut db = PgStatement {
                 client: &client,
                 done: false,
             };
-            match op(&mut db, policy, args).await {
-                Err(error) if attempt < MAX_RETRIES && is_retryable(&error) => {
-                    attempt += 1;
-                    tracing::debug!(attempt, %error, "retrying a Postgres statement");
-                    tokio::time::sleep(retry_pause(attempt)).await;
-                }
-                other => return other,
-            }
-        }
+            op(&mut db, policy, args).await
+        })
+        .await
     }
 
     /// Runs `op` in a read-only snapshot.
@@ -175,10 +158,28 @@ fn describe(config: &tokio_postgres::Config) -> String {
     format!("Postgres database {db:?} at {host}:{port}")
 }
 
-/// How long to wait before retry `attempt`: a little jitter, so that the two parties of a
-/// deadlock do not collide again at once.
-fn retry_pause(attempt: u32) -> Duration {
-    Duration::from_millis(u64::from(attempt) * 3 + u64::from(std::process::id() % 5))
+/// Runs `attempt` until it succeeds, fails for good, or has deadlocked (or failed to
+/// serialize) [`MAX_RETRIES`] times. Operations are plain functions of their inputs, so
+/// running one again from the start is safe.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut retries = 0;
+    loop {
+        match attempt().await {
+            Err(error) if retries < MAX_RETRIES && is_retryable(&error) => {
+                retries += 1;
+                tracing::debug!(retries, %error, "retrying a Postgres operation");
+                // A little jitter so that the two parties of a deadlock do not collide again
+                // at once.
+                let jitter = u64::from(retries) * 3 + u64::from(std::process::id() % 5);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn is_retryable(error: &StoreError) -> bool {
