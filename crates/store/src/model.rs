@@ -721,3 +721,32 @@ impl BuildLog {
         self.original_len > self.bytes.len() as u64
     }
 }
+
+/// An artifact in the publication feed (see [`crate::Store::published_since`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PublishedArtifact {
+    /// Its feed number: increasing in the order artifacts reached object storage.
+    pub seq: i64,
+    /// Hash and size.
+    pub artifact: ArtifactId,
+    /// When verified; `None` if a revocation has since withdrawn the verification (the
+    /// blob stays stored, and mirrors that check bundles against a keyring decide).
+    pub verified_at: Option<Timestamp>,
+}
+
+/// One result a builder sent, with the task it was for (a builder's recent jobs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BuilderResult {
+    /// Crate name.
+    pub crate_name: String,
+    /// Version.
+    pub version: String,
+    /// Target triple.
+    pub target: String,
+    /// Toolchain.
+    pub toolchain: String,
+    /// The task's state now.
+    pub task_state: TaskState,
+    /// The result.
+    pub result: AttestationInfo,
+}

@@ -15,10 +15,10 @@ use jiff::Timestamp;
 use crate::db::Db;
 use crate::error::{Result, StoreError};
 use crate::model::{
-    ArtifactInfo, AttestationId, BuildLog, BuilderInfo, CrateInfo, CrateSummary, Event,
-    ExpireReport, IndexVersion, IngestReport, Lease, LeaseId, MatrixEntry, NewBuilder, Page, Paged,
-    QueueStats, RevokeReport, Submission, SubmitReport, TaskDetail, TaskId, VerifiedItem,
-    VersionInfo,
+    ArtifactInfo, AttestationId, BuildLog, BuilderInfo, BuilderResult, CrateInfo, CrateSummary,
+    Decision, Event, ExpireReport, IndexVersion, IngestReport, Lease, LeaseId, MatrixEntry,
+    NewBuilder, Page, Paged, PublishedArtifact, QueueStats, RevokeReport, Submission, SubmitReport,
+    TaskDetail, TaskId, TaskInfo, VerifiedItem, VersionInfo,
 };
 use crate::ops;
 use crate::ops::ingest::Matrix;
@@ -460,6 +460,19 @@ impl Store {
         .await
     }
 
+    /// Changes an open task's quorum (1 to 16) and decides it again with the results it has.
+    pub async fn set_task_quorum(
+        &self,
+        task: TaskId,
+        quorum: u32,
+        now: Timestamp,
+    ) -> Result<Decision> {
+        self.write((task, quorum, now), |db, policy, (task, quorum, now)| {
+            Box::pin(ops::tasks::set_quorum(db, policy, *task, *quorum, *now))
+        })
+        .await
+    }
+
     // ---- artifacts ----------------------------------------------------------------------
 
     /// Counts a download of a verified artifact.
@@ -474,6 +487,16 @@ impl Store {
     pub async fn set_artifact_storage_key(&self, hash: &Blake3Hash, key: &str) -> Result<()> {
         self.write((*hash, key.to_owned()), |db, _, (hash, key)| {
             Box::pin(ops::artifacts::set_storage_key(db, hash, key))
+        })
+        .await
+    }
+
+    /// Published artifacts (in object storage) with a feed number above `after`, in feed
+    /// order, at most `limit` (capped at 200). Feed numbers are handed out in commit order,
+    /// so a mirror that remembers the last number it saw never misses one.
+    pub async fn published_since(&self, after: i64, limit: u32) -> Result<Vec<PublishedArtifact>> {
+        self.read((after, limit), |db, _, (after, limit)| {
+            Box::pin(ops::artifacts::published_since(db, *after, *limit))
         })
         .await
     }
@@ -544,6 +567,26 @@ impl Store {
     pub async fn builders(&self) -> Result<Vec<BuilderInfo>> {
         self.read((), |db, _, ()| Box::pin(ops::reads::builders(db)))
             .await
+    }
+
+    /// Open tasks: those being built first, then the queue in leasing order.
+    pub async fn open_tasks(&self, page: Page) -> Result<Paged<TaskInfo>> {
+        self.read(page, |db, _, page| {
+            Box::pin(ops::reads::open_tasks(db, *page))
+        })
+        .await
+    }
+
+    /// A builder's most recent results (at most 200), newest first; `None` if unknown.
+    pub async fn builder_results(
+        &self,
+        key: &PublicKey,
+        limit: u32,
+    ) -> Result<Option<Vec<BuilderResult>>> {
+        self.read((*key, limit), |db, _, (key, limit)| {
+            Box::pin(ops::reads::builder_results(db, key, *limit))
+        })
+        .await
     }
 
     /// Queue statistics; `now` decides which tasks are ready (not backing off).

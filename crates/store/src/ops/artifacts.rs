@@ -1,11 +1,12 @@
-//! Artifact bookkeeping the API does: download counts per day, and where object storage
-//! keeps each verified artifact.
+//! Artifact bookkeeping the API does: download counts per day, where object storage keeps
+//! each verified artifact, and the publication feed mirrors follow.
 
 use buildsrs_keys::{ArtifactId, Blake3Hash};
 use jiff::Timestamp;
 
 use crate::db::{Db, artifact_at, params};
 use crate::error::{Result, StoreError};
+use crate::model::{Page, PublishedArtifact};
 
 /// Counts one download of a verified artifact on the current UTC day.
 pub(crate) async fn record_download(
@@ -39,16 +40,63 @@ pub(crate) async fn set_storage_key(db: &mut dyn Db, hash: &Blake3Hash, key: &st
         return Err(StoreError::invalid("a storage key is 1 to 1024 bytes"));
     }
     let hex = hash.to_hex();
-    let changed = db
-        .execute(
-            "UPDATE artifacts SET storage_key = $2 WHERE hash = $1",
-            params![hex.as_str(), key],
+    let Some(row) = db
+        .query_opt(
+            &format!(
+                "SELECT published_seq FROM artifacts WHERE hash = $1{}",
+                db.for_update()
+            ),
+            params![hex.as_str()],
+        )
+        .await?
+    else {
+        return Err(StoreError::not_found(format!("artifact {hex}")));
+    };
+    let seq: Option<i64> = row.get(0)?;
+    let seq = match seq {
+        Some(seq) => seq,
+        // First publication: the next feed number. The counter's row lock, held to commit,
+        // keeps numbers in commit order (see migration 3).
+        None => db
+            .query_one(
+                "UPDATE publication_counter SET last = last + 1 WHERE id = 1 RETURNING last",
+                params![],
+            )
+            .await?
+            .get(0)?,
+    };
+    db.execute(
+        "UPDATE artifacts SET storage_key = $2, published_seq = $3 WHERE hash = $1",
+        params![hex.as_str(), key, seq],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Published artifacts with a feed number above `after`, in feed order: what mirrors follow.
+pub(crate) async fn published_since(
+    db: &mut dyn Db,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<PublishedArtifact>> {
+    let rows = db
+        .query(
+            "SELECT published_seq, hash, size, verified_at FROM artifacts \
+             WHERE published_seq > $1 ORDER BY published_seq LIMIT $2",
+            params![after, limit.min(Page::MAX_LIMIT)],
         )
         .await?;
-    if changed == 0 {
-        return Err(StoreError::not_found(format!("artifact {hex}")));
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let artifact = artifact_at(row, 1, 2)?
+            .ok_or_else(|| StoreError::corrupt("published artifact without hash"))?;
+        items.push(PublishedArtifact {
+            seq: row.get(0)?,
+            artifact,
+            verified_at: row.get(3)?,
+        });
     }
-    Ok(())
+    Ok(items)
 }
 
 /// Verified artifacts object storage does not hold yet, oldest verification first: the

@@ -2,7 +2,8 @@
 //!
 //! Each submodule is one area: [`artifacts`] (downloads, storage keys), [`ingest`] (index versions, watching, the build matrix),
 //! [`builders`] (registration, approval, revocation), [`lease`] (leasing, renewal, expiry),
-//! [`submit`] (results and decisions) and [`reads`] (what the UI and API show). This module
+//! [`submit`] (results and decisions), [`tasks`] (operator changes to a task) and [`reads`]
+//! (what the UI and API show). This module
 //! holds what they share: the task row and its state changes, applying a decision, input
 //! checks and the event log.
 //!
@@ -21,6 +22,7 @@ pub(crate) mod ingest;
 pub(crate) mod lease;
 pub(crate) mod reads;
 pub(crate) mod submit;
+pub(crate) mod tasks;
 
 use jiff::Timestamp;
 use serde_json::json;

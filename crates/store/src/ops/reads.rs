@@ -9,9 +9,9 @@ use jiff::Timestamp;
 use crate::db::{Db, Row, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{
-    ArtifactInfo, AttestationId, AttestationInfo, BuildLog, BuilderInfo, CrateInfo, CrateSummary,
-    DailyDownloads, Event, LeaseId, LeaseInfo, Page, Paged, QueueStats, TaskDetail, TaskId,
-    TaskInfo, TaskState, VerifiedItem, VersionInfo, VersionSummary,
+    ArtifactInfo, AttestationId, AttestationInfo, BuildLog, BuilderInfo, BuilderResult, CrateInfo,
+    CrateSummary, DailyDownloads, Event, LeaseId, LeaseInfo, Page, Paged, QueueStats, TaskDetail,
+    TaskId, TaskInfo, TaskState, VerifiedItem, VersionInfo, VersionSummary,
 };
 use crate::ops::ingest::check_crate_name;
 
@@ -540,4 +540,77 @@ pub(crate) async fn build_log(db: &mut dyn Db, id: AttestationId) -> Result<Opti
         bytes: row.get(0)?,
         original_len: row.get(1)?,
     }))
+}
+
+/// Open tasks (being built first, then by priority and age): the queue page.
+pub(crate) async fn open_tasks(db: &mut dyn Db, page: Page) -> Result<Paged<TaskInfo>> {
+    let page = Page {
+        offset: page.offset,
+        limit: page.limit.min(Page::MAX_LIMIT),
+    };
+    let offset =
+        i64::try_from(page.offset).map_err(|_| StoreError::invalid("page offset out of range"))?;
+    let open = "t.decided_at IS NULL AND t.state <> 'cancelled'";
+    let total: u64 = db
+        .query_one(&format!("SELECT COUNT(*) FROM tasks t WHERE {open}"), &[])
+        .await?
+        .get(0)?;
+    let rows = db
+        .query(
+            &format!(
+                "{TASK_SELECT} WHERE {open} \
+                 ORDER BY (t.active_leases > 0) DESC, t.priority DESC, t.created_at, t.id \
+                 LIMIT $1 OFFSET $2"
+            ),
+            params![page.limit, offset],
+        )
+        .await?;
+    Ok(Paged {
+        items: collect(&rows, task_info)?,
+        total,
+        page,
+    })
+}
+
+/// A builder's most recent results, newest first; `None` for an unknown builder.
+pub(crate) async fn builder_results(
+    db: &mut dyn Db,
+    key: &PublicKey,
+    limit: u32,
+) -> Result<Option<Vec<BuilderResult>>> {
+    let key = key.to_string();
+    let Some(row) = db
+        .query_opt(
+            "SELECT id FROM builders WHERE public_key = $1",
+            params![&key],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let id: i64 = row.get(0)?;
+    let rows = db
+        .query(
+            "SELECT a.id, a.task_id, a.lease_id, b.public_key, b.name, a.outcome, \
+                    a.artifact_hash, a.artifact_size, a.signed, a.reason, a.received_at, \
+                    a.counted, a.late, c.name, v.version, tg.name, tc.name, t.state \
+             FROM attestations a JOIN builders b ON b.id = a.builder_id \
+             JOIN tasks t ON t.id = a.task_id JOIN versions v ON v.id = t.version_id \
+             JOIN crates c ON c.id = v.crate_id JOIN targets tg ON tg.id = t.target_id \
+             JOIN toolchains tc ON tc.id = t.toolchain_id \
+             WHERE a.builder_id = $1 ORDER BY a.id DESC LIMIT $2",
+            params![id, limit.min(Page::MAX_LIMIT)],
+        )
+        .await?;
+    collect(&rows, |row| {
+        Ok(BuilderResult {
+            result: attestation_info(row)?,
+            crate_name: row.get(13)?,
+            version: row.get(14)?,
+            target: row.get(15)?,
+            toolchain: row.get(16)?,
+            task_state: row.get::<String>(17)?.parse()?,
+        })
+    })
+    .map(Some)
 }
