@@ -1,0 +1,426 @@
+//! The operator's pages: approve and revoke builders, watch and unwatch crates, retry a
+//! stopped task, change a task's quorum.
+//!
+//! Access: the operator logs in with the admin token (from config or the environment;
+//! compared in constant time, by hash so not even its length leaks) and gets a session
+//! cookie (random, `HttpOnly`, `SameSite=Strict`, 12 hours, kept in memory: a restart logs
+//! everyone out). Every form carries the session's CSRF token, and a POST whose `Origin`
+//! names another host is refused before anything else is looked at.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use buildsrs_keys::Blake3Hash;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::WebState;
+use crate::error::{PageError, WebError};
+use crate::params::{CrateName, parse_builder_key, parse_task_id};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "buildsrs_admin";
+
+/// How long a login lasts.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// The admin token and the live sessions.
+pub struct Admin {
+    token_hash: Option<Blake3Hash>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+#[derive(Clone)]
+struct Session {
+    csrf: String,
+    expires: Instant,
+}
+
+impl std::fmt::Debug for Admin {
+    // Never the token's hash or the session ids.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("enabled", &self.token_hash.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    pub(crate) fn new(token: Option<String>) -> Self {
+        Admin {
+            token_hash: token
+                .filter(|t| !t.is_empty())
+                .map(|t| Blake3Hash::of_bytes(t.as_bytes())),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enabled(&self) -> Result<&Blake3Hash, WebError> {
+        self.token_hash.as_ref().ok_or_else(|| {
+            WebError::Forbidden(
+                "the admin pages are disabled: start the coordinator with an admin token"
+                    .to_owned(),
+            )
+        })
+    }
+
+    fn check_token(&self, given: &str) -> Result<(), WebError> {
+        let expected = self.enabled()?;
+        let given = Blake3Hash::of_bytes(given.as_bytes());
+        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(WebError::Unauthorized("wrong admin token".to_owned()))
+        }
+    }
+
+    fn login(&self) -> Result<(String, Session), WebError> {
+        let session = Session {
+            csrf: random_token()?,
+            expires: Instant::now() + SESSION_LIFETIME,
+        };
+        let id = random_token()?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(id.clone(), session.clone());
+        Ok((id, session))
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let id = cookie(headers, COOKIE)?;
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .get(&id)
+            .filter(|s| s.expires > Instant::now())
+            .map(|s| (id, s.clone()))
+    }
+
+    fn logout(&self, id: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.remove(id);
+    }
+
+    /// The session of a form post, with its CSRF token checked.
+    fn authorize(&self, headers: &HeaderMap, csrf: &str) -> Result<(), WebError> {
+        self.enabled()?;
+        let (_, session) = self
+            .session(headers)
+            .ok_or_else(|| WebError::Unauthorized("log in as admin first".to_owned()))?;
+        if bool::from(session.csrf.as_bytes().ct_eq(csrf.as_bytes())) {
+            Ok(())
+        } else {
+            Err(WebError::Forbidden(
+                "the form's CSRF token does not match your session; reload the page".to_owned(),
+            ))
+        }
+    }
+}
+
+/// 32 random bytes in hex.
+fn random_token() -> Result<String, WebError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| WebError::Internal(format!("no randomness for a session: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A cookie's value from the request.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Refuses a cross-site form post: an `Origin` header must name the host asked.
+fn same_origin(headers: &HeaderMap) -> Result<(), WebError> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        // Browsers send Origin on every cross-site POST; its absence means same-site or
+        // not a browser (curl), and the CSRF token still has to match.
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    if !host.is_empty() && origin_host == host {
+        Ok(())
+    } else {
+        Err(WebError::Forbidden(format!(
+            "a form posted from {origin} is refused here"
+        )))
+    }
+}
+
+pub(crate) fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/admin", get(dashboard))
+        .route("/admin/login", post(login))
+        .route("/admin/logout", post(logout))
+        .route("/admin/builders/approve", post(approve))
+        .route("/admin/builders/revoke", post(revoke))
+        .route("/admin/crates/watch", post(watch))
+        .route("/admin/crates/unwatch", post(unwatch))
+        .route("/admin/tasks/retry", post(retry))
+        .route("/admin/tasks/quorum", post(quorum))
+}
+
+#[derive(Debug, Deserialize)]
+struct DashboardQuery {
+    done: Option<String>,
+}
+
+/// What an action reports back through the redirect (a fixed set: nothing echoed).
+fn done_message(done: &str) -> Option<&'static str> {
+    Some(match done {
+        "approved" => "Builder approved.",
+        "revoked" => "Builder revoked.",
+        "watched" => "Crate watched; its versions are planned.",
+        "unwatched" => "Crate no longer watched.",
+        "retried" => "Task requeued.",
+        "quorum" => "Quorum changed; the task was decided again.",
+        _ => return None,
+    })
+}
+
+async fn dashboard(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(query): Query<DashboardQuery>,
+) -> Result<Response, PageError> {
+    state.admin().enabled()?;
+    let Some((_, session)) = state.admin().session(&headers) else {
+        return Ok(state
+            .templates()
+            .render("admin_login.html", json!({}))?
+            .into_response());
+    };
+    let mut builders = state.store().builders().await?;
+    builders.sort_by_key(|b| b.status != buildsrs_store::BuilderStatus::Pending);
+    let watched = state.store().watched_crates().await?;
+    let done = query.done.as_deref().and_then(done_message);
+    Ok(state
+        .templates()
+        .render(
+            "admin.html",
+            json!({
+                "csrf": session.csrf,
+                "builders": builders,
+                "watched": watched,
+                "done": done,
+            }),
+        )?
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    state.admin().check_token(&form.token)?;
+    let (id, _) = state.admin().login()?;
+    let secure = if state.public_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        SESSION_LIFETIME.as_secs()
+    );
+    let mut response = Redirect::to("/admin").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    state.admin().authorize(&headers, &form.csrf)?;
+    if let Some((id, _)) = state.admin().session(&headers) {
+        state.admin().logout(&id);
+    }
+    let mut response = Redirect::to("/admin").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("buildsrs_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+/// Runs an action after the origin and CSRF checks, then sends the browser back to the
+/// dashboard with a fixed message.
+async fn act<F>(
+    state: &WebState,
+    headers: &HeaderMap,
+    csrf: &str,
+    done: &str,
+    action: F,
+) -> Result<Response, PageError>
+where
+    F: Future<Output = Result<(), WebError>>,
+{
+    same_origin(headers)?;
+    state.admin().authorize(headers, csrf)?;
+    action.await?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/admin?done={done}"))],
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct BuilderForm {
+    csrf: String,
+    key: String,
+    reason: Option<String>,
+}
+
+async fn approve(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<BuilderForm>,
+) -> Result<Response, PageError> {
+    act(&state, &headers, &form.csrf, "approved", async {
+        let key = parse_builder_key(form.key.trim())?;
+        Ok(state
+            .store()
+            .approve_builder(&key, Timestamp::now())
+            .await?)
+    })
+    .await
+}
+
+async fn revoke(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<BuilderForm>,
+) -> Result<Response, PageError> {
+    act(&state, &headers, &form.csrf, "revoked", async {
+        let key = parse_builder_key(form.key.trim())?;
+        let reason = form
+            .reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .unwrap_or("revoked by the operator in the admin UI");
+        state
+            .store()
+            .revoke_builder(&key, reason, Timestamp::now())
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct CrateForm {
+    csrf: String,
+    name: String,
+}
+
+async fn watch(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<CrateForm>,
+) -> Result<Response, PageError> {
+    act(&state, &headers, &form.csrf, "watched", async {
+        let name = CrateName::parse(form.name.trim())?;
+        state
+            .store()
+            .set_crate_watched(name.as_str(), true, Timestamp::now())
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+async fn unwatch(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<CrateForm>,
+) -> Result<Response, PageError> {
+    act(&state, &headers, &form.csrf, "unwatched", async {
+        let name = CrateName::parse(form.name.trim())?;
+        state
+            .store()
+            .set_crate_watched(name.as_str(), false, Timestamp::now())
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct TaskForm {
+    csrf: String,
+    task: String,
+    quorum: Option<String>,
+}
+
+async fn retry(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<TaskForm>,
+) -> Result<Response, PageError> {
+    act(&state, &headers, &form.csrf, "retried", async {
+        let task = parse_task_id(form.task.trim())?;
+        Ok(state.store().retry_task(task, Timestamp::now()).await?)
+    })
+    .await
+}
+
+async fn quorum(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<TaskForm>,
+) -> Result<Response, PageError> {
+    act(&state, &headers, &form.csrf, "quorum", async {
+        let task = parse_task_id(form.task.trim())?;
+        let text = form.quorum.as_deref().unwrap_or("").trim();
+        let quorum = text
+            .parse::<u32>()
+            .map_err(|_| WebError::BadRequest(format!("quorum {text:?} is not a number")))?;
+        state
+            .store()
+            .set_task_quorum(task, quorum, Timestamp::now())
+            .await?;
+        Ok(())
+    })
+    .await
+}

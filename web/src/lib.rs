@@ -1,0 +1,156 @@
+//! The coordinator's HTTP face: the server-rendered web UI, the JSON API, the download URLs
+//! people use with curl, `/metrics` and `/healthz`.
+//!
+//! [`router`] builds the whole application from a [`WebState`]; tests drive it without a
+//! socket, and [`serve`] runs it on a listener until a cancellation token fires.
+//!
+//! - [`params`]: path and query parameters, checked before anything reads the store.
+//! - [`error`]: one error type, answered as JSON under `/api/` and as a page elsewhere.
+//! - [`pages`]: the HTML pages (minijinja templates from [`templates`], htmx for liveness).
+//! - [`api`] and [`openapi`]: `/api/v1/…` and the document describing it.
+//! - [`downloads`]: archives, blobs (ETag, HEAD, Range), bundles and the keyring.
+//! - [`admin`]: the operator's actions behind a token, with CSRF protection.
+//! - [`metrics`]: Prometheus text and the health check.
+//! - [`assets`]: htmx and the stylesheet, served from the binary, and security headers.
+//!
+//! **This crate never writes to the store except through admin actions and download counts,
+//! and never trusts a parameter it has not parsed into one of [`params`]' types.**
+
+pub mod admin;
+pub mod api;
+pub mod assets;
+pub mod downloads;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod pages;
+pub mod params;
+pub mod templates;
+
+use std::sync::Arc;
+
+use axum::Router;
+use buildsrs_storage::ArtifactStorage;
+use buildsrs_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::WebError;
+
+/// What the web layer is told by its process.
+#[derive(Clone, Debug, Default)]
+pub struct WebConfig {
+    /// The operator's admin token; `None` disables the admin pages.
+    pub admin_token: Option<String>,
+    /// The base URL people reach this server at, for the commands shown on pages (e.g.
+    /// `http://127.0.0.1:8080`). Without one, pages show paths only.
+    pub public_url: Option<String>,
+}
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct WebState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    storage: ArtifactStorage,
+    templates: templates::Templates,
+    admin: admin::Admin,
+    metrics: metrics::Metrics,
+    public_url: String,
+}
+
+impl std::fmt::Debug for WebState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebState")
+            .field("storage", &self.inner.storage)
+            .field("public_url", &self.inner.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebState {
+    /// Builds the state; fails only if a compiled-in template does not parse (a build bug).
+    pub fn new(
+        store: Store,
+        storage: ArtifactStorage,
+        config: WebConfig,
+    ) -> Result<Self, WebError> {
+        let public_url = config
+            .public_url
+            .as_deref()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(WebState {
+            inner: Arc::new(Inner {
+                store,
+                storage,
+                templates: templates::Templates::new()?,
+                admin: admin::Admin::new(config.admin_token),
+                metrics: metrics::Metrics::default(),
+                public_url,
+            }),
+        })
+    }
+
+    /// The job store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Object storage with the verified artifacts.
+    pub fn storage(&self) -> &ArtifactStorage {
+        &self.inner.storage
+    }
+
+    pub(crate) fn templates(&self) -> &templates::Templates {
+        &self.inner.templates
+    }
+
+    pub(crate) fn admin(&self) -> &admin::Admin {
+        &self.inner.admin
+    }
+
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The configured public base URL without a trailing slash, or "".
+    pub(crate) fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+}
+
+/// The whole application: pages, API, downloads, admin, metrics, static assets, with the
+/// security headers on every response.
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .merge(pages::routes())
+        .merge(downloads::routes())
+        .merge(admin::routes())
+        .nest("/api/v1", api::routes())
+        .merge(metrics::routes())
+        .merge(assets::routes())
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
+        .layer(axum::middleware::from_fn(assets::security_headers))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` fires, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: WebState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

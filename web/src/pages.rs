@@ -1,0 +1,315 @@
+//! The HTML pages. Every page is complete without JavaScript; where htmx asks (the
+//! `HX-Request` header), the search and queue pages answer with just the fragment it swaps.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use buildsrs_keys::bundle::BUNDLE_SUFFIX;
+use buildsrs_store::{AttestationId, TaskDetail, TaskState, VersionInfo};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::WebState;
+use crate::error::{PageError, WebError};
+use crate::params::{
+    CrateName, ListQuery, VersionParam, parse_builder_key, parse_hash, parse_id, parse_task_id,
+};
+
+/// A builder counts as online if it was seen this recently.
+pub const ONLINE_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
+
+/// How many of a crate's newest versions its page shows with their task states.
+const CRATE_PAGE_VERSIONS: usize = 30;
+
+type PageResult = Result<Response, PageError>;
+
+pub(crate) fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/search", get(search))
+        .route("/crates/{name}", get(crate_page))
+        .route("/crates/{name}/{version}", get(version_page))
+        .route("/artifacts/{hash}", get(artifact_page))
+        .route("/builders", get(builders_page))
+        .route("/builders/{key}", get(builder_page))
+        .route("/queue", get(queue_page))
+        .route("/tasks/{id}", get(task_page))
+        .route("/logs/{id}", get(build_log))
+}
+
+/// Whether htmx made this request (and wants a fragment).
+fn from_htmx(headers: &HeaderMap) -> bool {
+    headers.contains_key("hx-request")
+}
+
+fn render(state: &WebState, name: &str, context: impl Serialize) -> PageResult {
+    Ok(state.templates().render(name, context)?.into_response())
+}
+
+async fn home(State(state): State<WebState>) -> PageResult {
+    let now = Timestamp::now();
+    let stats = state.store().queue_stats(now).await?;
+    let builders = state.store().builders().await?;
+    let online = builders
+        .iter()
+        .filter(|b| b.status == buildsrs_store::BuilderStatus::Approved)
+        .filter(|b| {
+            b.last_seen
+                .is_some_and(|seen| now.duration_since(seen) < ONLINE_WITHIN)
+        })
+        .count();
+    let recent = state.store().recently_verified(20).await?;
+    render(
+        &state,
+        "home.html",
+        json!({
+            "stats": stats,
+            "queue_length": stats.queued + stats.building + stats.mismatch,
+            "builders_online": online,
+            "recent": recent,
+        }),
+    )
+}
+
+async fn search(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> PageResult {
+    let q = query.search()?;
+    let page = query.page(20)?;
+    let results = state.store().search_crates(&q, page).await?;
+    let next = (page.offset + u64::from(page.limit) < results.total)
+        .then(|| page.offset + u64::from(page.limit));
+    let context = json!({ "q": q, "results": results, "next": next });
+    let template = if from_htmx(&headers) {
+        "_search_results.html"
+    } else {
+        "search.html"
+    };
+    render(&state, template, context)
+}
+
+async fn crate_page(State(state): State<WebState>, Path(name): Path<String>) -> PageResult {
+    let name = CrateName::parse(&name)?;
+    let info = state
+        .store()
+        .crate_info(name.as_str())
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))?;
+    let mut versions = Vec::new();
+    for version in info.versions.iter().take(CRATE_PAGE_VERSIONS) {
+        if let Some(detail) = state
+            .store()
+            .version_info(name.as_str(), &version.version)
+            .await?
+        {
+            versions.push(detail);
+        }
+    }
+    let latest = crate::params::latest(&info.versions).map(|v| v.version.clone());
+    render(
+        &state,
+        "crate.html",
+        json!({
+            "info": info,
+            "versions": versions,
+            "latest": latest,
+            "more": info.versions.len().saturating_sub(CRATE_PAGE_VERSIONS),
+        }),
+    )
+}
+
+/// One target's row on a version page: the task, what each builder reported, and how to
+/// download and verify the artifact.
+#[derive(Serialize)]
+struct TargetRow {
+    detail: TaskDetail,
+    /// Distinct hashes reported, so the page can show agreement at a glance.
+    distinct_hashes: usize,
+    download: Option<String>,
+    file_name: Option<String>,
+    bundle: Option<String>,
+    commands: Option<String>,
+}
+
+/// Loads a version and every task's results; resolves `latest`.
+pub(crate) async fn load_version(
+    state: &WebState,
+    name: &CrateName,
+    version: &VersionParam,
+) -> Result<VersionInfo, WebError> {
+    let exact = match version {
+        VersionParam::Exact(version) => version.clone(),
+        VersionParam::Latest => {
+            let info = state
+                .store()
+                .crate_info(name.as_str())
+                .await?
+                .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))?;
+            version
+                .resolve(&info)
+                .map(|v| v.version.clone())
+                .ok_or_else(|| {
+                    WebError::not_found(format!("a non-yanked version of {}", name.as_str()))
+                })?
+        }
+    };
+    state
+        .store()
+        .version_info(name.as_str(), &exact)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("{} {exact}", name.as_str())))
+}
+
+async fn version_page(
+    State(state): State<WebState>,
+    Path((name, version)): Path<(String, String)>,
+) -> PageResult {
+    let name = CrateName::parse(&name)?;
+    let version = VersionParam::parse(&version)?;
+    let info = load_version(&state, &name, &version).await?;
+    let base = state.public_url();
+    let mut rows = Vec::new();
+    for task in &info.tasks {
+        let Some(detail) = state.store().task(task.id).await? else {
+            continue;
+        };
+        let mut hashes: Vec<_> = detail
+            .results
+            .iter()
+            .filter_map(|r| r.artifact.map(|a| a.blake3))
+            .collect();
+        hashes.sort();
+        hashes.dedup();
+        let verified = (task.state == TaskState::Verified)
+            .then_some(task.artifact)
+            .flatten();
+        let file_name = verified.map(|_| {
+            format!(
+                "{}-{}-{}.tar.gz",
+                info.crate_name, info.version.version, task.target
+            )
+        });
+        let download = verified.map(|_| {
+            format!(
+                "/crates/{}/{}/{}",
+                info.crate_name, info.version.version, task.target
+            )
+        });
+        let bundle = verified.map(|a| format!("/attestations/{}", a.blake3));
+        let commands = match (&download, &bundle, &file_name) {
+            (Some(download), Some(bundle), Some(file)) => Some(format!(
+                "curl -fLo {file} {base}{download}\n\
+                 curl -fLo {file}{BUNDLE_SUFFIX} {base}{bundle}\n\
+                 buildsrs verify {file} --keyring keyring.txt --threshold {quorum}",
+                quorum = task.quorum
+            )),
+            _ => None,
+        };
+        rows.push(TargetRow {
+            distinct_hashes: hashes.len(),
+            detail,
+            download,
+            file_name,
+            bundle,
+            commands,
+        });
+    }
+    render(
+        &state,
+        "version.html",
+        json!({ "info": info, "rows": rows }),
+    )
+}
+
+async fn artifact_page(State(state): State<WebState>, Path(hash): Path<String>) -> PageResult {
+    let hash = parse_hash(&hash)?;
+    let info = state
+        .store()
+        .artifact(&hash)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("artifact {hash}")))?;
+    let total: u64 = info.downloads.iter().map(|d| d.count).sum();
+    render(
+        &state,
+        "artifact.html",
+        json!({ "info": info, "hash": hash.to_hex(), "total_downloads": total }),
+    )
+}
+
+async fn builders_page(State(state): State<WebState>) -> PageResult {
+    let builders = state.store().builders().await?;
+    render(&state, "builders.html", json!({ "builders": builders }))
+}
+
+async fn builder_page(State(state): State<WebState>, Path(key): Path<String>) -> PageResult {
+    let key = parse_builder_key(&key)?;
+    let builder = state
+        .store()
+        .builder(&key)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("builder {key}")))?;
+    let results = state
+        .store()
+        .builder_results(&key, 50)
+        .await?
+        .unwrap_or_default();
+    render(
+        &state,
+        "builder.html",
+        json!({ "builder": builder, "results": results }),
+    )
+}
+
+async fn queue_page(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> PageResult {
+    let page = query.page(50)?;
+    let stats = state.store().queue_stats(Timestamp::now()).await?;
+    let tasks = state.store().open_tasks(page).await?;
+    let next = (page.offset + u64::from(page.limit) < tasks.total)
+        .then(|| page.offset + u64::from(page.limit));
+    let context = json!({ "stats": stats, "tasks": tasks, "next": next, "offset": page.offset });
+    let template = if from_htmx(&headers) {
+        "_queue.html"
+    } else {
+        "queue.html"
+    };
+    render(&state, template, context)
+}
+
+async fn task_page(State(state): State<WebState>, Path(id): Path<String>) -> PageResult {
+    let id = parse_task_id(&id)?;
+    let detail = state
+        .store()
+        .task(id)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("task {id}")))?;
+    render(&state, "task.html", json!({ "detail": detail }))
+}
+
+/// A result's build log as plain text (never HTML: it is the builder's output).
+async fn build_log(State(state): State<WebState>, Path(id): Path<String>) -> PageResult {
+    let id = AttestationId(parse_id(&id, "result")?);
+    let log = state
+        .store()
+        .build_log(id)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("a build log for result {id}")))?;
+    let mut text = String::new();
+    if log.truncated() {
+        text.push_str(&format!(
+            "[the builder sent {} bytes; the last {} are kept]\n",
+            log.original_len,
+            log.bytes.len()
+        ));
+    }
+    text.push_str(&String::from_utf8_lossy(&log.bytes));
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
