@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::WebState;
-use crate::error::WebError;
+use crate::error::{PageError, WebError};
 
 /// The assets: name, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -39,7 +39,7 @@ pub(crate) fn routes() -> Router<WebState> {
     Router::new().route("/static/{file}", get(asset))
 }
 
-async fn asset(Path(file): Path<String>) -> Result<Response, WebError> {
+async fn asset(Path(file): Path<String>) -> Result<Response, PageError> {
     let (_, content_type, bytes) = ASSETS
         .iter()
         .find(|(name, _, _)| *name == file)

@@ -4,7 +4,8 @@
 //! about internals (the details go to the log).
 
 use axum::Json;
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::OriginalUri;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use buildsrs_storage::StorageError;
 use buildsrs_store::StoreError;
@@ -146,7 +147,8 @@ impl IntoResponse for PageError {
 }
 
 /// The fallback: JSON under `/api/`, a page elsewhere.
-pub async fn not_found(uri: Uri) -> Response {
+/// (The original URI: inside `/api/v1` the nested router sees the path without its prefix.)
+pub async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
     let error = WebError::NotFound(format!("no page at {}", uri.path()));
     if uri.path().starts_with("/api/") {
         error.into_response()

@@ -1,0 +1,641 @@
+//! Every route through the router, against a seeded store on SQLite and on Postgres: status,
+//! content and headers; bad input; the admin flow.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use axum::http::StatusCode;
+use buildsrs_keys::Keyring;
+use buildsrs_store::{BuilderStatus, Store, TaskState, store_test};
+use support::{Scene, TARGET};
+
+fn assert_security_headers(answer: &support::Answer) {
+    let csp = answer.header("content-security-policy");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(answer.header("x-content-type-options"), "nosniff");
+    assert_eq!(answer.header("x-frame-options"), "DENY");
+}
+
+store_test!(pages_show_the_seeded_network, |store: Store| async move {
+    let scene = Scene::seed(store).await;
+    let hash = scene.hash();
+    let fingerprints: Vec<String> = scene
+        .approved
+        .iter()
+        .map(|k| k.fingerprint().to_string())
+        .collect();
+
+    let home = scene.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.header("content-type").starts_with("text/html"));
+    assert_security_headers(&home);
+    let text = home.text();
+    assert!(text.contains("id=\"stat-verified\">1<"), "{text}");
+    assert!(text.contains("id=\"stat-crates\">2<"));
+    assert!(text.contains("id=\"stat-online\">2<"));
+    assert!(text.contains(&format!("/artifacts/{hash}")));
+    assert!(text.contains("src=\"/static/htmx.min.js\""));
+    assert!(!text.contains("<script>"), "no inline script");
+
+    // The search page is a plain form; htmx gets only the results fragment.
+    let search = scene.get("/search?q=DEMO").await;
+    assert_eq!(search.status, StatusCode::OK);
+    let text = search.text();
+    assert!(text.contains("hx-get=\"/search\""));
+    assert!(text.contains("href=\"/crates/demo\"") && text.contains("href=\"/crates/demo-tools\""));
+    let fragment = scene
+        .get_with("/search?q=tools", &[("hx-request", "true")])
+        .await;
+    let text = fragment.text();
+    assert!(!text.contains("<html"), "a fragment: {text}");
+    assert!(text.contains("demo-tools") && !text.contains("href=\"/crates/demo\""));
+    let none = scene.get("/search?q=zzz").await.text();
+    assert!(none.contains("No crates match"));
+
+    let krate = scene.get("/crates/demo").await;
+    assert_eq!(krate.status, StatusCode::OK);
+    let text = krate.text();
+    for version in ["1.0.0", "1.1.0", "2.0.0"] {
+        assert!(
+            text.contains(&format!("/crates/demo/{version}\"")),
+            "{version}"
+        );
+    }
+    assert!(text.contains("yanked"));
+    assert!(text.contains(&format!("{TARGET}: verified")));
+    assert!(
+        text.contains("Latest: <a href=\"/crates/demo/1.1.0\">"),
+        "{text}"
+    );
+
+    // The version page: who attested, the hash each reported, download, bundle, command.
+    let version = scene.get("/crates/demo/1.0.0").await;
+    assert_eq!(version.status, StatusCode::OK);
+    let text = version.text();
+    for fingerprint in &fingerprints {
+        assert!(text.contains(fingerprint.as_str()), "{fingerprint} missing");
+    }
+    assert!(text.contains("all reported hashes agree"));
+    assert!(text.contains(&format!("href=\"/crates/demo/1.0.0/{TARGET}\"")));
+    assert!(text.contains(&format!("href=\"/attestations/{hash}\"")));
+    assert!(text.contains(&format!(
+        "curl -fLo demo-1.0.0-{TARGET}.tar.gz http://buildsrs.test/crates/demo/1.0.0/{TARGET}"
+    )));
+    assert!(text.contains(&format!(
+        "buildsrs verify demo-1.0.0-{TARGET}.tar.gz --keyring keyring.txt --threshold 2"
+    )));
+    assert!(text.contains("97.7 KiB"), "size shown");
+    let latest = scene.get("/crates/demo/latest").await;
+    assert_eq!(latest.status, StatusCode::OK);
+    assert!(latest.text().contains("demo</a> 1.1.0"));
+
+    let artifact = scene.get(&format!("/artifacts/{hash}")).await;
+    assert_eq!(artifact.status, StatusCode::OK);
+    let text = artifact.text();
+    assert!(text.contains("alpha") && text.contains("beta"));
+    assert!(text.contains("demo 1.0.0"));
+
+    let builders = scene.get("/builders").await.text();
+    for name in ["alpha", "beta", "gamma"] {
+        assert!(builders.contains(name));
+    }
+    assert!(builders.contains("status-pending"));
+    let alpha = scene.get(&format!("/builders/{}", scene.approved[0])).await;
+    assert_eq!(alpha.status, StatusCode::OK);
+    let text = alpha.text();
+    assert!(
+        text.contains("demo 1.0.0") && text.contains(">verified<"),
+        "{text}"
+    );
+
+    // The queue: demo 1.1.0 is waiting; htmx polls the fragment.
+    let queue = scene.get("/queue").await;
+    let text = queue.text();
+    assert!(text.contains("hx-trigger=\"every 3s\""));
+    assert!(text.contains("demo 1.1.0"));
+    assert!(
+        !text.contains("demo 1.0.0"),
+        "decided tasks are not in the queue"
+    );
+    let fragment = scene.get_with("/queue", &[("hx-request", "true")]).await;
+    assert!(!fragment.text().contains("<html") && fragment.text().contains("demo 1.1.0"));
+
+    let task = scene.get(&format!("/tasks/{}", scene.task)).await;
+    assert_eq!(task.status, StatusCode::OK);
+    let text = task.text();
+    assert!(text.contains("state-verified"));
+    let log_link = text
+        .split("href=\"/logs/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let log = scene.get(&format!("/logs/{log_link}")).await;
+    assert_eq!(log.status, StatusCode::OK);
+    assert!(log.header("content-type").starts_with("text/plain"));
+    assert!(log.text().contains("Compiling demo v1.0.0"));
+
+    let css = scene.get("/static/style.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.header("content-type").starts_with("text/css"));
+    let htmx = scene.get("/static/htmx.min.js").await;
+    assert!(htmx.header("content-type").starts_with("text/javascript"));
+    assert!(htmx.body.len() > 10_000);
+});
+
+store_test!(
+    downloads_stream_the_verified_bytes,
+    |store: Store| async move {
+        let scene = Scene::seed(store).await;
+        let hash = scene.hash();
+
+        let archive = scene.get(&format!("/crates/demo/1.0.0/{TARGET}")).await;
+        assert_eq!(archive.status, StatusCode::OK);
+        assert_eq!(archive.body, scene.bytes);
+        assert_eq!(archive.hash(), scene.artifact.blake3);
+        assert_eq!(
+            archive.header("content-disposition"),
+            format!("attachment; filename=\"demo-1.0.0-{TARGET}.tar.gz\"")
+        );
+        assert_eq!(archive.header("etag"), format!("\"{hash}\""));
+        assert_eq!(scene.downloads().await, 1);
+        // `latest` resolves to 1.1.0, which has nothing verified.
+        let latest = scene.get(&format!("/crates/demo/latest/{TARGET}")).await;
+        assert_eq!(latest.status, StatusCode::NOT_FOUND);
+        assert!(
+            latest.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1.1.0")
+        );
+        let other_target = scene.get("/crates/demo/1.0.0/aarch64-apple-darwin").await;
+        assert_eq!(other_target.status, StatusCode::NOT_FOUND);
+
+        let blob = scene.get(&format!("/blobs/{hash}")).await;
+        assert_eq!(blob.status, StatusCode::OK);
+        assert_eq!(blob.body, scene.bytes);
+        assert_eq!(
+            blob.header("cache-control"),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(blob.header("accept-ranges"), "bytes");
+        assert_eq!(blob.header("content-length"), scene.bytes.len().to_string());
+        assert_security_headers(&blob);
+        assert_eq!(scene.downloads().await, 2);
+
+        let cached = scene
+            .get_with(
+                &format!("/blobs/{hash}"),
+                &[("if-none-match", &format!("\"{hash}\""))],
+            )
+            .await;
+        assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+        assert!(cached.body.is_empty());
+
+        let head = scene
+            .send(
+                axum::http::Request::head(format!("/blobs/{hash}"))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert!(head.body.is_empty());
+        assert_eq!(head.header("content-length"), scene.bytes.len().to_string());
+
+        // A resumed download: one range, and it is not counted again.
+        let part = scene
+            .get_with(&format!("/blobs/{hash}"), &[("range", "bytes=1000-1999")])
+            .await;
+        assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.body, scene.bytes[1000..2000]);
+        assert_eq!(
+            part.header("content-range"),
+            format!("bytes 1000-1999/{}", scene.bytes.len())
+        );
+        let tail = scene
+            .get_with(&format!("/blobs/{hash}"), &[("range", "bytes=-10")])
+            .await;
+        assert_eq!(tail.body, scene.bytes[scene.bytes.len() - 10..]);
+        let past = scene
+            .get_with(&format!("/blobs/{hash}"), &[("range", "bytes=200000-")])
+            .await;
+        assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(
+            past.header("content-range"),
+            format!("bytes */{}", scene.bytes.len())
+        );
+        let garbled = scene
+            .get_with(&format!("/blobs/{hash}"), &[("range", "pages=1-2")])
+            .await;
+        assert_eq!(
+            garbled.status,
+            StatusCode::OK,
+            "an unparsable Range is ignored"
+        );
+        assert_eq!(scene.downloads().await, 3);
+
+        let unknown = scene.get(&format!("/blobs/{}", "0".repeat(64))).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+        let bundle = scene.get(&format!("/attestations/{hash}")).await;
+        assert_eq!(bundle.status, StatusCode::OK);
+        assert_eq!(bundle.body, scene.bundle);
+        assert_eq!(bundle.header("content-type"), "application/json");
+
+        let keyring = scene.get("/keyring").await;
+        assert_eq!(keyring.status, StatusCode::OK);
+        let parsed = Keyring::parse(&keyring.text()).unwrap();
+        let names: Vec<&str> = parsed.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["alpha", "beta"],
+            "approved builders only, pending left out"
+        );
+    }
+);
+
+store_test!(the_api_answers_json, |store: Store| async move {
+    let scene = Scene::seed(store).await;
+    let hash = scene.hash();
+
+    let crates = scene.get("/api/v1/crates?q=demo&limit=1").await;
+    assert_eq!(crates.status, StatusCode::OK);
+    assert_eq!(crates.header("content-type"), "application/json");
+    let json = crates.json();
+    assert_eq!(json["total"], 2);
+    assert_eq!(json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(json["items"][0]["name"], "demo");
+
+    let krate = scene.get("/api/v1/crates/demo").await.json();
+    assert_eq!(krate["latest"], "1.1.0");
+    assert_eq!(krate["versions"].as_array().unwrap().len(), 3);
+
+    let version = scene.get("/api/v1/crates/demo/1.0.0").await.json();
+    let target = &version["targets"][0];
+    assert_eq!(target["task"]["state"], "verified");
+    assert_eq!(target["links"]["blob"], format!("/blobs/{hash}"));
+    assert_eq!(target["results"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        target["results"][0]["signed"]["statement"], "seeded",
+        "signed bytes inlined"
+    );
+    let latest = scene.get("/api/v1/crates/demo/latest").await.json();
+    assert_eq!(latest["version"]["version"], "1.1.0");
+    assert!(latest["targets"][0]["links"].is_null());
+
+    let task = scene
+        .get(&format!("/api/v1/tasks/{}", scene.task))
+        .await
+        .json();
+    assert_eq!(task["task"]["id"], scene.task.0);
+    assert_eq!(task["leases"].as_array().unwrap().len(), 2);
+
+    let artifact = scene.get(&format!("/api/v1/artifacts/{hash}")).await.json();
+    assert_eq!(artifact["artifact"]["size"], scene.bytes.len());
+    assert_eq!(artifact["attestations"].as_array().unwrap().len(), 2);
+
+    let builders = scene.get("/api/v1/builders").await.json();
+    assert_eq!(builders.as_array().unwrap().len(), 3);
+    let alpha = scene
+        .get(&format!("/api/v1/builders/{}", scene.approved[0]))
+        .await
+        .json();
+    assert_eq!(alpha["builder"]["name"], "alpha");
+    assert_eq!(alpha["recent_results"].as_array().unwrap().len(), 1);
+
+    let queue = scene.get("/api/v1/queue").await.json();
+    assert_eq!(queue["stats"]["verified"], 1);
+    assert_eq!(queue["tasks"]["total"], 1);
+
+    // The feed mirrors follow: one stored artifact, then nothing after its cursor.
+    let feed = scene.get("/api/v1/verified").await.json();
+    assert_eq!(feed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(feed["items"][0]["hash"], hash);
+    assert_eq!(feed["items"][0]["blob"], format!("/blobs/{hash}"));
+    let next = feed["next"].as_i64().unwrap();
+    let after = scene
+        .get(&format!("/api/v1/verified?since={next}"))
+        .await
+        .json();
+    assert!(after["items"].as_array().unwrap().is_empty());
+    assert_eq!(after["next"], next);
+
+    let doc = scene.get("/api/v1/openapi.json").await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/verified"].is_object());
+});
+
+store_test!(bad_input_is_a_clear_4xx, |store: Store| async move {
+    let scene = Scene::seed(store).await;
+    let hash = scene.hash();
+    // (path, status, words the message must contain)
+    let cases: &[(&str, StatusCode, &str)] = &[
+        ("/crates/-bad", StatusCode::BAD_REQUEST, "not a crate name"),
+        (
+            "/crates/demo/1.0",
+            StatusCode::BAD_REQUEST,
+            "not a semver version",
+        ),
+        (
+            "/crates/demo/1.0.0/X86",
+            StatusCode::BAD_REQUEST,
+            "not a target triple",
+        ),
+        (
+            "/crates/demo/1.0.0/..%2F..%2Fetc",
+            StatusCode::BAD_REQUEST,
+            "not a target triple",
+        ),
+        (
+            "/crates/nope",
+            StatusCode::NOT_FOUND,
+            "crate nope not found",
+        ),
+        (
+            "/crates/demo/9.9.9",
+            StatusCode::NOT_FOUND,
+            "demo 9.9.9 not found",
+        ),
+        ("/blobs/xyz", StatusCode::BAD_REQUEST, "not a BLAKE3 hash"),
+        (
+            "/blobs/..%2F..%2Fetc%2Fpasswd",
+            StatusCode::BAD_REQUEST,
+            "not a BLAKE3 hash",
+        ),
+        (
+            "/attestations/ABC",
+            StatusCode::BAD_REQUEST,
+            "not a BLAKE3 hash",
+        ),
+        (
+            "/artifacts/12",
+            StatusCode::BAD_REQUEST,
+            "not a BLAKE3 hash",
+        ),
+        (
+            "/builders/ed25519:zz",
+            StatusCode::BAD_REQUEST,
+            "not a builder key",
+        ),
+        ("/tasks/0", StatusCode::BAD_REQUEST, "not a task id"),
+        (
+            "/tasks/99999",
+            StatusCode::NOT_FOUND,
+            "task 99999 not found",
+        ),
+        ("/logs/abc", StatusCode::BAD_REQUEST, "not a result id"),
+        (
+            "/search?q=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            StatusCode::BAD_REQUEST,
+            "at most 64",
+        ),
+        ("/queue?offset=-1", StatusCode::BAD_REQUEST, "offset"),
+        (
+            "/static/..%2FCargo.toml",
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        ("/no/such/page", StatusCode::NOT_FOUND, "no page at"),
+        ("/api/v1/crates?limit=0", StatusCode::BAD_REQUEST, "limit"),
+        (
+            "/api/v1/crates/demo/latest%00",
+            StatusCode::BAD_REQUEST,
+            "semver",
+        ),
+        (
+            "/api/v1/verified?since=x",
+            StatusCode::BAD_REQUEST,
+            "not a cursor",
+        ),
+        (
+            "/api/v1/builders/abc",
+            StatusCode::BAD_REQUEST,
+            "not a builder key",
+        ),
+        ("/api/v1/nothing", StatusCode::NOT_FOUND, "no page at"),
+    ];
+    for (path, status, words) in cases {
+        let answer = scene.get(path).await;
+        assert_eq!(answer.status, *status, "{path}: {}", answer.text());
+        assert!(answer.text().contains(words), "{path}: {}", answer.text());
+        assert_security_headers(&answer);
+        if path.starts_with("/api/")
+            || path.starts_with("/blobs")
+            || path.starts_with("/attestations")
+        {
+            assert_eq!(answer.json()["error"]["status"], status.as_u16(), "{path}");
+        } else if !path.starts_with("/crates/demo/1.0.0/") {
+            assert!(
+                answer.header("content-type").starts_with("text/html"),
+                "{path}"
+            );
+        }
+    }
+    // Nothing was counted or changed by all that.
+    assert_eq!(scene.downloads().await, 0);
+    let _ = hash;
+});
+
+store_test!(
+    admin_actions_need_a_session_and_its_csrf_token,
+    |store: Store| async move {
+        let scene = Scene::seed(store).await;
+        let pending = scene.pending.to_string();
+
+        let login_page = scene.get("/admin").await;
+        assert_eq!(login_page.status, StatusCode::OK);
+        assert!(login_page.text().contains("name=\"token\""));
+        let wrong = scene
+            .post_form("/admin/login", &[("token", "guess")], &[])
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(wrong.header("set-cookie").is_empty());
+
+        let (cookie, csrf) = scene.login().await;
+        let dashboard = scene
+            .get_with("/admin", &[("cookie", &cookie)])
+            .await
+            .text();
+        assert!(dashboard.contains("gamma") && dashboard.contains("Approve"));
+
+        // Without the session, with a wrong token, or from another site: refused, unchanged.
+        let form = [("csrf", csrf.as_str()), ("key", pending.as_str())];
+        let no_session = scene.post_form("/admin/builders/approve", &form, &[]).await;
+        assert_eq!(no_session.status, StatusCode::UNAUTHORIZED);
+        let bad_csrf = scene
+            .post_form(
+                "/admin/builders/approve",
+                &[("csrf", "0"), ("key", pending.as_str())],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(bad_csrf.status, StatusCode::FORBIDDEN);
+        let cross_site = scene
+            .post_form(
+                "/admin/builders/approve",
+                &form,
+                &[("cookie", &cookie), ("origin", "https://evil.example")],
+            )
+            .await;
+        assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+        let still = scene.store.builder(&scene.pending).await.unwrap().unwrap();
+        assert_eq!(still.status, BuilderStatus::Pending);
+
+        let approved = scene
+            .post_form(
+                "/admin/builders/approve",
+                &form,
+                &[("cookie", &cookie), ("origin", "http://buildsrs.test")],
+            )
+            .await;
+        assert_eq!(
+            approved.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            approved.text()
+        );
+        assert_eq!(approved.header("location"), "/admin?done=approved");
+        let now = scene.store.builder(&scene.pending).await.unwrap().unwrap();
+        assert_eq!(now.status, BuilderStatus::Approved);
+        let shown = scene
+            .get_with("/admin?done=approved", &[("cookie", &cookie)])
+            .await
+            .text();
+        assert!(shown.contains("Builder approved."));
+
+        // Watch a crate (bad names refused), change a quorum, revoke.
+        let bad = scene
+            .post_form(
+                "/admin/crates/watch",
+                &[("csrf", &csrf), ("name", "../x")],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let watched = scene
+            .post_form(
+                "/admin/crates/watch",
+                &[("csrf", &csrf), ("name", "demo-tools")],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(watched.status, StatusCode::SEE_OTHER);
+        assert!(
+            scene
+                .store
+                .watched_crates()
+                .await
+                .unwrap()
+                .contains(&"demo-tools".to_owned())
+        );
+
+        let open = scene
+            .store
+            .open_tasks(buildsrs_store::Page::first(10))
+            .await
+            .unwrap();
+        let task = open.items[0].id;
+        let quorum = scene
+            .post_form(
+                "/admin/tasks/quorum",
+                &[
+                    ("csrf", &csrf),
+                    ("task", &task.0.to_string()),
+                    ("quorum", "3"),
+                ],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(quorum.status, StatusCode::SEE_OTHER, "{}", quorum.text());
+        assert_eq!(
+            scene.store.task(task).await.unwrap().unwrap().task.quorum,
+            3
+        );
+        let decided = scene
+            .post_form(
+                "/admin/tasks/quorum",
+                &[
+                    ("csrf", &csrf),
+                    ("task", &scene.task.0.to_string()),
+                    ("quorum", "1"),
+                ],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(decided.status, StatusCode::CONFLICT);
+        let retry = scene
+            .post_form(
+                "/admin/tasks/retry",
+                &[("csrf", &csrf), ("task", &task.0.to_string())],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(
+            retry.status,
+            StatusCode::CONFLICT,
+            "only stopped tasks are retried"
+        );
+
+        let revoked = scene
+            .post_form(
+                "/admin/builders/revoke",
+                &[
+                    ("csrf", &csrf),
+                    ("key", &scene.approved[1].to_string()),
+                    ("reason", "test"),
+                ],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+        let verified = scene.store.task(scene.task).await.unwrap().unwrap().task;
+        assert_ne!(
+            verified.state,
+            TaskState::Verified,
+            "the revoked builder's vote is gone"
+        );
+
+        let out = scene
+            .post_form("/admin/logout", &[("csrf", &csrf)], &[("cookie", &cookie)])
+            .await;
+        assert_eq!(out.status, StatusCode::SEE_OTHER);
+        let after = scene.get_with("/admin", &[("cookie", &cookie)]).await;
+        assert!(after.text().contains("name=\"token\""), "logged out");
+    }
+);
+
+store_test!(admin_is_off_without_a_token, |store: Store| async move {
+    let scene = Scene::seed_with(store, buildsrs_web::WebConfig::default()).await;
+    let page = scene.get("/admin").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.text().contains("disabled"));
+    let login = scene.post_form("/admin/login", &[("token", "")], &[]).await;
+    assert_eq!(login.status, StatusCode::FORBIDDEN);
+});
+
+store_test!(metrics_and_health, |store: Store| async move {
+    let scene = Scene::seed(store).await;
+    scene.get("/").await;
+    scene.get("/blobs/nothex").await;
+    let health = scene.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert!(health.text().starts_with("ok"));
+    let metrics = scene.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.text();
+    assert!(
+        text.contains("buildsrs_tasks{state=\"verified\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("buildsrs_tasks{state=\"queued\"} 1"));
+    assert!(text.contains("buildsrs_builders{status=\"pending\"} 1"));
+    assert!(text.contains("buildsrs_artifacts_verified 1"));
+    assert!(text.contains("buildsrs_http_responses_total{class=\"2xx\"}"));
+    let four = text
+        .lines()
+        .find(|l| l.starts_with("buildsrs_http_responses_total{class=\"4xx\"}"))
+        .unwrap();
+    assert!(!four.ends_with(" 0"), "{four}");
+});

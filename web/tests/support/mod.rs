@@ -1,0 +1,305 @@
+//! The scene the web tests share: a store seeded with a watched crate, builders and one
+//! verified artifact whose real bytes sit in object storage (a temp dir), and helpers that
+//! send requests through the router without a socket.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use buildsrs_keys::bundle::Bundle;
+use buildsrs_keys::{ArtifactId, Blake3Hash, Identity, PublicKey};
+use buildsrs_storage::{ArtifactStorage, StorageConfig};
+use buildsrs_store::{BuildOutcome, IndexVersion, Lease, NewBuilder, Store, Submission, TaskId};
+use buildsrs_web::{WebConfig, WebState, router};
+use jiff::Timestamp;
+use tower::ServiceExt;
+
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+pub const TOOLCHAIN: &str = "1.95.0";
+pub const ADMIN_TOKEN: &str = "correct horse battery staple";
+
+/// A seeded coordinator, as the web layer sees it.
+pub struct Scene {
+    pub store: Store,
+    pub state: WebState,
+    pub router: Router,
+    /// The verified artifact of `demo 1.0.0` and its bytes.
+    pub artifact: ArtifactId,
+    pub bytes: Vec<u8>,
+    pub bundle: Vec<u8>,
+    /// The verified task.
+    pub task: TaskId,
+    /// Two approved builders (they verified the artifact) and one pending.
+    pub approved: [PublicKey; 2],
+    pub pending: PublicKey,
+    _storage_dir: tempfile::TempDir,
+}
+
+pub fn key(n: u8) -> PublicKey {
+    Identity::from_seed([n; 32]).public_key()
+}
+
+fn version(name: &str, version: &str, n: u64, yanked: bool) -> IndexVersion {
+    IndexVersion {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        cksum: format!("{n:064x}"),
+        yanked,
+    }
+}
+
+async fn register(store: &Store, n: u8, name: &str, now: Timestamp) -> PublicKey {
+    store
+        .register_builder(
+            NewBuilder {
+                public_key: key(n),
+                name: name.to_owned(),
+                targets: vec![TARGET.to_owned()],
+                toolchains: vec![TOOLCHAIN.to_owned()],
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    key(n)
+}
+
+async fn lease(store: &Store, builder: &PublicKey, now: Timestamp) -> Lease {
+    store.lease_next(builder, now).await.unwrap().unwrap()
+}
+
+impl Scene {
+    /// Seeds `store`: crates `demo` (1.0.0 verified, 1.1.0 queued, 2.0.0 yanked) and
+    /// `demo-tools` (unwatched), builders `alpha` and `beta` approved, `gamma` pending.
+    pub async fn seed(store: Store) -> Scene {
+        Scene::seed_with(
+            store,
+            WebConfig {
+                admin_token: Some(ADMIN_TOKEN.to_owned()),
+                public_url: Some("http://buildsrs.test".to_owned()),
+            },
+        )
+        .await
+    }
+
+    pub async fn seed_with(store: Store, config: WebConfig) -> Scene {
+        let now = Timestamp::now();
+        store.set_target(TARGET, true, now).await.unwrap();
+        store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
+        store.set_crate_watched("demo", true, now).await.unwrap();
+        store
+            .upsert_versions(
+                vec![
+                    version("demo", "1.0.0", 1, false),
+                    version("demo", "1.1.0", 2, false),
+                    version("demo", "2.0.0", 3, true),
+                    version("demo-tools", "0.1.0", 4, false),
+                ],
+                now,
+            )
+            .await
+            .unwrap();
+        let alpha = register(&store, 1, "alpha", now).await;
+        let beta = register(&store, 2, "beta", now).await;
+        let pending = register(&store, 3, "gamma", now).await;
+        store.approve_builder(&alpha, now).await.unwrap();
+        store.approve_builder(&beta, now).await.unwrap();
+
+        // Real bytes, so downloads can be checked against the hash.
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let artifact = ArtifactId::of_bytes(&bytes);
+        let (first, second) = (
+            lease(&store, &alpha, now).await,
+            lease(&store, &beta, now).await,
+        );
+        assert_eq!(first.task_id, second.task_id, "both build demo 1.0.0");
+        for (lease, builder) in [(&first, alpha), (&second, beta)] {
+            store
+                .submit(
+                    Submission {
+                        lease_id: lease.lease_id,
+                        epoch: lease.epoch,
+                        builder,
+                        outcome: BuildOutcome::Built {
+                            artifact,
+                            signed: br#"{"statement":"seeded"}"#.to_vec(),
+                        },
+                        log: Some(b"   Compiling demo v1.0.0\n    Finished release\n".to_vec()),
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+
+        let storage_dir = tempfile::tempdir().unwrap();
+        let storage = ArtifactStorage::open(&StorageConfig::Local {
+            root: storage_dir.path().to_owned(),
+        })
+        .unwrap();
+        let hex = artifact.blake3.to_hex();
+        let file = storage_dir.path().join("upload");
+        std::fs::write(&file, &bytes).unwrap();
+        storage.put_blob_file(&hex, &file).await.unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let bundle = Bundle::new(artifact).to_json_pretty();
+        storage
+            .put_bundle(&hex, bundle.clone().into())
+            .await
+            .unwrap();
+        store
+            .set_artifact_storage_key(&artifact.blake3, &format!("blobs/{hex}"))
+            .await
+            .unwrap();
+
+        let state = WebState::new(store.clone(), storage, config).unwrap();
+        Scene {
+            router: router(state.clone()),
+            store,
+            state,
+            artifact,
+            bytes,
+            bundle,
+            task: first.task_id,
+            approved: [alpha, beta],
+            pending,
+            _storage_dir: storage_dir,
+        }
+    }
+
+    pub fn hash(&self) -> String {
+        self.artifact.blake3.to_hex()
+    }
+
+    /// Sends a request through the router.
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Answer {
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// Posts a form (`application/x-www-form-urlencoded`), with extra headers.
+    pub async fn post_form(
+        &self,
+        uri: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut request = Request::post(uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("host", "buildsrs.test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    /// The number of downloads counted for the seeded artifact.
+    pub async fn downloads(&self) -> u64 {
+        let info = self
+            .store
+            .artifact(&self.artifact.blake3)
+            .await
+            .unwrap()
+            .unwrap();
+        info.downloads.iter().map(|d| d.count).sum()
+    }
+
+    /// Logs in as admin; returns the `Cookie` header value and the CSRF token.
+    pub async fn login(&self) -> (String, String) {
+        let answer = self
+            .post_form("/admin/login", &[("token", ADMIN_TOKEN)], &[])
+            .await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.text());
+        let set_cookie = answer.header("set-cookie");
+        assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let page = self.get_with("/admin", &[("cookie", &cookie)]).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let text = page.text();
+        let marker = "name=\"csrf\" value=\"";
+        let start = text.find(marker).expect("a CSRF field") + marker.len();
+        let csrf = text[start..start + 64].to_owned();
+        (cookie, csrf)
+    }
+}
+
+/// Percent-encodes a form value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// A response, read whole.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as text; HTML character references decoded for HTML (minijinja escapes
+    /// `/` in values as `&#x2f;`, which browsers read as `/`).
+    pub fn text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body).into_owned();
+        if !self.header("content-type").starts_with("text/html") {
+            return text;
+        }
+        text.replace("&#x2f;", "/")
+            .replace("&#x27;", "'")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn hash(&self) -> Blake3Hash {
+        Blake3Hash::of_bytes(&self.body)
+    }
+}
