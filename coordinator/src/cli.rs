@@ -125,6 +125,21 @@ struct RunArgs {
     storage_dir: Option<PathBuf>,
     #[command(flatten)]
     s3: S3Args,
+    /// Where to serve the web UI, JSON API and downloads (`off`: no HTTP).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    http: String,
+    /// The admin token for the web UI's admin pages (unset: admin pages off).
+    #[arg(
+        long,
+        env = "BUILDSRS_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// The URL people reach the web UI at, for the commands it shows [default: the bound
+    /// address].
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
 }
 
 /// S3-compatible object storage for verified artifacts (path-style addressing).
@@ -266,6 +281,24 @@ fn config_from(args: RunArgs) -> Result<Config> {
         .collect::<Result<_>>()?;
     config.auto_approve = args.auto_approve;
     config.blobs_bind = args.blobs_bind;
+    config.http = match args.http.as_str() {
+        "off" => None,
+        addr => Some(addr.parse().map_err(|e| {
+            anyhow::anyhow!("--http {addr:?}: {e} (an address like 127.0.0.1:8080, or off)")
+        })?),
+    };
+    config.admin_token = args.admin_token.filter(|t| !t.trim().is_empty());
+    if let Some(token) = &config.admin_token
+        && token.len() < 16
+    {
+        anyhow::bail!("--admin-token: use at least 16 characters");
+    }
+    if let Some(url) = &args.public_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        anyhow::bail!("--public-url {url:?}: expected http://… or https://…");
+    }
+    config.public_url = args.public_url;
     config.storage = match args.storage_dir {
         Some(root) => Some(StorageConfig::Local { root }),
         None => args.s3.storage()?,

@@ -6,6 +6,7 @@
 //! D/git-index.cursor      the last git index commit fully ingested (git mode only)
 //! D/coordinator.key       the coordinator's ed25519 identity (its libp2p peer id), mode 0600
 //! D/coordinator.addr      the libp2p addresses it listens on, one per line (for scripts)
+//! D/coordinator.http      the URL of its web UI and API, when it serves HTTP (for scripts)
 //! D/blobs/                its iroh-blobs store: artifacts fetched from builders
 //! D/artifacts/            object storage for verified artifacts, unless S3 is configured
 //! ```
@@ -89,6 +90,12 @@ pub struct Config {
     pub blobs_bind: SocketAddr,
     /// Where verified artifacts go; `None` means a directory in the data dir.
     pub storage: Option<StorageConfig>,
+    /// Where the web UI, JSON API and downloads are served; `None` means no HTTP.
+    pub http: Option<SocketAddr>,
+    /// The admin token of the web UI; `None` disables the admin pages.
+    pub admin_token: Option<String>,
+    /// The URL people reach the web UI at, for the commands its pages show.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -108,6 +115,9 @@ impl Config {
             auto_approve: false,
             blobs_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             storage: None,
+            http: None,
+            admin_token: None,
+            public_url: None,
         }
     }
 
@@ -128,6 +138,11 @@ impl Config {
     /// Where the listen addresses are written.
     pub fn addr_path(&self) -> PathBuf {
         self.data_dir.join("coordinator.addr")
+    }
+
+    /// Where the web UI's URL is written.
+    pub fn http_path(&self) -> PathBuf {
+        self.data_dir.join("coordinator.http")
     }
 
     /// How to open the store.

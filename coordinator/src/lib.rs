@@ -8,6 +8,8 @@
 //! - [`network`]: the libp2p peer serving [`jobs`] and gossiping announcements.
 //! - [`registry`]: download URLs from the registry's `config.json`.
 //! - [`publish`]: verified artifacts from builders' blob servers into object storage.
+//! - the web UI, JSON API and downloads come from `buildsrs-web`, served by [`run`] on
+//!   `--http`.
 //! - [`cli`]: the `buildsrs-coordinator` command line.
 //!
 //! [`run`] is the whole service; tests call it in-process with a cancellation token.
@@ -50,6 +52,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         store.schema_version().await?
     );
     let watch = apply_configuration(&config, &store).await?;
+    let storage_config = config.storage_config();
+    let storage = ArtifactStorage::open(&storage_config)
+        .with_context(|| format!("opening {}", storage_config.describe()))?;
+    let web = match config.http {
+        Some(addr) => Some(start_web(&config, addr, &store, &storage, shutdown.clone()).await?),
+        None => None,
+    };
 
     let sweeper = tokio::spawn(sweep_expired_leases(
         store.clone(),
@@ -59,11 +68,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let network = if config.listen.is_empty() {
         None
     } else {
-        match start_network(&config, &store, shutdown.clone()).await {
+        match start_network(&config, &store, storage, shutdown.clone()).await {
             Ok(network) => Some(network),
             Err(error) => {
                 shutdown.cancel();
                 let _ = sweeper.await;
+                if let Some(web) = web {
+                    let _ = web.await;
+                }
                 return Err(error);
             }
         }
@@ -75,7 +87,49 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     if let Some(network) = network {
         network.stop().await?;
     }
+    if let Some(web) = web {
+        web.await.context("the web server panicked")?;
+    }
     followed
+}
+
+/// Binds the HTTP listener (an error here stops the start: the operator asked for it) and
+/// serves the web UI, API and downloads until `shutdown`.
+async fn start_web(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    store: &Store,
+    storage: &ArtifactStorage,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the web server to {addr}"))?;
+    let local = listener.local_addr()?;
+    let url = format!("http://{local}");
+    let state = buildsrs_web::WebState::new(
+        store.clone(),
+        storage.clone(),
+        buildsrs_web::WebConfig {
+            admin_token: config.admin_token.clone(),
+            public_url: Some(config.public_url.clone().unwrap_or_else(|| url.clone())),
+        },
+    )?;
+    std::fs::write(config.http_path(), format!("{url}\n"))
+        .with_context(|| format!("writing {}", config.http_path().display()))?;
+    tracing::info!(
+        "web UI and API at {url}/{}",
+        if config.admin_token.is_some() {
+            " (admin pages at /admin)"
+        } else {
+            " (admin pages off: no admin token)"
+        }
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(error) = buildsrs_web::serve(listener, state, shutdown).await {
+            tracing::error!("the web server stopped: {error}");
+        }
+    }))
 }
 
 /// The parts that run only with a network: the libp2p peer and the publisher.
@@ -95,12 +149,11 @@ impl Running {
 async fn start_network(
     config: &Config,
     store: &Store,
+    storage: ArtifactStorage,
     shutdown: CancellationToken,
 ) -> Result<Running> {
     let identity = load_or_create_identity(&config.identity_path())?;
     let storage_config = config.storage_config();
-    let storage = ArtifactStorage::open(&storage_config)
-        .with_context(|| format!("opening {}", storage_config.describe()))?;
     let sessions = jobs::Sessions::default();
     let verified = Arc::new(Notify::new());
     let service = jobs::JobService::new(

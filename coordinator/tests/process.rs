@@ -27,9 +27,12 @@ fn start(data: &Path, registry: &FixtureRegistry) -> Result<Child> {
             "1",
             "--toolchain",
             "1.95.0",
-            // Its own port: tests run in parallel (the default is 127.0.0.1:7700).
+            // Its own ports: tests run in parallel (the defaults are 127.0.0.1:7700 and
+            // 127.0.0.1:8080).
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            "127.0.0.1:0",
         ])
         .env("BUILDSRS_LOG", "info")
         .stdout(Stdio::null())
@@ -94,6 +97,19 @@ async fn sigterm_stops_cleanly_and_kill_9_loses_nothing() -> Result<()> {
 
     let mut child = start(data.path(), &registry)?;
     tokio::task::block_in_place(|| wait_for_queued(data.path(), 2))?;
+    // The same process serves the web UI and API, and says where.
+    let url = std::fs::read_to_string(data.path().join("coordinator.http"))?;
+    let url = url.trim();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let health = reqwest::get(format!("{url}/healthz")).await?;
+    assert!(health.status().is_success());
+    let queue: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(format!("{url}/api/v1/queue"))
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    assert_eq!(queue["stats"]["queued"], 2, "{queue}");
     signal(&child, "-TERM")?;
     let status = tokio::task::block_in_place(|| wait_exit(&mut child))?;
     assert!(status.success(), "SIGTERM exit: {status:?}");
@@ -132,6 +148,21 @@ fn bad_flags_are_refused_with_exit_2() -> Result<()> {
             "quorum",
         ),
         (vec!["--index", "sparse+http://127.0.0.1:9/"], "--data-dir"),
+        (
+            vec!["--data-dir", dir, "--http", "8080", "--toolchain", "1.95.0"],
+            "--http",
+        ),
+        (
+            vec![
+                "--data-dir",
+                dir,
+                "--admin-token",
+                "short",
+                "--toolchain",
+                "1.95.0",
+            ],
+            "--admin-token",
+        ),
     ] {
         let output = Command::new(BIN)
             .args(&args)

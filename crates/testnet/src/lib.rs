@@ -158,6 +158,7 @@ impl Testnet {
         config.auto_approve = options.auto_approve;
         config.watch.clone_from(&options.watch);
         config.storage.clone_from(&options.storage);
+        config.http = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(&config.store_config()?).await?;
         let mut net = Self {
@@ -197,6 +198,7 @@ impl Testnet {
             bail!("the coordinator is already running");
         }
         let _ = std::fs::remove_file(self.config.addr_path());
+        let _ = std::fs::remove_file(self.config.http_path());
         let stop = CancellationToken::new();
         let task = tokio::spawn(buildsrs_coordinator::run(self.config.clone(), stop.clone()));
         self.coordinator = Some(RunningCoordinator { stop, task });
@@ -221,6 +223,14 @@ impl Testnet {
             let _ = c.task.await;
             c.stop.cancel();
         }
+    }
+
+    /// The base URL of the coordinator's web UI and API (written before it listens for
+    /// builders, so it is there once [`Testnet::start_coordinator`] returned).
+    pub fn http_url(&self) -> Result<String> {
+        let text = std::fs::read_to_string(self.config.http_path())
+            .with_context(|| format!("reading {}", self.config.http_path().display()))?;
+        Ok(text.trim().to_owned())
     }
 
     /// The coordinator's libp2p address, once it listens.

@@ -66,6 +66,7 @@ async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<(
     // Publishing follows verification; wait for storage too.
     wait_published(&net).await?;
     assert_published(&net, "hello-bin", &["0.1.0", "0.2.0"]).await?;
+    assert_downloadable_over_http(&net, "hello-bin", "0.2.0").await?;
     // Each publication was announced on gossip, with the builders that hold the blob.
     let mut heard = Vec::new();
     for _ in 0..2 {
@@ -88,6 +89,51 @@ async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<(
     heard.sort();
     assert_eq!(heard, ["0.1.0", "0.2.0"]);
     net.stop().await
+}
+
+/// What a user does with curl: the archive from the coordinator's download URL (`latest`
+/// resolves to the newest version), its bundle, and the coordinator's keyring; the archive
+/// verifies offline. The feed mirrors follow lists every published artifact.
+async fn assert_downloadable_over_http(
+    net: &Testnet,
+    crate_name: &str,
+    latest: &str,
+) -> Result<()> {
+    let url = net.http_url()?;
+    let get = async |path: &str| -> Result<Vec<u8>> {
+        let response = reqwest::get(format!("{url}{path}")).await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        Ok(response.bytes().await?.to_vec())
+    };
+    let target = &net.config.targets[0];
+    let archive = get(&format!("/crates/{crate_name}/latest/{target}")).await?;
+    let v = net.store.version_info(crate_name, latest).await?.unwrap();
+    let artifact = v.tasks[0].artifact.unwrap();
+    assert_eq!(
+        ArtifactId::of_bytes(&archive),
+        artifact,
+        "latest is {latest}"
+    );
+    let bundle = Bundle::from_json(&get(&format!("/attestations/{}", artifact.blake3)).await?)?;
+    let served = buildsrs_keys::Keyring::parse(&String::from_utf8(get("/keyring").await?)?)?;
+    assert_eq!(served.entries().len(), net.keyring()?.entries().len());
+    let policy = Policy {
+        threshold: 2,
+        expect: Expectations::default(),
+    };
+    let report = verify_bundle(artifact, &bundle, &served, &policy);
+    assert!(report.verified, "{report:?}");
+    let feed: serde_json::Value = serde_json::from_slice(&get("/api/v1/verified").await?)?;
+    let published = net.store.published_since(0, 100).await?;
+    assert_eq!(
+        feed["items"].as_array().map(Vec::len),
+        Some(published.len())
+    );
+    Ok(())
 }
 
 /// Waits until object storage holds every verified artifact.
