@@ -177,6 +177,10 @@ struct S3Args {
         hide_env_values = true
     )]
     s3_access_key_id: Option<String>,
+    /// Redirect downloads to presigned S3 URLs valid this many seconds instead of streaming
+    /// them through the coordinator (0: stream).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    s3_presign_secs: u64,
     /// Secret access key.
     #[arg(
         long,
@@ -299,6 +303,8 @@ fn config_from(args: RunArgs) -> Result<Config> {
         anyhow::bail!("--public-url {url:?}: expected http://… or https://…");
     }
     config.public_url = args.public_url;
+    config.presign_downloads =
+        (args.s3.s3_presign_secs > 0).then(|| Duration::from_secs(args.s3.s3_presign_secs));
     config.storage = match args.storage_dir {
         Some(root) => Some(StorageConfig::Local { root }),
         None => args.s3.storage()?,

@@ -96,6 +96,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The URL people reach the web UI at, for the commands its pages show.
     pub public_url: Option<String>,
+    /// Redirect downloads to presigned object storage URLs valid this long (S3 only).
+    pub presign_downloads: Option<Duration>,
 }
 
 impl Config {
@@ -118,6 +120,7 @@ impl Config {
             http: None,
             admin_token: None,
             public_url: None,
+            presign_downloads: None,
         }
     }
 

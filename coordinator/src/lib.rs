@@ -113,6 +113,7 @@ async fn start_web(
         buildsrs_web::WebConfig {
             admin_token: config.admin_token.clone(),
             public_url: Some(config.public_url.clone().unwrap_or_else(|| url.clone())),
+            presign_downloads: config.presign_downloads,
         },
     )?;
     std::fs::write(config.http_path(), format!("{url}\n"))

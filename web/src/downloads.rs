@@ -65,9 +65,11 @@ async fn archive(
         info.version.version,
         target.as_str()
     );
-    let mut response = serve_blob(&state, &method, &headers, &artifact.blake3).await?;
+    let mut response = serve_blob(&state, &method, &headers, &artifact.blake3, Some(&file)).await?;
     // The name only holds characters the parameter checks allowed: no quoting issues.
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+    if response.status() != StatusCode::FOUND
+        && let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
+    {
         response
             .headers_mut()
             .insert(header::CONTENT_DISPOSITION, value);
@@ -89,17 +91,19 @@ async fn blob(
     Path(hash): Path<String>,
 ) -> Result<Response, WebError> {
     let hash = parse_hash(&hash)?;
-    serve_blob(&state, &method, &headers, &hash).await
+    serve_blob(&state, &method, &headers, &hash, None).await
 }
 
 /// Streams a stored blob: 200 whole, 206 for one satisfiable range, 304 when the client's
-/// copy is current, 416 for a range past the end. Counts a download when the transfer
-/// starts at byte 0 with a GET (a resumed download is not a new one).
+/// copy is current, 416 for a range past the end; or, with presigned downloads on, a 302 to
+/// object storage (which answers ranges itself). Counts a download when the transfer starts
+/// at byte 0 with a GET (a resumed download is not a new one).
 async fn serve_blob(
     state: &WebState,
     method: &Method,
     headers: &HeaderMap,
     hash: &Blake3Hash,
+    file_name: Option<&str>,
 ) -> Result<Response, WebError> {
     let hex = hash.to_hex();
     let size = state
@@ -114,11 +118,24 @@ async fn serve_blob(
     let range = requested_range(headers, size)?;
     let starts_at_zero = range.as_ref().is_none_or(|r| r.start == 0);
     if method == Method::GET && starts_at_zero {
-        // Artifacts in storage but unknown to the store (a restored backup) are still served.
-        match state.store().record_download(hash, Timestamp::now()).await {
-            Ok(()) | Err(buildsrs_store::StoreError::NotFound(_)) => {}
-            Err(error) => tracing::warn!("counting a download of {hex}: {error}"),
-        }
+        count_download(state, hash).await;
+    }
+    if method == Method::GET
+        && let Some(lifetime) = state.presign_downloads()
+        && let Some(url) = state
+            .storage()
+            .presigned_blob_url(&hex, lifetime, file_name)
+            .await?
+    {
+        return Ok((
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, url.to_string()),
+                // The URL expires: never cache the redirect.
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+            ],
+        )
+            .into_response());
     }
     let (status, length) = match &range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
@@ -145,6 +162,15 @@ async fn serve_blob(
         .ok_or_else(|| WebError::not_found(format!("blob {hex}")))?;
     let body = Body::from_stream(stream.map_err(std::io::Error::other));
     Ok((status, headers_out, body).into_response())
+}
+
+/// Counts a download. Artifacts in storage but unknown to the store (a restored backup) are
+/// still served, uncounted.
+async fn count_download(state: &WebState, hash: &Blake3Hash) {
+    match state.store().record_download(hash, Timestamp::now()).await {
+        Ok(()) | Err(buildsrs_store::StoreError::NotFound(_)) => {}
+        Err(error) => tracing::warn!("counting a download of {hash}: {error}"),
+    }
 }
 
 /// Headers every content-addressed answer carries.

@@ -45,6 +45,9 @@ pub struct WebConfig {
     /// The base URL people reach this server at, for the commands shown on pages (e.g.
     /// `http://127.0.0.1:8080`). Without one, pages show paths only.
     pub public_url: Option<String>,
+    /// Send downloads to object storage with presigned URLs valid this long, instead of
+    /// streaming them through this server (S3 only; ignored for a directory).
+    pub presign_downloads: Option<std::time::Duration>,
 }
 
 /// Everything a request handler needs. Cheap to clone.
@@ -60,6 +63,7 @@ struct Inner {
     admin: admin::Admin,
     metrics: metrics::Metrics,
     public_url: String,
+    presign_downloads: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -78,6 +82,7 @@ impl WebState {
         storage: ArtifactStorage,
         config: WebConfig,
     ) -> Result<Self, WebError> {
+        let storage_presigns = storage.can_presign();
         let public_url = config
             .public_url
             .as_deref()
@@ -92,6 +97,7 @@ impl WebState {
                 admin: admin::Admin::new(config.admin_token),
                 metrics: metrics::Metrics::default(),
                 public_url,
+                presign_downloads: config.presign_downloads.filter(|_| storage_presigns),
             }),
         })
     }
@@ -116,6 +122,11 @@ impl WebState {
 
     pub(crate) fn metrics(&self) -> &metrics::Metrics {
         &self.inner.metrics
+    }
+
+    /// How long presigned download URLs live, when downloads are redirected.
+    pub(crate) fn presign_downloads(&self) -> Option<std::time::Duration> {
+        self.inner.presign_downloads
     }
 
     /// The configured public base URL without a trailing slash, or "".

@@ -639,3 +639,51 @@ store_test!(metrics_and_health, |store: Store| async move {
         .unwrap();
     assert!(!four.ends_with(" 0"), "{four}");
 });
+
+store_test!(
+    downloads_redirect_to_presigned_s3_urls,
+    |store: Store| async move {
+        let Some(storage) = support::s3_storage().await else {
+            eprintln!("skipped: BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/test starts moto)");
+            return;
+        };
+        let config = buildsrs_web::WebConfig {
+            presign_downloads: Some(std::time::Duration::from_secs(300)),
+            ..buildsrs_web::WebConfig::default()
+        };
+        let scene = Scene::seed_on(store, config, storage, tempfile::tempdir().unwrap()).await;
+        let archive = scene.get(&format!("/crates/demo/1.0.0/{TARGET}")).await;
+        assert_eq!(archive.status, StatusCode::FOUND);
+        assert_eq!(archive.header("cache-control"), "no-store");
+        let location = archive.header("location");
+        assert!(location.contains("X-Amz-Signature"), "{location}");
+        assert_eq!(
+            scene.downloads().await,
+            1,
+            "a redirect counts as a download"
+        );
+        // What curl -L does next: the bytes and the file name come from object storage.
+        let fetched = reqwest::get(&location).await.unwrap();
+        assert!(fetched.status().is_success());
+        assert_eq!(
+            fetched.headers()["content-disposition"],
+            format!("attachment; filename=\"demo-1.0.0-{TARGET}.tar.gz\"").as_str()
+        );
+        assert_eq!(
+            fetched.bytes().await.unwrap().as_ref(),
+            scene.bytes.as_slice()
+        );
+        let blob = scene.get(&format!("/blobs/{}", scene.hash())).await;
+        assert_eq!(blob.status, StatusCode::FOUND);
+        // HEAD still answers here, with the size.
+        let head = scene
+            .send(
+                axum::http::Request::head(format!("/blobs/{}", scene.hash()))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.header("content-length"), scene.bytes.len().to_string());
+    }
+);

@@ -10,6 +10,7 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::{Method, SignedUrlOptions, Signer, Url};
 use object_store::{
     GetOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     WriteMultipart,
@@ -48,6 +49,8 @@ pub enum PutOutcome {
 #[derive(Clone)]
 pub struct ArtifactStorage {
     store: Arc<dyn ObjectStore>,
+    /// The same store as a URL signer, when it can presign (S3).
+    signer: Option<Arc<dyn Signer>>,
 }
 
 impl fmt::Debug for ArtifactStorage {
@@ -66,7 +69,7 @@ impl ArtifactStorage {
     /// path-style and uses only the given credentials. Nothing is sent over the network here:
     /// a wrong endpoint or a missing bucket shows up on first use.
     pub fn open(config: &StorageConfig) -> Result<Self, StorageError> {
-        let store: Arc<dyn ObjectStore> = match config {
+        let (store, signer): (Arc<dyn ObjectStore>, Option<Arc<dyn Signer>>) = match config {
             StorageConfig::Local { root } => {
                 std::fs::create_dir_all(root).map_err(|source| StorageError::Io {
                     op: "creating the storage directory",
@@ -77,7 +80,7 @@ impl ArtifactStorage {
                     .map_err(|e| StorageError::Config(format!("{}: {e}", root.display())))?;
                 // Verified artifacts are the point of the whole system: make a successful put
                 // durable, as it is on S3.
-                Arc::new(local.with_fsync(true))
+                (Arc::new(local.with_fsync(true)), None)
             }
             StorageConfig::S3 {
                 endpoint,
@@ -111,15 +114,53 @@ impl ArtifactStorage {
                     .with_virtual_hosted_style_request(false)
                     .build()
                     .map_err(|e| StorageError::Config(format!("{}: {e}", config.describe())))?;
-                Arc::new(s3)
+                let s3 = Arc::new(s3);
+                (s3.clone(), Some(s3))
             }
         };
-        Ok(ArtifactStorage { store })
+        Ok(ArtifactStorage { store, signer })
     }
 
     /// Wraps any object store (tests, other backends). Keys are as for the built-in ones.
     pub fn from_object_store(store: Arc<dyn ObjectStore>) -> Self {
-        ArtifactStorage { store }
+        ArtifactStorage {
+            store,
+            signer: None,
+        }
+    }
+
+    /// Whether this storage can hand out presigned download URLs (S3 can, a directory not).
+    pub fn can_presign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// A URL that lets anyone GET the blob `hash_hex` straight from object storage for
+    /// `expires_in`, signed locally (nothing is sent); `None` when the storage cannot
+    /// presign. With `file_name`, the answer names the download (S3's
+    /// `response-content-disposition`, covered by the signature). It does not check that the
+    /// blob exists.
+    pub async fn presigned_blob_url(
+        &self,
+        hash_hex: &str,
+        expires_in: std::time::Duration,
+        file_name: Option<&str>,
+    ) -> Result<Option<Url>, StorageError> {
+        let key = Self::blob_key(hash_hex)?;
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let mut options = SignedUrlOptions::new();
+        if let Some(name) = file_name {
+            options = options.with_query([(
+                "response-content-disposition",
+                format!("attachment; filename=\"{name}\""),
+            )]);
+        }
+        let url = signer
+            .signed_url_opts(Method::GET, &key, expires_in, &options)
+            .await
+            .map_err(StorageError::store("presign", &key))?;
+        Ok(Some(url))
     }
 
     /// The object store underneath, for what this API does not cover (listing, deleting,

@@ -456,6 +456,52 @@ async fn exactly_one_part(b: &Backend) -> Result<()> {
     Ok(())
 }
 
+async fn presigned_downloads(b: &Backend) -> Result<()> {
+    let content = pseudo_random(5000, 9);
+    let h = hash(&content);
+    b.storage
+        .put_blob_file(&h, &b.file("blob", &content)?)
+        .await?;
+    let url = b
+        .storage
+        .presigned_blob_url(
+            &h,
+            std::time::Duration::from_secs(60),
+            Some("x-1.0.0.tar.gz"),
+        )
+        .await?;
+    match (&b.s3_bucket, url) {
+        (None, None) => ensure!(!b.storage.can_presign()),
+        (Some(_), Some(url)) => {
+            ensure!(b.storage.can_presign());
+            // Anyone with the URL can fetch the bytes, without credentials.
+            let response = reqwest::get(url.clone()).await?;
+            ensure!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
+            let disposition = response
+                .headers()
+                .get("content-disposition")
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            ensure!(
+                disposition.as_deref() == Some("attachment; filename=\"x-1.0.0.tar.gz\""),
+                "{disposition:?}"
+            );
+            ensure!(response.bytes().await?.as_ref() == content.as_slice());
+        }
+        (bucket, url) => bail!("presigning on {bucket:?} gave {url:?}"),
+    }
+    assert!(matches!(
+        b.storage
+            .presigned_blob_url("../etc", std::time::Duration::from_secs(60), None)
+            .await,
+        Err(StorageError::InvalidHash(_))
+    ));
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 
 macro_rules! conformance {
@@ -497,6 +543,7 @@ conformance!(
     empty_blob,
     large_blob_multipart,
     exactly_one_part,
+    presigned_downloads,
 );
 
 #[test]

@@ -77,12 +77,28 @@ impl Scene {
             WebConfig {
                 admin_token: Some(ADMIN_TOKEN.to_owned()),
                 public_url: Some("http://buildsrs.test".to_owned()),
+                ..WebConfig::default()
             },
         )
         .await
     }
 
     pub async fn seed_with(store: Store, config: WebConfig) -> Scene {
+        let storage_dir = tempfile::tempdir().unwrap();
+        let storage = ArtifactStorage::open(&StorageConfig::Local {
+            root: storage_dir.path().to_owned(),
+        })
+        .unwrap();
+        Scene::seed_on(store, config, storage, storage_dir).await
+    }
+
+    /// Seeds with artifacts in `storage` (`scratch` holds the upload file meanwhile).
+    pub async fn seed_on(
+        store: Store,
+        config: WebConfig,
+        storage: ArtifactStorage,
+        scratch: tempfile::TempDir,
+    ) -> Scene {
         let now = Timestamp::now();
         store.set_target(TARGET, true, now).await.unwrap();
         store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
@@ -132,13 +148,8 @@ impl Scene {
                 .unwrap();
         }
 
-        let storage_dir = tempfile::tempdir().unwrap();
-        let storage = ArtifactStorage::open(&StorageConfig::Local {
-            root: storage_dir.path().to_owned(),
-        })
-        .unwrap();
         let hex = artifact.blake3.to_hex();
-        let file = storage_dir.path().join("upload");
+        let file = scratch.path().join("upload");
         std::fs::write(&file, &bytes).unwrap();
         storage.put_blob_file(&hex, &file).await.unwrap();
         std::fs::remove_file(&file).unwrap();
@@ -163,7 +174,7 @@ impl Scene {
             task: first.task_id,
             approved: [alpha, beta],
             pending,
-            _storage_dir: storage_dir,
+            _storage_dir: scratch,
         }
     }
 
@@ -249,6 +260,40 @@ impl Scene {
         let csrf = text[start..start + 64].to_owned();
         (cookie, csrf)
     }
+}
+
+/// Storage in a fresh bucket of the S3 server at `BUILDSRS_TEST_S3_ENDPOINT` (moto, started
+/// by the test script); `None` without one.
+pub async fn s3_storage() -> Option<ArtifactStorage> {
+    let endpoint = std::env::var("BUILDSRS_TEST_S3_ENDPOINT").ok()?;
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let bucket = format!("buildsrs-web-{}-{nanos}", std::process::id());
+    // object_store cannot create buckets; moto takes an unsigned PUT.
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        created.status().is_success(),
+        "creating {bucket}: {}",
+        created.status()
+    );
+    Some(
+        ArtifactStorage::open(&StorageConfig::S3 {
+            endpoint,
+            bucket,
+            region: "us-east-1".into(),
+            access_key_id: "buildsrs-test".into(),
+            secret_access_key: "buildsrs-test-secret".into(),
+            allow_http: true,
+        })
+        .unwrap(),
+    )
 }
 
 /// Percent-encodes a form value.
