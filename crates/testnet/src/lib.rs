@@ -300,6 +300,18 @@ impl Testnet {
         Ok(keyring)
     }
 
+    /// Waits (up to a minute) until object storage holds every verified artifact.
+    pub async fn wait_published(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !self.store.artifacts_awaiting_storage(10).await?.is_empty() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("verified artifacts were not published within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     /// Waits (up to three minutes) until the queue statistics satisfy `done`.
     pub async fn wait_until(
         &self,

@@ -64,7 +64,7 @@ async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<(
     net.wait_until("two verified tasks", |s| s.verified == 2)
         .await?;
     // Publishing follows verification; wait for storage too.
-    wait_published(&net).await?;
+    net.wait_published().await?;
     assert_published(&net, "hello-bin", &["0.1.0", "0.2.0"]).await?;
     assert_downloadable_over_http(&net, "hello-bin", "0.2.0").await?;
     // Each publication was announced on gossip, with the builders that hold the blob.
@@ -136,19 +136,6 @@ async fn assert_downloadable_over_http(
     Ok(())
 }
 
-/// Waits until object storage holds every verified artifact.
-async fn wait_published(net: &Testnet) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !net.store.artifacts_awaiting_storage(10).await?.is_empty() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "artifacts not published"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
 /// No builder is counted twice for one task, and each verified task counted exactly quorum
 /// results.
 async fn assert_counted_once(net: &Testnet, crate_name: &str, version: &str) -> Result<()> {
@@ -205,7 +192,7 @@ async fn a_node_killed_mid_build_loses_its_lease_and_another_builds_the_task() -
             .any(|(i, l)| *i == 0 && l.state == buildsrs_store::LeaseState::Expired),
         "node 0's lease expired: {leases:?}"
     );
-    wait_published(&net).await?;
+    net.wait_published().await?;
     assert_published(&net, "hello-bin", &["0.1.0"]).await?;
     assert_counted_once(&net, "hello-bin", "0.1.0").await?;
     net.stop().await
@@ -228,7 +215,7 @@ async fn a_coordinator_killed_mid_run_resumes_with_nothing_lost_or_counted_twice
     net.start_coordinator().await?;
     net.wait_until("both tasks verified", |s| s.verified == 2)
         .await?;
-    wait_published(&net).await?;
+    net.wait_published().await?;
     assert_published(&net, "hello-bin", &["0.1.0", "0.2.0"]).await?;
     for version in ["0.1.0", "0.2.0"] {
         assert_counted_once(&net, "hello-bin", version).await?;
@@ -274,7 +261,7 @@ async fn a_builder_with_different_output_is_outvoted_and_never_verified() -> Res
     let builders = net.store.builders().await?;
     let odd_info = builders.iter().find(|b| b.public_key == odd_key).unwrap();
     assert_eq!(odd_info.outvoted, 1, "{odd_info:?}");
-    wait_published(&net).await?;
+    net.wait_published().await?;
     assert_published(&net, "hello-bin", &["0.1.0"]).await?;
     net.stop().await
 }
@@ -305,7 +292,7 @@ async fn an_unapproved_node_gets_no_work() -> Result<()> {
     let info = net.store.builder(&pending_key).await?.unwrap();
     assert_eq!(info.status, buildsrs_store::BuilderStatus::Pending);
     assert_eq!(info.built, 0);
-    wait_published(&net).await?;
+    net.wait_published().await?;
     net.stop().await
 }
 
@@ -360,7 +347,7 @@ async fn three_nodes_verify_two_versions_on_postgres_and_s3() -> Result<()> {
     net.registry.publish("hello-bin", "0.2.0")?;
     net.wait_until("two verified tasks", |s| s.verified == 2)
         .await?;
-    wait_published(&net).await?;
+    net.wait_published().await?;
     assert_published(&net, "hello-bin", &["0.1.0", "0.2.0"]).await?;
     net.stop().await
 }
@@ -401,7 +388,7 @@ async fn a_blob_rotten_on_its_first_provider_is_fetched_from_another() -> Result
     net.start_node(1)?;
     net.wait_until("the task verified", |s| s.verified == 1)
         .await?;
-    wait_published(&net).await?;
+    net.wait_published().await?;
     // What storage holds hashes right, although node 0 serves rotten bytes.
     assert_published(&net, "hello-bin", &["0.1.0"]).await?;
     net.stop().await

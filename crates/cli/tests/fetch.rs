@@ -1,0 +1,306 @@
+//! `buildsrs fetch` and `buildsrs verify` as a user runs them, against a running network (a
+//! fixture registry, a coordinator and three builders on loopback, quorum 2): a verified
+//! binary installs and runs; anything short of the user's standard installs nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::Result;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::response::IntoResponse;
+use buildsrs_testnet::{Testnet, TestnetOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_buildsrs");
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn buildsrs(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("BUILDSRS_KEYRING")
+        .env_remove("BUILDSRS_COORDINATOR")
+        // No default keyring from the machine's user.
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+/// Rewrites a response body, given the request path.
+type Tamper = fn(&str, Vec<u8>) -> Vec<u8>;
+
+/// A server in front of the coordinator that changes what `tamper` says for some paths: the
+/// stand-in for a compromised coordinator or mirror.
+async fn tampering_proxy(upstream: String, tamper: Tamper) -> Result<String> {
+    async fn forward(
+        State((upstream, tamper)): State<(String, Tamper)>,
+        OriginalUri(uri): OriginalUri,
+    ) -> impl IntoResponse {
+        let response = reqwest::get(format!("{upstream}{uri}")).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap().to_vec();
+        (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            Bytes::from(tamper(uri.path(), body)),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state((upstream, tamper));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()> {
+    let net = Testnet::start(TestnetOptions {
+        watch: vec!["hello-bin".into()],
+        ..Default::default()
+    })
+    .await?;
+    net.registry.publish("hello-bin", "0.1.0")?;
+    net.registry.publish("hello-bin", "0.2.0")?;
+    net.wait_until("two verified tasks", |s| s.verified == 2)
+        .await?;
+    net.wait_published().await?;
+    let url = net.http_url()?;
+    let temp = tempfile::tempdir()?;
+    let keyring = temp.path().join("keyring");
+    std::fs::write(&keyring, net.keyring()?.to_text())?;
+    let keyring = keyring.to_str().unwrap();
+
+    // The happy path: latest, verified by two of the three trusted builders, installed, runs.
+    let bin = temp.path().join("bin");
+    let out = buildsrs(&[
+        "fetch",
+        "hello-bin",
+        "--coordinator",
+        &url,
+        "--keyring",
+        keyring,
+        "--install-dir",
+        bin.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("installed hello-bin 0.2.0"), "{said}");
+    assert!(
+        said.contains("counted: node-"),
+        "names who attested: {said}"
+    );
+    let ran = Command::new(bin.join("hello-bin")).output()?;
+    assert_eq!(
+        String::from_utf8(ran.stdout)?,
+        "Hello from hello-bin 0.2.0!\n"
+    );
+
+    // An exact version.
+    let old = temp.path().join("old");
+    let out = buildsrs(&[
+        "fetch",
+        "hello-bin@0.1.0",
+        "--coordinator",
+        &url,
+        "--keyring",
+        keyring,
+        "--install-dir",
+        old.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ran = Command::new(old.join("hello-bin")).output()?;
+    assert_eq!(
+        String::from_utf8(ran.stdout)?,
+        "Hello from hello-bin 0.1.0!\n"
+    );
+
+    // Refusals: exit 1, nothing installed, and the message says why.
+    let refused = |args: &[&str], why: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("bin");
+        let mut all = args.to_vec();
+        all.extend(["--install-dir", dest.to_str().unwrap()]);
+        let out = buildsrs(&all);
+        assert_eq!(out.status.code(), Some(1), "{all:?}: {}", text(&out));
+        assert!(text(&out).contains(why), "{all:?}: {}", text(&out));
+        assert!(text(&out).contains("nothing was installed"));
+        assert!(is_empty(&dest), "{all:?} installed something");
+    };
+    refused(
+        &[
+            "fetch",
+            "hello-bin",
+            "--coordinator",
+            &url,
+            "--keyring",
+            keyring,
+            "--threshold",
+            "3",
+        ],
+        "NOT VERIFIED",
+    );
+    let one = temp.path().join("one-builder");
+    let mut partial = buildsrs_keys::Keyring::default();
+    let first = net.keyring()?.entries()[0].clone();
+    partial.push(first.key, &first.name)?;
+    std::fs::write(&one, partial.to_text())?;
+    refused(
+        &[
+            "fetch",
+            "hello-bin",
+            "--coordinator",
+            &url,
+            "--keyring",
+            one.to_str().unwrap(),
+        ],
+        "NOT VERIFIED",
+    );
+    let flip_archive = tampering_proxy(url.clone(), |path, mut body| {
+        if path.starts_with("/crates/") && path.ends_with(TARGET) {
+            let middle = body.len() / 2;
+            body[middle] ^= 1;
+        }
+        body
+    })
+    .await?;
+    refused(
+        &[
+            "fetch",
+            "hello-bin",
+            "--coordinator",
+            &flip_archive,
+            "--keyring",
+            keyring,
+        ],
+        "NOT VERIFIED",
+    );
+    let flip_bundle = tampering_proxy(url.clone(), |path, body| {
+        if path.starts_with("/attestations/") {
+            // Another signature: same length, one character changed.
+            let text = String::from_utf8(body).unwrap();
+            let at = text.find("\"signature\"").unwrap() + 20;
+            let mut bytes = text.into_bytes();
+            bytes[at] = if bytes[at] == b'a' { b'b' } else { b'a' };
+            return bytes;
+        }
+        body
+    })
+    .await?;
+    refused(
+        &[
+            "fetch",
+            "hello-bin",
+            "--coordinator",
+            &flip_bundle,
+            "--keyring",
+            keyring,
+        ],
+        "NOT VERIFIED",
+    );
+
+    // No keyring: an error (exit 2) unless the user chooses to trust the coordinator.
+    let dest = temp.path().join("trusting");
+    let out = buildsrs(&[
+        "fetch",
+        "hello-bin",
+        "--coordinator",
+        &url,
+        "--install-dir",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--trust-coordinator-keyring"));
+    assert!(is_empty(&dest));
+    let out = buildsrs(&[
+        "fetch",
+        "hello-bin",
+        "--coordinator",
+        &url,
+        "--trust-coordinator-keyring",
+        "--install-dir",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("trusting the coordinator's keyring"));
+
+    // Bad input: exit 2 with a clear message, nothing fetched.
+    for (spec, why) in [("hello-bin@1.0", "semver"), ("../x", "not a crate name")] {
+        let out = buildsrs(&["fetch", spec, "--coordinator", &url, "--keyring", keyring]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out).contains(why), "{}", text(&out));
+    }
+    let out = buildsrs(&[
+        "fetch",
+        "hello-bin",
+        "--coordinator",
+        &url,
+        "--keyring",
+        keyring,
+        "--target",
+        "aarch64-apple-darwin",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("not built for aarch64-apple-darwin"),
+        "{}",
+        text(&out)
+    );
+
+    // `buildsrs verify` is `buildsrs-keys verify`: same verdicts and exit codes.
+    let files = tempfile::tempdir()?;
+    let archive = files.path().join("hello-bin.tar.gz");
+    let v = net.store.version_info("hello-bin", "0.2.0").await?.unwrap();
+    let hash = v.tasks[0].artifact.unwrap().blake3;
+    std::fs::write(
+        &archive,
+        reqwest::get(format!("{url}/blobs/{hash}"))
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    std::fs::write(
+        files.path().join("hello-bin.tar.gz.buildsrs.json"),
+        reqwest::get(format!("{url}/attestations/{hash}"))
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let a = archive.to_str().unwrap();
+    for (threshold, code) in [(2, 0), (3, 1)] {
+        let ours = buildsrs(&[
+            "verify",
+            a,
+            "--keyring",
+            keyring,
+            "--threshold",
+            &threshold.to_string(),
+        ]);
+        assert_eq!(ours.status.code(), Some(code), "{}", text(&ours));
+        // The very report `buildsrs-keys verify` prints, from the same code.
+        let report = buildsrs_keys::cli::verify(&buildsrs_keys::cli::VerifyArgs {
+            file: archive.clone(),
+            bundle: None,
+            keyring: keyring.into(),
+            threshold,
+            crate_name: None,
+            version: None,
+            target: None,
+            json: false,
+        })?;
+        assert_eq!(String::from_utf8(ours.stdout)?, report.to_string());
+    }
+    net.stop().await
+}
