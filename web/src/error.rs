@@ -124,6 +124,18 @@ impl From<StorageError> for WebError {
     }
 }
 
+impl From<buildsrs_storage::http::HttpError> for WebError {
+    fn from(error: buildsrs_storage::http::HttpError) -> Self {
+        use buildsrs_storage::http::HttpError;
+        match error {
+            HttpError::BadRequest(message) => WebError::BadRequest(message),
+            HttpError::NotFound(_) => WebError::NotFound(error.to_string()),
+            HttpError::RangeNotSatisfiable(size) => WebError::RangeNotSatisfiable(size),
+            HttpError::Internal(message) => WebError::Internal(message),
+        }
+    }
+}
+
 impl From<minijinja::Error> for WebError {
     fn from(error: minijinja::Error) -> Self {
         WebError::Internal(format!("template: {error:#}"))

@@ -25,12 +25,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With the `http` feature, [`http`] serves blobs and bundles from any storage, the same way
+//! for the coordinator and for mirrors.
+//!
 //! Both backends are [`object_store`] implementations (`LocalFileSystem`, `AmazonS3`); one
 //! test suite (`tests/conformance.rs`) runs every test body against both, S3 against a moto
 //! server (`scripts/ensure-moto`).
 
 mod config;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod storage;
 
 pub use config::StorageConfig;
