@@ -1,10 +1,11 @@
 //! `buildsrs`, the user's command line: install a crate's verified binaries, verify an
-//! artifact offline, (next) mirror every verified artifact.
+//! artifact offline, mirror every verified artifact and serve the mirror.
 //!
 //! - [`api`]: the coordinator's JSON API and downloads, as a client sees them.
 //! - [`fetch`]: `buildsrs fetch`: resolve, download, verify against the user's keyring,
 //!   install.
 //! - [`install`]: unpacking a verified archive and putting its binaries in place.
+//! - [`mirror`]: `buildsrs mirror` and `buildsrs mirror serve`.
 //!
 //! `buildsrs verify` is `buildsrs-keys verify`: the same arguments, code and exit codes.
 //!
@@ -14,10 +15,12 @@
 pub mod api;
 pub mod fetch;
 pub mod install;
+pub mod mirror;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 /// Exit code: done.
 pub const EXIT_OK: u8 = 0;
@@ -40,31 +43,58 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Check an artifact against its bundle and your keyring (as `buildsrs-keys verify`).
     Verify(buildsrs_keys::cli::VerifyArgs),
+    /// Copy every verified artifact and its bundle into a directory, by content hash;
+    /// `mirror serve` serves that directory.
+    Mirror(mirror::MirrorArgs),
 }
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Verify(args) => buildsrs_keys::cli::run_verify(&args),
-        Command::Fetch(args) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("error: starting the async runtime: {error}");
-                    return ExitCode::from(EXIT_ERROR);
-                }
-            };
-            match runtime.block_on(fetch::fetch(&args)) {
-                Ok(fetch::Outcome::Installed) => ExitCode::from(EXIT_OK),
-                Ok(fetch::Outcome::Refused) => ExitCode::from(EXIT_REFUSED),
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::from(EXIT_ERROR)
-                }
-            }
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let result = match cli.command {
+        Command::Verify(args) => return buildsrs_keys::cli::run_verify(&args),
+        Command::Fetch(args) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(fetch::fetch(&args)))
+            .map(|outcome| match outcome {
+                fetch::Outcome::Installed => EXIT_OK,
+                fetch::Outcome::Refused => EXIT_REFUSED,
+            }),
+        Command::Mirror(args) => runtime().map_err(anyhow::Error::from).and_then(|rt| {
+            rt.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                mirror::run(args, shutdown).await
+            })
+        }),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM, so a mirror saves its cursor and a server stops
+/// cleanly.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    token.cancel();
 }

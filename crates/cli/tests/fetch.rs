@@ -3,67 +3,13 @@
 //! binary installs and runs; anything short of the user's standard installs nothing.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
 use anyhow::Result;
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::response::IntoResponse;
 use buildsrs_testnet::{Testnet, TestnetOptions};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_buildsrs");
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-
-fn buildsrs(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("BUILDSRS_KEYRING")
-        .env_remove("BUILDSRS_COORDINATOR")
-        // No default keyring from the machine's user.
-        .env("XDG_CONFIG_HOME", "/nonexistent")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn is_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
-}
-
-/// Rewrites a response body, given the request path.
-type Tamper = fn(&str, Vec<u8>) -> Vec<u8>;
-
-/// A server in front of the coordinator that changes what `tamper` says for some paths: the
-/// stand-in for a compromised coordinator or mirror.
-async fn tampering_proxy(upstream: String, tamper: Tamper) -> Result<String> {
-    async fn forward(
-        State((upstream, tamper)): State<(String, Tamper)>,
-        OriginalUri(uri): OriginalUri,
-    ) -> impl IntoResponse {
-        let response = reqwest::get(format!("{upstream}{uri}")).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.bytes().await.unwrap().to_vec();
-        (
-            axum::http::StatusCode::from_u16(status).unwrap(),
-            Bytes::from(tamper(uri.path(), body)),
-        )
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new()
-        .fallback(forward)
-        .with_state((upstream, tamper));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(url)
-}
+use support::{Proxy, TARGET, buildsrs, is_empty, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()> {
@@ -168,7 +114,7 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
         ],
         "NOT VERIFIED",
     );
-    let flip_archive = tampering_proxy(url.clone(), |path, mut body| {
+    let flip_archive = Proxy::start(&url, |path, mut body| {
         if path.starts_with("/crates/") && path.ends_with(TARGET) {
             let middle = body.len() / 2;
             body[middle] ^= 1;
@@ -181,13 +127,13 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             "fetch",
             "hello-bin",
             "--coordinator",
-            &flip_archive,
+            &flip_archive.url,
             "--keyring",
             keyring,
         ],
         "NOT VERIFIED",
     );
-    let flip_bundle = tampering_proxy(url.clone(), |path, body| {
+    let flip_bundle = Proxy::start(&url, |path, body| {
         if path.starts_with("/attestations/") {
             // Another signature: same length, one character changed.
             let text = String::from_utf8(body).unwrap();
@@ -204,7 +150,7 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             "fetch",
             "hello-bin",
             "--coordinator",
-            &flip_bundle,
+            &flip_bundle.url,
             "--keyring",
             keyring,
         ],

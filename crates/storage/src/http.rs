@@ -56,7 +56,10 @@ impl HttpError {
 impl From<StorageError> for HttpError {
     fn from(error: StorageError) -> Self {
         match error {
-            StorageError::InvalidHash(_) => HttpError::BadRequest(error.to_string()),
+            // Worded as the coordinator's other parameter errors are.
+            StorageError::InvalidHash(given) => HttpError::BadRequest(format!(
+                "{given:?} is not a BLAKE3 hash (64 lowercase hex digits)"
+            )),
             StorageError::RangeNotSatisfiable { size, .. } => HttpError::RangeNotSatisfiable(size),
             other => HttpError::Internal(other.to_string()),
         }
