@@ -13,7 +13,7 @@
 //! - a result that makes an artifact verified wakes the publisher.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use buildsrs_keys::{PublicKey, SignedAttestation};
 use buildsrs_protocol::{
@@ -67,6 +67,14 @@ impl Sessions {
     /// The blob address of a builder, if known.
     pub fn blob_address(&self, key: &PublicKey) -> Option<BlobAddress> {
         self.get(key).map(|s| s.hello.blobs)
+    }
+
+    /// The blob addresses of those of `keys` that said hello, in the order given.
+    pub fn blob_addresses(&self, keys: &[PublicKey]) -> Vec<BlobAddress> {
+        let sessions = self.lock();
+        keys.iter()
+            .filter_map(|k| sessions.get(k).map(|s| s.hello.blobs.clone()))
+            .collect()
     }
 
     /// How many builders said hello.
@@ -394,4 +402,27 @@ fn check_attestation(
         ));
     }
     Ok(signed)
+}
+
+/// The blob addresses the feed of verified artifacts lists for mirrors: the coordinator's
+/// own blob store first (it holds every artifact it published; set once the network is up),
+/// then the attesting builders that said hello.
+#[derive(Clone, Debug, Default)]
+pub struct FeedProviders {
+    /// Who said hello, with their blob addresses.
+    pub sessions: Sessions,
+    /// The coordinator's own blob address.
+    pub own: Arc<OnceLock<BlobAddress>>,
+}
+
+impl buildsrs_web::BlobProviders for FeedProviders {
+    fn addresses(&self, attesters: &[PublicKey]) -> Vec<serde_json::Value> {
+        self.own
+            .get()
+            .cloned()
+            .into_iter()
+            .chain(self.sessions.blob_addresses(attesters))
+            .filter_map(|addr| serde_json::to_value(addr).ok())
+            .collect()
+    }
 }

@@ -55,8 +55,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let storage_config = config.storage_config();
     let storage = ArtifactStorage::open(&storage_config)
         .with_context(|| format!("opening {}", storage_config.describe()))?;
+    let providers = jobs::FeedProviders::default();
     let web = match config.http {
-        Some(addr) => Some(start_web(&config, addr, &store, &storage, shutdown.clone()).await?),
+        Some(addr) => Some(
+            start_web(
+                &config,
+                addr,
+                &store,
+                &storage,
+                providers.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
 
@@ -68,7 +79,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let network = if config.listen.is_empty() {
         None
     } else {
-        match start_network(&config, &store, storage, shutdown.clone()).await {
+        match start_network(&config, &store, storage, providers, shutdown.clone()).await {
             Ok(network) => Some(network),
             Err(error) => {
                 shutdown.cancel();
@@ -100,6 +111,7 @@ async fn start_web(
     addr: std::net::SocketAddr,
     store: &Store,
     storage: &ArtifactStorage,
+    providers: jobs::FeedProviders,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -114,6 +126,7 @@ async fn start_web(
             admin_token: config.admin_token.clone(),
             public_url: Some(config.public_url.clone().unwrap_or_else(|| url.clone())),
             presign_downloads: config.presign_downloads,
+            providers: Some(Arc::new(providers)),
         },
     )?;
     std::fs::write(config.http_path(), format!("{url}\n"))
@@ -151,11 +164,12 @@ async fn start_network(
     config: &Config,
     store: &Store,
     storage: ArtifactStorage,
+    providers: jobs::FeedProviders,
     shutdown: CancellationToken,
 ) -> Result<Running> {
     let identity = load_or_create_identity(&config.identity_path())?;
     let storage_config = config.storage_config();
-    let sessions = jobs::Sessions::default();
+    let sessions = providers.sessions.clone();
     let verified = Arc::new(Notify::new());
     let service = jobs::JobService::new(
         store.clone(),
@@ -180,6 +194,7 @@ async fn start_network(
     })
     .await
     .context("starting the blob client")?;
+    let _ = providers.own.set(blobs.addr().into());
     tracing::info!(
         "coordinator {} ready; artifacts go to {}",
         identity.fingerprint(),

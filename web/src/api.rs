@@ -218,18 +218,30 @@ async fn verified(State(state): State<WebState>, Query(query): Query<FeedQuery>)
     .limit;
     let items = state.store().published_since(since, limit).await?;
     let next = items.last().map_or(since, |item| item.seq);
-    let items: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            json!({
-                "seq": item.seq,
-                "hash": item.artifact.blake3,
-                "size": item.artifact.size,
-                "verified_at": item.verified_at,
-                "blob": format!("/blobs/{}", item.artifact.blake3),
-                "bundle": format!("/attestations/{}", item.artifact.blake3),
-            })
-        })
-        .collect();
-    to_json(json!({ "items": items, "next": next }))
+    let mut answer = Vec::with_capacity(items.len());
+    for item in &items {
+        // Who holds it over iroh-blobs: the builders that attested it, when connected.
+        let providers = match state.providers() {
+            Some(providers) => {
+                let attesters: Vec<_> = state
+                    .store()
+                    .artifact(&item.artifact.blake3)
+                    .await?
+                    .map(|info| info.attestations.iter().map(|a| a.builder).collect())
+                    .unwrap_or_default();
+                providers.addresses(&attesters)
+            }
+            None => Vec::new(),
+        };
+        answer.push(json!({
+            "seq": item.seq,
+            "hash": item.artifact.blake3,
+            "size": item.artifact.size,
+            "verified_at": item.verified_at,
+            "blob": format!("/blobs/{}", item.artifact.blake3),
+            "bundle": format!("/attestations/{}", item.artifact.blake3),
+            "providers": providers,
+        }));
+    }
+    to_json(json!({ "items": answer, "next": next }))
 }

@@ -37,6 +37,15 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::WebError;
 
+/// Where holders of artifacts serve them over iroh-blobs, so mirrors can fetch from peers.
+/// The coordinator implements it over the builders that said hello (and its own blob
+/// store); the web layer only passes the addresses on.
+pub trait BlobProviders: Send + Sync + std::fmt::Debug {
+    /// The blob addresses (`{"endpoint_id": …, "addrs": [...]}`) of those of `attesters`
+    /// whose address is known, and of the server itself if it serves blobs.
+    fn addresses(&self, attesters: &[buildsrs_keys::PublicKey]) -> Vec<serde_json::Value>;
+}
+
 /// What the web layer is told by its process.
 #[derive(Clone, Debug, Default)]
 pub struct WebConfig {
@@ -48,6 +57,8 @@ pub struct WebConfig {
     /// Send downloads to object storage with presigned URLs valid this long, instead of
     /// streaming them through this server (S3 only; ignored for a directory).
     pub presign_downloads: Option<std::time::Duration>,
+    /// Blob addresses to list in the feed of verified artifacts; `None` lists none.
+    pub providers: Option<Arc<dyn BlobProviders>>,
 }
 
 /// Everything a request handler needs. Cheap to clone.
@@ -64,6 +75,7 @@ struct Inner {
     metrics: metrics::Metrics,
     public_url: String,
     presign_downloads: Option<std::time::Duration>,
+    providers: Option<Arc<dyn BlobProviders>>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -98,6 +110,7 @@ impl WebState {
                 metrics: metrics::Metrics::default(),
                 public_url,
                 presign_downloads: config.presign_downloads.filter(|_| storage_presigns),
+                providers: config.providers,
             }),
         })
     }
@@ -127,6 +140,11 @@ impl WebState {
     /// How long presigned download URLs live, when downloads are redirected.
     pub(crate) fn presign_downloads(&self) -> Option<std::time::Duration> {
         self.inner.presign_downloads
+    }
+
+    /// The blob provider directory, if the process has one.
+    pub(crate) fn providers(&self) -> Option<&Arc<dyn BlobProviders>> {
+        self.inner.providers.as_ref()
     }
 
     /// The configured public base URL without a trailing slash, or "".

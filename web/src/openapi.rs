@@ -103,7 +103,8 @@ pub fn document() -> Value {
             ),
             "/queue": get("Queue statistics and open tasks", paging(), &[400]),
             "/verified": get(
-                "Artifacts in object storage after a cursor, in publication order",
+                "Artifacts in object storage after a cursor, in publication order, each with \
+                 the iroh-blobs addresses of peers that hold it",
                 vec![
                     query_param(
                         "since",

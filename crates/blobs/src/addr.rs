@@ -77,6 +77,41 @@ impl std::fmt::Display for BlobAddr {
     }
 }
 
+/// The text form people pass on command lines: `ENDPOINT_ID@IP:PORT[,IP:PORT…]`.
+impl std::str::FromStr for BlobAddr {
+    type Err = BlobError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: &str| BlobError::InvalidAddr {
+            endpoint_id: text.chars().take(80).collect(),
+            reason: reason.to_owned(),
+        };
+        let (id, addrs) = text
+            .split_once('@')
+            .ok_or_else(|| invalid("expected ENDPOINT_ID@IP:PORT[,IP:PORT...]"))?;
+        let addrs = addrs
+            .split(',')
+            .map(|a| a.trim().parse::<SocketAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&format!("a socket address does not parse: {e}")))?;
+        let addr = BlobAddr {
+            endpoint_id: id.to_owned(),
+            addrs,
+        };
+        // Checks the id and that there is an address.
+        addr.to_endpoint_addr()?;
+        Ok(addr)
+    }
+}
+
+impl BlobAddr {
+    /// The text form [`FromStr`](std::str::FromStr) reads.
+    pub fn to_arg(&self) -> String {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        format!("{}@{}", self.endpoint_id, addrs.join(","))
+    }
+}
+
 // The job protocol carries the same two fields in its own plain-data type (the protocol
 // crate knows nothing of iroh); these convert between the two without loss.
 impl From<buildsrs_protocol::BlobAddress> for BlobAddr {
@@ -113,6 +148,28 @@ mod tests {
         assert_eq!(addr.endpoint_id.len(), 64);
         assert_eq!(addr.addrs, vec![sock]);
         assert_eq!(addr.to_endpoint_addr().unwrap(), iroh_addr);
+    }
+
+    #[test]
+    fn the_command_line_form_round_trips() {
+        let key = iroh::SecretKey::from_bytes(&[9; 32]);
+        let addr = BlobAddr {
+            endpoint_id: key.public().to_string(),
+            addrs: vec![
+                "127.0.0.1:4433".parse().unwrap(),
+                "[::1]:5".parse().unwrap(),
+            ],
+        };
+        assert_eq!(addr.to_arg().parse::<BlobAddr>().unwrap(), addr);
+        for bad in [
+            "",
+            "abc",
+            "abc@127.0.0.1:1",
+            &format!("{}@", key.public()),
+            &format!("{}@x", key.public()),
+        ] {
+            assert!(bad.parse::<BlobAddr>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `buildsrs mirror`: keep a copy of every verified artifact, by content hash, and serve it.
 //!
 //! Following: the coordinator's feed (`/api/v1/verified?since=N`) lists artifacts in the
-//! order they were published, each with a feed number. For each, the mirror fetches the
-//! blob, which object storage refuses unless its bytes hash to its name, and the bundle,
-//! optionally checked against a keyring (what fails is not kept). The last feed number whose
+//! order they were published, each with a feed number and the iroh-blobs addresses of peers
+//! that hold it. For each, the mirror fetches the bundle, optionally checked against a
+//! keyring (what fails is not kept), and the blob: from peers over iroh-blobs (`--peer`
+//! addresses and the listed ones; BLAKE3-verified as it streams) or over HTTP from the
+//! coordinator, which is also the fallback. Object storage refuses the blob unless its bytes
+//! hash to its name, whichever way it came. The last feed number whose
 //! predecessors are all done is saved in `DIR/mirror.cursor` after every page, so an
 //! interrupted mirror resumes there, and what it already holds is never fetched again.
 //!
@@ -16,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use buildsrs_keys::{ArtifactId, Blake3Hash, Bundle, Keyring, Policy, verify_bundle};
+use buildsrs_blobs::{BlobAddr, BlobConfig, BlobNode};
+use buildsrs_keys::{ArtifactId, Blake3Hash, Bundle, Identity, Keyring, Policy, verify_bundle};
 use buildsrs_storage::{ArtifactStorage, PutOutcome, StorageConfig, StorageError};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
@@ -59,6 +63,27 @@ pub struct MirrorArgs {
     /// Downloads at once.
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
+    /// A peer that serves blobs over iroh-blobs (`ENDPOINT_ID@IP:PORT[,IP:PORT]`,
+    /// repeatable); asked before those the coordinator lists.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<BlobAddr>,
+    /// Where blobs come from: peers first with HTTP as the fallback, or only one of them.
+    #[arg(long, value_enum, default_value_t = Source::Auto)]
+    pub from: Source,
+    /// The UDP address the iroh endpoint binds (loopback unless peers are elsewhere).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub blobs_bind: std::net::SocketAddr,
+}
+
+/// Where blobs are fetched from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// Peers over iroh-blobs when any are known, else (or when they fail) HTTP.
+    Auto,
+    /// Only HTTP from the coordinator.
+    Http,
+    /// Only peers over iroh-blobs.
+    Peers,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +111,9 @@ struct FeedItem {
     size: u64,
     blob: String,
     bundle: String,
+    /// Peers holding the blob (older coordinators list none).
+    #[serde(default)]
+    providers: Vec<BlobAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,8 +124,8 @@ struct FeedPage {
 /// What happened to one artifact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Done {
-    /// Fetched and stored (bytes).
-    Stored(u64),
+    /// Fetched and stored (bytes, and whether from peers).
+    Stored(u64, bool),
     /// Already here.
     Present,
     /// Its bundle did not verify against the keyring: not kept.
@@ -109,6 +137,8 @@ enum Done {
 pub struct Summary {
     /// Artifacts fetched and stored.
     pub stored: u64,
+    /// Of those, fetched from peers over iroh-blobs.
+    pub from_peers: u64,
     /// Bytes fetched.
     pub bytes: u64,
     /// Artifacts already held.
@@ -125,8 +155,15 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} new ({} bytes), {} already here, {} refused by the keyring, {} failed; cursor {}",
-            self.stored, self.bytes, self.present, self.refused, self.failed, self.cursor
+            "{} new ({} bytes; {} from peers), {} already here, {} refused by the keyring, {} \
+             failed; cursor {}",
+            self.stored,
+            self.bytes,
+            self.from_peers,
+            self.present,
+            self.refused,
+            self.failed,
+            self.cursor
         )
     }
 }
@@ -139,21 +176,29 @@ pub async fn run(args: MirrorArgs, shutdown: CancellationToken) -> Result<u8> {
     }
     let dir = args.dir.clone().context("--dir is required")?;
     let mirror = Mirror::open(&args, &dir).await?;
-    loop {
-        let summary = mirror.catch_up(&shutdown).await?;
+    let code = loop {
+        let summary = match mirror.catch_up(&shutdown).await {
+            Ok(summary) => summary,
+            Err(error) => {
+                mirror.close().await;
+                return Err(error);
+            }
+        };
         eprintln!("mirror: {summary}");
         if args.once || shutdown.is_cancelled() {
-            return Ok(if summary.failed > 0 {
+            break if summary.failed > 0 {
                 crate::EXIT_ERROR
             } else {
                 crate::EXIT_OK
-            });
+            };
         }
         tokio::select! {
-            () = shutdown.cancelled() => return Ok(crate::EXIT_OK),
+            () = shutdown.cancelled() => break crate::EXIT_OK,
             () = tokio::time::sleep(Duration::from_secs(args.interval.max(1))) => {}
         }
-    }
+    };
+    mirror.close().await;
+    Ok(code)
 }
 
 struct Mirror {
@@ -162,6 +207,10 @@ struct Mirror {
     dir: PathBuf,
     keyring: Option<(Keyring, u32)>,
     jobs: usize,
+    source: Source,
+    peers: Vec<BlobAddr>,
+    /// The iroh-blobs client (not for `--from http`), with a scratch store under `tmp/`.
+    blobs: Option<BlobNode>,
 }
 
 impl Mirror {
@@ -183,13 +232,37 @@ impl Mirror {
             )),
             None => None,
         };
+        let blobs = match args.from {
+            Source::Http => None,
+            Source::Auto | Source::Peers => Some(
+                BlobNode::spawn(BlobConfig {
+                    // A throwaway identity: the mirror only fetches.
+                    secret_key: Identity::generate()?.iroh_secret_key(),
+                    store_dir: Some(scratch.join("iroh")),
+                    bind: args.blobs_bind,
+                })
+                .await
+                .context("starting the iroh-blobs client")?,
+            ),
+        };
         Ok(Mirror {
             coordinator: Coordinator::new(&args.coordinator)?,
             storage,
             dir: dir.to_owned(),
             keyring,
             jobs: args.jobs as usize,
+            source: args.from,
+            peers: args.peers.clone(),
+            blobs,
         })
+    }
+
+    async fn close(self) {
+        if let Some(blobs) = self.blobs
+            && let Err(error) = blobs.shutdown().await
+        {
+            eprintln!("warning: stopping the iroh-blobs client: {error}");
+        }
     }
 
     fn cursor_path(&self) -> PathBuf {
@@ -253,9 +326,10 @@ impl Mirror {
                 match result {
                     Ok(done) => {
                         match done {
-                            Done::Stored(bytes) => {
+                            Done::Stored(bytes, from_peers) => {
                                 summary.stored += 1;
                                 summary.bytes += bytes;
+                                summary.from_peers += u64::from(from_peers);
                             }
                             Done::Present => summary.present += 1,
                             Done::Refused => summary.refused += 1,
@@ -309,10 +383,7 @@ impl Mirror {
             }
         }
         let part = self.dir.join("tmp").join(format!("{hex}.part"));
-        let fetched = self
-            .coordinator
-            .download(&item.blob, &part, &hex[..12])
-            .await;
+        let (fetched, from_peers) = self.fetch(item, &hash, &part).await;
         let stored = match fetched {
             Ok(bytes) if bytes != item.size => Err(anyhow::anyhow!(
                 "the server sent {bytes} bytes for {hex}, the feed says {}",
@@ -331,7 +402,37 @@ impl Mirror {
         stored?;
         // The blob first, then the bundle: "present" means both are here.
         self.storage.put_bundle(&hex, bundle_bytes.into()).await?;
-        Ok(Done::Stored(item.size))
+        Ok(Done::Stored(item.size, from_peers))
+    }
+
+    /// Gets the blob into `part` from peers or over HTTP, as `--from` says; returns the
+    /// bytes written and whether peers served it.
+    async fn fetch(&self, item: &FeedItem, hash: &Blake3Hash, part: &Path) -> (Result<u64>, bool) {
+        let providers: Vec<BlobAddr> = self.peers.iter().chain(&item.providers).cloned().collect();
+        if let Some(blobs) = &self.blobs
+            && (self.source == Source::Peers || !providers.is_empty())
+        {
+            let fetched = async {
+                blobs.fetch(hash, &providers).await?;
+                blobs.export(hash, part).await?;
+                Ok::<u64, anyhow::Error>(tokio::fs::metadata(part).await?.len())
+            }
+            .await;
+            match fetched {
+                Ok(bytes) => return (Ok(bytes), true),
+                Err(error) if self.source == Source::Peers => return (Err(error), true),
+                Err(error) => {
+                    eprintln!("mirror: {hash} from peers failed, trying HTTP: {error:#}");
+                }
+            }
+        }
+        let label = hash.to_hex();
+        (
+            self.coordinator
+                .download(&item.blob, part, &label[..12])
+                .await,
+            false,
+        )
     }
 }
 

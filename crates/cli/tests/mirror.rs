@@ -69,12 +69,21 @@ async fn mirror_copies_resumes_rejects_and_serves() -> Result<()> {
     // A complete copy, then a second run that finds everything there.
     let full = temp.path().join("full");
     let counting = Proxy::start(&url, |_, body| body).await?;
+    // Over HTTP unless a test says otherwise (the feed lists peers, which `auto` prefers).
     let args = |dir: &Path, coordinator: &str| -> Vec<String> {
-        ["mirror", "--once", "--coordinator", coordinator, "--dir"]
-            .iter()
-            .map(ToString::to_string)
-            .chain([dir.to_str().unwrap().to_owned()])
-            .collect()
+        [
+            "mirror",
+            "--once",
+            "--from",
+            "http",
+            "--coordinator",
+            coordinator,
+            "--dir",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .chain([dir.to_str().unwrap().to_owned()])
+        .collect()
     };
     let run = |args: &[String]| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -90,6 +99,51 @@ async fn mirror_copies_resumes_rejects_and_serves() -> Result<()> {
     assert!(out.status.success());
     assert!(text(&out).contains("0 new"), "{}", text(&out));
     assert_eq!(counting.blob_requests(), 3, "nothing fetched twice");
+
+    // From peers over iroh-blobs: the coordinator's feed lists who holds each blob (its own
+    // store and the builders); no blob comes over HTTP.
+    let feed: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(format!("{url}/api/v1/verified"))
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let listed = feed["items"][0]["providers"].as_array().unwrap();
+    assert!(!listed.is_empty(), "{feed}");
+    let peered = temp.path().join("peered");
+    let peer_proxy = Proxy::start(&url, |_, body| body).await?;
+    let mut peer_args = args(&peered, &peer_proxy.url);
+    peer_args[3] = "peers".into();
+    let first = &listed[0];
+    let addrs: Vec<&str> = first["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    peer_args.extend([
+        "--peer".into(),
+        format!(
+            "{}@{}",
+            first["endpoint_id"].as_str().unwrap(),
+            addrs.join(",")
+        ),
+    ]);
+    let out = run(&peer_args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 from peers"), "{}", text(&out));
+    assert_eq!(mirrored(&peered), expected);
+    assert_eq!(peer_proxy.blob_requests(), 0);
+    let out = buildsrs(&[
+        "mirror",
+        "--once",
+        "--dir",
+        peered.to_str().unwrap(),
+        "--peer",
+        "nonsense",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("ENDPOINT_ID@IP:PORT"), "{}", text(&out));
 
     // Killed while the server stalls on the second blob, then run again: finishes, and
     // fetches only what it did not have.
