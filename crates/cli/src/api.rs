@@ -65,6 +65,17 @@ pub struct TaskAnswer {
     pub reason: Option<String>,
     /// When it was decided (RFC 3339), for picking the newest of several toolchains.
     pub decided_at: Option<String>,
+    /// The verified artifact.
+    pub artifact: Option<ArtifactAnswer>,
+}
+
+/// An artifact as the API names it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ArtifactAnswer {
+    /// BLAKE3, hex.
+    pub blake3: String,
+    /// Bytes.
+    pub size: u64,
 }
 
 /// Where a verified artifact is.

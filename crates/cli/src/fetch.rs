@@ -49,6 +49,10 @@ pub struct FetchArgs {
     /// Where to put the binaries [default: ~/.cargo/bin].
     #[arg(long, value_name = "DIR")]
     pub install_dir: Option<PathBuf>,
+    /// Download the archive and its bundle by hash from this mirror (`buildsrs mirror
+    /// serve`) instead of the coordinator, which is still asked which artifact it is.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
 }
 
 /// How a fetch ended (errors aside).
@@ -142,10 +146,27 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     let file_name = format!("{name}-{version}-{target}.tar.gz");
     let archive = scratch.path().join(&file_name);
-    coordinator
-        .download(&links.download, &archive, &file_name)
-        .await?;
-    let bundle_bytes = coordinator.get_small(&links.bundle).await?;
+    let bundle_bytes = match &args.mirror {
+        None => {
+            coordinator
+                .download(&links.download, &archive, &file_name)
+                .await?;
+            coordinator.get_small(&links.bundle).await?
+        }
+        Some(mirror) => {
+            let mirror = Coordinator::new(mirror)?;
+            let hash = &entry
+                .task
+                .artifact
+                .as_ref()
+                .context("the coordinator named no artifact hash to ask the mirror for")?
+                .blake3;
+            mirror
+                .download(&format!("/blobs/{hash}"), &archive, &file_name)
+                .await?;
+            mirror.get_small(&format!("/attestations/{hash}")).await?
+        }
+    };
 
     let artifact =
         ArtifactId::of_file(&archive).with_context(|| format!("hashing {}", archive.display()))?;

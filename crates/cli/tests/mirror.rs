@@ -264,6 +264,34 @@ async fn mirror_copies_resumes_rejects_and_serves() -> Result<()> {
         .send()
         .await?;
     assert_eq!(not_modified.status(), 304);
+    // `fetch` can take the bytes from the mirror (the coordinator only names the artifact).
+    let keyring = temp.path().join("keyring");
+    std::fs::write(&keyring, net.keyring()?.to_text())?;
+    let bin = temp.path().join("bin");
+    let mirror_proxy = Proxy::start(&mirror_url, |_, body| body).await?;
+    let out = buildsrs(&[
+        "fetch",
+        "hello-bin",
+        "--coordinator",
+        &url,
+        "--mirror",
+        &mirror_proxy.url,
+        "--keyring",
+        keyring.to_str().unwrap(),
+        "--install-dir",
+        bin.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        mirror_proxy.blob_requests(),
+        1,
+        "the archive came from the mirror"
+    );
+    let ran = std::process::Command::new(bin.join("hello-bin")).output()?;
+    assert_eq!(
+        String::from_utf8(ran.stdout)?,
+        "Hello from hello-bin 0.2.0!\n"
+    );
     // SIGTERM stops it cleanly.
     std::process::Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
