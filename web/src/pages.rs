@@ -45,6 +45,24 @@ fn from_htmx(headers: &HeaderMap) -> bool {
     headers.contains_key("hx-request")
 }
 
+/// The whole page, or for htmx just the fragment it swaps in. The answer varies with the
+/// `HX-Request` header and says so, so that a browser's history or a cache never shows the
+/// fragment as the page (Back to a search would otherwise show the bare result list).
+fn render_page_or_fragment(
+    state: &WebState,
+    headers: &HeaderMap,
+    page: &str,
+    fragment: &str,
+    context: impl Serialize,
+) -> PageResult {
+    let template = if from_htmx(headers) { fragment } else { page };
+    let mut response = render(state, template, context)?;
+    response
+        .headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("HX-Request"));
+    Ok(response)
+}
+
 fn render(state: &WebState, name: &str, context: impl Serialize) -> PageResult {
     Ok(state.templates().render(name, context)?.into_response())
 }
@@ -85,12 +103,13 @@ async fn search(
     let next = (page.offset + u64::from(page.limit) < results.total)
         .then(|| page.offset + u64::from(page.limit));
     let context = json!({ "q": q, "results": results, "next": next });
-    let template = if from_htmx(&headers) {
-        "_search_results.html"
-    } else {
-        "search.html"
-    };
-    render(&state, template, context)
+    render_page_or_fragment(
+        &state,
+        &headers,
+        "search.html",
+        "_search_results.html",
+        context,
+    )
 }
 
 async fn crate_page(State(state): State<WebState>, Path(name): Path<String>) -> PageResult {
@@ -276,12 +295,7 @@ async fn queue_page(
     let next = (page.offset + u64::from(page.limit) < tasks.total)
         .then(|| page.offset + u64::from(page.limit));
     let context = json!({ "stats": stats, "tasks": tasks, "next": next, "offset": page.offset });
-    let template = if from_htmx(&headers) {
-        "_queue.html"
-    } else {
-        "queue.html"
-    };
-    render(&state, template, context)
+    render_page_or_fragment(&state, &headers, "queue.html", "_queue.html", context)
 }
 
 async fn task_page(State(state): State<WebState>, Path(id): Path<String>) -> PageResult {

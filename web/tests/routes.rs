@@ -49,6 +49,8 @@ store_test!(pages_show_the_seeded_network, |store: Store| async move {
         .await;
     let text = fragment.text();
     assert!(!text.contains("<html"), "a fragment: {text}");
+    assert_eq!(fragment.header("vary"), "HX-Request");
+    assert_eq!(search.header("vary"), "HX-Request");
     assert!(text.contains("demo-tools") && !text.contains("href=\"/crates/demo\""));
     let none = scene.get("/search?q=zzz").await.text();
     assert!(none.contains("No crates match"));
