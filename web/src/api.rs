@@ -5,16 +5,14 @@
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::WebState;
 use crate::error::WebError;
-use crate::pages::load_version;
 use crate::params::{
     CrateName, ListQuery, VersionParam, parse_builder_key, parse_hash, parse_task_id,
 };
+use crate::{WebState, load};
 
 type ApiResult = Result<Json<Value>, WebError>;
 
@@ -93,11 +91,7 @@ async fn crates(State(state): State<WebState>, Query(query): Query<ListQuery>) -
 /// `GET /crates/{name}`: the crate, its versions, and which is `latest`.
 async fn crate_info(State(state): State<WebState>, Path(name): Path<String>) -> ApiResult {
     let name = CrateName::parse(&name)?;
-    let info = state
-        .store()
-        .crate_info(name.as_str())
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))?;
+    let info = load::krate(&state, &name).await?;
     let latest = crate::params::latest(&info.versions).map(|v| v.version.clone());
     let mut value = to_json(&info)?.0;
     value["latest"] = json!(latest);
@@ -112,12 +106,10 @@ async fn version(
 ) -> ApiResult {
     let name = CrateName::parse(&name)?;
     let version = VersionParam::parse(&version)?;
-    let info = load_version(&state, &name, &version).await?;
+    let info = load::version(&state, &name, &version).await?;
     let mut targets = Vec::new();
-    for task in &info.tasks {
-        let Some(detail) = state.store().task(task.id).await? else {
-            continue;
-        };
+    for detail in load::version_tasks(&state, &info).await? {
+        let task = &detail.task;
         let links = task
             .artifact
             .filter(|_| task.state == buildsrs_store::TaskState::Verified)
@@ -140,23 +132,13 @@ async fn version(
 /// `GET /tasks/{id}`.
 async fn task(State(state): State<WebState>, Path(id): Path<String>) -> ApiResult {
     let id = parse_task_id(&id)?;
-    let detail = state
-        .store()
-        .task(id)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("task {id}")))?;
-    to_json(detail)
+    to_json(load::task(&state, id).await?)
 }
 
 /// `GET /artifacts/{hash}`.
 async fn artifact(State(state): State<WebState>, Path(hash): Path<String>) -> ApiResult {
     let hash = parse_hash(&hash)?;
-    let info = state
-        .store()
-        .artifact(&hash)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("artifact {hash}")))?;
-    to_json(info)
+    to_json(load::artifact(&state, &hash).await?)
 }
 
 /// `GET /builders`.
@@ -167,25 +149,12 @@ async fn builders(State(state): State<WebState>) -> ApiResult {
 /// `GET /builders/{key}`: the builder and its 50 most recent results.
 async fn builder(State(state): State<WebState>, Path(key): Path<String>) -> ApiResult {
     let key = parse_builder_key(&key)?;
-    let builder = state
-        .store()
-        .builder(&key)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("builder {key}")))?;
-    let results = state
-        .store()
-        .builder_results(&key, 50)
-        .await?
-        .unwrap_or_default();
-    to_json(json!({ "builder": builder, "recent_results": results }))
+    to_json(load::builder(&state, &key).await?)
 }
 
 /// `GET /queue?offset=&limit=`: statistics and the open tasks.
 async fn queue(State(state): State<WebState>, Query(query): Query<ListQuery>) -> ApiResult {
-    let page = query.page(50)?;
-    let stats = state.store().queue_stats(Timestamp::now()).await?;
-    let tasks = state.store().open_tasks(page).await?;
-    to_json(json!({ "stats": stats, "tasks": tasks }))
+    to_json(load::queue(&state, query.page(50)?).await?)
 }
 
 /// `?since=&limit=` of the verified feed.

@@ -15,10 +15,9 @@ use buildsrs_storage::http::{BlobRequest, answer_blob, answer_bundle};
 use buildsrs_store::{BuilderStatus, TaskState};
 use jiff::Timestamp;
 
-use crate::WebState;
 use crate::error::WebError;
-use crate::pages::load_version;
 use crate::params::{CrateName, Target, VersionParam, parse_hash};
+use crate::{WebState, load};
 
 pub(crate) fn routes() -> Router<WebState> {
     Router::new()
@@ -38,7 +37,7 @@ async fn archive(
     let name = CrateName::parse(&name)?;
     let version = VersionParam::parse(&version)?;
     let target = Target::parse(&target)?;
-    let info = load_version(&state, &name, &version).await?;
+    let info = load::version(&state, &name, &version).await?;
     // Several toolchains may have verified artifacts for one target: the newest decision.
     let artifact = info
         .tasks

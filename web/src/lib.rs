@@ -6,6 +6,7 @@
 //!
 //! - [`params`]: path and query parameters, checked before anything reads the store.
 //! - [`error`]: one error type, answered as JSON under `/api/` and as a page elsewhere.
+//! - `load`: what a page and its API twin both read from the store.
 //! - [`pages`]: the HTML pages (minijinja templates from [`templates`], htmx for liveness).
 //! - [`api`] and [`openapi`]: `/api/v1/…` and the document describing it.
 //! - [`downloads`]: archives, blobs (ETag, HEAD, Range), bundles and the keyring.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod assets;
 pub mod downloads;
 pub mod error;
+mod load;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;

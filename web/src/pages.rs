@@ -7,16 +7,16 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use buildsrs_keys::bundle::BUNDLE_SUFFIX;
-use buildsrs_store::{AttestationId, TaskDetail, TaskState, VersionInfo};
+use buildsrs_store::{AttestationId, TaskDetail, TaskState};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::WebState;
 use crate::error::{PageError, WebError};
 use crate::params::{
     CrateName, ListQuery, VersionParam, parse_builder_key, parse_hash, parse_id, parse_task_id,
 };
+use crate::{WebState, load};
 
 /// A builder counts as online if it was seen this recently.
 pub const ONLINE_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
@@ -100,8 +100,7 @@ async fn search(
     let q = query.search()?;
     let page = query.page(20)?;
     let results = state.store().search_crates(&q, page).await?;
-    let next = (page.offset + u64::from(page.limit) < results.total)
-        .then(|| page.offset + u64::from(page.limit));
+    let next = load::next_offset(page, results.total);
     let context = json!({ "q": q, "results": results, "next": next });
     render_page_or_fragment(
         &state,
@@ -114,11 +113,7 @@ async fn search(
 
 async fn crate_page(State(state): State<WebState>, Path(name): Path<String>) -> PageResult {
     let name = CrateName::parse(&name)?;
-    let info = state
-        .store()
-        .crate_info(name.as_str())
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))?;
+    let info = load::krate(&state, &name).await?;
     let mut versions = Vec::new();
     for version in info.versions.iter().take(CRATE_PAGE_VERSIONS) {
         if let Some(detail) = state
@@ -155,48 +150,17 @@ struct TargetRow {
     commands: Option<String>,
 }
 
-/// Loads a version and every task's results; resolves `latest`.
-pub(crate) async fn load_version(
-    state: &WebState,
-    name: &CrateName,
-    version: &VersionParam,
-) -> Result<VersionInfo, WebError> {
-    let exact = match version {
-        VersionParam::Exact(version) => version.clone(),
-        VersionParam::Latest => {
-            let info = state
-                .store()
-                .crate_info(name.as_str())
-                .await?
-                .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))?;
-            version
-                .resolve(&info)
-                .map(|v| v.version.clone())
-                .ok_or_else(|| {
-                    WebError::not_found(format!("a non-yanked version of {}", name.as_str()))
-                })?
-        }
-    };
-    state
-        .store()
-        .version_info(name.as_str(), &exact)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("{} {exact}", name.as_str())))
-}
-
 async fn version_page(
     State(state): State<WebState>,
     Path((name, version)): Path<(String, String)>,
 ) -> PageResult {
     let name = CrateName::parse(&name)?;
     let version = VersionParam::parse(&version)?;
-    let info = load_version(&state, &name, &version).await?;
+    let info = load::version(&state, &name, &version).await?;
     let base = state.public_url();
     let mut rows = Vec::new();
-    for task in &info.tasks {
-        let Some(detail) = state.store().task(task.id).await? else {
-            continue;
-        };
+    for detail in load::version_tasks(&state, &info).await? {
+        let task = &detail.task;
         let mut hashes: Vec<_> = detail
             .results
             .iter()
@@ -247,11 +211,7 @@ async fn version_page(
 
 async fn artifact_page(State(state): State<WebState>, Path(hash): Path<String>) -> PageResult {
     let hash = parse_hash(&hash)?;
-    let info = state
-        .store()
-        .artifact(&hash)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("artifact {hash}")))?;
+    let info = load::artifact(&state, &hash).await?;
     let total: u64 = info.downloads.iter().map(|d| d.count).sum();
     render(
         &state,
@@ -267,21 +227,7 @@ async fn builders_page(State(state): State<WebState>) -> PageResult {
 
 async fn builder_page(State(state): State<WebState>, Path(key): Path<String>) -> PageResult {
     let key = parse_builder_key(&key)?;
-    let builder = state
-        .store()
-        .builder(&key)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("builder {key}")))?;
-    let results = state
-        .store()
-        .builder_results(&key, 50)
-        .await?
-        .unwrap_or_default();
-    render(
-        &state,
-        "builder.html",
-        json!({ "builder": builder, "results": results }),
-    )
+    render(&state, "builder.html", load::builder(&state, &key).await?)
 }
 
 async fn queue_page(
@@ -290,22 +236,20 @@ async fn queue_page(
     Query(query): Query<ListQuery>,
 ) -> PageResult {
     let page = query.page(50)?;
-    let stats = state.store().queue_stats(Timestamp::now()).await?;
-    let tasks = state.store().open_tasks(page).await?;
-    let next = (page.offset + u64::from(page.limit) < tasks.total)
-        .then(|| page.offset + u64::from(page.limit));
-    let context = json!({ "stats": stats, "tasks": tasks, "next": next, "offset": page.offset });
+    let queue = load::queue(&state, page).await?;
+    let context = json!({
+        "stats": queue.stats, "tasks": queue.tasks, "next": queue.next, "offset": page.offset,
+    });
     render_page_or_fragment(&state, &headers, "queue.html", "_queue.html", context)
 }
 
 async fn task_page(State(state): State<WebState>, Path(id): Path<String>) -> PageResult {
     let id = parse_task_id(&id)?;
-    let detail = state
-        .store()
-        .task(id)
-        .await?
-        .ok_or_else(|| WebError::not_found(format!("task {id}")))?;
-    render(&state, "task.html", json!({ "detail": detail }))
+    render(
+        &state,
+        "task.html",
+        json!({ "detail": load::task(&state, id).await? }),
+    )
 }
 
 /// A result's build log as plain text (never HTML: it is the builder's output).

@@ -1,0 +1,128 @@
+//! What a page and its JSON twin both load: one store read (or a few) per thing shown, with
+//! "not found" turned into a 404 that names what was missing. Pages render the result with
+//! a template, the API serializes it.
+
+use buildsrs_keys::{Blake3Hash, PublicKey};
+use buildsrs_store::{
+    ArtifactInfo, BuilderInfo, BuilderResult, CrateInfo, Page, Paged, QueueStats, TaskDetail,
+    TaskId, TaskInfo, VersionInfo,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::WebState;
+use crate::error::WebError;
+use crate::params::{CrateName, VersionParam};
+
+/// How many of a builder's recent results its page and API show.
+const RECENT_RESULTS: u32 = 50;
+
+/// A crate and its versions.
+pub(crate) async fn krate(state: &WebState, name: &CrateName) -> Result<CrateInfo, WebError> {
+    state
+        .store()
+        .crate_info(name.as_str())
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))
+}
+
+/// A version and its tasks; `latest` resolves to the newest version that is not yanked.
+pub(crate) async fn version(
+    state: &WebState,
+    name: &CrateName,
+    version: &VersionParam,
+) -> Result<VersionInfo, WebError> {
+    let exact = match version {
+        VersionParam::Exact(version) => version.clone(),
+        VersionParam::Latest => version
+            .resolve(&krate(state, name).await?)
+            .map(|v| v.version.clone())
+            .ok_or_else(|| {
+                WebError::not_found(format!("a non-yanked version of {}", name.as_str()))
+            })?,
+    };
+    state
+        .store()
+        .version_info(name.as_str(), &exact)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("{} {exact}", name.as_str())))
+}
+
+/// Every task of a version with its leases and results, in the version's task order.
+pub(crate) async fn version_tasks(
+    state: &WebState,
+    info: &VersionInfo,
+) -> Result<Vec<TaskDetail>, WebError> {
+    let mut details = Vec::with_capacity(info.tasks.len());
+    for task in &info.tasks {
+        details.push(self::task(state, task.id).await?);
+    }
+    Ok(details)
+}
+
+/// A task with its leases and results.
+pub(crate) async fn task(state: &WebState, id: TaskId) -> Result<TaskDetail, WebError> {
+    state
+        .store()
+        .task(id)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("task {id}")))
+}
+
+/// An artifact with its tasks, attestations and downloads.
+pub(crate) async fn artifact(
+    state: &WebState,
+    hash: &Blake3Hash,
+) -> Result<ArtifactInfo, WebError> {
+    state
+        .store()
+        .artifact(hash)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("artifact {hash}")))
+}
+
+/// A builder and its most recent results.
+#[derive(Serialize)]
+pub(crate) struct BuilderView {
+    pub builder: BuilderInfo,
+    pub recent_results: Vec<BuilderResult>,
+}
+
+pub(crate) async fn builder(state: &WebState, key: &PublicKey) -> Result<BuilderView, WebError> {
+    let builder = state
+        .store()
+        .builder(key)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("builder {key}")))?;
+    let recent_results = state
+        .store()
+        .builder_results(key, RECENT_RESULTS)
+        .await?
+        .unwrap_or_default();
+    Ok(BuilderView {
+        builder,
+        recent_results,
+    })
+}
+
+/// Queue statistics and a page of open tasks.
+#[derive(Serialize)]
+pub(crate) struct QueueView {
+    pub stats: QueueStats,
+    pub tasks: Paged<TaskInfo>,
+    /// The offset of the next page, if there is one.
+    pub next: Option<u64>,
+}
+
+pub(crate) async fn queue(state: &WebState, page: Page) -> Result<QueueView, WebError> {
+    let stats = state.store().queue_stats(Timestamp::now()).await?;
+    let tasks = state.store().open_tasks(page).await?;
+    let next = next_offset(page, tasks.total);
+    Ok(QueueView { stats, tasks, next })
+}
+
+/// The offset of the page after `page`, if `total` items reach past it.
+pub(crate) fn next_offset(page: Page, total: u64) -> Option<u64> {
+    let end = page.offset + u64::from(page.limit);
+    (end < total).then_some(end)
+}
