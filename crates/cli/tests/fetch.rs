@@ -29,49 +29,33 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
     std::fs::write(&keyring, net.keyring()?.to_text())?;
     let keyring = keyring.to_str().unwrap();
 
+    // Installs `spec` into a fresh directory and runs it; returns what fetch said.
+    let install_and_run = |spec: &str, dir: &str, greeting: &str| {
+        let bin = temp.path().join(dir);
+        let out = buildsrs(&[
+            "fetch",
+            spec,
+            "--coordinator",
+            &url,
+            "--keyring",
+            keyring,
+            "--install-dir",
+            bin.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let ran = Command::new(bin.join("hello-bin")).output().unwrap();
+        assert_eq!(String::from_utf8(ran.stdout).unwrap(), greeting);
+        text(&out)
+    };
     // The happy path: latest, verified by two of the three trusted builders, installed, runs.
-    let bin = temp.path().join("bin");
-    let out = buildsrs(&[
-        "fetch",
-        "hello-bin",
-        "--coordinator",
-        &url,
-        "--keyring",
-        keyring,
-        "--install-dir",
-        bin.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let said = text(&out);
+    let said = install_and_run("hello-bin", "bin", "Hello from hello-bin 0.2.0!\n");
     assert!(said.contains("installed hello-bin 0.2.0"), "{said}");
     assert!(
         said.contains("counted: node-"),
         "names who attested: {said}"
     );
-    let ran = Command::new(bin.join("hello-bin")).output()?;
-    assert_eq!(
-        String::from_utf8(ran.stdout)?,
-        "Hello from hello-bin 0.2.0!\n"
-    );
-
     // An exact version.
-    let old = temp.path().join("old");
-    let out = buildsrs(&[
-        "fetch",
-        "hello-bin@0.1.0",
-        "--coordinator",
-        &url,
-        "--keyring",
-        keyring,
-        "--install-dir",
-        old.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let ran = Command::new(old.join("hello-bin")).output()?;
-    assert_eq!(
-        String::from_utf8(ran.stdout)?,
-        "Hello from hello-bin 0.1.0!\n"
-    );
+    install_and_run("hello-bin@0.1.0", "old", "Hello from hello-bin 0.1.0!\n");
 
     // Refusals: exit 1, nothing installed, and the message says why.
     let refused = |args: &[&str], why: &str| {
