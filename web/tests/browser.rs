@@ -1,0 +1,576 @@
+//! The web UI in a real browser: Debian's headless Chromium, driven through chromedriver
+//! (WebDriver) by fantoccini, against the server on a loopback socket. It walks what a person
+//! does: reads the home page, types in the search box (htmx swaps the results in), opens a
+//! version page, downloads the artifact and checks its hash, logs in as admin and approves a
+//! builder. Screenshots (desktop and phone sized) are saved as test artifacts.
+//!
+//! Needs `chromium` and `chromedriver` (`scripts/ensure-chromium` installs them; `scripts/test`
+//! calls it). Without them the test fails, saying so. Paths: `BUILDSRS_CHROMIUM` and
+//! `BUILDSRS_CHROMEDRIVER` override the Debian ones. Locally, `BUILDSRS_SKIP_BROWSER_TEST=1`
+//! skips it (refused when `CI` is set). Screenshots and chromedriver's log go to
+//! `BUILDSRS_BROWSER_ARTIFACTS`, by default `$CARGO_TARGET_DIR/browser-screenshots` (or
+//! `target/browser-screenshots`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use buildsrs_keys::Blake3Hash;
+use buildsrs_store::BuilderStatus;
+use buildsrs_store::testing::TestStore;
+use buildsrs_web::{WebConfig, serve};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, Scene, TARGET};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// The longest any single wait in the walk may take.
+const WAIT: Duration = Duration::from_secs(10);
+/// The whole test, browser start included.
+const WHOLE: Duration = Duration::from_secs(120);
+const DESKTOP: (u32, u32) = (1280, 900);
+const PHONE: (u32, u32) = (390, 844);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_walks_the_web_ui_in_chromium() {
+    let Some(tools) = Tools::find() else {
+        return;
+    };
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("creating the screenshot folder");
+    let downloads = tempfile::tempdir().expect("a download folder");
+    let profile = tempfile::tempdir().expect("a fresh Chromium profile folder");
+
+    // The server, on loopback, its public URL the one the browser uses.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("binding the server to 127.0.0.1");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let test_store = TestStore::sqlite().await;
+    let scene = Scene::seed_with(
+        test_store.store.clone(),
+        WebConfig {
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            public_url: Some(base.clone()),
+        },
+    )
+    .await;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, scene.state.clone(), shutdown.clone()));
+
+    let started = Instant::now();
+    let mut driver = Chromedriver::start(&tools.chromedriver, &artifacts.join("chromedriver.log"))
+        .await
+        .expect("starting chromedriver");
+    let client = driver
+        .session(&tools.chromium, profile.path(), downloads.path())
+        .await
+        .expect("starting headless Chromium through chromedriver");
+    eprintln!("browser up after {:?}", started.elapsed());
+
+    let walk = Walk {
+        client: &client,
+        base: &base,
+        scene: &scene,
+        artifacts: &artifacts,
+        downloads: downloads.path(),
+    };
+    let outcome = tokio::time::timeout(WHOLE, walk.run())
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the walk took longer than {WHOLE:?}")));
+    if outcome.is_err() {
+        // What the browser showed when it went wrong, for the CI log's reader.
+        walk.screenshot("failure").await.ok();
+        if let Ok(source) = client.source().await {
+            std::fs::write(artifacts.join("failure.html"), source).ok();
+        }
+    }
+    // Always end the session, so chromedriver closes Chromium, then chromedriver itself.
+    tokio::time::timeout(WAIT, client.close()).await.ok();
+    driver.stop().await;
+    shutdown.cancel();
+    server
+        .await
+        .expect("the server task")
+        .expect("the server ran");
+    eprintln!(
+        "browser walk took {:?}; screenshots in {}",
+        started.elapsed(),
+        artifacts.display()
+    );
+    if let Err(error) = outcome {
+        panic!(
+            "{error:#}\n(see {} for screenshots, the page source and chromedriver's log)",
+            artifacts.display()
+        );
+    }
+}
+
+/// The browser and its driver, found on this machine.
+struct Tools {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
+impl Tools {
+    /// `None` only when a person opted out locally; a missing browser fails the test.
+    fn find() -> Option<Tools> {
+        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+        if std::env::var_os("BUILDSRS_SKIP_BROWSER_TEST").is_some_and(|v| v == "1") {
+            assert!(
+                !ci,
+                "BUILDSRS_SKIP_BROWSER_TEST is for local runs; CI must run the browser test"
+            );
+            eprintln!("browser test skipped: BUILDSRS_SKIP_BROWSER_TEST=1");
+            return None;
+        }
+        let chromium = locate(
+            "BUILDSRS_CHROMIUM",
+            // The browser itself rather than Debian's /usr/bin/chromium launcher script,
+            // which adds flags of its own (extensions, GPU rasterization).
+            &["/usr/lib/chromium/chromium", "/usr/bin/chromium"],
+        );
+        let chromedriver = locate("BUILDSRS_CHROMEDRIVER", &["/usr/bin/chromedriver"]);
+        match (chromium, chromedriver) {
+            (Some(chromium), Some(chromedriver)) => Some(Tools {
+                chromium,
+                chromedriver,
+            }),
+            _ => panic!(
+                "the browser test needs Chromium and chromedriver: run scripts/ensure-chromium \
+                 (installs Debian's `chromium` and `chromium-driver`), or point \
+                 BUILDSRS_CHROMIUM / BUILDSRS_CHROMEDRIVER at them; to skip it locally, set \
+                 BUILDSRS_SKIP_BROWSER_TEST=1"
+            ),
+        }
+    }
+}
+
+/// The file an environment variable names (which must exist), or the first default present.
+fn locate(var: &str, defaults: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "{var}={} is not a file", path.display());
+        return Some(path);
+    }
+    defaults.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+fn artifact_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BUILDSRS_BROWSER_ARTIFACTS").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("browser-screenshots")
+}
+
+/// A chromedriver child process on a free loopback port; killed when dropped.
+struct Chromedriver {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Chromedriver {
+    async fn start(path: &Path, log: &Path) -> Result<Chromedriver> {
+        // A port the kernel just handed out and took back: free unless someone races us.
+        let port = StdListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let mut child = Command::new(path)
+            .arg(format!("--port={port}"))
+            // Loopback only: no remote client may drive this browser.
+            .arg("--allowed-ips=127.0.0.1")
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {}", path.display()))?;
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "chromedriver exited ({status}) before listening; see {}",
+                    log.display()
+                );
+            }
+            if tokio::net::TcpStream::connect(address).await.is_ok() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {address} within {WAIT:?}; see {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Chromedriver {
+            child,
+            url: format!("http://{address}"),
+            log: log.to_owned(),
+        })
+    }
+
+    /// A new browser session: headless Chromium with a fresh profile, no background traffic,
+    /// downloads into `downloads` without asking.
+    async fn session(&self, chromium: &Path, profile: &Path, downloads: &Path) -> Result<Client> {
+        let args = [
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-quic".to_owned(),
+            "--disable-extensions".to_owned(),
+            "--disable-default-apps".to_owned(),
+            "--no-default-browser-check".to_owned(),
+            "--no-first-run".to_owned(),
+            // Containers often have a small /dev/shm.
+            "--disable-dev-shm-usage".to_owned(),
+            format!("--user-data-dir={}", profile.display()),
+            format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
+        ];
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": args,
+                "prefs": {
+                    "download.default_directory": downloads,
+                    "download.prompt_for_download": false,
+                    "safebrowsing.enabled": false,
+                },
+            },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("a JSON object");
+        };
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(capabilities);
+        let connect = builder.connect(&self.url);
+        match tokio::time::timeout(Duration::from_secs(30), connect).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => Err(anyhow::Error::new(error).context(format!(
+                "chromedriver could not start {}; see {}",
+                chromium.display(),
+                self.log.display()
+            ))),
+            Err(_) => bail!(
+                "Chromium did not start within 30 s; see {}",
+                self.log.display()
+            ),
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.child.start_kill().ok();
+        self.child.wait().await.ok();
+    }
+}
+
+/// The steps, sharing the browser and the scene.
+struct Walk<'a> {
+    client: &'a Client,
+    base: &'a str,
+    scene: &'a Scene,
+    artifacts: &'a Path,
+    downloads: &'a Path,
+}
+
+impl Walk<'_> {
+    async fn run(&self) -> Result<()> {
+        self.home().await.context("the home page")?;
+        self.search().await.context("the search page")?;
+        self.version_page_and_download()
+            .await
+            .context("the version page and its download")?;
+        self.admin().await.context("the admin pages")?;
+        self.phone().await.context("the pages at phone size")?;
+        Ok(())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn home(&self) -> Result<()> {
+        self.client.goto(&self.url("/")).await?;
+        for (id, expected) in [
+            ("stat-crates", "2"),
+            ("stat-verified", "1"),
+            ("stat-online", "2"),
+        ] {
+            let text = self.find(&format!("#{id}")).await?.text().await?;
+            ensure!(
+                text == expected,
+                "#{id} shows {text:?}, expected {expected}"
+            );
+        }
+        // The recently verified table links the version page.
+        self.find("table a[href=\"/crates/demo/1.0.0\"]").await?;
+        // htmx came from /static under the content security policy.
+        let htmx = self
+            .client
+            .execute("return typeof window.htmx === 'object';", vec![])
+            .await?;
+        ensure!(htmx == json!(true), "htmx did not load on the home page");
+        self.screenshot("home-desktop").await
+    }
+
+    /// Typing updates the results in place: htmx fetches the fragment and swaps it in. The
+    /// proof that no page load happened is a value left on `window` before typing, still
+    /// there afterwards (a navigation would have made a new `window`).
+    async fn search(&self) -> Result<()> {
+        self.client.goto(&self.url("/search")).await?;
+        self.find("#results a[href=\"/crates/demo\"]")
+            .await
+            .context("the empty search lists every crate")?;
+        self.client
+            .execute("window.buildsrsMarker = 'typed-here'; return true;", vec![])
+            .await?;
+        self.find("#search-box").await?.send_keys("tools").await?;
+        self.until(
+            "the results to show only demo-tools",
+            "return document.querySelector('#results a[href=\"/crates/demo-tools\"]') !== null \
+             && document.querySelector('#results a[href=\"/crates/demo\"]') === null;",
+        )
+        .await?;
+        let marker = self
+            .client
+            .execute("return window.buildsrsMarker || null;", vec![])
+            .await?;
+        ensure!(
+            marker == json!("typed-here"),
+            "the page was reloaded instead of updated by htmx (marker {marker})"
+        );
+        // hx-push-url put the query in the address bar, so the results can be bookmarked.
+        let url = self.client.current_url().await?;
+        ensure!(
+            url.path() == "/search" && url.query() == Some("q=tools"),
+            "the address bar shows {url}"
+        );
+        let summary = self.find("#results p.muted").await?.text().await?;
+        ensure!(summary.contains("1 crate"), "results summary {summary:?}");
+        self.screenshot("search-desktop").await
+    }
+
+    async fn version_page_and_download(&self) -> Result<()> {
+        // From the crate page, follow the link to the verified version as a person would.
+        self.client.goto(&self.url("/crates/demo")).await?;
+        self.find("a[href=\"/crates/demo/1.0.0\"]")
+            .await?
+            .click()
+            .await?;
+        self.until(
+            "the version page",
+            "return location.pathname === '/crates/demo/1.0.0' \
+             && document.querySelector('section.target') !== null;",
+        )
+        .await?;
+        let section = self
+            .find(&format!("section[id=\"target-{TARGET}\"]"))
+            .await?;
+        let text = section.text().await?;
+        ensure!(text.contains("verified"), "the target's state: {text}");
+        ensure!(text.contains("all reported hashes agree"), "{text}");
+        for (name, key) in ["alpha", "beta"].iter().zip(&self.scene.approved) {
+            ensure!(text.contains(name), "builder {name} missing: {text}");
+            let fingerprint = key.fingerprint().to_string();
+            ensure!(
+                text.contains(&fingerprint),
+                "{name}'s fingerprint {fingerprint} missing"
+            );
+        }
+        self.screenshot("version-desktop").await?;
+
+        let link = section.find(Locator::Css("a.button")).await?;
+        let href = link.attr("href").await?.unwrap_or_default();
+        ensure!(
+            href == format!("/crates/demo/1.0.0/{TARGET}"),
+            "the download link goes to {href:?}"
+        );
+        let name = link.attr("download").await?.unwrap_or_default();
+        ensure!(
+            name == format!("demo-1.0.0-{TARGET}.tar.gz"),
+            "download name {name:?}"
+        );
+        // The browser itself downloads it (chromedriver lets headless Chromium save into the
+        // profile's download folder), so this checks what a person would get.
+        ensure!(self.scene.downloads().await == 0, "no download counted yet");
+        link.click().await?;
+        let file = self.downloads.join(&name);
+        let expected = self.scene.bytes.len();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            // Chromium writes `<name>.crdownload` and renames it when complete.
+            if std::fs::metadata(&file).is_ok_and(|m| m.len() as usize == expected) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let present: Vec<_> = std::fs::read_dir(self.downloads)?
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .collect();
+                bail!("{name} did not arrive within {WAIT:?}; the folder holds {present:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let bytes = std::fs::read(&file)?;
+        ensure!(
+            Blake3Hash::of_bytes(&bytes) == self.scene.artifact.blake3,
+            "the downloaded file's BLAKE3 differs from the verified artifact's"
+        );
+        ensure!(
+            self.scene.downloads().await == 1,
+            "the server counted the browser's download"
+        );
+        Ok(())
+    }
+
+    async fn admin(&self) -> Result<()> {
+        self.client.goto(&self.url("/admin")).await?;
+        self.find("input[name=token]")
+            .await?
+            .send_keys(ADMIN_TOKEN)
+            .await?;
+        self.screenshot("admin-login-desktop").await?;
+        self.find("form.login button[type=submit]")
+            .await?
+            .click()
+            .await?;
+        // The dashboard lists gamma, pending, with an Approve button.
+        let row = format!("//tr[@id='builder-{}']", self.scene.pending.fingerprint());
+        let gamma = self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath(&row))
+            .await
+            .context("the dashboard after logging in")?;
+        let text = gamma.text().await?;
+        ensure!(text.contains("gamma") && text.contains("pending"), "{text}");
+        self.screenshot("admin-desktop").await?;
+        gamma
+            .find(Locator::Css(
+                "form[action=\"/admin/builders/approve\"] button",
+            ))
+            .await?
+            .click()
+            .await?;
+        let notice = self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("p.notice"))
+            .await
+            .context("the dashboard after approving")?;
+        let text = notice.text().await?;
+        ensure!(text == "Builder approved.", "notice {text:?}");
+        let url = self.client.current_url().await?;
+        ensure!(
+            url.query() == Some("done=approved"),
+            "after approving: {url}"
+        );
+        let row = self.client.find(Locator::XPath(&row)).await?.text().await?;
+        ensure!(
+            row.contains("approved") && !row.contains("Approve "),
+            "gamma's row after approving: {row}"
+        );
+        let gamma = self
+            .scene
+            .store
+            .builder(&self.scene.pending)
+            .await?
+            .context("gamma in the store")?;
+        ensure!(
+            gamma.status == BuilderStatus::Approved,
+            "gamma is {:?} in the store",
+            gamma.status
+        );
+        self.screenshot("admin-approved-desktop").await
+    }
+
+    /// The same pages in a phone-sized window, for a person to look at.
+    async fn phone(&self) -> Result<()> {
+        self.client.set_window_size(PHONE.0, PHONE.1).await?;
+        for (path, name) in [
+            ("/", "home-phone"),
+            ("/search?q=demo", "search-phone"),
+            ("/crates/demo/1.0.0", "version-phone"),
+            ("/admin", "admin-phone"),
+        ] {
+            self.client.goto(&self.url(path)).await?;
+            self.find("main").await?;
+            // Wider content than the screen means sideways scrolling: worth knowing, but a
+            // matter of design rather than a failure of this walk.
+            let widths = self
+                .client
+                .execute(
+                    "return [document.documentElement.scrollWidth, window.innerWidth];",
+                    vec![],
+                )
+                .await?;
+            eprintln!("{path} at phone size: [content width, viewport width] = {widths}");
+            self.screenshot(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for an element the page should have.
+    async fn find(&self, css: &str) -> Result<fantoccini::elements::Element> {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("waiting for {css}"))
+    }
+
+    /// Polls a script until it returns `true`.
+    async fn until(&self, what: &str, script: &str) -> Result<()> {
+        poll(what, || async {
+            Ok(self.client.execute(script, vec![]).await? == json!(true))
+        })
+        .await
+    }
+
+    async fn screenshot(&self, name: &str) -> Result<()> {
+        let png = self.client.screenshot().await?;
+        std::fs::write(self.artifacts.join(format!("{name}.png")), png)?;
+        Ok(())
+    }
+}
+
+/// Polls `check` every 50 ms until it says yes, for at most [`WAIT`].
+async fn poll<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "waited {WAIT:?} for {what} in vain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
