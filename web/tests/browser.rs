@@ -25,6 +25,7 @@ use buildsrs_keys::Blake3Hash;
 use buildsrs_store::BuilderStatus;
 use buildsrs_store::testing::TestStore;
 use buildsrs_web::{WebConfig, serve};
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
@@ -47,6 +48,13 @@ async fn a_person_walks_the_web_ui_in_chromium() {
     };
     let artifacts = artifact_dir();
     std::fs::create_dir_all(&artifacts).expect("creating the screenshot folder");
+    // Nothing left from an earlier run may pass for this run's.
+    for entry in std::fs::read_dir(&artifacts).expect("reading the screenshot folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.is_file() {
+            std::fs::remove_file(&path).expect("removing an old artifact");
+        }
+    }
     let downloads = tempfile::tempdir().expect("a download folder");
     let profile = tempfile::tempdir().expect("a fresh Chromium profile folder");
 
@@ -71,8 +79,9 @@ async fn a_person_walks_the_web_ui_in_chromium() {
     let mut driver = Chromedriver::start(&tools.chromedriver, &artifacts.join("chromedriver.log"))
         .await
         .expect("starting chromedriver");
+    let netlog = artifacts.join("chromium-netlog.json");
     let client = driver
-        .session(&tools.chromium, profile.path(), downloads.path())
+        .session(&tools.chromium, profile.path(), downloads.path(), &netlog)
         .await
         .expect("starting headless Chromium through chromedriver");
     eprintln!("browser up after {:?}", started.elapsed());
@@ -97,6 +106,7 @@ async fn a_person_walks_the_web_ui_in_chromium() {
     // Always end the session, so chromedriver closes Chromium, then chromedriver itself.
     tokio::time::timeout(WAIT, client.close()).await.ok();
     driver.stop().await;
+    let network = netlog_is_loopback(&netlog);
     shutdown.cancel();
     server
         .await
@@ -107,9 +117,10 @@ async fn a_person_walks_the_web_ui_in_chromium() {
         started.elapsed(),
         artifacts.display()
     );
-    if let Err(error) = outcome {
+    if let Err(error) = outcome.and(network) {
         panic!(
-            "{error:#}\n(see {} for screenshots, the page source and chromedriver's log)",
+            "{error:#}\n(see {} for screenshots, the page source, chromedriver's log and \
+             Chromium's net log)",
             artifacts.display()
         );
     }
@@ -228,7 +239,13 @@ impl Chromedriver {
 
     /// A new browser session: headless Chromium with a fresh profile, no background traffic,
     /// downloads into `downloads` without asking.
-    async fn session(&self, chromium: &Path, profile: &Path, downloads: &Path) -> Result<Client> {
+    async fn session(
+        &self,
+        chromium: &Path,
+        profile: &Path,
+        downloads: &Path,
+        netlog: &Path,
+    ) -> Result<Client> {
         let args = [
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
@@ -243,11 +260,29 @@ impl Chromedriver {
             "--no-first-run".to_owned(),
             // Containers often have a small /dev/shm.
             "--disable-dev-shm-usage".to_owned(),
+            // Screenshots without scroll bars, and the viewport as wide as the window.
+            "--hide-scrollbars".to_owned(),
+            // Nothing but loopback: the flags above still leave Chromium asking Google's
+            // servers for updates and accounts and preconnecting to its search engine. No
+            // name resolves (so no DNS query leaves the machine), the features that call home
+            // are off, and the net log shows what it tried (checked in `netlog_is_loopback`).
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".to_owned(),
+            "--dns-prefetch-disable".to_owned(),
+            "--disable-domain-reliability".to_owned(),
+            "--disable-client-side-phishing-detection".to_owned(),
+            "--no-pings".to_owned(),
+            "--disable-features=AutofillServerCommunication,NetworkTimeServiceQuerying,\
+             OptimizationHints,MediaRouter,Translate,InterestFeedContentSuggestions,\
+             CertificateTransparencyComponentUpdater"
+                .to_owned(),
+            format!("--log-net-log={}", netlog.display()),
             format!("--user-data-dir={}", profile.display()),
             format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
         ];
         let capabilities = json!({
             "browserName": "chrome",
+            // The console, read back after each step: CSP violations and script errors land there.
+            "goog:loggingPrefs": { "browser": "ALL" },
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": args,
@@ -295,13 +330,66 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     async fn run(&self) -> Result<()> {
+        self.viewport(DESKTOP).await?;
         self.home().await.context("the home page")?;
+        self.console_is_clean().await.context("the home page")?;
         self.search().await.context("the search page")?;
+        self.console_is_clean().await.context("the search page")?;
         self.version_page_and_download()
             .await
             .context("the version page and its download")?;
+        self.console_is_clean()
+            .await
+            .context("the version page and its download")?;
         self.admin().await.context("the admin pages")?;
+        self.console_is_clean().await.context("the admin pages")?;
         self.phone().await.context("the pages at phone size")?;
+        self.console_is_clean()
+            .await
+            .context("the pages at phone size")?;
+        Ok(())
+    }
+
+    /// Sizes the window so that the page itself gets `width` × `height` CSS pixels (headless
+    /// Chromium still counts some window decoration into the window's size).
+    async fn viewport(&self, (width, height): (u32, u32)) -> Result<()> {
+        self.client.set_window_size(width, height).await?;
+        let inner = self
+            .client
+            .execute("return [window.innerWidth, window.innerHeight];", vec![])
+            .await?;
+        let (Some(inner_width), Some(inner_height)) = (inner[0].as_u64(), inner[1].as_u64()) else {
+            bail!("window.innerWidth/innerHeight: {inner}");
+        };
+        let outer_width = u64::from(width) + u64::from(width).saturating_sub(inner_width);
+        let outer_height = u64::from(height) + u64::from(height).saturating_sub(inner_height);
+        self.client
+            .set_window_size(u32::try_from(outer_width)?, u32::try_from(outer_height)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Fails on any error the browser's console collected since the last look: a script
+    /// error, a resource that failed to load, a content security policy violation.
+    async fn console_is_clean(&self) -> Result<()> {
+        let entries = self.client.issue_cmd(BrowserLog).await?;
+        let errors: Vec<&Value> = entries
+            .as_array()
+            .context("the browser log is a list")?
+            .iter()
+            .filter(|e| e["level"] == json!("SEVERE"))
+            // The server has no favicon (yet); the browser asks for one on every page.
+            .filter(|e| {
+                !e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(&format!("{}/favicon.ico ", self.base)))
+            })
+            .collect();
+        ensure!(
+            errors.is_empty(),
+            "the browser's console shows errors: {}",
+            serde_json::to_string_pretty(&errors)?
+        );
         Ok(())
     }
 
@@ -486,11 +574,16 @@ impl Walk<'_> {
             url.query() == Some("done=approved"),
             "after approving: {url}"
         );
-        let row = self.client.find(Locator::XPath(&row)).await?.text().await?;
+        let gamma = self.client.find(Locator::XPath(&row)).await?;
+        let text = gamma.text().await?;
         ensure!(
-            row.contains("approved") && !row.contains("Approve "),
-            "gamma's row after approving: {row}"
+            text.contains("approved"),
+            "gamma's row after approving: {text}"
         );
+        let approve = gamma
+            .find_all(Locator::Css("form[action=\"/admin/builders/approve\"]"))
+            .await?;
+        ensure!(approve.is_empty(), "gamma still has an Approve button");
         let gamma = self
             .scene
             .store
@@ -507,7 +600,7 @@ impl Walk<'_> {
 
     /// The same pages in a phone-sized window, for a person to look at.
     async fn phone(&self) -> Result<()> {
-        self.client.set_window_size(PHONE.0, PHONE.1).await?;
+        self.viewport(PHONE).await?;
         for (path, name) in [
             ("/", "home-phone"),
             ("/search?q=demo", "search-phone"),
@@ -573,4 +666,145 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// chromedriver's log endpoint (a Selenium extension): the console entries since last asked.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+    }
+}
+
+/// Reads Chromium's net log (JSON, one event a line, so a log cut short still reads) and
+/// fails if the browser sent anything beyond loopback: a DNS query, a TCP connection to
+/// another address, or a UDP datagram to one. (Chromium `connect`s a UDP socket towards a
+/// public address to learn whether IPv6 is routable; that sends nothing, and is allowed.)
+fn netlog_is_loopback(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading Chromium's net log {}", path.display()))?;
+    let mut lines = text.lines();
+    let constants: Value = lines
+        .next()
+        .and_then(|l| l.strip_prefix("{\"constants\":"))
+        .and_then(|l| serde_json::from_str(l.trim_end_matches(',')).ok())
+        .context("the net log starts with its constants")?;
+    let names: std::collections::HashMap<u64, &str> = constants["logEventTypes"]
+        .as_object()
+        .context("the net log names its event types")?
+        .iter()
+        .filter_map(|(name, number)| Some((number.as_u64()?, name.as_str())))
+        .collect();
+    let mut udp_elsewhere = std::collections::HashMap::new();
+    let mut loopback_connections = 0;
+    let mut problems = std::collections::BTreeSet::new();
+    for line in lines {
+        let Ok(event) = serde_json::from_str::<Value>(line.trim_end_matches(',')) else {
+            continue; // the "events" line, the closing one, or a last line cut short
+        };
+        let kind = event["type"]
+            .as_u64()
+            .and_then(|n| names.get(&n))
+            .copied()
+            .unwrap_or("");
+        let source = event["source"]["id"].as_u64();
+        let address = event["params"]["address"].as_str();
+        match kind {
+            "DNS_TRANSACTION" => {
+                if let Some(name) = event["params"]["hostname"].as_str() {
+                    problems.insert(format!("a DNS query for {name}"));
+                }
+            }
+            "TCP_CONNECT_ATTEMPT" => match address {
+                Some(address) if is_loopback(address) => loopback_connections += 1,
+                Some(address) => {
+                    problems.insert(format!("a TCP connection to {address}"));
+                }
+                None => {}
+            },
+            "UDP_CONNECT" => {
+                if let (Some(source), Some(address)) = (source, address)
+                    && !is_loopback(address)
+                {
+                    udp_elsewhere.insert(source, address.to_owned());
+                }
+            }
+            "UDP_BYTES_SENT" => {
+                if let Some(address) = source.and_then(|s| udp_elsewhere.get(&s)) {
+                    problems.insert(format!("a UDP datagram to {address}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    // The walk's own connections to the server prove the log covers it.
+    ensure!(
+        loopback_connections > 0,
+        "the net log {} shows no connection at all",
+        path.display()
+    );
+    ensure!(
+        problems.is_empty(),
+        "Chromium reached beyond loopback: {}",
+        problems.into_iter().collect::<Vec<_>>().join("; ")
+    );
+    Ok(())
+}
+
+/// Whether `host:port` (or `[v6]:port`) names a loopback address.
+fn is_loopback(address: &str) -> bool {
+    let host = match address.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => address.rsplit_once(':').map_or(address, |(host, _)| host),
+    };
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[test]
+fn the_net_log_check_catches_traffic_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = |events: &[&str]| {
+        let path = dir.path().join("netlog.json");
+        let mut text = String::from(
+            "{\"constants\":{\"logEventTypes\":{\"DNS_TRANSACTION\":1,\
+             \"TCP_CONNECT_ATTEMPT\":2,\"UDP_CONNECT\":3,\"UDP_BYTES_SENT\":4}},\n\"events\": [\n",
+        );
+        for event in events {
+            text.push_str(event);
+            text.push_str(",\n");
+        }
+        std::fs::write(&path, text).unwrap();
+        netlog_is_loopback(&path)
+    };
+    let server = r#"{"type":2,"source":{"id":1},"params":{"address":"127.0.0.1:8080"}}"#;
+    let probe = r#"{"type":3,"source":{"id":2},"params":{"address":"[2001:db8::1]:443"}}"#;
+    log(&[server, probe]).expect("loopback, and a UDP probe that sends nothing");
+    log(&[]).expect_err("a log without the walk's connections");
+
+    let dns = r#"{"type":1,"source":{"id":3},"params":{"hostname":"example.com"}}"#;
+    let error = log(&[server, dns]).unwrap_err().to_string();
+    assert!(error.contains("DNS query for example.com"), "{error}");
+    let tcp = r#"{"type":2,"source":{"id":4},"params":{"address":"192.0.2.1:443"}}"#;
+    let error = log(&[server, tcp]).unwrap_err().to_string();
+    assert!(error.contains("TCP connection to 192.0.2.1:443"), "{error}");
+    let sent = r#"{"type":4,"source":{"id":2},"params":{"byte_count":10}}"#;
+    let error = log(&[server, probe, sent]).unwrap_err().to_string();
+    assert!(
+        error.contains("UDP datagram to [2001:db8::1]:443"),
+        "{error}"
+    );
+
+    assert!(is_loopback("[::1]:9515") && is_loopback("127.0.0.1:1"));
+    assert!(!is_loopback("10.0.0.1:53") && !is_loopback("[fd00::2]:1") && !is_loopback("x"));
 }
