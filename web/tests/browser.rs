@@ -51,18 +51,43 @@ async fn a_person_walks_the_web_ui_in_chromium() {
     // Nothing left from an earlier run may pass for this run's.
     for entry in std::fs::read_dir(&artifacts).expect("reading the screenshot folder") {
         let path = entry.expect("a folder entry").path();
-        if path.is_file() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".png") || LOGS.contains(&name) || name == "failure.html" {
             std::fs::remove_file(&path).expect("removing an old artifact");
         }
     }
-    let downloads = tempfile::tempdir().expect("a download folder");
-    let profile = tempfile::tempdir().expect("a fresh Chromium profile folder");
+    // The profile, downloads and logs of this run: its own, even if another checkout runs
+    // this test at the same time with the same target folder.
+    let scratch = tempfile::tempdir().expect("a scratch folder");
+    let outcome = walk_in_chromium(&tools, &artifacts, scratch.path()).await;
+    for log in LOGS {
+        std::fs::copy(scratch.path().join(log), artifacts.join(log)).ok();
+    }
+    if let Err(error) = outcome {
+        panic!(
+            "{error:#}\n(see {} for screenshots, the page source, chromedriver's log and \
+             Chromium's net log)",
+            artifacts.display()
+        );
+    }
+    eprintln!("screenshots in {}", artifacts.display());
+}
+
+/// The logs kept with the screenshots.
+const LOGS: [&str; 2] = ["chromedriver.log", "chromium-netlog.json"];
+
+async fn walk_in_chromium(tools: &Tools, artifacts: &Path, scratch: &Path) -> Result<()> {
+    let downloads = scratch.join("downloads");
+    let profile = scratch.join("profile");
+    std::fs::create_dir(&downloads)?;
+    std::fs::create_dir(&profile)?;
+    let netlog = scratch.join(LOGS[1]);
 
     // The server, on loopback, its public URL the one the browser uses.
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
-        .expect("binding the server to 127.0.0.1");
-    let base = format!("http://{}", listener.local_addr().unwrap());
+        .context("binding the server to 127.0.0.1")?;
+    let base = format!("http://{}", listener.local_addr()?);
     let test_store = TestStore::sqlite().await;
     let scene = Scene::seed_with(
         test_store.store.clone(),
@@ -76,22 +101,21 @@ async fn a_person_walks_the_web_ui_in_chromium() {
     let server = tokio::spawn(serve(listener, scene.state.clone(), shutdown.clone()));
 
     let started = Instant::now();
-    let mut driver = Chromedriver::start(&tools.chromedriver, &artifacts.join("chromedriver.log"))
+    let mut driver = Chromedriver::start(&tools.chromedriver, &scratch.join(LOGS[0]))
         .await
-        .expect("starting chromedriver");
-    let netlog = artifacts.join("chromium-netlog.json");
+        .context("starting chromedriver")?;
     let client = driver
-        .session(&tools.chromium, profile.path(), downloads.path(), &netlog)
+        .session(&tools.chromium, &profile, &downloads, &netlog)
         .await
-        .expect("starting headless Chromium through chromedriver");
+        .context("starting headless Chromium through chromedriver")?;
     eprintln!("browser up after {:?}", started.elapsed());
 
     let walk = Walk {
         client: &client,
         base: &base,
         scene: &scene,
-        artifacts: &artifacts,
-        downloads: downloads.path(),
+        artifacts,
+        downloads: &downloads,
     };
     let outcome = tokio::time::timeout(WHOLE, walk.run())
         .await
@@ -106,24 +130,11 @@ async fn a_person_walks_the_web_ui_in_chromium() {
     // Always end the session, so chromedriver closes Chromium, then chromedriver itself.
     tokio::time::timeout(WAIT, client.close()).await.ok();
     driver.stop().await;
-    let network = netlog_is_loopback(&netlog);
     shutdown.cancel();
-    server
-        .await
-        .expect("the server task")
-        .expect("the server ran");
-    eprintln!(
-        "browser walk took {:?}; screenshots in {}",
-        started.elapsed(),
-        artifacts.display()
-    );
-    if let Err(error) = outcome.and(network) {
-        panic!(
-            "{error:#}\n(see {} for screenshots, the page source, chromedriver's log and \
-             Chromium's net log)",
-            artifacts.display()
-        );
-    }
+    server.await?.context("the server")?;
+    eprintln!("browser walk took {:?}", started.elapsed());
+    outcome?;
+    netlog_is_loopback(&netlog)
 }
 
 /// The browser and its driver, found on this machine.
@@ -191,7 +202,6 @@ fn artifact_dir() -> PathBuf {
 struct Chromedriver {
     child: Child,
     url: String,
-    log: PathBuf,
 }
 
 impl Chromedriver {
@@ -215,25 +225,20 @@ impl Chromedriver {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = child.try_wait()? {
-                bail!(
-                    "chromedriver exited ({status}) before listening; see {}",
-                    log.display()
-                );
+                bail!("chromedriver exited ({status}) before listening; see chromedriver.log");
             }
             if tokio::net::TcpStream::connect(address).await.is_ok() {
                 break;
             }
             ensure!(
                 Instant::now() < deadline,
-                "chromedriver did not listen on {address} within {WAIT:?}; see {}",
-                log.display()
+                "chromedriver did not listen on {address} within {WAIT:?}; see chromedriver.log"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Chromedriver {
             child,
             url: format!("http://{address}"),
-            log: log.to_owned(),
         })
     }
 
@@ -302,14 +307,10 @@ impl Chromedriver {
         match tokio::time::timeout(Duration::from_secs(30), connect).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(error)) => Err(anyhow::Error::new(error).context(format!(
-                "chromedriver could not start {}; see {}",
-                chromium.display(),
-                self.log.display()
+                "chromedriver could not start {}; see chromedriver.log",
+                chromium.display()
             ))),
-            Err(_) => bail!(
-                "Chromium did not start within 30 s; see {}",
-                self.log.display()
-            ),
+            Err(_) => bail!("Chromium did not start within 30 s; see chromedriver.log"),
         }
     }
 
