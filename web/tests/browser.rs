@@ -43,10 +43,38 @@ const PHONE: (u32, u32) = (390, 844);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_walks_the_web_ui_in_chromium() {
+    in_chromium(Journey::Everything).await;
+}
+
+/// Back to a search after following a result, when the page is no longer in the browser's
+/// back/forward cache (evicted after a while or under memory pressure, or not kept at all):
+/// the browser then takes `/search?q=tools` from its HTTP cache, where the last response for
+/// that URL is the htmx fragment, so the person sees the bare result list without header,
+/// search box or styles. Fixed when the pages that answer `HX-Request` with a fragment send
+/// `Vary: HX-Request` (or keep fragments out of caches).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "web/src/pages.rs sends no `Vary: HX-Request`: Back shows the search fragment alone"]
+async fn back_to_a_search_shows_the_whole_page() {
+    in_chromium(Journey::BackToSearch).await;
+}
+
+/// What a browser test does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Journey {
+    /// Every page and action, at desktop and phone size.
+    Everything,
+    /// A search, a result followed, and Back, with no back/forward cache.
+    BackToSearch,
+}
+
+async fn in_chromium(journey: Journey) {
     let Some(tools) = Tools::find() else {
         return;
     };
-    let artifacts = artifact_dir();
+    let artifacts = match journey {
+        Journey::Everything => artifact_dir(),
+        Journey::BackToSearch => artifact_dir().join("back-to-search"),
+    };
     std::fs::create_dir_all(&artifacts).expect("creating the screenshot folder");
     // Nothing left from an earlier run may pass for this run's.
     for entry in std::fs::read_dir(&artifacts).expect("reading the screenshot folder") {
@@ -59,7 +87,7 @@ async fn a_person_walks_the_web_ui_in_chromium() {
     // The profile, downloads and logs of this run: its own, even if another checkout runs
     // this test at the same time with the same target folder.
     let scratch = tempfile::tempdir().expect("a scratch folder");
-    let outcome = walk_in_chromium(&tools, &artifacts, scratch.path()).await;
+    let outcome = walk_in_chromium(&tools, &artifacts, scratch.path(), journey).await;
     for log in LOGS {
         std::fs::copy(scratch.path().join(log), artifacts.join(log)).ok();
     }
@@ -76,7 +104,12 @@ async fn a_person_walks_the_web_ui_in_chromium() {
 /// The logs kept with the screenshots.
 const LOGS: [&str; 2] = ["chromedriver.log", "chromium-netlog.json"];
 
-async fn walk_in_chromium(tools: &Tools, artifacts: &Path, scratch: &Path) -> Result<()> {
+async fn walk_in_chromium(
+    tools: &Tools,
+    artifacts: &Path,
+    scratch: &Path,
+    journey: Journey,
+) -> Result<()> {
     let downloads = scratch.join("downloads");
     let profile = scratch.join("profile");
     std::fs::create_dir(&downloads)?;
@@ -105,7 +138,7 @@ async fn walk_in_chromium(tools: &Tools, artifacts: &Path, scratch: &Path) -> Re
         .await
         .context("starting chromedriver")?;
     let client = driver
-        .session(&tools.chromium, &profile, &downloads, &netlog)
+        .session(&tools.chromium, &profile, &downloads, &netlog, journey)
         .await
         .context("starting headless Chromium through chromedriver")?;
     eprintln!("browser up after {:?}", started.elapsed());
@@ -117,7 +150,7 @@ async fn walk_in_chromium(tools: &Tools, artifacts: &Path, scratch: &Path) -> Re
         artifacts,
         downloads: &downloads,
     };
-    let outcome = tokio::time::timeout(WHOLE, walk.run())
+    let outcome = tokio::time::timeout(WHOLE, walk.run(journey))
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the walk took longer than {WHOLE:?}")));
     if outcome.is_err() {
@@ -250,7 +283,13 @@ impl Chromedriver {
         profile: &Path,
         downloads: &Path,
         netlog: &Path,
+        journey: Journey,
     ) -> Result<Client> {
+        let back_forward_cache = if journey == Journey::BackToSearch {
+            ",BackForwardCache"
+        } else {
+            ""
+        };
         let args = [
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
@@ -276,10 +315,11 @@ impl Chromedriver {
             "--disable-domain-reliability".to_owned(),
             "--disable-client-side-phishing-detection".to_owned(),
             "--no-pings".to_owned(),
-            "--disable-features=AutofillServerCommunication,NetworkTimeServiceQuerying,\
-             OptimizationHints,MediaRouter,Translate,InterestFeedContentSuggestions,\
-             CertificateTransparencyComponentUpdater"
-                .to_owned(),
+            format!(
+                "--disable-features=AutofillServerCommunication,NetworkTimeServiceQuerying,\
+                 OptimizationHints,MediaRouter,Translate,InterestFeedContentSuggestions,\
+                 CertificateTransparencyComponentUpdater{back_forward_cache}"
+            ),
             format!("--log-net-log={}", netlog.display()),
             format!("--user-data-dir={}", profile.display()),
             format!("--window-size={},{}", DESKTOP.0, DESKTOP.1),
@@ -330,8 +370,12 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    async fn run(&self) -> Result<()> {
+    async fn run(&self, journey: Journey) -> Result<()> {
         self.viewport(DESKTOP).await?;
+        if journey == Journey::BackToSearch {
+            self.search().await.context("the search page")?;
+            return self.back_to_search().await.context("back to the search");
+        }
         self.home().await.context("the home page")?;
         self.console_is_clean().await.context("the home page")?;
         self.search().await.context("the search page")?;
@@ -457,6 +501,31 @@ impl Walk<'_> {
         let summary = self.find("#results p.muted").await?.text().await?;
         ensure!(summary.contains("1 crate"), "results summary {summary:?}");
         self.screenshot("search-desktop").await
+    }
+
+    /// Follows the result of [`Walk::search`], then goes back.
+    async fn back_to_search(&self) -> Result<()> {
+        self.find("#results a[href=\"/crates/demo-tools\"]")
+            .await?
+            .click()
+            .await?;
+        self.until(
+            "the crate page",
+            "return location.pathname === '/crates/demo-tools';",
+        )
+        .await?;
+        self.client.back().await?;
+        let whole = self
+            .until(
+                "the whole search page after going back",
+                "return location.search === '?q=tools' \
+                 && document.querySelector('header.top') !== null \
+                 && document.querySelector('#search-box') !== null \
+                 && document.querySelector('#results a[href=\"/crates/demo-tools\"]') !== null;",
+            )
+            .await;
+        self.screenshot("search-after-back").await?;
+        whole
     }
 
     async fn version_page_and_download(&self) -> Result<()> {
