@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail, ensure};
 use buildsrs_keys::Blake3Hash;
 use buildsrs_store::BuilderStatus;
 use buildsrs_store::testing::TestStore;
-use buildsrs_web::{WebConfig, serve};
+use buildsrs_web::serve;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -139,14 +139,7 @@ async fn walk_in_chromium(
         .context("binding the server to 127.0.0.1")?;
     let base = format!("http://{}", listener.local_addr()?);
     let test_store = TestStore::sqlite().await;
-    let scene = Scene::seed_with(
-        test_store.store.clone(),
-        WebConfig {
-            admin_token: Some(ADMIN_TOKEN.to_owned()),
-            public_url: Some(base.clone()),
-        },
-    )
-    .await;
+    let scene = Scene::seed(test_store.store.clone()).await;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(serve(listener, scene.state.clone(), shutdown.clone()));
 
