@@ -1,7 +1,7 @@
 //! The web UI in a real browser: Debian's headless Chromium, driven through chromedriver
 //! (WebDriver) by fantoccini, against the server on a loopback socket. It walks what a person
-//! does: reads the home page, types in the search box (htmx swaps the results in), opens a
-//! version page, downloads the artifact and checks its hash, logs in as admin and approves a
+//! does: reads the home page, types in the search box (htmx swaps the results in), watches the
+//! queue page refresh itself, opens a version page, downloads the artifact and checks its hash, logs in as admin and approves a
 //! builder. After each step the browser's console must be free of errors. Chromium talks to
 //! loopback only, and its net log is checked for that afterwards. Screenshots (desktop and
 //! phone sized) are saved as test artifacts. Two ignored tests show bugs in going Back to a
@@ -396,6 +396,8 @@ impl Walk<'_> {
         self.console_is_clean().await.context("the home page")?;
         self.search().await.context("the search page")?;
         self.console_is_clean().await.context("the search page")?;
+        self.queue().await.context("the queue page")?;
+        self.console_is_clean().await.context("the queue page")?;
         self.version_page_and_download()
             .await
             .context("the version page and its download")?;
@@ -517,6 +519,36 @@ impl Walk<'_> {
         let summary = self.find("#results p.muted").await?.text().await?;
         ensure!(summary.contains("1 crate"), "results summary {summary:?}");
         self.screenshot("search-desktop").await
+    }
+
+    /// The queue page polls for its list (htmx, every 3 s): a builder taking a task shows up
+    /// without a reload.
+    async fn queue(&self) -> Result<()> {
+        self.client.goto(&self.url("/queue")).await?;
+        let building = self.find("#queue-building").await?.text().await?;
+        ensure!(building == "0", "building before any lease: {building:?}");
+        self.client
+            .execute("window.buildsrsMarker = 'watching'; return true;", vec![])
+            .await?;
+        self.scene
+            .store
+            .lease_next(&self.scene.approved[0], jiff::Timestamp::now())
+            .await?
+            .context("demo 1.1.0 is there to lease")?;
+        self.until(
+            "the queue to show the lease",
+            "return document.getElementById('queue-building')?.textContent === '1';",
+        )
+        .await?;
+        let marker = self
+            .client
+            .execute("return window.buildsrsMarker || null;", vec![])
+            .await?;
+        ensure!(
+            marker == json!("watching"),
+            "the queue page was reloaded instead of refreshed by htmx"
+        );
+        self.screenshot("queue-desktop").await
     }
 
     /// Follows the result of [`Walk::search`], then goes back.
