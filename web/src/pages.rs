@@ -42,7 +42,8 @@ pub(crate) fn routes() -> Router<WebState> {
 
 /// Whether htmx made this request (and wants a fragment).
 fn from_htmx(headers: &HeaderMap) -> bool {
-    headers.contains_key("hx-request")
+    // htmx restoring a page from history (its cache missed) wants the whole page.
+    headers.contains_key("hx-request") && !headers.contains_key("hx-history-restore-request")
 }
 
 /// The whole page, or for htmx just the fragment it swaps in. The answer varies with the

@@ -1,11 +1,11 @@
 //! The web UI in a real browser: Debian's headless Chromium, driven through chromedriver
 //! (WebDriver) by fantoccini, against the server on a loopback socket. It walks what a person
 //! does: reads the home page, types in the search box (htmx swaps the results in), watches the
-//! queue page refresh itself, opens a version page, downloads the artifact and checks its hash, logs in as admin and approves a
-//! builder. After each step the browser's console must be free of errors. Chromium talks to
+//! queue page refresh itself, opens a version page, downloads the artifact and checks its
+//! hash, logs in as admin and approves a builder. After each step the browser's console must be free of errors. Chromium talks to
 //! loopback only, and its net log is checked for that afterwards. Screenshots (desktop and
-//! phone sized) are saved as test artifacts. Two ignored tests show bugs in going Back to a
-//! search; they pass once the bugs are fixed.
+//! phone sized) are saved as test artifacts. Two more tests go Back to a search, past the
+//! browser's cache and past htmx's history cache: the whole page must come back.
 //!
 //! Needs `chromium` and `chromedriver` (`scripts/ensure-chromium` installs them; `scripts/test`
 //! calls it). Without them the test fails, saying so. Paths: `BUILDSRS_CHROMIUM` and
@@ -56,7 +56,6 @@ async fn a_person_walks_the_web_ui_in_chromium() {
 /// search box or styles. Fixed when the pages that answer `HX-Request` with a fragment send
 /// `Vary: HX-Request` (or keep fragments out of caches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "web/src/pages.rs sends no `Vary: HX-Request`: Back shows the search fragment alone"]
 async fn back_to_a_search_shows_the_whole_page() {
     in_chromium(Journey::BackToSearch).await;
 }
@@ -67,7 +66,6 @@ async fn back_to_a_search_shows_the_whole_page() {
 /// the server answers `HX-Request` with the results fragment, so header, search box and footer
 /// vanish. Fixed when `from_htmx` (web/src/pages.rs) says no to history restore requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "web/src/pages.rs answers htmx's history restore request with a fragment"]
 async fn back_past_htmx_history_shows_the_whole_page() {
     in_chromium(Journey::HistoryRestore).await;
 }

@@ -50,6 +50,19 @@ store_test!(pages_show_the_seeded_network, |store: Store| async move {
     let text = fragment.text();
     assert!(!text.contains("<html"), "a fragment: {text}");
     assert_eq!(fragment.header("vary"), "HX-Request");
+    let restore = scene
+        .get_with(
+            "/search?q=tools",
+            &[
+                ("hx-request", "true"),
+                ("hx-history-restore-request", "true"),
+            ],
+        )
+        .await;
+    assert!(
+        restore.text().contains("<html"),
+        "history restore gets the page"
+    );
     assert_eq!(search.header("vary"), "HX-Request");
     assert!(text.contains("demo-tools") && !text.contains("href=\"/crates/demo\""));
     let none = scene.get("/search?q=zzz").await.text();
