@@ -27,6 +27,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "lease_function",
         sql: include_str!("../migrations/sqlite/0002_lease_function.sql"),
     },
+    Migration {
+        version: 3,
+        name: "lease_lazy_window",
+        sql: include_str!("../migrations/sqlite/0003_lease_lazy_window.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -41,10 +46,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "lease_function",
         sql: include_str!("../migrations/postgres/0002_lease_function.sql"),
     },
+    Migration {
+        version: 3,
+        name: "lease_lazy_window",
+        sql: include_str!("../migrations/postgres/0003_lease_lazy_window.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 #[cfg(test)]
 mod tests {
