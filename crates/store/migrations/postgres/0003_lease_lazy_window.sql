@@ -9,10 +9,11 @@
 -- per lease before, 1.8-1.9 ms after; through the store's own bench (crates/store/README.md)
 -- the difference is within the noise.
 --
--- `leases_builder_active` goes: the leasing probe uses `leases_one_active` (the same two
--- columns the other way round), revocation, which is rare, finds a builder's active leases
--- through `leases_deadline` (which holds exactly the active leases), and each lease granted
--- or ended no longer maintains it.
+-- `leases_builder_active` goes, so that each lease granted or ended maintains one index
+-- fewer: leasing probes `leases_one_active` (the same two columns the other way round), and
+-- revocation, which is rare, finds a builder's active leases in one of the partial indexes
+-- that hold exactly the active leases (`leases_one_active` or `leases_deadline`), reading all
+-- active leases: no more than the work in flight.
 DROP INDEX leases_builder_active;
 
 CREATE OR REPLACE FUNCTION buildsrs_lease_next(p_key TEXT, p_now BIGINT, p_deadline BIGINT)
