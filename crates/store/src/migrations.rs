@@ -29,8 +29,8 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "lease_lazy_window",
-        sql: include_str!("../migrations/sqlite/0003_lease_lazy_window.sql"),
+        name: "drop_leases_builder_active",
+        sql: include_str!("../migrations/sqlite/0003_drop_leases_builder_active.sql"),
     },
 ];
 
@@ -48,8 +48,8 @@ pub(crate) const POSTGRES: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "lease_lazy_window",
-        sql: include_str!("../migrations/postgres/0003_lease_lazy_window.sql"),
+        name: "drop_leases_builder_active",
+        sql: include_str!("../migrations/postgres/0003_drop_leases_builder_active.sql"),
     },
 ];
 

@@ -57,8 +57,8 @@ const CANDIDATE: &str = "SELECT t.id FROM tasks t \
 /// Leases the next task to a builder, or `None` if nothing fits.
 ///
 /// On Postgres this is one statement, the server-side function `buildsrs_lease_next`
-/// (migration 0002, rewritten by 0003), which the store runs outside any explicit
-/// transaction to save the round trips of one; see there for how it finds and locks a task. On SQLite it is the
+/// (migration 0002), which the store runs outside any explicit transaction to save the
+/// round trips of one; see there for how it finds and locks a task. On SQLite it is the
 /// same steps from here, in the usual transaction.
 pub(crate) async fn lease_next(
     db: &mut dyn Db,
