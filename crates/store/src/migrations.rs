@@ -32,6 +32,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "publication_feed",
         sql: include_str!("../migrations/sqlite/0003_publication_feed.sql"),
     },
+    Migration {
+        version: 4,
+        name: "drop_leases_builder_active",
+        sql: include_str!("../migrations/sqlite/0004_drop_leases_builder_active.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -51,10 +56,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "publication_feed",
         sql: include_str!("../migrations/postgres/0003_publication_feed.sql"),
     },
+    Migration {
+        version: 4,
+        name: "drop_leases_builder_active",
+        sql: include_str!("../migrations/postgres/0004_drop_leases_builder_active.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 #[cfg(test)]
 mod tests {
