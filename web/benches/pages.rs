@@ -408,9 +408,14 @@ fn write_script(dir: &Path, index: usize, endpoint: &Endpoint) -> Result<std::pa
         r#"local paths = {{ {paths} }}
 local headers = {{ {headers} }}
 local n = 0
+local threads = 0
+function setup(thread)
+  thread:set("thread_number", threads)
+  threads = threads + 1
+end
 function init(args)
   -- Threads start at different places in the list.
-  n = math.random(#paths)
+  n = (thread_number * 3) % #paths
 end
 function request()
   n = n % #paths + 1
