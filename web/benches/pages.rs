@@ -246,6 +246,8 @@ fn endpoints(version_path: &str, artifact_hex: &str) -> Vec<Endpoint> {
 
 /// What seeding produced.
 struct Seeded {
+    crate_name: String,
+    version: String,
     version_path: String,
     artifact_hex: String,
     index_took: Duration,
@@ -378,6 +380,8 @@ async fn seed(store: &Store, storage: &ArtifactStorage, knobs: &Knobs) -> Result
         matches.push(format!("{q} {}", found.total));
     }
     Ok(Seeded {
+        crate_name: leases[0].crate_name.clone(),
+        version: leases[0].version.clone(),
         version_path: format!("/crates/{}/{}", leases[0].crate_name, leases[0].version),
         artifact_hex: hex,
         index_took,
@@ -524,6 +528,93 @@ async fn check(state: &WebState, endpoint: &Endpoint) -> Result<()> {
     Ok(())
 }
 
+/// The median time of `calls` sequential calls of `call`, in microseconds.
+async fn time_calls<T, F, Fut>(calls: usize, mut call: F) -> Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        call().await?;
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(times))
+}
+
+/// Where a request's time goes: one request at a time (no load), the store calls a handler
+/// makes and the whole handler through the router, medians.
+async fn profile(state: &WebState, seeded: &Seeded) -> Result<()> {
+    const CALLS: usize = 50;
+    let store = state.store();
+    let get = |path: String, htmx: bool| {
+        let state = state.clone();
+        async move {
+            let mut request = Request::get(path);
+            if htmx {
+                request = request.header("HX-Request", "true");
+            }
+            let response = router(state).oneshot(request.body(Body::empty())?).await?;
+            ensure!(response.status() == StatusCode::OK, "{}", response.status());
+            axum::body::to_bytes(response.into_body(), 16 << 20).await?;
+            Ok(())
+        }
+    };
+    let (name, version) = (seeded.crate_name.as_str(), seeded.version.as_str());
+    let info = store
+        .version_info(name, version)
+        .await?
+        .context("the version under test is missing")?;
+    let version_info = time_calls(CALLS, || async {
+        Ok(store.version_info(name, version).await?)
+    })
+    .await?;
+    let mut tasks = Vec::new();
+    for task in &info.tasks {
+        let id = task.id;
+        tasks.push(time_calls(CALLS, || async { Ok(store.task(id).await?) }).await?);
+    }
+    let page = time_calls(CALLS, || get(seeded.version_path.clone(), false)).await?;
+    println!(
+        "  one request at a time, medians of {CALLS} (µs): version page {page:.0} = \
+         version_info {version_info:.0} + task() {}",
+        tasks
+            .iter()
+            .map(|t| format!("{t:.0}"))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    );
+    let mut searches = Vec::new();
+    let (mut store_sum, mut page_sum, mut fragment_sum) = (0.0, 0.0, 0.0);
+    for q in QUERIES {
+        let page_query = Page {
+            offset: 0,
+            limit: 20,
+        };
+        let store_us = time_calls(CALLS, || async {
+            Ok(store.search_crates(q, page_query).await?)
+        })
+        .await?;
+        let page_us = time_calls(CALLS, || get(format!("/search?q={q}"), false)).await?;
+        let fragment_us = time_calls(CALLS, || get(format!("/search?q={q}"), true)).await?;
+        searches.push(format!("{q} {store_us:.0}/{page_us:.0}/{fragment_us:.0}"));
+        store_sum += store_us;
+        page_sum += page_us;
+        fragment_sum += fragment_us;
+    }
+    let n = QUERIES.len() as f64;
+    println!(
+        "  search, per term (µs, search_crates/page/fragment): {}; mean over the terms \
+         {:.0}/{:.0}/{:.0}",
+        searches.join(", "),
+        store_sum / n,
+        page_sum / n,
+        fragment_sum / n,
+    );
+    Ok(())
+}
+
 fn bench_backend(runtime: &Runtime, backend: &str, knobs: &Knobs) -> Result<()> {
     let storage_dir = tempfile::tempdir()?;
     let storage = ArtifactStorage::open(&StorageConfig::Local {
@@ -570,7 +661,7 @@ fn bench_backend(runtime: &Runtime, backend: &str, knobs: &Knobs) -> Result<()> 
     let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let server = runtime.spawn(serve(listener, state, shutdown.clone()));
+    let server = runtime.spawn(serve(listener, state.clone(), shutdown.clone()));
 
     let result = (|| -> Result<Vec<Vec<Run>>> {
         if knobs.warmup > 0 {
@@ -628,6 +719,8 @@ fn bench_backend(runtime: &Runtime, backend: &str, knobs: &Knobs) -> Result<()> 
             endpoint.label
         );
     }
+    runtime.block_on(profile(&state, &seeded))?;
+    drop(state);
     drop(test_store);
     Ok(())
 }
