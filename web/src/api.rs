@@ -106,9 +106,9 @@ async fn version(
 ) -> ApiResult {
     let name = CrateName::parse(&name)?;
     let version = VersionParam::parse(&version)?;
-    let info = load::version(&state, &name, &version).await?;
+    let (info, details) = load::version_details(&state, &name, &version).await?;
     let mut targets = Vec::new();
-    for detail in load::version_tasks(&state, &info).await? {
+    for detail in details {
         let task = &detail.task;
         let links = task
             .artifact

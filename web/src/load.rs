@@ -26,21 +26,30 @@ pub(crate) async fn krate(state: &WebState, name: &CrateName) -> Result<CrateInf
         .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))
 }
 
-/// A version and its tasks; `latest` resolves to the newest version that is not yanked.
-pub(crate) async fn version(
+/// The exact version a URL names: itself, or for `latest` the newest not yanked.
+async fn exact_version(
     state: &WebState,
     name: &CrateName,
     version: &VersionParam,
-) -> Result<VersionInfo, WebError> {
-    let exact = match version {
-        VersionParam::Exact(version) => version.clone(),
+) -> Result<String, WebError> {
+    match version {
+        VersionParam::Exact(version) => Ok(version.clone()),
         VersionParam::Latest => version
             .resolve(&krate(state, name).await?)
             .map(|v| v.version.clone())
             .ok_or_else(|| {
                 WebError::not_found(format!("a non-yanked version of {}", name.as_str()))
-            })?,
-    };
+            }),
+    }
+}
+
+/// A version and its tasks (what a download needs).
+pub(crate) async fn version(
+    state: &WebState,
+    name: &CrateName,
+    version: &VersionParam,
+) -> Result<VersionInfo, WebError> {
+    let exact = exact_version(state, name, version).await?;
     state
         .store()
         .version_info(name.as_str(), &exact)
@@ -48,16 +57,19 @@ pub(crate) async fn version(
         .ok_or_else(|| WebError::not_found(format!("{} {exact}", name.as_str())))
 }
 
-/// Every task of a version with its leases and results, in the version's task order.
-pub(crate) async fn version_tasks(
+/// A version, its tasks, and each task's leases and results, in one store read (what the
+/// version page and its API twin show).
+pub(crate) async fn version_details(
     state: &WebState,
-    info: &VersionInfo,
-) -> Result<Vec<TaskDetail>, WebError> {
-    let mut details = Vec::with_capacity(info.tasks.len());
-    for task in &info.tasks {
-        details.push(self::task(state, task.id).await?);
-    }
-    Ok(details)
+    name: &CrateName,
+    version: &VersionParam,
+) -> Result<(VersionInfo, Vec<TaskDetail>), WebError> {
+    let exact = exact_version(state, name, version).await?;
+    state
+        .store()
+        .version_details(name.as_str(), &exact)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("{} {exact}", name.as_str())))
 }
 
 /// A task with its leases and results.

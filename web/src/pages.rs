@@ -157,10 +157,10 @@ async fn version_page(
 ) -> PageResult {
     let name = CrateName::parse(&name)?;
     let version = VersionParam::parse(&version)?;
-    let info = load::version(&state, &name, &version).await?;
+    let (info, details) = load::version_details(&state, &name, &version).await?;
     let base = state.public_url();
     let mut rows = Vec::new();
-    for detail in load::version_tasks(&state, &info).await? {
+    for detail in details {
         let task = &detail.task;
         let mut hashes: Vec<_> = detail
             .results

@@ -543,6 +543,19 @@ impl Store {
         .await
     }
 
+    /// A version with every task's leases and results, in one read transaction.
+    pub async fn version_details(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<(VersionInfo, Vec<TaskDetail>)>> {
+        self.read(
+            (name.to_owned(), version.to_owned()),
+            |db, _, (name, version)| Box::pin(ops::reads::version_details(db, name, version)),
+        )
+        .await
+    }
+
     /// A task with its leases and results.
     pub async fn task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
         self.read(id, |db, _, id| Box::pin(ops::reads::task(db, *id)))

@@ -871,6 +871,19 @@ store_test!(
             .await
             .unwrap();
         assert_eq!(last.items.len(), 7);
+        assert_eq!(last.total, 27);
+        let past = store
+            .search_crates(
+                "serde",
+                Page {
+                    offset: 40,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(past.items.is_empty());
+        assert_eq!(past.total, 27, "a page past the end still knows the total");
         assert_eq!(
             store
                 .search_crates("SERDE-JSON", Page::first(10))

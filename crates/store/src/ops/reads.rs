@@ -117,22 +117,29 @@ pub(crate) async fn search_crates(
         i64::try_from(page.offset).map_err(|_| StoreError::invalid("page offset out of range"))?;
     let pattern = like_pattern(query);
     let exact = query.trim().to_lowercase();
-    let total: u64 = db
-        .query_one(
-            "SELECT COUNT(*) FROM crates c WHERE lower(c.name) LIKE $1 ESCAPE '\\'",
-            params![&pattern],
-        )
-        .await?
-        .get(0)?;
+    // One scan: the total rides along with each row of the page.
     let rows = db
         .query(
             "SELECT c.name, c.watched, \
-                    (SELECT COUNT(*) FROM versions v WHERE v.crate_id = c.id), c.first_seen \
+                    (SELECT COUNT(*) FROM versions v WHERE v.crate_id = c.id), c.first_seen, \
+                    COUNT(*) OVER () \
              FROM crates c WHERE lower(c.name) LIKE $1 ESCAPE '\\' \
              ORDER BY (lower(c.name) = $2) DESC, length(c.name), c.name LIMIT $3 OFFSET $4",
             params![&pattern, &exact, page.limit, offset],
         )
         .await?;
+    let total: u64 = match rows.first() {
+        Some(row) => row.get(4)?,
+        // A page past the end has no row to carry the total: count separately.
+        None if offset > 0 => db
+            .query_one(
+                "SELECT COUNT(*) FROM crates c WHERE lower(c.name) LIKE $1 ESCAPE '\\'",
+                params![&pattern],
+            )
+            .await?
+            .get(0)?,
+        None => 0,
+    };
     let items = collect(&rows, |row| {
         Ok(CrateSummary {
             name: row.get(0)?,
@@ -221,6 +228,25 @@ pub(crate) async fn version_info(
         version: version_summary(&row, 2)?,
         tasks: collect(&tasks, task_info)?,
     }))
+}
+
+/// A version, its tasks, and each task's leases and results, read in one transaction (the
+/// version page's one store call: one snapshot, one pool checkout).
+pub(crate) async fn version_details(
+    db: &mut dyn Db,
+    name: &str,
+    version: &str,
+) -> Result<Option<(VersionInfo, Vec<TaskDetail>)>> {
+    let Some(info) = version_info(db, name, version).await? else {
+        return Ok(None);
+    };
+    let mut details = Vec::with_capacity(info.tasks.len());
+    for summary in &info.tasks {
+        if let Some(detail) = task(db, summary.id).await? {
+            details.push(detail);
+        }
+    }
+    Ok(Some((info, details)))
 }
 
 /// A task with its leases and results.
