@@ -561,13 +561,22 @@ impl Walk<'_> {
         )
         .await?;
         self.client.back().await?;
+        self.whole_search_page_after_back("?q=tools", "/crates/demo-tools")
+            .await
+    }
+
+    /// After going Back: the search page with header, box and a result linking `link`, at
+    /// the URL query `search` (not the bare htmx fragment).
+    async fn whole_search_page_after_back(&self, search: &str, link: &str) -> Result<()> {
         let whole = self
             .until(
                 "the whole search page after going back",
-                "return location.search === '?q=tools' \
-                 && document.querySelector('header.top') !== null \
-                 && document.querySelector('#search-box') !== null \
-                 && document.querySelector('#results a[href=\"/crates/demo-tools\"]') !== null;",
+                &format!(
+                    "return location.search === '{search}' \
+                     && document.querySelector('header.top') !== null \
+                     && document.querySelector('#search-box') !== null \
+                     && document.querySelector('#results a[href=\"{link}\"]') !== null;"
+                ),
             )
             .await;
         self.screenshot("search-after-back").await?;
@@ -590,17 +599,7 @@ impl Walk<'_> {
             )
             .await?;
         self.client.back().await?;
-        let whole = self
-            .until(
-                "the whole search page after going back",
-                "return location.search === '' \
-                 && document.querySelector('header.top') !== null \
-                 && document.querySelector('#search-box') !== null \
-                 && document.querySelector('#results a[href=\"/crates/demo\"]') !== null;",
-            )
-            .await;
-        self.screenshot("search-after-back").await?;
-        whole
+        self.whole_search_page_after_back("", "/crates/demo").await
     }
 
     async fn version_page_and_download(&self) -> Result<()> {
