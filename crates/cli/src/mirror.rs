@@ -362,7 +362,7 @@ impl Mirror {
             .parse()
             .with_context(|| format!("the feed lists {:?}, not a hash", item.hash))?;
         let hex = hash.to_hex();
-        if self.storage.has_blob(&hex).await? && self.storage.get_bundle(&hex).await?.is_some() {
+        if self.storage.has_blob(&hex).await? && self.storage.has_bundle(&hex).await? {
             return Ok(Done::Present);
         }
         let bundle_bytes = self.coordinator.get_small(&item.bundle).await?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum StorageError {
     /// The hash given is not 64 lowercase hex digits. Holds (at most the first 80 characters
     /// of) what was given.
-    #[error("not a BLAKE3 hash (64 lowercase hex digits): {0:?}")]
+    #[error("{0:?} is not a BLAKE3 hash (64 lowercase hex digits)")]
     InvalidHash(String),
     /// The file does not hash to what the caller said; nothing was stored.
     #[error("{} hashes to {actual}, not to the expected {expected}; nothing stored", path.display())]

@@ -56,10 +56,7 @@ impl HttpError {
 impl From<StorageError> for HttpError {
     fn from(error: StorageError) -> Self {
         match error {
-            // Worded as the coordinator's other parameter errors are.
-            StorageError::InvalidHash(given) => HttpError::BadRequest(format!(
-                "{given:?} is not a BLAKE3 hash (64 lowercase hex digits)"
-            )),
+            StorageError::InvalidHash(_) => HttpError::BadRequest(error.to_string()),
             StorageError::RangeNotSatisfiable { size, .. } => HttpError::RangeNotSatisfiable(size),
             other => HttpError::Internal(other.to_string()),
         }

@@ -308,6 +308,12 @@ impl ArtifactStorage {
         Ok(self.blob_size(hash_hex).await?.is_some())
     }
 
+    /// Whether the bundle of `hash_hex` is stored (without reading it).
+    pub async fn has_bundle(&self, hash_hex: &str) -> Result<bool, StorageError> {
+        let key = Self::bundle_key(hash_hex)?;
+        Ok(self.head(&key).await?.is_some())
+    }
+
     /// The size of the blob `hash_hex`, or `None` if it is not stored.
     pub async fn blob_size(&self, hash_hex: &str) -> Result<Option<u64>, StorageError> {
         let key = Self::blob_key(hash_hex)?;

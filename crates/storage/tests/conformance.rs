@@ -309,6 +309,7 @@ async fn invalid_hashes_are_refused(b: &Backend) -> Result<()> {
 async fn bundle_put_get_overwrite(b: &Backend) -> Result<()> {
     let h = hash(b"artifact");
     assert_eq!(b.storage.get_bundle(&h).await?, None);
+    ensure!(!b.storage.has_bundle(&h).await?);
     let first = Bytes::from_static(br#"{"attestations":[1]}"#);
     let second = Bytes::from_static(br#"{"attestations":[1,2]}"#);
     assert_eq!(
@@ -316,6 +317,7 @@ async fn bundle_put_get_overwrite(b: &Backend) -> Result<()> {
         PutOutcome::Stored
     );
     assert_eq!(b.storage.get_bundle(&h).await?, Some(first));
+    ensure!(b.storage.has_bundle(&h).await?);
     assert_eq!(
         b.storage.put_bundle(&h, second.clone()).await?,
         PutOutcome::Stored
