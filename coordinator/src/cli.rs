@@ -136,6 +136,11 @@ struct RunArgs {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// Serve a rendered public page or API answer from memory for this many milliseconds
+    /// before rendering it again (0: render every request). Changes made through the admin
+    /// pages show at once; others show within this time.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    page_cache_ms: u64,
     /// The URL people reach the web UI at, for the commands it shows [default: the bound
     /// address].
     #[arg(long, value_name = "URL")]
@@ -303,6 +308,7 @@ fn config_from(args: RunArgs) -> Result<Config> {
         anyhow::bail!("--public-url {url:?}: expected http://… or https://…");
     }
     config.public_url = args.public_url;
+    config.page_cache_ttl = Duration::from_millis(args.page_cache_ms);
     config.presign_downloads =
         (args.s3.s3_presign_secs > 0).then(|| Duration::from_secs(args.s3.s3_presign_secs));
     config.storage = match args.storage_dir {

@@ -98,6 +98,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Redirect downloads to presigned object storage URLs valid this long (S3 only).
     pub presign_downloads: Option<Duration>,
+    /// How long rendered public pages and API answers are served from memory (zero: off).
+    pub page_cache_ttl: Duration,
 }
 
 impl Config {
@@ -121,6 +123,7 @@ impl Config {
             admin_token: None,
             public_url: None,
             presign_downloads: None,
+            page_cache_ttl: Duration::from_secs(1),
         }
     }
 

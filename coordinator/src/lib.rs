@@ -127,6 +127,7 @@ async fn start_web(
             public_url: Some(config.public_url.clone().unwrap_or_else(|| url.clone())),
             presign_downloads: config.presign_downloads,
             providers: Some(Arc::new(providers)),
+            page_cache_ttl: config.page_cache_ttl,
         },
     )?;
     std::fs::write(config.http_path(), format!("{url}\n"))

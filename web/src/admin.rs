@@ -297,6 +297,8 @@ where
     same_origin(headers)?;
     state.admin().authorize(headers, csrf)?;
     action.await?;
+    // The operator should see their change on the next page they open, not a TTL later.
+    state.page_cache().clear();
     Ok((
         StatusCode::SEE_OTHER,
         [(header::LOCATION, format!("/admin?done={done}"))],

@@ -7,6 +7,7 @@
 //! - [`params`]: path and query parameters, checked before anything reads the store.
 //! - [`error`]: one error type, answered as JSON under `/api/` and as a page elsewhere.
 //! - `load`: what a page and its API twin both read from the store.
+//! - [`cache`]: a short-lived cache of the public pages' and API's answers.
 //! - [`pages`]: the HTML pages (minijinja templates from [`templates`], htmx for liveness).
 //! - [`api`] and [`openapi`]: `/api/v1/…` and the document describing it.
 //! - [`downloads`]: archives, blobs (ETag, HEAD, Range), bundles and the keyring.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod api;
 pub mod assets;
+pub mod cache;
 pub mod downloads;
 pub mod error;
 mod load;
@@ -61,6 +63,9 @@ pub struct WebConfig {
     pub presign_downloads: Option<std::time::Duration>,
     /// Blob addresses to list in the feed of verified artifacts; `None` lists none.
     pub providers: Option<Arc<dyn BlobProviders>>,
+    /// How long a rendered public page or API answer is served from memory (see
+    /// [`cache`]); zero, the default here, renders every request.
+    pub page_cache_ttl: std::time::Duration,
 }
 
 /// Everything a request handler needs. Cheap to clone.
@@ -75,6 +80,7 @@ struct Inner {
     templates: templates::Templates,
     admin: admin::Admin,
     metrics: metrics::Metrics,
+    page_cache: cache::PageCache,
     public_url: String,
     presign_downloads: Option<std::time::Duration>,
     providers: Option<Arc<dyn BlobProviders>>,
@@ -110,6 +116,7 @@ impl WebState {
                 templates: templates::Templates::new()?,
                 admin: admin::Admin::new(config.admin_token),
                 metrics: metrics::Metrics::default(),
+                page_cache: cache::PageCache::new(config.page_cache_ttl),
                 public_url,
                 presign_downloads: config.presign_downloads.filter(|_| storage_presigns),
                 providers: config.providers,
@@ -139,6 +146,11 @@ impl WebState {
         &self.inner.metrics
     }
 
+    /// The cache of rendered public answers.
+    pub fn page_cache(&self) -> &cache::PageCache {
+        &self.inner.page_cache
+    }
+
     /// How long presigned download URLs live, when downloads are redirected.
     pub(crate) fn presign_downloads(&self) -> Option<std::time::Duration> {
         self.inner.presign_downloads
@@ -156,13 +168,15 @@ impl WebState {
 }
 
 /// The whole application: pages, API, downloads, admin, metrics, static assets, with the
-/// security headers on every response.
+/// security headers on every response. The public pages and the API answer through the
+/// [`cache`].
 pub fn router(state: WebState) -> Router {
+    let cached = || axum::middleware::from_fn_with_state(state.clone(), cache::answer_cached);
     Router::new()
-        .merge(pages::routes())
+        .merge(pages::routes().route_layer(cached()))
         .merge(downloads::routes())
         .merge(admin::routes())
-        .nest("/api/v1", api::routes())
+        .nest("/api/v1", api::routes().route_layer(cached()))
         .merge(metrics::routes())
         .merge(assets::routes())
         .fallback(error::not_found)

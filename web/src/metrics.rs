@@ -117,6 +117,15 @@ async fn metrics(State(state): State<WebState>) -> Result<Response, WebError> {
             counter.load(Ordering::Relaxed)
         );
     }
+    let (hits, misses) = state.page_cache().counts();
+    let _ = writeln!(
+        out,
+        "# HELP buildsrs_page_cache_requests_total Public page and API requests of this process \
+         by whether they rendered an answer (miss) or were served one already rendered (hit).\n\
+         # TYPE buildsrs_page_cache_requests_total counter\n\
+         buildsrs_page_cache_requests_total{{result=\"hit\"}} {hits}\n\
+         buildsrs_page_cache_requests_total{{result=\"miss\"}} {misses}"
+    );
     Ok((
         [(
             header::CONTENT_TYPE,

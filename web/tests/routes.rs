@@ -702,3 +702,187 @@ store_test!(
         assert_eq!(head.header("content-length"), scene.bytes.len().to_string());
     }
 );
+
+/// A Scene whose public answers are cached for `ttl`, with the admin pages on.
+async fn cached_scene(store: Store, ttl: std::time::Duration) -> Scene {
+    let config = buildsrs_web::WebConfig {
+        admin_token: Some(support::ADMIN_TOKEN.to_owned()),
+        page_cache_ttl: ttl,
+        ..buildsrs_web::WebConfig::default()
+    };
+    Scene::seed_with(store, config).await
+}
+
+/// Adds `version` of `name` to the index behind the web layer's back (as the index follower
+/// or another coordinator would).
+async fn index(store: &Store, name: &str, version: &str) {
+    let line = buildsrs_store::IndexVersion {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        cksum: format!("{:064x}", version.len() * 97 + name.len()),
+        yanked: false,
+    };
+    store
+        .upsert_versions(vec![line], jiff::Timestamp::now())
+        .await
+        .unwrap();
+}
+
+store_test!(
+    the_page_cache_keeps_answers_until_a_change_here_or_the_ttl,
+    |store: Store| async move {
+        let scene = cached_scene(store, std::time::Duration::from_secs(600)).await;
+        let counts = || scene.state.page_cache().counts();
+
+        // A page and its API twin are rendered once, then served as they were: a version
+        // indexed since does not show before the TTL.
+        for path in ["/crates/demo-tools", "/api/v1/crates/demo-tools"] {
+            assert!(!scene.get(path).await.text().contains("0.2.0"));
+        }
+        index(&scene.store, "demo-tools", "0.2.0").await;
+        let before = counts();
+        for path in ["/crates/demo-tools", "/api/v1/crates/demo-tools"] {
+            let again = scene.get(path).await;
+            assert_eq!(again.status, StatusCode::OK);
+            assert!(
+                !again.text().contains("0.2.0"),
+                "{path} came from the cache"
+            );
+            assert_security_headers(&again);
+        }
+        assert_eq!(counts(), (before.0 + 2, before.1));
+
+        // The fragment htmx asks for and the whole page are kept apart, both ways round.
+        let fragment = scene
+            .get_with("/search?q=tools", &[("hx-request", "true")])
+            .await;
+        assert!(!fragment.text().contains("<html"));
+        let page = scene.get("/search?q=tools").await;
+        assert!(page.text().contains("<html"));
+        let restore = scene
+            .get_with(
+                "/search?q=tools",
+                &[
+                    ("hx-request", "true"),
+                    ("hx-history-restore-request", "true"),
+                ],
+            )
+            .await;
+        assert!(restore.text().contains("<html"));
+        assert_eq!(restore.header("vary"), "HX-Request");
+        let fragment_again = scene
+            .get_with("/search?q=tools", &[("hx-request", "true")])
+            .await;
+        assert_eq!(fragment_again.body, fragment.body);
+
+        // Answers other than 200 are not kept: a crate that appears is found at once.
+        assert_eq!(
+            scene.get("/crates/newcomer").await.status,
+            StatusCode::NOT_FOUND
+        );
+        index(&scene.store, "newcomer", "1.0.0").await;
+        assert_eq!(scene.get("/crates/newcomer").await.status, StatusCode::OK);
+        assert_eq!(
+            scene.get("/crates/bad%20name").await.status,
+            StatusCode::BAD_REQUEST
+        );
+
+        // The admin pages are never cached: the same URL with and without a session.
+        let (cookie, csrf) = scene.login().await;
+        assert!(scene.get("/admin").await.text().contains("name=\"token\""));
+        let dashboard = scene.get_with("/admin", &[("cookie", &cookie)]).await;
+        assert!(dashboard.text().contains("Approve"));
+        assert!(scene.get("/admin").await.text().contains("name=\"token\""));
+
+        // An admin action clears the cache: the builders page shows the approval at once,
+        // and every other page is rendered afresh too.
+        let pending = scene.pending.to_string();
+        let page = format!("/builders/{pending}");
+        assert!(scene.get(&page).await.text().contains("status-pending"));
+        let approved = scene
+            .post_form(
+                "/admin/builders/approve",
+                &[("csrf", csrf.as_str()), ("key", pending.as_str())],
+                &[("cookie", &cookie), ("origin", "http://buildsrs.test")],
+            )
+            .await;
+        assert_eq!(approved.status, StatusCode::SEE_OTHER);
+        let shown = scene.get(&page).await.text();
+        assert!(shown.contains("status-approved"), "{shown}");
+        assert!(
+            scene
+                .get("/crates/demo-tools")
+                .await
+                .text()
+                .contains("0.2.0")
+        );
+
+        // Many asking at once for a page nobody has rendered yet: one renders it, the others
+        // wait for that answer.
+        let before = counts();
+        let answers = futures::future::join_all((0..24).map(|_| scene.get("/crates/demo"))).await;
+        assert!(answers.iter().all(|a| a.status == StatusCode::OK));
+        assert!(answers.iter().all(|a| a.body == answers[0].body));
+        let after = counts();
+        assert_eq!(after.1 - before.1, 1, "one render: {before:?} → {after:?}");
+        assert_eq!(after.0 - before.0, 23);
+
+        let metrics = scene.get("/metrics").await.text();
+        assert!(
+            metrics.contains(&format!(
+                "buildsrs_page_cache_requests_total{{result=\"miss\"}} {}",
+                after.1
+            )),
+            "{metrics}"
+        );
+    }
+);
+
+store_test!(
+    cached_answers_expire_after_the_ttl,
+    |store: Store| async move {
+        let ttl = std::time::Duration::from_millis(200);
+        let scene = cached_scene(store, ttl).await;
+        assert!(
+            !scene
+                .get("/crates/demo-tools")
+                .await
+                .text()
+                .contains("0.2.0")
+        );
+        index(&scene.store, "demo-tools", "0.2.0").await;
+        // Seen within the TTL or not (a slow machine may take longer than it between the two
+        // requests), the new version shows once the TTL has surely passed.
+        tokio::time::sleep(ttl * 3).await;
+        assert!(
+            scene
+                .get("/crates/demo-tools")
+                .await
+                .text()
+                .contains("0.2.0")
+        );
+    }
+);
+
+store_test!(
+    without_a_ttl_every_request_renders,
+    |store: Store| async move {
+        let scene = cached_scene(store, std::time::Duration::ZERO).await;
+        assert!(
+            !scene
+                .get("/crates/demo-tools")
+                .await
+                .text()
+                .contains("0.2.0")
+        );
+        index(&scene.store, "demo-tools", "0.2.0").await;
+        assert!(
+            scene
+                .get("/crates/demo-tools")
+                .await
+                .text()
+                .contains("0.2.0")
+        );
+        assert_eq!(scene.state.page_cache().counts(), (0, 0));
+    }
+);

@@ -37,6 +37,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "drop_leases_builder_active",
         sql: include_str!("../migrations/sqlite/0004_drop_leases_builder_active.sql"),
     },
+    Migration {
+        version: 5,
+        name: "crate_name_trigrams",
+        sql: include_str!("../migrations/sqlite/0005_crate_name_trigrams.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -61,10 +66,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "drop_leases_builder_active",
         sql: include_str!("../migrations/postgres/0004_drop_leases_builder_active.sql"),
     },
+    Migration {
+        version: 5,
+        name: "crate_name_trigrams",
+        sql: include_str!("../migrations/postgres/0005_crate_name_trigrams.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 #[cfg(test)]
 mod tests {

@@ -901,17 +901,48 @@ store_test!(
                 .total,
             1
         );
+        // Texts of three letters in a row or more go through the trigram index, shorter ones
+        // scan: both find the same crates, case-insensitively, with `-` and `_` alike.
+        let names = |query: &'static str| {
+            let store = store.clone();
+            async move {
+                let page = store.search_crates(query, Page::first(50)).await.unwrap();
+                assert_eq!(page.total as usize, page.items.len(), "{query}");
+                let mut names: Vec<String> = page.items.into_iter().map(|c| c.name).collect();
+                names.sort();
+                names
+            }
+        };
+        assert_eq!(names("okI").await, ["Tokio"]);
+        assert_eq!(names("ok").await, ["Tokio"]);
+        assert_eq!(names("de-j").await, ["serde_json"]);
+        assert_eq!(names("serde-js").await, ["serde_json"]);
+        assert_eq!(names("rde_ext-0").await.len(), 10);
+        assert_eq!(names("xt-1").await.len(), 10);
+        assert_eq!(names("ext-17").await, ["serde-ext-17"]);
+        assert!(names("serdes").await.is_empty());
+        // Nothing a crate name cannot hold matches, and nothing of it reaches SQL.
+        for query in ["%", "_%", "serde%", "a b", "serde\\", "'--", "é"] {
+            assert_eq!(
+                store
+                    .search_crates(query, Page::first(5))
+                    .await
+                    .unwrap()
+                    .total,
+                0,
+                "{query:?}"
+            );
+        }
+        let added = vec![line("later-crate", "1.0.0", false)];
+        store.upsert_versions(added, t(2)).await.unwrap();
         assert_eq!(
-            store
-                .search_crates("%", Page::first(5))
-                .await
-                .unwrap()
-                .total,
-            0
+            names("ter-cr").await,
+            ["later-crate"],
+            "a crate added later is in the index"
         );
         let huge = store.search_crates("", Page::first(100_000)).await.unwrap();
         assert_eq!(huge.page.limit, Page::MAX_LIMIT);
-        assert_eq!(huge.total, 28);
+        assert_eq!(huge.total, 29);
         assert!(store.crate_info("nope").await.unwrap().is_none());
         assert!(store.crate_info("bad name").await.is_err());
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
 use jiff::Timestamp;
 
-use crate::db::{Db, Row, artifact_at, params};
+use crate::db::{Db, Dialect, Row, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{
     ArtifactInfo, AttestationId, AttestationInfo, BuildLog, BuilderInfo, BuilderResult, CrateInfo,
@@ -80,23 +80,36 @@ pub(crate) async fn schema_version(db: &mut dyn Db) -> Result<i64> {
     .get(0)
 }
 
-/// Turns a search text into a `LIKE` pattern: `%`, `_` and `\` are literal, and `-` and `_`
-/// match each other (the registry treats them as the same in names).
-fn like_pattern(query: &str) -> String {
-    let mut pattern = String::with_capacity(query.len() + 2);
-    pattern.push('%');
-    for c in query.trim().to_lowercase().chars() {
-        match c {
-            '%' | '\\' => {
-                pattern.push('\\');
-                pattern.push(c);
-            }
-            '-' | '_' => pattern.push('_'),
-            other => pattern.push(other),
+/// Whether a search text could be part of a crate name at all: names hold only ASCII
+/// letters, digits, `-` and `_`. Anything else matches nothing (and so never reaches SQL,
+/// where `%` or `\` would need escaping).
+fn could_be_in_a_name(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Turns a search text (already lowered, and one that [`could_be_in_a_name`]) into a `LIKE`
+/// pattern for "contains": `-` and `_` match each other, as the registry treats them as the
+/// same in names.
+fn like_pattern(text: &str) -> String {
+    format!("%{}%", text.replace('-', "_"))
+}
+
+/// The `WHERE` condition finding the crates whose name matches the `LIKE` pattern `$1`.
+/// Both backends keep a trigram index of the names (migration 5) that answers it when the
+/// text has three letters or digits in a row; shorter texts scan the table either way.
+fn name_matches(dialect: Dialect, text: &str) -> &'static str {
+    match dialect {
+        // The planner picks the GIN index over lower(name) when the pattern has trigrams.
+        Dialect::Postgres => "lower(c.name) LIKE $1",
+        // FTS5 answers LIKE on its column from the index (case-insensitively, as SQLite's
+        // LIKE is for ASCII), and with fewer than three literal characters in a row it would
+        // read its whole index: the table is then the cheaper scan.
+        Dialect::Sqlite if text.split(['-', '_']).any(|run| run.len() >= 3) => {
+            "c.id IN (SELECT rowid FROM crate_name_trigrams WHERE name LIKE $1)"
         }
+        Dialect::Sqlite => "c.name LIKE $1",
     }
-    pattern.push('%');
-    pattern
 }
 
 /// Crates whose name contains `query` (case-insensitive), exact match first, then shorter
@@ -115,17 +128,33 @@ pub(crate) async fn search_crates(
     };
     let offset =
         i64::try_from(page.offset).map_err(|_| StoreError::invalid("page offset out of range"))?;
-    let pattern = like_pattern(query);
-    let exact = query.trim().to_lowercase();
-    // One scan: the total rides along with each row of the page.
+    let text = query.trim().to_ascii_lowercase();
+    if !could_be_in_a_name(&text) {
+        return Ok(Paged {
+            items: Vec::new(),
+            total: 0,
+            page,
+        });
+    }
+    let pattern = like_pattern(&text);
+    let matches = name_matches(db.dialect(), &text);
+    // One scan: the total rides along with each row of the page, and versions are counted
+    // for the page's rows only.
+    let order = |t: &str| format!("(lower({t}.name) = $2) DESC, length({t}.name), {t}.name");
     let rows = db
         .query(
-            "SELECT c.name, c.watched, \
-                    (SELECT COUNT(*) FROM versions v WHERE v.crate_id = c.id), c.first_seen, \
-                    COUNT(*) OVER () \
-             FROM crates c WHERE lower(c.name) LIKE $1 ESCAPE '\\' \
-             ORDER BY (lower(c.name) = $2) DESC, length(c.name), c.name LIMIT $3 OFFSET $4",
-            params![&pattern, &exact, page.limit, offset],
+            &format!(
+                "SELECT p.name, p.watched, \
+                        (SELECT COUNT(*) FROM versions v WHERE v.crate_id = p.id), \
+                        p.first_seen, p.total \
+                 FROM (SELECT c.id, c.name, c.watched, c.first_seen, COUNT(*) OVER () AS total \
+                       FROM crates c WHERE {matches} \
+                       ORDER BY {} LIMIT $3 OFFSET $4) p \
+                 ORDER BY {}",
+                order("c"),
+                order("p"),
+            ),
+            params![&pattern, &text, page.limit, offset],
         )
         .await?;
     let total: u64 = match rows.first() {
@@ -133,7 +162,7 @@ pub(crate) async fn search_crates(
         // A page past the end has no row to carry the total: count separately.
         None if offset > 0 => db
             .query_one(
-                "SELECT COUNT(*) FROM crates c WHERE lower(c.name) LIKE $1 ESCAPE '\\'",
+                &format!("SELECT COUNT(*) FROM crates c WHERE {matches}"),
                 params![&pattern],
             )
             .await?
@@ -205,6 +234,17 @@ pub(crate) async fn version_info(
     name: &str,
     version: &str,
 ) -> Result<Option<VersionInfo>> {
+    Ok(version_row_and_tasks(db, name, version)
+        .await?
+        .map(|(_, info)| info))
+}
+
+/// A version's row id, and the version with its tasks.
+async fn version_row_and_tasks(
+    db: &mut dyn Db,
+    name: &str,
+    version: &str,
+) -> Result<Option<(i64, VersionInfo)>> {
     check_crate_name(name)?;
     let Some(row) = db
         .query_opt(
@@ -223,30 +263,85 @@ pub(crate) async fn version_info(
             params![id],
         )
         .await?;
-    Ok(Some(VersionInfo {
+    let info = VersionInfo {
         crate_name: row.get(1)?,
         version: version_summary(&row, 2)?,
         tasks: collect(&tasks, task_info)?,
-    }))
+    };
+    Ok(Some((id, info)))
 }
 
 /// A version, its tasks, and each task's leases and results, read in one transaction (the
-/// version page's one store call: one snapshot, one pool checkout).
+/// version page's one store call: one snapshot, one pool checkout, four queries however
+/// many targets the version has).
 pub(crate) async fn version_details(
     db: &mut dyn Db,
     name: &str,
     version: &str,
 ) -> Result<Option<(VersionInfo, Vec<TaskDetail>)>> {
-    let Some(info) = version_info(db, name, version).await? else {
+    let Some((version_id, info)) = version_row_and_tasks(db, name, version).await? else {
         return Ok(None);
     };
-    let mut details = Vec::with_capacity(info.tasks.len());
-    for summary in &info.tasks {
-        if let Some(detail) = task(db, summary.id).await? {
-            details.push(detail);
-        }
+    let of_version = "IN (SELECT id FROM tasks WHERE version_id = $1)";
+    let leases = db
+        .query(
+            &format!("{LEASE_SELECT} WHERE l.task_id {of_version} ORDER BY l.id"),
+            params![version_id],
+        )
+        .await?;
+    let results = db
+        .query(
+            &format!("{ATTESTATION_SELECT} WHERE a.task_id {of_version} ORDER BY a.id"),
+            params![version_id],
+        )
+        .await?;
+    let mut details: Vec<TaskDetail> = info
+        .tasks
+        .iter()
+        .map(|task| TaskDetail {
+            task: task.clone(),
+            leases: Vec::new(),
+            results: Vec::new(),
+        })
+        .collect();
+    let position: HashMap<TaskId, usize> = info
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| (task.id, i))
+        .collect();
+    let at = |id: TaskId| -> Result<usize> {
+        position.get(&id).copied().ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "{id} of version {name} {version} vanished mid-read"
+            ))
+        })
+    };
+    for row in &leases {
+        let lease = lease_info(row)?;
+        details[at(lease.task_id)?].leases.push(lease);
+    }
+    for row in &results {
+        let result = attestation_info(row)?;
+        details[at(result.task_id)?].results.push(result);
     }
     Ok(Some((info, details)))
+}
+
+const LEASE_SELECT: &str = "SELECT l.id, l.task_id, b.public_key, l.epoch, l.state, \
+     l.granted_at, l.deadline, l.ended_at FROM leases l JOIN builders b ON b.id = l.builder_id";
+
+fn lease_info(row: &Row) -> Result<LeaseInfo> {
+    Ok(LeaseInfo {
+        id: LeaseId(row.get(0)?),
+        task_id: TaskId(row.get(1)?),
+        builder: row.get(2)?,
+        epoch: row.get(3)?,
+        state: row.get::<String>(4)?.parse()?,
+        granted_at: row.get(5)?,
+        deadline: row.get(6)?,
+        ended_at: row.get(7)?,
+    })
 }
 
 /// A task with its leases and results.
@@ -260,24 +355,10 @@ pub(crate) async fn task(db: &mut dyn Db, id: TaskId) -> Result<Option<TaskDetai
     let task = task_info(&row)?;
     let leases = db
         .query(
-            "SELECT l.id, l.task_id, b.public_key, l.epoch, l.state, l.granted_at, l.deadline, \
-             l.ended_at FROM leases l JOIN builders b ON b.id = l.builder_id \
-             WHERE l.task_id = $1 ORDER BY l.id",
+            &format!("{LEASE_SELECT} WHERE l.task_id = $1 ORDER BY l.id"),
             params![id.0],
         )
         .await?;
-    let leases = collect(&leases, |row| {
-        Ok(LeaseInfo {
-            id: LeaseId(row.get(0)?),
-            task_id: TaskId(row.get(1)?),
-            builder: row.get(2)?,
-            epoch: row.get(3)?,
-            state: row.get::<String>(4)?.parse()?,
-            granted_at: row.get(5)?,
-            deadline: row.get(6)?,
-            ended_at: row.get(7)?,
-        })
-    })?;
     let results = db
         .query(
             &format!("{ATTESTATION_SELECT} WHERE a.task_id = $1 ORDER BY a.id"),
@@ -286,7 +367,7 @@ pub(crate) async fn task(db: &mut dyn Db, id: TaskId) -> Result<Option<TaskDetai
         .await?;
     Ok(Some(TaskDetail {
         task,
-        leases,
+        leases: collect(&leases, lease_info)?,
         results: collect(&results, attestation_info)?,
     }))
 }
