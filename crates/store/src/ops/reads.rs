@@ -100,8 +100,9 @@ fn like_pattern(text: &str) -> String {
 /// text has three letters or digits in a row; shorter texts scan the table either way.
 fn name_matches(dialect: Dialect, text: &str) -> &'static str {
     match dialect {
-        // The planner picks the GIN index over lower(name) when the pattern has trigrams.
-        Dialect::Postgres => "lower(c.name) LIKE $1",
+        // The planner picks the GIN index over this expression when the pattern has
+        // trigrams (names are ASCII: the "C" collation lowers them cheaply).
+        Dialect::Postgres => "lower(c.name COLLATE \"C\") LIKE $1",
         // FTS5 answers LIKE on its column from the index (case-insensitively, as SQLite's
         // LIKE is for ASCII), and with fewer than three literal characters in a row it would
         // read its whole index: the table is then the cheaper scan.
@@ -138,9 +139,23 @@ pub(crate) async fn search_crates(
     }
     let pattern = like_pattern(&text);
     let matches = name_matches(db.dialect(), &text);
+    if db.dialect() == Dialect::Postgres {
+        // The store's connections plan each statement once for all parameters, and no
+        // one plan fits every pattern: only a plan made for this pattern uses the trigram
+        // index (or, for `%s%`, knows a scan is cheaper).
+        db.execute("SET LOCAL plan_cache_mode = force_custom_plan", params![])
+            .await?;
+    }
     // One scan: the total rides along with each row of the page, and versions are counted
     // for the page's rows only.
-    let order = |t: &str| format!("(lower({t}.name) = $2) DESC, length({t}.name), {t}.name");
+    let dialect = db.dialect();
+    let order = |t: &str| {
+        let lowered = match dialect {
+            Dialect::Postgres => format!("lower({t}.name COLLATE \"C\")"),
+            Dialect::Sqlite => format!("lower({t}.name)"),
+        };
+        format!("({lowered} = $2) DESC, length({t}.name), {t}.name")
+    };
     let rows = db
         .query(
             &format!(
