@@ -15,8 +15,11 @@
 //! created a moment later shows at once. Downloads, the admin pages, `/metrics` and
 //! `/healthz` do not pass through here.
 //!
-//! The key is the request's path and query, and whether htmx asked (a fragment) or restores
-//! its history (the whole page): the same URL answers differently for those.
+//! The key is the request's path and query as the client sent it (before any router
+//! stripped a prefix: `/api/v1/crates/x` and `/crates/x` are different answers), whether
+//! htmx asked for a fragment (the same URL then answers with part of the page), and the
+//! cache's generation: [`PageCache::clear`] moves to a new one, so that a page whose render
+//! began before an admin action and ends after it is never served afterwards.
 //!
 //! **Architecture Invariant:** only responses that are the same for every visitor are
 //! cached; nothing here may see a cookie, a session or an admin token.
@@ -26,8 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -40,34 +43,12 @@ const MAX_BYTES: u64 = 64 << 20;
 /// their page sizes and far smaller; a larger one fails loudly rather than being cut.
 const MAX_ANSWER: usize = 16 << 20;
 
-/// Which form of a URL's answer a request wants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Form {
-    /// A plain request: the whole page (or the API's JSON).
-    Whole,
-    /// htmx swapping part of a page in: the fragment.
-    Fragment,
-    /// htmx restoring a page from its history: the whole page again.
-    HistoryRestore,
-}
-
-impl Form {
-    fn of(headers: &HeaderMap) -> Form {
-        match (
-            headers.contains_key("hx-request"),
-            headers.contains_key("hx-history-restore-request"),
-        ) {
-            (false, _) => Form::Whole,
-            (true, false) => Form::Fragment,
-            (true, true) => Form::HistoryRestore,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     path_and_query: String,
-    form: Form,
+    /// htmx asked for the fragment it swaps in (see `pages::from_htmx`).
+    fragment: bool,
+    generation: u64,
 }
 
 /// An answer read into memory, to be sent again.
@@ -89,9 +70,14 @@ impl Answer {
             },
             Err(error) => {
                 tracing::error!("an answer could not be read for the page cache: {error}");
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
                 Answer {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
-                    headers: HeaderMap::new(),
+                    headers,
                     body: Bytes::from_static(b"internal error\n"),
                 }
             }
@@ -118,6 +104,7 @@ impl Answer {
 #[derive(Debug)]
 pub struct PageCache {
     answers: Option<moka::future::Cache<Key, Arc<Answer>>>,
+    generation: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -134,19 +121,25 @@ impl PageCache {
         });
         PageCache {
             answers,
+            generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// Forgets every answer (after a change this process made, such as an admin action).
+    /// Forgets every answer (after a change this process made, such as an admin action),
+    /// including those being rendered now: they are kept under the old generation, which no
+    /// request asks for any more.
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(answers) = &self.answers {
             answers.invalidate_all();
         }
     }
 
-    /// Requests answered from the cache, and requests that rendered an answer, so far.
+    /// Requests served an answer rendered for an earlier request (hits), and requests that
+    /// rendered one (misses), so far. Requests that shared another's error answer are
+    /// neither.
     pub fn counts(&self) -> (u64, u64) {
         (
             self.hits.load(Ordering::Relaxed),
@@ -170,12 +163,17 @@ pub(crate) async fn answer_cached(
     if request.method() != Method::GET {
         return next.run(request).await;
     }
+    // Nested routers see the path without their prefix; the client's URI is the key.
+    let uri = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri(), |original| &original.0);
     let key = Key {
-        path_and_query: request.uri().path_and_query().map_or_else(
-            || request.uri().path().to_owned(),
-            |pq| pq.as_str().to_owned(),
-        ),
-        form: Form::of(request.headers()),
+        path_and_query: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        fragment: crate::pages::from_htmx(request.headers()),
+        generation: cache.generation.load(Ordering::SeqCst),
     };
     let mut rendered = false;
     let result = answers
@@ -190,8 +188,11 @@ pub(crate) async fn answer_cached(
             }
         })
         .await;
-    let counter = if rendered { &cache.misses } else { &cache.hits };
-    counter.fetch_add(1, Ordering::Relaxed);
+    match (&result, rendered) {
+        (_, true) => cache.misses.fetch_add(1, Ordering::Relaxed),
+        (Ok(_), false) => cache.hits.fetch_add(1, Ordering::Relaxed),
+        (Err(_), false) => 0,
+    };
     match result {
         Ok(answer) => answer.to_response(),
         Err(answer) => answer.to_response(),

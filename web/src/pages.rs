@@ -41,7 +41,7 @@ pub(crate) fn routes() -> Router<WebState> {
 }
 
 /// Whether htmx made this request (and wants a fragment).
-fn from_htmx(headers: &HeaderMap) -> bool {
+pub(crate) fn from_htmx(headers: &HeaderMap) -> bool {
     // htmx restoring a page from history (its cache missed) wants the whole page.
     headers.contains_key("hx-request") && !headers.contains_key("hx-history-restore-request")
 }

@@ -741,16 +741,24 @@ store_test!(
         }
         index(&scene.store, "demo-tools", "0.2.0").await;
         let before = counts();
-        for path in ["/crates/demo-tools", "/api/v1/crates/demo-tools"] {
+        for (path, kind) in [
+            ("/crates/demo-tools", "text/html"),
+            ("/api/v1/crates/demo-tools", "application/json"),
+        ] {
             let again = scene.get(path).await;
             assert_eq!(again.status, StatusCode::OK);
             assert!(
                 !again.text().contains("0.2.0"),
                 "{path} came from the cache"
             );
+            // The page and its API twin are different answers, though the API router sees
+            // the same path once its prefix is stripped.
+            assert!(again.header("content-type").starts_with(kind), "{path}");
             assert_security_headers(&again);
         }
-        assert_eq!(counts(), (before.0 + 2, before.1));
+        let api = scene.get("/api/v1/crates/demo-tools").await.json();
+        assert_eq!(api["name"], "demo-tools", "{api}");
+        assert_eq!(counts(), (before.0 + 3, before.1));
 
         // The fragment htmx asks for and the whole page are kept apart, both ways round.
         let fragment = scene
@@ -783,9 +791,13 @@ store_test!(
         index(&scene.store, "newcomer", "1.0.0").await;
         assert_eq!(scene.get("/crates/newcomer").await.status, StatusCode::OK);
         assert_eq!(
-            scene.get("/crates/bad%20name").await.status,
-            StatusCode::BAD_REQUEST
+            scene.get("/api/v1/crates/latecomer").await.status,
+            StatusCode::NOT_FOUND
         );
+        index(&scene.store, "latecomer", "1.0.0").await;
+        let found = scene.get("/api/v1/crates/latecomer").await;
+        assert_eq!(found.status, StatusCode::OK);
+        assert_eq!(found.json()["name"], "latecomer");
 
         // The admin pages are never cached: the same URL with and without a session.
         let (cookie, csrf) = scene.login().await;

@@ -109,6 +109,7 @@ async fn search_index_covers_crates_from_before_it_sqlite() {
         TestStore::sqlite().await,
         "DROP TRIGGER crates_trigrams_insert; DROP TRIGGER crates_trigrams_delete; \
          DROP TRIGGER crates_trigrams_rename; DROP TABLE crate_name_trigrams; \
+         CREATE INDEX crates_lower_name ON crates (lower(name)); \
          DELETE FROM schema_migrations WHERE version = 5;",
     )
     .await;
@@ -118,7 +119,9 @@ async fn search_index_covers_crates_from_before_it_sqlite() {
 async fn search_index_covers_crates_from_before_it_postgres() {
     search_index_covers_crates_from_before_it(
         TestStore::postgres().await,
-        "DROP INDEX crates_name_trigrams; DELETE FROM schema_migrations WHERE version = 5;",
+        "DROP INDEX IF EXISTS crates_name_trigrams; \
+         CREATE INDEX crates_lower_name ON crates (lower(name) text_pattern_ops); \
+         DELETE FROM schema_migrations WHERE version = 5;",
     )
     .await;
 }

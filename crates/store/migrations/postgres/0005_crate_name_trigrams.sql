@@ -20,11 +20,20 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- The operator class is named with the extension's schema, wherever it was installed.
 DO $$
+DECLARE
+    trgm_schema TEXT;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
-        CREATE INDEX crates_name_trigrams ON crates
-            USING gin (lower(name COLLATE "C") gin_trgm_ops) WITH (fastupdate = off);
+    SELECT n.nspname INTO trgm_schema FROM pg_extension e
+        JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm';
+    IF trgm_schema IS NOT NULL THEN
+        EXECUTE format('CREATE INDEX crates_name_trigrams ON crates '
+            'USING gin (lower(name COLLATE "C") %I.gin_trgm_ops) WITH (fastupdate = off)',
+            trgm_schema);
     END IF;
 END
 $$;
+
+-- Nothing reads names through lower(name) any more.
+DROP INDEX crates_lower_name;

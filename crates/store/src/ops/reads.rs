@@ -140,9 +140,10 @@ pub(crate) async fn search_crates(
     let pattern = like_pattern(&text);
     let matches = name_matches(db.dialect(), &text);
     if db.dialect() == Dialect::Postgres {
-        // The store's connections plan each statement once for all parameters, and no
-        // one plan fits every pattern: only a plan made for this pattern uses the trigram
-        // index (or, for `%s%`, knows a scan is cheaper).
+        // The pool's connections force generic plans (`plan_cache_mode`, see postgres.rs),
+        // and for `LIKE $1` with an unknown pattern the planner does not choose the trigram
+        // index; a plan made for this pattern uses it (or, for `%s%`, knows a scan is
+        // cheaper).
         db.execute("SET LOCAL plan_cache_mode = force_custom_plan", params![])
             .await?;
     }
@@ -328,7 +329,7 @@ pub(crate) async fn version_details(
     let at = |id: TaskId| -> Result<usize> {
         position.get(&id).copied().ok_or_else(|| {
             StoreError::corrupt(format!(
-                "{id} of version {name} {version} vanished mid-read"
+                "a lease or result of {name} {version} names {id}, not one of its tasks"
             ))
         })
     };
