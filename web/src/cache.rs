@@ -8,7 +8,8 @@
 //! of rendering it again (so a page's expiry under load costs one render, not one per
 //! connection).
 //!
-//! What may be stale, and for how long: a cached answer is at most one TTL old. The admin
+//! What may be stale, and for how long: a cached answer is at most one TTL (plus the time it
+//! took to render) old. The admin
 //! actions of this process clear the cache, so the operator sees their change at once;
 //! changes made by the scheduler or by other coordinators on the same database show after
 //! the TTL. Answers other than 200 (bad input, not found, errors) are never kept: something
@@ -36,7 +37,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::WebState;
 
-/// Bytes of rendered answers kept at most (the least used go first beyond it).
+/// Bytes of rendered answers kept at most. Beyond it moka evicts the least used, and its
+/// admission policy keeps a flood of one-off URLs (random searches) from pushing out pages
+/// that are asked for often.
 const MAX_BYTES: u64 = 64 << 20;
 
 /// The largest answer read into memory to cache it. Pages and API answers are bounded by

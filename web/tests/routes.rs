@@ -50,15 +50,7 @@ store_test!(pages_show_the_seeded_network, |store: Store| async move {
     let text = fragment.text();
     assert!(!text.contains("<html"), "a fragment: {text}");
     assert_eq!(fragment.header("vary"), "HX-Request");
-    let restore = scene
-        .get_with(
-            "/search?q=tools",
-            &[
-                ("hx-request", "true"),
-                ("hx-history-restore-request", "true"),
-            ],
-        )
-        .await;
+    let restore = scene.get_history_restore("/search?q=tools").await;
     assert!(
         restore.text().contains("<html"),
         "history restore gets the page"
@@ -767,15 +759,7 @@ store_test!(
         assert!(!fragment.text().contains("<html"));
         let page = scene.get("/search?q=tools").await;
         assert!(page.text().contains("<html"));
-        let restore = scene
-            .get_with(
-                "/search?q=tools",
-                &[
-                    ("hx-request", "true"),
-                    ("hx-history-restore-request", "true"),
-                ],
-            )
-            .await;
+        let restore = scene.get_history_restore("/search?q=tools").await;
         assert!(restore.text().contains("<html"));
         assert_eq!(restore.header("vary"), "HX-Request");
         let fragment_again = scene

@@ -211,6 +211,15 @@ impl Scene {
         self.send(request.body(Body::empty()).unwrap()).await
     }
 
+    /// Asks as htmx does when it restores a page from its history after a cache miss.
+    pub async fn get_history_restore(&self, uri: &str) -> Answer {
+        let headers = [
+            ("hx-request", "true"),
+            ("hx-history-restore-request", "true"),
+        ];
+        self.get_with(uri, &headers).await
+    }
+
     /// Posts a form (`application/x-www-form-urlencoded`), with extra headers.
     pub async fn post_form(
         &self,
