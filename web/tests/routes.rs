@@ -805,13 +805,7 @@ store_test!(
         assert_eq!(approved.status, StatusCode::SEE_OTHER);
         let shown = scene.get(&page).await.text();
         assert!(shown.contains("status-approved"), "{shown}");
-        assert!(
-            scene
-                .get("/crates/demo-tools")
-                .await
-                .text()
-                .contains("0.2.0")
-        );
+        assert!(shows_new_version(&scene).await);
 
         // Many asking at once for a page nobody has rendered yet: one renders it, the others
         // wait for that answer.
@@ -834,29 +828,26 @@ store_test!(
     }
 );
 
+/// Whether the crate page of `demo-tools` lists the version [`index`] adds in these tests.
+async fn shows_new_version(scene: &Scene) -> bool {
+    scene
+        .get("/crates/demo-tools")
+        .await
+        .text()
+        .contains("0.2.0")
+}
+
 store_test!(
     cached_answers_expire_after_the_ttl,
     |store: Store| async move {
         let ttl = std::time::Duration::from_millis(200);
         let scene = cached_scene(store, ttl).await;
-        assert!(
-            !scene
-                .get("/crates/demo-tools")
-                .await
-                .text()
-                .contains("0.2.0")
-        );
+        assert!(!shows_new_version(&scene).await);
         index(&scene.store, "demo-tools", "0.2.0").await;
         // Seen within the TTL or not (a slow machine may take longer than it between the two
         // requests), the new version shows once the TTL has surely passed.
         tokio::time::sleep(ttl * 3).await;
-        assert!(
-            scene
-                .get("/crates/demo-tools")
-                .await
-                .text()
-                .contains("0.2.0")
-        );
+        assert!(shows_new_version(&scene).await);
     }
 );
 
@@ -864,21 +855,9 @@ store_test!(
     without_a_ttl_every_request_renders,
     |store: Store| async move {
         let scene = cached_scene(store, std::time::Duration::ZERO).await;
-        assert!(
-            !scene
-                .get("/crates/demo-tools")
-                .await
-                .text()
-                .contains("0.2.0")
-        );
+        assert!(!shows_new_version(&scene).await);
         index(&scene.store, "demo-tools", "0.2.0").await;
-        assert!(
-            scene
-                .get("/crates/demo-tools")
-                .await
-                .text()
-                .contains("0.2.0")
-        );
+        assert!(shows_new_version(&scene).await);
         assert_eq!(scene.state.page_cache().counts(), (0, 0));
     }
 );
