@@ -22,7 +22,7 @@ use crate::{WebState, load};
 pub const ONLINE_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(10);
 
 /// How many of a crate's newest versions its page shows with their task states.
-const CRATE_PAGE_VERSIONS: usize = 30;
+const CRATE_PAGE_VERSIONS: u32 = 30;
 
 type PageResult = Result<Response, PageError>;
 
@@ -114,17 +114,11 @@ async fn search(
 
 async fn crate_page(State(state): State<WebState>, Path(name): Path<String>) -> PageResult {
     let name = CrateName::parse(&name)?;
-    let info = load::krate(&state, &name).await?;
-    let mut versions = Vec::new();
-    for version in info.versions.iter().take(CRATE_PAGE_VERSIONS) {
-        if let Some(detail) = state
-            .store()
-            .version_info(name.as_str(), &version.version)
-            .await?
-        {
-            versions.push(detail);
-        }
-    }
+    let (info, versions) = state
+        .store()
+        .crate_with_tasks(name.as_str(), CRATE_PAGE_VERSIONS)
+        .await?
+        .ok_or_else(|| WebError::not_found(format!("crate {}", name.as_str())))?;
     let latest = crate::params::latest(&info.versions).map(|v| v.version.clone());
     render(
         &state,
@@ -133,7 +127,7 @@ async fn crate_page(State(state): State<WebState>, Path(name): Path<String>) -> 
             "info": info,
             "versions": versions,
             "latest": latest,
-            "more": info.versions.len().saturating_sub(CRATE_PAGE_VERSIONS),
+            "more": info.versions.len().saturating_sub(versions.len()),
         }),
     )
 }

@@ -490,9 +490,7 @@ impl Walk<'_> {
         self.find("#results a[href=\"/crates/demo\"]")
             .await
             .context("the empty search lists every crate")?;
-        self.client
-            .execute("window.buildsrsMarker = 'typed-here'; return true;", vec![])
-            .await?;
+        self.mark("typed-here").await?;
         self.find("#search-box").await?.send_keys("tools").await?;
         self.until(
             "the results to show only demo-tools",
@@ -500,14 +498,11 @@ impl Walk<'_> {
              && document.querySelector('#results a[href=\"/crates/demo\"]') === null;",
         )
         .await?;
-        let marker = self
-            .client
-            .execute("return window.buildsrsMarker || null;", vec![])
-            .await?;
-        ensure!(
-            marker == json!("typed-here"),
-            "the page was reloaded instead of updated by htmx (marker {marker})"
-        );
+        self.ensure_still_marked(
+            "typed-here",
+            "the page was reloaded instead of updated by htmx",
+        )
+        .await?;
         // hx-push-url put the query in the address bar, so the results can be bookmarked.
         let url = self.client.current_url().await?;
         ensure!(
@@ -525,9 +520,7 @@ impl Walk<'_> {
         self.client.goto(&self.url("/queue")).await?;
         let building = self.find("#queue-building").await?.text().await?;
         ensure!(building == "0", "building before any lease: {building:?}");
-        self.client
-            .execute("window.buildsrsMarker = 'watching'; return true;", vec![])
-            .await?;
+        self.mark("watching").await?;
         self.scene
             .store
             .lease_next(&self.scene.approved[0], jiff::Timestamp::now())
@@ -538,14 +531,11 @@ impl Walk<'_> {
             "return document.getElementById('queue-building')?.textContent === '1';",
         )
         .await?;
-        let marker = self
-            .client
-            .execute("return window.buildsrsMarker || null;", vec![])
-            .await?;
-        ensure!(
-            marker == json!("watching"),
-            "the queue page was reloaded instead of refreshed by htmx"
-        );
+        self.ensure_still_marked(
+            "watching",
+            "the queue page was reloaded instead of refreshed by htmx",
+        )
+        .await?;
         self.screenshot("queue-desktop").await
     }
 
@@ -769,6 +759,27 @@ impl Walk<'_> {
     }
 
     /// Waits for an element the page should have.
+    /// Leaves `mark` on the page's `window`: htmx swaps keep it, a page load does not.
+    async fn mark(&self, mark: &str) -> Result<()> {
+        self.client
+            .execute(
+                "window.buildsrsMarker = arguments[0]; return true;",
+                vec![json!(mark)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Fails with `reloaded` if the page no longer carries `mark` (it was loaded again).
+    async fn ensure_still_marked(&self, mark: &str, reloaded: &str) -> Result<()> {
+        let found = self
+            .client
+            .execute("return window.buildsrsMarker || null;", vec![])
+            .await?;
+        ensure!(found == json!(mark), "{reloaded} (marker {found})");
+        Ok(())
+    }
+
     async fn find(&self, css: &str) -> Result<fantoccini::elements::Element> {
         self.client
             .wait()

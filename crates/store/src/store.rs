@@ -534,6 +534,19 @@ impl Store {
         .await
     }
 
+    /// A crate with all its versions, and the tasks of its `newest` newest versions (newest
+    /// first), in one read transaction.
+    pub async fn crate_with_tasks(
+        &self,
+        name: &str,
+        newest: u32,
+    ) -> Result<Option<(CrateInfo, Vec<VersionInfo>)>> {
+        self.read((name.to_owned(), newest), |db, _, (name, newest)| {
+            Box::pin(ops::reads::crate_with_tasks(db, name, *newest))
+        })
+        .await
+    }
+
     /// A version and its tasks.
     pub async fn version_info(&self, name: &str, version: &str) -> Result<Option<VersionInfo>> {
         self.read(

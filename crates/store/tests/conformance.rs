@@ -949,6 +949,28 @@ store_test!(
 );
 
 store_test!(
+    a_crate_with_its_newest_versions_tasks_in_one_read,
+    |store: Store| async move {
+        world(&store, 1, 3).await;
+        let (info, versions) = store.crate_with_tasks("demo", 2).await.unwrap().unwrap();
+        assert_eq!(info.versions.len(), 3, "every version is listed");
+        assert_eq!(versions.len(), 2, "tasks for the newest two only");
+        for (summary, version) in info.versions.iter().zip(&versions) {
+            assert_eq!(&version.version, summary, "newest first, as listed");
+            let alone = store
+                .version_info("demo", &summary.version)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(version, &alone, "the same as reading the version alone");
+            assert_eq!(version.tasks.len(), 1);
+        }
+        assert!(store.crate_with_tasks("nope", 2).await.unwrap().is_none());
+        assert!(store.crate_with_tasks("bad name", 2).await.is_err());
+    }
+);
+
+store_test!(
     downloads_storage_keys_and_events,
     |store: Store| async move {
         let keys = world(&store, 2, 1).await;

@@ -244,6 +244,44 @@ pub(crate) async fn crate_info(db: &mut dyn Db, name: &str) -> Result<Option<Cra
     }))
 }
 
+/// A crate, its versions, and the tasks of its `newest` newest versions, read in one
+/// transaction (the crate page's one store call).
+pub(crate) async fn crate_with_tasks(
+    db: &mut dyn Db,
+    name: &str,
+    newest: u32,
+) -> Result<Option<(CrateInfo, Vec<VersionInfo>)>> {
+    let Some(info) = crate_info(db, name).await? else {
+        return Ok(None);
+    };
+    let tasks = db
+        .query(
+            &format!(
+                "{TASK_SELECT} WHERE v.id IN (SELECT id FROM versions WHERE crate_id = \
+                 (SELECT id FROM crates WHERE name = $1) \
+                 ORDER BY first_seen DESC, id DESC LIMIT $2) ORDER BY tg.name, tc.name"
+            ),
+            params![name, newest],
+        )
+        .await?;
+    let mut tasks_of: HashMap<String, Vec<TaskInfo>> = HashMap::new();
+    for row in &tasks {
+        let task = task_info(row)?;
+        tasks_of.entry(task.version.clone()).or_default().push(task);
+    }
+    let versions = info
+        .versions
+        .iter()
+        .take(newest as usize)
+        .map(|version| VersionInfo {
+            crate_name: info.name.clone(),
+            version: version.clone(),
+            tasks: tasks_of.remove(&version.version).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Some((info, versions)))
+}
+
 /// A version and its tasks.
 pub(crate) async fn version_info(
     db: &mut dyn Db,
