@@ -328,6 +328,7 @@ impl JobService {
         }
         Ok(Response::Accepted {
             counted: report.counted,
+            reason: None,
         })
     }
 }

@@ -286,7 +286,10 @@ store_test!(
                     submit(&job_a, Outcome::Built { attestation: good })
                 )
                 .await,
-            Response::Accepted { counted: true }
+            Response::Accepted {
+                counted: true,
+                reason: None
+            }
         );
         let job_b = take_job(&s.service, &b).await;
         assert_eq!(job_b.task_id, job_a.task_id);
@@ -299,7 +302,10 @@ store_test!(
                     submit(&job_b, Outcome::Built { attestation: good })
                 )
                 .await,
-            Response::Accepted { counted: true }
+            Response::Accepted {
+                counted: true,
+                reason: None
+            }
         );
         tokio::time::timeout(std::time::Duration::from_secs(5), woken)
             .await
@@ -363,7 +369,10 @@ store_test!(renewals_need_the_leases_epoch, |store: Store| async move {
                 )
             )
             .await,
-        Response::Accepted { counted: true }
+        Response::Accepted {
+            counted: true,
+            reason: None
+        }
     );
 });
 

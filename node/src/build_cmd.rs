@@ -22,9 +22,6 @@ use crate::outcome::BuildOutcome;
 use crate::pipeline::{BuildRequest, Pipeline, Stage};
 use crate::state::NodeState;
 
-/// The crates.io sparse index.
-const CRATES_IO: &str = "sparse+https://index.crates.io/";
-
 /// Arguments of `build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -125,7 +122,7 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
             .parse()
             .context("the index checksum is not 64 hex digits")?,
         download_url: found.download_url.clone(),
-        registry: (registry != CRATES_IO).then(|| registry.clone()),
+        registry: registry.clone(),
         lease: None,
     };
 

@@ -5,9 +5,14 @@
 //! D/config.toml       what this node builds and how (see [`NodeConfig`])
 //! D/state.sqlite3     jobs, artifacts, attestations (see `state`)
 //! D/artifacts/        archives this node built, named by BLAKE3
-//! D/cargo-home/       the shared dependency cache builds read (read-only while compiling)
+//! D/cargo-home/       the shared dependency cache (registry index and `.crate` files; only
+//!                     phase 1 writes it, compiles read it)
+//! D/lib/              the frozen-clock library preloaded into compiles (read-only)
 //! D/work/             per-job scratch space, removed when a job ends
 //! ```
+//!
+//! The root is made absolute when opened: builds and `cargo metadata` run in other working
+//! directories, so a relative `--data-dir` would point elsewhere there.
 //!
 //! The data dir is created with mode 0700. The sandbox only ever sees `cargo-home` and a job's
 //! own directories under `work`, never the key, the state or the artifacts.
@@ -62,7 +67,7 @@ impl Default for NodeConfig {
         Self {
             targets: vec![host_target().to_owned()],
             capacity: 1,
-            registry: "sparse+https://index.crates.io/".to_owned(),
+            registry: CRATES_IO_INDEX.to_owned(),
             toolchain: None,
             extra_rustflags: Vec::new(),
             limits: LimitsConfig::default(),
@@ -82,6 +87,17 @@ impl Default for LimitsConfig {
     }
 }
 
+/// crates.io's sparse index: the default registry.
+pub const CRATES_IO_INDEX: &str = "sparse+https://index.crates.io/";
+
+/// Whether a crates-index URL names crates.io (its sparse index, or the git index cargo
+/// knows it by), whatever the trailing slash.
+pub fn is_crates_io(registry: &str) -> bool {
+    let url = registry.trim_end_matches('/');
+    url == CRATES_IO_INDEX.trim_end_matches('/')
+        || url == "registry+https://github.com/rust-lang/crates.io-index"
+}
+
 /// The target this binary was built for, which is the one its machine can build natively.
 pub const fn host_target() -> &'static str {
     // Only x86_64 Linux is supported for now; the sandbox is Linux-only anyway.
@@ -98,6 +114,7 @@ impl DataDir {
     /// Creates a data dir with a new identity and the default configuration. Refuses to touch
     /// an existing identity.
     pub fn init(root: &Path) -> Result<(Self, Identity)> {
+        let root = &absolute(root)?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -128,6 +145,7 @@ impl DataDir {
 
     /// Opens an existing data dir (made by `init`).
     pub fn open(root: &Path) -> Result<Self> {
+        let root = &absolute(root)?;
         let dir = Self {
             root: root.to_owned(),
         };
@@ -220,6 +238,16 @@ impl DataDir {
     pub fn work_dir(&self) -> PathBuf {
         self.root.join("work")
     }
+
+    /// `lib/`.
+    pub fn lib_dir(&self) -> PathBuf {
+        self.root.join("lib")
+    }
+}
+
+/// `path` made absolute against the current directory (without resolving links).
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
 /// The default data dir: `$XDG_DATA_HOME/buildsrs-node` (or `~/.local/share/buildsrs-node`).
@@ -280,6 +308,17 @@ mod tests {
                 .public_key(),
             identity.public_key()
         );
+    }
+
+    #[test]
+    fn crates_io_is_recognised_by_either_index_url() {
+        assert!(is_crates_io("sparse+https://index.crates.io/"));
+        assert!(is_crates_io("sparse+https://index.crates.io"));
+        assert!(is_crates_io(
+            "registry+https://github.com/rust-lang/crates.io-index"
+        ));
+        assert!(!is_crates_io("sparse+http://127.0.0.1:7780/index/"));
+        assert!(!is_crates_io("sparse+https://index.crates.io.example/"));
     }
 
     #[test]

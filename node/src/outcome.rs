@@ -42,6 +42,16 @@ pub enum BuildOutcome {
     OutOfMemory,
     /// The build printed more than the output cap.
     OutputTooLarge,
+    /// The crate needs a newer Rust than this node builds with (its `rust-version`). Not the
+    /// crate's fault and not a failure: the coordinator should not have planned it for this
+    /// toolchain. On the wire it travels as a node error (older coordinators know no such
+    /// outcome), which never counts against the crate.
+    NeedsNewerToolchain {
+        /// The crate's `rust-version`.
+        required: String,
+        /// This node's toolchain release.
+        available: String,
+    },
     /// The downloaded `.crate` does not match the index checksum.
     SourceChecksumMismatch {
         /// Details.
@@ -64,6 +74,7 @@ impl BuildOutcome {
             Self::TimedOut { .. } => "timed-out",
             Self::OutOfMemory => "out-of-memory",
             Self::OutputTooLarge => "output-too-large",
+            Self::NeedsNewerToolchain { .. } => "needs-newer-toolchain",
             Self::SourceChecksumMismatch { .. } => "source-checksum-mismatch",
             Self::NodeError { .. } => "node-error",
         }
@@ -86,6 +97,13 @@ impl fmt::Display for BuildOutcome {
             Self::TimedOut { limit_secs } => write!(f, "timed out after {limit_secs} s"),
             Self::OutOfMemory => f.write_str("out of memory"),
             Self::OutputTooLarge => f.write_str("output too large"),
+            Self::NeedsNewerToolchain {
+                required,
+                available,
+            } => write!(
+                f,
+                "needs a newer toolchain: the crate's rust-version is {required}, this node has {available}"
+            ),
             Self::SourceChecksumMismatch { reason } => write!(f, "{reason}"),
             Self::NodeError { reason } => write!(f, "node error: {reason}"),
         }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use buildsrs_archive::{
@@ -20,11 +20,11 @@ use buildsrs_keys::{
     Identity, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement, Toolchain,
 };
 use buildsrs_sandbox::{
-    CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, layout,
+    CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout,
 };
 use sha2::{Digest, Sha256};
 
-use crate::datadir::{DataDir, NodeConfig};
+use crate::datadir::{DataDir, NodeConfig, is_crates_io};
 use crate::fetch::{FetchError, download_crate};
 use crate::outcome::BuildOutcome;
 use crate::plan::{BuildPlan, plan_from_metadata};
@@ -49,8 +49,8 @@ pub struct BuildRequest {
     /// Where to download the `.crate`.
     pub download_url: String,
     /// The registry the crate's dependencies come from, as a crates-index URL
-    /// (`sparse+http://…`); `None` means crates.io.
-    pub registry: Option<String>,
+    /// (`sparse+https://index.crates.io/` for crates.io).
+    pub registry: String,
     /// The coordinator's task and lease, when the job came from one.
     pub lease: Option<(i64, String, i64)>,
 }
@@ -81,8 +81,10 @@ pub struct JobReport {
     pub attestation: Option<SignedAttestation>,
     /// The archive in the data dir, when it built.
     pub archive: Option<PathBuf>,
-    /// The capped build log.
+    /// The capped build log. It ends with the step timings and the outcome.
     pub log: String,
+    /// How long the job took, start to end.
+    pub duration: Duration,
 }
 
 /// Builds crates for one node. Cheap to share: the state is behind an `Arc`.
@@ -96,6 +98,7 @@ pub struct Pipeline {
     http: reqwest::Client,
     toolchain: Toolchain,
     toolchain_dir: PathBuf,
+    clock_shim: PathBuf,
 }
 
 impl Pipeline {
@@ -105,6 +108,7 @@ impl Pipeline {
         let config = dir.config()?;
         let identity = dir.identity()?;
         let (toolchain, toolchain_dir) = local_toolchain(config.toolchain.as_deref()).await?;
+        let clock_shim = clock::install(&dir.lib_dir()).context("installing the clock library")?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .build()
@@ -118,6 +122,7 @@ impl Pipeline {
             http,
             toolchain,
             toolchain_dir,
+            clock_shim,
         })
     }
 
@@ -152,8 +157,9 @@ impl Pipeline {
             usize::try_from(self.config.limits.log_kib * 1024).unwrap_or(usize::MAX),
         );
         let started = jiff::Timestamp::now();
+        let mut steps = Steps::start();
         let result = self
-            .run_job(request, &work, &mut log, started, progress)
+            .run_job(request, &work, &mut log, &mut steps, started, progress)
             .await;
         if let Err(error) = std::fs::remove_dir_all(&work)
             && error.kind() != std::io::ErrorKind::NotFound
@@ -170,6 +176,8 @@ impl Pipeline {
                 None,
             ),
         };
+        steps.end();
+        push_line(&mut log, &format!("== steps: {steps}"));
         push_line(&mut log, &format!("== outcome: {outcome}"));
         let artifact = match (&outcome, &archive) {
             (BuildOutcome::Built { artifact, .. }, Some(path)) => Some((*artifact, path.clone())),
@@ -192,6 +200,7 @@ impl Pipeline {
             attestation,
             archive,
             log: log.to_string_lossy(),
+            duration: steps.total(),
         })
     }
 
@@ -202,14 +211,15 @@ impl Pipeline {
         request: &BuildRequest,
         work: &Path,
         log: &mut CappedLog,
+        steps: &mut Steps,
         started: jiff::Timestamp,
         progress: &(dyn Fn(Stage) + Sync),
     ) -> Result<(BuildOutcome, Option<SignedAttestation>, Option<PathBuf>)> {
         let top = format!("{}-{}", request.crate_name, request.version);
-        let mut steps = Steps::start();
         std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
         let crate_file = work.join(format!("{top}.crate"));
 
+        steps.begin("download");
         push_line(log, &format!("== downloading {}", request.download_url));
         let max = self.config.limits.crate_mib << 20;
         let downloaded = download_crate(
@@ -242,56 +252,37 @@ impl Pipeline {
             }
             Err(error) => return Err(error).context("downloading the crate"),
         }
+        steps.begin("unpack");
 
-        steps.done("download");
         progress(Stage::Planning);
         let unpack_dir = work.join("src");
-        let archive = std::fs::File::open(&crate_file)?;
-        match unpack_tar_gz(archive, &unpack_dir, &top, UnpackLimits::CRATE_SOURCE) {
-            Ok(unpacked) => push_line(
-                log,
-                &format!(
-                    "== unpacked {} files ({} bytes)",
-                    unpacked.files, unpacked.bytes
-                ),
-            ),
-            Err(error @ (UnpackError::Refused { .. } | UnpackError::TooLarge(_))) => {
-                let reason = format!("refused source archive: {error}");
-                push_line(log, &reason);
-                return Ok((failed(reason), None, None));
-            }
-            Err(error) => return Err(error).context("unpacking the crate"),
-        }
-        let source = unpack_dir.join(&top);
-        steps.done("unpack");
+        let source = match unpack_source(&crate_file, &unpack_dir, &top, log)? {
+            Ok(source) => source,
+            Err(outcome) => return Ok((outcome, None, None)),
+        };
+        steps.begin("plan");
 
         let plan = match self.plan(&source, work, log).await? {
             Ok(plan) => plan,
             Err(outcome) => return Ok((outcome, None, None)),
         };
-        if !plan.wants_target(&request.target) {
-            let reason = format!(
-                "the crate's metadata does not list target {}",
-                request.target
-            );
-            return Ok((BuildOutcome::NoBinaries { reason }, None, None));
+        if let Some(outcome) = self.cannot_build(&plan, &request.target) {
+            push_line(log, &format!("== not building: {outcome}"));
+            return Ok((outcome, None, None));
         }
-        if plan.binaries.is_empty() {
-            let reason = "the crate has no binaries to build".to_owned();
-            return Ok((BuildOutcome::NoBinaries { reason }, None, None));
-        }
+        steps.begin("phase 1");
 
-        let target_dir = work.join("target");
-        std::fs::create_dir_all(&target_dir)?;
         let cargo = CargoLayout {
             source: source.clone(),
-            cargo_home: self.cargo_home(request.registry.as_deref())?,
-            target: target_dir.clone(),
+            cargo_home: self.cargo_home(&request.registry)?,
+            dependency_sources: work.join("dependency-sources"),
+            target: work.join("target"),
             toolchain: self.toolchain_dir.clone(),
+            clock_shim: self.clock_shim.clone(),
         };
+        cargo.create_dirs()?;
 
         progress(Stage::FetchingDependencies);
-        steps.done("plan");
         let lock_path = source.join("Cargo.lock");
         let shipped_lock = lock_path.is_file();
         let cached = shipped_lock && lock_is_cached(&lock_path, &cargo.cargo_home);
@@ -306,7 +297,8 @@ impl Pipeline {
         {
             return Ok((outcome, None, None));
         }
-        steps.done("phase 1");
+        steps.begin("phase 2");
+        // Read before phase 2, which may write into the source.
         let lock_sha256 = sha256_file(&lock_path)?;
 
         progress(Stage::Compiling);
@@ -315,6 +307,7 @@ impl Pipeline {
             buildsrs_version: env!("CARGO_PKG_VERSION").to_owned(),
             archive_format: buildsrs_archive::pack::MANIFEST_FORMAT,
             compile: self.sandbox.settings_description(&spec),
+            clock: BuildSettings::frozen_clock(SOURCE_DATE_EPOCH),
         };
         push_line(
             log,
@@ -327,42 +320,36 @@ impl Pipeline {
         append_run(log, &run);
         if cached && run.kind() == OutcomeKind::Failed && missed_offline(&run) {
             // The cache looked complete but cargo still wanted something (an index entry,
-            // say): fetch as usual and build again from a clean target dir.
+            // say): fetch as usual and build again from a fresh source and clean dirs (the
+            // failed run may have written into all of them).
             push_line(
                 log,
                 "== phase 2 needed something not cached; fetching and building again",
             );
+            for dir in [&unpack_dir, &cargo.dependency_sources, &cargo.target] {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            if let Err(outcome) = unpack_source(&crate_file, &unpack_dir, &top, log)? {
+                return Ok((outcome, None, None));
+            }
+            cargo.create_dirs()?;
             if let Some(outcome) = self
                 .fetch_dependencies(&cargo, shipped_lock, &request.target, log)
                 .await?
             {
                 return Ok((outcome, None, None));
             }
-            std::fs::remove_dir_all(&target_dir)?;
-            std::fs::create_dir_all(&target_dir)?;
             run = self.sandbox.run(&spec).await?;
             append_run(log, &run);
         }
-        steps.done("phase 2");
-        match run.kind() {
-            OutcomeKind::Succeeded => {}
-            OutcomeKind::Failed => {
-                return Ok((
-                    failed(format!("cargo build failed ({})", run.status)),
-                    None,
-                    None,
-                ));
-            }
-            OutcomeKind::TimedOut => {
-                let limit_secs = spec.limits.wall_clock.as_secs();
-                return Ok((BuildOutcome::TimedOut { limit_secs }, None, None));
-            }
-            OutcomeKind::OutOfMemory => return Ok((BuildOutcome::OutOfMemory, None, None)),
-            OutcomeKind::OutputTooLarge => return Ok((BuildOutcome::OutputTooLarge, None, None)),
+        steps.begin("pack and sign");
+        if let Some(outcome) = self.compile_failure(&run, &spec) {
+            return Ok((outcome, None, None));
         }
 
         progress(Stage::Packing);
-        let release = target_dir.join(&request.target).join("release");
+        let release = cargo.target.join(&request.target).join("release");
         let files: Vec<ArtifactFile> = plan
             .binaries
             .iter()
@@ -413,13 +400,77 @@ impl Pipeline {
             build_finished: unix_seconds(jiff::Timestamp::now()),
         };
         let attestation = SignedAttestation::sign(statement, &self.identity)?;
-        steps.done("pack and sign");
-        push_line(log, &format!("== steps: {steps}"));
         let outcome = BuildOutcome::Built {
             artifact: packed.id,
             binaries: plan.binaries.clone(),
         };
         Ok((outcome, Some(attestation), Some(archive)))
+    }
+
+    /// Why a planned crate is not built at all, decided before anything is fetched: it does
+    /// not want this target, has no binaries, or needs a newer Rust than this node has.
+    fn cannot_build(&self, plan: &BuildPlan, target: &str) -> Option<BuildOutcome> {
+        if !plan.wants_target(target) {
+            let reason = format!("the crate's metadata does not list target {target}");
+            return Some(BuildOutcome::NoBinaries { reason });
+        }
+        if plan.binaries.is_empty() {
+            let reason = "the crate has no binaries to build".to_owned();
+            return Some(BuildOutcome::NoBinaries { reason });
+        }
+        let required = plan.rust_version.as_ref()?;
+        let available = semver::Version::parse(&self.toolchain.release).ok()?;
+        (available < *required).then(|| BuildOutcome::NeedsNewerToolchain {
+            required: required.to_string(),
+            available: self.toolchain.release.clone(),
+        })
+    }
+
+    /// How a phase 2 that did not succeed ended, naming the limit it hit when one did.
+    fn compile_failure(&self, run: &RunOutcome, spec: &SandboxSpec) -> Option<BuildOutcome> {
+        let limits = &spec.limits;
+        match run.kind() {
+            OutcomeKind::Succeeded => None,
+            OutcomeKind::TimedOut => Some(BuildOutcome::TimedOut {
+                limit_secs: limits.wall_clock.as_secs(),
+            }),
+            OutcomeKind::OutOfMemory => Some(BuildOutcome::OutOfMemory),
+            OutcomeKind::OutputTooLarge => Some(BuildOutcome::OutputTooLarge),
+            OutcomeKind::Failed => {
+                let text = run.log.to_string_lossy();
+                let mib =
+                    |bytes: Option<u64>| bytes.map_or("no".to_owned(), |b| (b >> 20).to_string());
+                if text.contains("No space left on device") {
+                    // Nothing bounds a build's total disk use yet, so a full disk is this
+                    // machine's state, not a verdict on the crate.
+                    return Some(BuildOutcome::NodeError {
+                        reason: "the build ran out of disk space (No space left on device)".into(),
+                    });
+                }
+                let limit = if run.pids_limit_hit {
+                    Some(format!(
+                        "hit the process limit ({} processes and threads)",
+                        limits.max_pids.map_or("no".to_owned(), |n| n.to_string())
+                    ))
+                } else if FILE_SIZE_SIGNS.iter().any(|sign| text.contains(sign)) {
+                    Some(format!(
+                        "hit the file size limit ({} MiB per file)",
+                        mib(limits.file_size_bytes)
+                    ))
+                } else {
+                    None
+                };
+                let reason = match limit {
+                    Some(limit) => format!("cargo build {limit} ({})", run.status),
+                    None => format!(
+                        "cargo build failed ({}): {}",
+                        run.status,
+                        first_error_line(&text)
+                    ),
+                };
+                Some(failed(reason))
+            }
+        }
     }
 
     /// Phase 1, one sandboxed `cargo fetch` with the network and no crate code: with the
@@ -549,22 +600,33 @@ impl Pipeline {
         }
     }
 
-    /// The dependency cache for a registry: crates.io's, or one per other registry with a
-    /// cargo config that replaces crates.io by it.
-    fn cargo_home(&self, registry: Option<&str>) -> Result<PathBuf> {
-        let Some(registry) = registry else {
-            return Ok(self.dir.cargo_home().join("crates-io"));
+    /// The dependency cache for a registry: crates.io's (cargo's own default registry, no
+    /// configuration), or one per other registry with a cargo config that replaces crates.io
+    /// by it. Created when missing.
+    fn cargo_home(&self, registry: &str) -> Result<PathBuf> {
+        let crates_io = is_crates_io(registry);
+        let home = if crates_io {
+            self.dir.cargo_home().join("crates-io")
+        } else {
+            let id = &blake3::hash(registry.as_bytes()).to_hex()[..16];
+            self.dir.cargo_home().join(format!("registry-{id}"))
         };
-        let id = &blake3::hash(registry.as_bytes()).to_hex()[..16];
-        let home = self.dir.cargo_home().join(format!("registry-{id}"));
-        std::fs::create_dir_all(&home)?;
-        let config = format!(
-            "# Written by buildsrs-node: dependencies come from {registry}.\n\
-             [source.crates-io]\nreplace-with = \"buildsrs-registry\"\n\n\
-             [source.buildsrs-registry]\nregistry = {}\n",
-            toml_string(registry)
-        );
-        std::fs::write(home.join("config.toml"), config)?;
+        std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+        if !crates_io {
+            let config = format!(
+                "# Written by buildsrs-node: dependencies come from {registry}.\n\
+                 [source.crates-io]\nreplace-with = \"buildsrs-registry\"\n\n\
+                 [source.buildsrs-registry]\nregistry = {}\n",
+                toml_string(registry)
+            );
+            let path = home.join("config.toml");
+            // Concurrent jobs share the file: write it only when it is not already right.
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(config.as_str()) {
+                let staged = home.join(format!("config.toml.{}", std::process::id()));
+                std::fs::write(&staged, config)?;
+                std::fs::rename(&staged, &path)?;
+            }
+        }
         Ok(home)
     }
 
@@ -616,11 +678,11 @@ fn phase_one_failure(run: &RunOutcome, log: &mut CappedLog) -> Option<BuildOutco
     }
 }
 
-/// Whether every registry package a `Cargo.lock` names is unpacked in the dependency cache
-/// already (phase 2 mounts the cache read-only, so unpacked is what counts), so phase 1 has
-/// nothing to do. Conservative: an unreadable lock, or a git or path source other than the
-/// crate itself, answers no. What is cached was checked against its lock checksum when
-/// phase 1 of an earlier job fetched it; phase 2 still checks the lock against the index.
+/// Whether every registry package a `Cargo.lock` names is downloaded into the dependency
+/// cache already, so phase 1 has nothing to do (phase 2 unpacks them into the build's own
+/// directory). Conservative: an unreadable lock, or a git or path source other than the crate
+/// itself, answers no. What is cached was checked against its lock checksum when phase 1 of
+/// an earlier job fetched it; phase 2 still checks the lock against the index.
 fn lock_is_cached(lock: &Path, cargo_home: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string(lock) else {
         return false;
@@ -628,7 +690,7 @@ fn lock_is_cached(lock: &Path, cargo_home: &Path) -> bool {
     let Ok(lock) = text.parse::<toml::Table>() else {
         return false;
     };
-    let caches: Vec<PathBuf> = std::fs::read_dir(cargo_home.join("registry/src"))
+    let caches: Vec<PathBuf> = std::fs::read_dir(cargo_home.join("registry/cache"))
         .map(|dirs| dirs.filter_map(|d| d.ok().map(|d| d.path())).collect())
         .unwrap_or_default();
     let packages = lock
@@ -643,14 +705,18 @@ fn lock_is_cached(lock: &Path, cargo_home: &Path) -> bool {
             (Some(name), Some(version), Some(source))
                 if source.starts_with("registry+") || source.starts_with("sparse+") =>
             {
-                // Cargo writes `.cargo-ok` once a package is completely unpacked.
-                let unpacked = format!("{name}-{version}/.cargo-ok");
-                caches.iter().any(|cache| cache.join(&unpacked).is_file())
+                // Cargo downloads into a temporary name and renames when complete.
+                let file = format!("{name}-{version}.crate");
+                caches.iter().any(|cache| cache.join(&file).is_file())
             }
             _ => false,
         }
     })
 }
+
+/// How a process that hit `RLIMIT_FSIZE` shows in cargo's log: killed by SIGXFSZ (signal
+/// 25, which cargo prints as `(signal: 25)` or by name), or a write failing with `EFBIG`.
+const FILE_SIZE_SIGNS: &[&str] = &["(signal: 25", "SIGXFSZ", "File too large"];
 
 /// Whether an offline build failed for want of something not downloaded.
 fn missed_offline(run: &RunOutcome) -> bool {
@@ -668,33 +734,75 @@ fn append_run(log: &mut CappedLog, run: &RunOutcome) {
 
 /// Wall time per pipeline step, for the log's `== steps:` line.
 struct Steps {
-    last: std::time::Instant,
+    started: Instant,
+    current: Option<(&'static str, Instant)>,
     done: Vec<(&'static str, Duration)>,
 }
 
 impl Steps {
     fn start() -> Self {
         Self {
-            last: std::time::Instant::now(),
+            started: Instant::now(),
+            current: None,
             done: Vec::new(),
         }
     }
 
-    /// Ends the step `name` now.
-    fn done(&mut self, name: &'static str) {
-        let now = std::time::Instant::now();
-        self.done.push((name, now - self.last));
-        self.last = now;
+    /// Ends the current step, if any, and begins `name`.
+    fn begin(&mut self, name: &'static str) {
+        self.end();
+        self.current = Some((name, Instant::now()));
+    }
+
+    /// Ends the current step (a job that stopped early ends with the step it stopped in).
+    fn end(&mut self) {
+        if let Some((name, since)) = self.current.take() {
+            self.done.push((name, since.elapsed()));
+        }
+    }
+
+    /// Time since the start.
+    fn total(&self) -> Duration {
+        self.started.elapsed()
     }
 }
 
 impl std::fmt::Display for Steps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, took)) in self.done.iter().enumerate() {
-            let separator = if i == 0 { "" } else { ", " };
-            write!(f, "{separator}{name} {} ms", took.as_millis())?;
+        for (name, took) in &self.done {
+            write!(f, "{name} {} ms, ", took.as_millis())?;
         }
-        Ok(())
+        write!(f, "total {} ms", self.total().as_millis())
+    }
+}
+
+/// Unpacks the downloaded `.crate` into `into` (a fresh directory) and returns the crate's
+/// root (`into/NAME-VERSION`). An archive the unpacker refuses is the crate's failure.
+fn unpack_source(
+    crate_file: &Path,
+    into: &Path,
+    top: &str,
+    log: &mut CappedLog,
+) -> Result<Result<PathBuf, BuildOutcome>> {
+    let archive = std::fs::File::open(crate_file)
+        .with_context(|| format!("opening {}", crate_file.display()))?;
+    match unpack_tar_gz(archive, into, top, UnpackLimits::CRATE_SOURCE) {
+        Ok(unpacked) => {
+            push_line(
+                log,
+                &format!(
+                    "== unpacked {} files ({} bytes)",
+                    unpacked.files, unpacked.bytes
+                ),
+            );
+            Ok(Ok(into.join(top)))
+        }
+        Err(error @ (UnpackError::Refused { .. } | UnpackError::TooLarge(_))) => {
+            let reason = format!("refused source archive: {error}");
+            push_line(log, &reason);
+            Ok(Err(failed(reason)))
+        }
+        Err(error) => Err(error).context("unpacking the crate"),
     }
 }
 
@@ -714,6 +822,18 @@ fn first_line(text: &str) -> &str {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim()
+}
+
+/// The first line cargo or rustc marked as an error (`error:`, `error[E0308]:`), which is
+/// the one that says why, or the first line at all.
+fn first_error_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_else(|| first_line(text))
+        .chars()
+        .take(300)
+        .collect()
 }
 
 fn last_error_line(text: &str) -> String {

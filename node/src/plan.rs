@@ -35,6 +35,8 @@ pub struct BuildPlan {
     pub enabled_features: Vec<String>,
     /// Targets the crate asks to be built for, when it says.
     pub targets: Option<Vec<String>>,
+    /// The oldest Rust the crate says it builds with (`package.rust-version`).
+    pub rust_version: Option<semver::Version>,
     /// Things the author should know about (unknown metadata keys, skipped binaries).
     pub warnings: Vec<String>,
 }
@@ -166,6 +168,7 @@ pub fn plan_from_metadata(json: &[u8]) -> Result<BuildPlan, PlanError> {
         no_default_features: settings.no_default_features,
         enabled_features: enabled.into_iter().collect(),
         targets: settings.targets,
+        rust_version: package.rust_version.clone(),
         warnings,
     })
 }

@@ -35,8 +35,6 @@ use crate::outcome::BuildOutcome;
 use crate::pipeline::{BuildRequest, JobReport, Pipeline};
 use crate::state::NodeState;
 
-const CRATES_IO: &str = "sparse+https://index.crates.io/";
-
 /// How `run` is set up beyond the data dir's configuration.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -84,7 +82,7 @@ struct Shared {
     pipeline: Pipeline,
     client: Client,
     blobs: BlobNode,
-    registry: Option<String>,
+    registry: String,
 }
 
 /// Runs the node until `shutdown` fires, then stops cleanly (see the module docs).
@@ -150,7 +148,7 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         pipeline,
         client: client.clone(),
         blobs,
-        registry: (config.registry != CRATES_IO).then(|| config.registry.clone()),
+        registry: config.registry.clone(),
     });
 
     let jobs = job_loop(&shared, config.capacity, &shutdown).await;
@@ -268,9 +266,18 @@ async fn run_job(shared: &Shared, job: Job) {
         job.deadline_unix,
         renewing.clone(),
     ));
+    let started = std::time::Instant::now();
     let (outcome, log) = build(shared, &job).await;
     renewing.cancel();
     let _ = renewer.await;
+    tracing::info!(
+        "job: task {} — {} {}: {} after {:.1} s",
+        job.task_id,
+        job.crate_name,
+        job.version,
+        describe(&outcome),
+        started.elapsed().as_secs_f64()
+    );
     let result = JobResult {
         task_id: job.task_id,
         lease_id: job.lease_id,
@@ -347,7 +354,24 @@ async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
         BuildOutcome::SourceChecksumMismatch { reason } => {
             Outcome::SourceChecksumMismatch { reason }
         }
+        outcome @ BuildOutcome::NeedsNewerToolchain { .. } => Outcome::NodeError {
+            reason: outcome.to_string(),
+        },
         BuildOutcome::NodeError { reason } => Outcome::NodeError { reason },
+    }
+}
+
+/// A protocol outcome in words, for the volunteer's log.
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Built { .. } => "built".into(),
+        Outcome::NoBinaries => "no binaries".into(),
+        Outcome::BuildFailed { reason } => format!("build failed: {reason}"),
+        Outcome::TimedOut => "timed out".into(),
+        Outcome::OutOfMemory => "out of memory".into(),
+        Outcome::OutputTooLarge => "output too large".into(),
+        Outcome::SourceChecksumMismatch { reason } => reason.clone(),
+        Outcome::NodeError { reason } => format!("node error: {reason}"),
     }
 }
 
@@ -397,8 +421,18 @@ async fn submit(shared: &Shared, result: JobResult) {
     let mut wait = Duration::from_secs(1);
     for _ in 0..12 {
         match shared.client.request(Request::Submit(result.clone())).await {
-            Ok(Response::Accepted { counted }) => {
-                tracing::info!("lease {lease}: result accepted (counted: {counted})");
+            Ok(Response::Accepted { counted: true, .. }) => {
+                tracing::info!("lease {lease}: result accepted and counted");
+                return;
+            }
+            Ok(Response::Accepted {
+                counted: false,
+                reason,
+            }) => {
+                let reason = reason
+                    .as_deref()
+                    .unwrap_or("the coordinator gave no reason");
+                tracing::warn!("lease {lease}: result recorded but not counted: {reason}");
                 return;
             }
             Ok(Response::Rejected { kind, reason }) if kind != RejectKind::Unavailable => {

@@ -19,9 +19,22 @@ pub struct BuildSettings {
     /// whole environment (flags, `SOURCE_DATE_EPOCH`, path remapping) and the canonical
     /// mounts.
     pub compile: String,
+    /// The wall clock builds read ([`BuildSettings::frozen_clock`]).
+    pub clock: String,
 }
 
 impl BuildSettings {
+    /// The clock of phase 2: frozen at `epoch` by the sandbox's clock library, named by a
+    /// digest of its source (what it does), not of its compiled bytes (which vary with the
+    /// C compiler that built the node).
+    pub fn frozen_clock(epoch: u64) -> String {
+        let source = Blake3Hash::of_bytes(buildsrs_sandbox::clock::SHIM_SOURCE.as_bytes());
+        format!(
+            "frozen at {epoch} by buildsrs-clock {}",
+            &source.to_hex()[..16]
+        )
+    }
+
     /// The digest attestations carry.
     pub fn digest(&self) -> Blake3Hash {
         Blake3Hash::of_bytes(&canonical_json(self))
@@ -37,6 +50,7 @@ mod tests {
             buildsrs_version: "0.1.0".into(),
             archive_format: 1,
             compile: "strategy=\"bubblewrap\"\nenv.RUSTFLAGS=\"\"".into(),
+            clock: BuildSettings::frozen_clock(1_700_000_000),
         }
     }
 
@@ -50,7 +64,9 @@ mod tests {
         format.archive_format = 2;
         let mut version = settings();
         version.buildsrs_version = "0.2.0".into();
-        for changed in [flags, format, version] {
+        let mut clock = settings();
+        clock.clock = BuildSettings::frozen_clock(1_700_000_001);
+        for changed in [flags, format, version, clock] {
             assert_ne!(changed.digest(), base);
         }
     }

@@ -191,18 +191,167 @@ async fn a_shipped_lock_is_kept_and_once_its_dependencies_are_cached_nothing_is_
 }
 
 #[tokio::test]
-async fn a_compile_error_is_a_failed_build() -> Result<()> {
+async fn a_compile_error_is_a_failed_build_and_its_log_ends_with_the_step_timings() -> Result<()> {
     let registry = FixtureRegistry::start().await?;
     let node = TestNode::new(|_| {}).await?;
     let report = node
         .build(&registry, &registry.publish("compile-error", "0.1.0")?)
         .await?;
-    assert!(
-        matches!(report.outcome, BuildOutcome::BuildFailed { .. }),
-        "{}",
-        report.outcome
-    );
+    match &report.outcome {
+        BuildOutcome::BuildFailed { reason } => assert!(
+            reason.starts_with("cargo build failed (exit code 101): error[E0308]"),
+            "the reason names the first error: {reason}"
+        ),
+        other => panic!("{other}\n{}", report.log),
+    }
     assert!(report.log.contains("error[E0308]"), "{}", report.log);
+    let tail: Vec<&str> = report.log.lines().rev().take(2).collect();
+    assert!(tail[0].starts_with("== outcome: build failed"), "{tail:?}");
+    assert!(
+        tail[1].starts_with("== steps: download ")
+            && tail[1].contains(", phase 2 ")
+            && tail[1].contains(", total "),
+        "{tail:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_over_the_size_limit_is_named_in_the_outcome() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|c| c.limits.file_size_mib = 16).await?;
+    let report = node
+        .build(&registry, &registry.publish("big-file", "0.1.0")?)
+        .await?;
+    match &report.outcome {
+        BuildOutcome::BuildFailed { reason } => assert!(
+            reason.contains("hit the file size limit (16 MiB per file)"),
+            "{reason}\n{}",
+            report.log
+        ),
+        other => panic!("{other}\n{}", report.log),
+    }
+    // Under the limit the same crate builds.
+    let roomy = TestNode::new(|c| c.limits.file_size_mib = 128).await?;
+    built(
+        &roomy
+            .build(&registry, &registry.publish("big-file", "0.1.1")?)
+            .await?,
+    );
+    Ok(())
+}
+
+/// Plain cargo lets build scripts write into their package directory (completions, man
+/// pages, generated code), the crate's own and its registry dependencies'. Each build gets a
+/// writable copy of both; the node's shared dependency cache stays as phase 1 left it.
+#[tokio::test]
+async fn build_scripts_may_write_into_their_own_package_and_the_cache_stays_untouched() -> Result<()>
+{
+    let registry = FixtureRegistry::start().await?;
+    registry.publish("fx-dir-writer", "0.1.0")?;
+    let node = TestNode::new(|_| {}).await?;
+    for (crate_name, prints) in [
+        ("writes-own-dir", "generated next to the sources"),
+        ("dep-writer-user", "squares: [0, 1, 4, 9, 16, 25, 36, 49]"),
+    ] {
+        let report = node
+            .build(&registry, &registry.publish(crate_name, "0.1.0")?)
+            .await?;
+        let (_, binaries) = built(&report);
+        let out = tempfile::tempdir()?;
+        let top = format!("{crate_name}-0.1.0-{TARGET}");
+        let unpacked = unpack_tar_gz(
+            std::fs::File::open(report.archive.as_ref().unwrap())?,
+            out.path(),
+            &top,
+            Limits::CRATE_SOURCE,
+        )?;
+        let run =
+            std::process::Command::new(unpacked.root.join("bin").join(&binaries[0])).output()?;
+        assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), prints);
+    }
+    let mut generated = Vec::new();
+    let mut pending = vec![node.dir.cargo_home()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "generated" || name == "table.rs" || name == "completions" {
+                generated.push(entry.path());
+            }
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    assert!(
+        generated.is_empty(),
+        "build scripts wrote into the shared cache: {generated:?}"
+    );
+    Ok(())
+}
+
+/// A build script, `date` and a proc macro all read the time while building; with the
+/// clock frozen at `SOURCE_DATE_EPOCH` they embed that exact instant, and two nodes agree.
+#[tokio::test]
+async fn what_builds_read_as_the_time_is_source_date_epoch_so_two_nodes_agree() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    registry.publish("fx-now", "0.1.0")?;
+    let published = registry.publish("build-time", "0.1.0")?;
+    let first = TestNode::new(|_| {}).await?;
+    let second = TestNode::new(|_| {}).await?;
+    let a = first.build(&registry, &published).await?;
+    // Far enough apart that a real clock would differ in whole seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let b = second.build(&registry, &published).await?;
+    assert_eq!(built(&a).0, built(&b).0, "the two nodes disagree");
+
+    let out = tempfile::tempdir()?;
+    let top = format!("build-time-0.1.0-{TARGET}");
+    let unpacked = unpack_tar_gz(
+        std::fs::File::open(a.archive.as_ref().unwrap())?,
+        out.path(),
+        &top,
+        Limits::CRATE_SOURCE,
+    )?;
+    let run = std::process::Command::new(unpacked.root.join("bin/build-time")).output()?;
+    let epoch = buildsrs_node::pipeline::SOURCE_DATE_EPOCH;
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        format!(
+            "build script: {epoch}.000000000\ndate: {epoch}.000000000\nproc macro: {epoch}.000000000\n"
+        )
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crate_needing_a_newer_rust_is_not_built_and_not_failed() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let scratch = tempfile::tempdir()?;
+    let crate_dir = fixture_copy("hello-bin", scratch.path())?;
+    let manifest = crate_dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)?.replace(
+        "edition = \"2021\"",
+        "edition = \"2021\"\nrust-version = \"1.999\"",
+    );
+    std::fs::write(&manifest, text)?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .build(&registry, &registry.publish_dir(&crate_dir, "0.1.0")?)
+        .await?;
+    match &report.outcome {
+        BuildOutcome::NeedsNewerToolchain {
+            required,
+            available,
+        } => {
+            assert_eq!(required, "1.999.0");
+            assert_eq!(available, &node.pipeline.toolchain().release);
+        }
+        other => panic!("{other}\n{}", report.log),
+    }
+    assert!(!report.outcome.is_node_fault());
+    assert!(!report.log.contains("== phase 1"), "nothing was fetched");
     Ok(())
 }
 
@@ -255,7 +404,25 @@ async fn build_scripts_cannot_write_outside_or_read_the_node_key() -> Result<()>
         "{}",
         report.log
     );
-    assert!(report.log.contains("allowed-as-expected"), "{}", report.log);
+    assert!(
+        report.log.contains("escape: OUT_DIR: allowed-as-expected"),
+        "{}",
+        report.log
+    );
+    assert!(
+        report
+            .log
+            .contains("escape: own source dir: allowed-as-expected"),
+        "{}",
+        report.log
+    );
+    assert!(
+        report
+            .log
+            .contains("escape: write /buildsrs/cargo-home: denied"),
+        "{}",
+        report.log
+    );
     assert!(!report.log.contains("ALLOWED"), "{}", report.log);
     Ok(())
 }

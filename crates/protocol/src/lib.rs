@@ -111,6 +111,9 @@ pub enum Response {
     Accepted {
         /// Whether it counts toward the task's decision.
         counted: bool,
+        /// Why it does not count, when it does not (for the volunteer's log).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// The request was refused; nothing changed.
     Rejected {

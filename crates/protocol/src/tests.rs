@@ -83,7 +83,14 @@ fn every_response_round_trips() {
         Response::Renewed {
             deadline_unix: 1_800_000_100,
         },
-        Response::Accepted { counted: true },
+        Response::Accepted {
+            counted: true,
+            reason: None,
+        },
+        Response::Accepted {
+            counted: false,
+            reason: Some("node errors never count".into()),
+        },
         Response::rejected(RejectKind::StaleLease, "lease 9 expired"),
         Response::Farewell,
     ];
@@ -91,6 +98,25 @@ fn every_response_round_trips() {
         let bytes = response.to_cbor().unwrap();
         assert_eq!(Response::from_cbor(&bytes).unwrap(), response);
     }
+}
+
+/// A coordinator from before `Accepted` carried a reason still answers nodes of today.
+#[test]
+fn an_accepted_answer_without_a_reason_decodes() {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    enum OldResponse {
+        Accepted { counted: bool },
+    }
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&OldResponse::Accepted { counted: false }, &mut bytes).unwrap();
+    assert_eq!(
+        Response::from_cbor(&bytes).unwrap(),
+        Response::Accepted {
+            counted: false,
+            reason: None
+        }
+    );
 }
 
 #[test]

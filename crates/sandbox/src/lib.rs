@@ -8,6 +8,7 @@
 //! - [`outcome`]: what a run produced ([`RunOutcome`], [`CappedLog`]).
 //! - [`cargo`]: the two build phases (fetch with network, build without) as specs over the
 //!   standard layout.
+//! - [`clock`]: the wall clock frozen at `SOURCE_DATE_EPOCH` in phase 2.
 //!
 //! The trust line: [`SandboxError`] is always the node's fault and never a verdict on the
 //! crate; [`RunOutcome`] is always the crate's doing.
@@ -51,6 +52,7 @@
 
 pub mod cargo;
 mod cgroup;
+pub mod clock;
 mod error;
 pub mod outcome;
 pub mod sandbox;

@@ -20,12 +20,16 @@ pub mod layout {
     /// The working directory of cargo: above the source, so cargo never reads a
     /// `.cargo/config.toml` the crate ships.
     pub const ROOT: &str = "/buildsrs";
-    /// The crate's unpacked source (read-only while building).
+    /// The crate's unpacked source (the build's own copy; writable, as under plain cargo).
     pub const SRC: &str = "/buildsrs/src";
     /// The crate's manifest, for `--manifest-path`.
     pub const MANIFEST: &str = "/buildsrs/src/Cargo.toml";
     /// `CARGO_HOME`: the registry cache filled in phase 1 (read-only in phase 2).
     pub const CARGO_HOME: &str = "/buildsrs/cargo-home";
+    /// Where cargo unpacks dependency sources: a private, writable directory of each build,
+    /// mounted over the shared cache's own, so a build script that writes into its package
+    /// works as under plain cargo while the shared cache stays untouched.
+    pub const REGISTRY_SRC: &str = "/buildsrs/cargo-home/registry/src";
     /// `CARGO_TARGET_DIR` (read-write).
     pub const TARGET: &str = "/buildsrs/target";
     /// The pinned Rust toolchain (a rustup toolchain directory: `bin/`, `lib/`), read-only.
@@ -34,6 +38,8 @@ pub mod layout {
     pub const HOME: &str = "/buildsrs/home";
     /// `TMPDIR`: a fresh tmpfs.
     pub const TMP: &str = "/tmp";
+    /// The frozen-clock library preloaded in phase 2 (see `crate::clock`), read-only.
+    pub const CLOCK_SHIM: &str = "/buildsrs/lib/libbuildsrs_clock.so";
     /// `PATH` inside the sandbox: the toolchain first, then the system.
     pub const PATH: &str = "/buildsrs/toolchain/bin:/usr/bin:/bin";
 }

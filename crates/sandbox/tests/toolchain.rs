@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use buildsrs_sandbox::{
-    BwrapConfig, CargoLayout, Limits, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, layout,
+    BwrapConfig, CargoLayout, Limits, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout,
 };
 use tempfile::TempDir;
 
@@ -44,12 +44,13 @@ fn new_crate(name: &str, main_rs: &str, build_rs: Option<&str>) -> Build {
     let layout = CargoLayout {
         source: dirs.path().join("src"),
         cargo_home: dirs.path().join("cargo-home"),
+        dependency_sources: dirs.path().join("dependency-sources"),
         target: dirs.path().join("target"),
         toolchain: toolchain(),
+        clock_shim: clock::install(&dirs.path().join("lib")).unwrap(),
     };
-    for dir in [&layout.source, &layout.cargo_home, &layout.target] {
-        fs::create_dir(dir).unwrap();
-    }
+    fs::create_dir(&layout.source).unwrap();
+    layout.create_dirs().unwrap();
     fs::create_dir(layout.source.join("src")).unwrap();
     fs::write(
         layout.source.join("Cargo.toml"),
@@ -175,10 +176,11 @@ fn report<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) {{
 fn main() {{
     report("network", std::net::TcpStream::connect("127.0.0.1:{port}"));
     report("dns", std::net::ToSocketAddrs::to_socket_addrs("index.crates.io:443"));
-    for path in ["/buildsrs/src/pwned", "/buildsrs/cargo-home/pwned", "/pwned",
-                 "/usr/pwned", "/buildsrs/toolchain/pwned"] {{
+    for path in ["/buildsrs/cargo-home/pwned", "/pwned", "/usr/pwned",
+                 "/buildsrs/toolchain/pwned", "/buildsrs/lib/pwned"] {{
         report(&format!("write {{path}}"), std::fs::write(path, "x"));
     }}
+    report("write own source", std::fs::write("/buildsrs/src/generated", "x"));
     report("key", std::fs::read_to_string({key:?}));
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
     report("write OUT_DIR", std::fs::write(out.join("fine"), "x").map_err(|e| e.to_string()));
@@ -196,10 +198,11 @@ fn main() {{
     assert!(log.contains("network: denied (Connection refused"), "{log}");
     assert!(log.contains("dns: denied"), "{log}");
     for path in [
-        "/buildsrs/src/pwned",
         "/buildsrs/cargo-home/pwned",
         "/pwned",
         "/usr/pwned",
+        "/buildsrs/toolchain/pwned",
+        "/buildsrs/lib/pwned",
     ] {
         assert!(
             log.contains(&format!("write {path}: denied")),
@@ -208,11 +211,92 @@ fn main() {{
     }
     assert!(log.contains("key: denied"), "{log}");
     assert!(!log.contains("SECRET-SEED"), "{log}");
-    // Its own output dir is writable, so ordinary build scripts keep working.
+    // Its own output dir and its own copy of the source are writable, as under plain cargo.
     assert!(log.contains("write OUT_DIR: ESCAPED"), "{log}");
-    assert!(!b.layout.source.join("pwned").exists());
+    assert!(log.contains("write own source: ESCAPED"), "{log}");
+    assert!(b.layout.source.join("generated").exists());
+    assert!(!b.layout.cargo_home.join("pwned").exists());
     listener.set_nonblocking(true).unwrap();
     assert!(listener.accept().is_err(), "nothing reached the listener");
+}
+
+/// Build scripts, proc macros and the programs they run read `SOURCE_DATE_EPOCH` as the
+/// time, to the nanosecond; elapsed time still passes; and the output is the same bytes.
+#[tokio::test]
+async fn the_wall_clock_is_frozen_at_source_date_epoch() {
+    let build_rs = r#"
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+fn main() {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let date = std::process::Command::new("date").arg("+%s.%N").output().unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(out.join("stamp.txt"), format!(
+        "build script {}.{:09}, date {}, slept {} ms",
+        now.as_secs(), now.subsec_nanos(),
+        String::from_utf8_lossy(&date.stdout).trim(),
+        started.elapsed().as_millis(),
+    )).unwrap();
+}
+"#;
+    let main_rs = r#"fn main() {
+    println!("{}", include_str!(concat!(env!("OUT_DIR"), "/stamp.txt")));
+    println!("proc macro {}", stamp::now!());
+}"#;
+    let macro_rs = r#"use proc_macro::{Literal, TokenStream, TokenTree};
+#[proc_macro]
+pub fn now(_: TokenStream) -> TokenStream {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let text = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+    TokenTree::Literal(Literal::string(&text)).into()
+}"#;
+    let mut outputs = Vec::new();
+    let mut binaries = Vec::new();
+    for _ in 0..2 {
+        let b = new_crate("clock", main_rs, Some(build_rs));
+        let stamp = b.layout.source.join("stamp");
+        fs::create_dir_all(stamp.join("src")).unwrap();
+        fs::write(
+            stamp.join("Cargo.toml"),
+            "[package]\nname = \"stamp\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+             [lib]\nproc-macro = true\n",
+        )
+        .unwrap();
+        fs::write(stamp.join("src/lib.rs"), macro_rs).unwrap();
+        let manifest = b.layout.source.join("Cargo.toml");
+        let text = fs::read_to_string(&manifest).unwrap();
+        fs::write(
+            &manifest,
+            format!("{text}\n[dependencies]\nstamp = {{ path = \"stamp\" }}\n"),
+        )
+        .unwrap();
+        let (outcome, log) = build(&b, quick_limits()).await;
+        assert!(outcome.success(), "{log}");
+        let binary = b.layout.target.join("release/clock");
+        let out = Command::new(&binary).output().unwrap();
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        binaries.push(fs::read(&binary).unwrap());
+    }
+    let first = &outputs[0];
+    assert!(
+        first.starts_with(&format!(
+            "build script {EPOCH}.000000000, date {EPOCH}.000000000, slept "
+        )),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("proc macro {EPOCH}.000000000")),
+        "{first}"
+    );
+    let slept: u64 = first
+        .split("slept ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap();
+    assert!(slept >= 50, "elapsed time must still pass: {first}");
+    assert!(binaries[0] == binaries[1], "the two builds differ");
 }
 
 #[tokio::test]

@@ -62,7 +62,7 @@ pub fn request(registry: &FixtureRegistry, published: &Published) -> Result<Buil
         target: TARGET.into(),
         source_sha256: published.cksum.parse()?,
         download_url: published.download_url.clone(),
-        registry: Some(registry.index_url()),
+        registry: registry.index_url(),
         lease: None,
     })
 }
