@@ -22,7 +22,7 @@ use buildsrs_protocol::{
 };
 use buildsrs_store::{
     BuildOutcome, BuilderStatus, Decision, LeaseId, NewBuilder, Store, StoreError, Submission,
-    TaskId,
+    TaskId, TaskState,
 };
 use jiff::Timestamp;
 use tokio::sync::Notify;
@@ -304,6 +304,7 @@ impl JobService {
             }
             Outcome::NodeError { reason } => BuildOutcome::NodeError { reason },
         };
+        let node_error = matches!(outcome, BuildOutcome::NodeError { .. });
         let submission = Submission {
             lease_id: LeaseId(result.lease_id),
             epoch: result.epoch,
@@ -323,6 +324,29 @@ impl JobService {
             report.late,
             report.task_state
         );
+        let ended = match report.decision.as_ref() {
+            Some(decision) => describe_end(decision),
+            // A node error that used up the task's retries stops it without a decision.
+            None if node_error
+                && !report.late
+                && !report.duplicate
+                && report.task_state == TaskState::Cancelled =>
+            {
+                Some("stopped: too many node-side failures (see the task page)".into())
+            }
+            None => None,
+        };
+        if let Some(ended) = ended {
+            let task = &detail.task;
+            tracing::info!(
+                "task {} ({} {} for {}, {}) ended: {ended}",
+                result.task_id,
+                task.crate_name,
+                task.version,
+                task.target,
+                task.toolchain
+            );
+        }
         if matches!(report.decision, Some(Decision::Verified { .. })) {
             self.verified.notify_one();
         }
@@ -330,6 +354,25 @@ impl JobService {
             counted: report.counted,
             reason: None,
         })
+    }
+}
+
+/// Why a task ended, in words for the operator's log; `None` while it is still open.
+fn describe_end(decision: &Decision) -> Option<String> {
+    match decision {
+        Decision::Pending { .. }
+        | Decision::Mismatch {
+            exhausted: false, ..
+        } => None,
+        Decision::Verified { artifact } => Some(format!("verified, artifact {artifact}")),
+        Decision::Mismatch {
+            wanted,
+            exhausted: true,
+        } => Some(format!(
+            "mismatch: builders still disagree after {wanted} results"
+        )),
+        Decision::Failed { reason } => Some(format!("failed: {reason}")),
+        Decision::NoBinaries => Some("no binaries: the builders agree it has none".into()),
     }
 }
 

@@ -265,7 +265,13 @@ async fn sweep_expired_leases(
         }
         match store.expire_leases(jiff::Timestamp::now()).await {
             Ok(report) if report.expired > 0 => {
-                tracing::info!("{} expired lease(s) requeued", report.expired);
+                tracing::info!(
+                    "{} lease(s) expired: {} task(s) requeued, {} stopped after too many \
+                     node-side failures",
+                    report.expired,
+                    report.requeued,
+                    report.stopped
+                );
             }
             Ok(_) => {}
             Err(error) => tracing::warn!("sweeping expired leases: {error}"),

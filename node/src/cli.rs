@@ -170,10 +170,22 @@ fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
         "artifacts:   {} ({} bytes), {} attestations",
         summary.artifacts, summary.artifact_bytes, summary.attestations
     );
-    for job in state.recent_jobs(args.jobs)? {
+    let recent = state.recent_jobs(args.jobs)?;
+    if !recent.is_empty() {
+        println!("last jobs:");
+    }
+    for job in recent {
+        let when = jiff::Timestamp::from_second(job.started_at)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let took = job
+            .finished_at
+            .map(|end| format!("{} s", end - job.started_at))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "  #{:<5} {:<12} {} {} {} {}",
+            "  #{:<5} {when} {:>6}  {:<22} {} {} {}: {}",
             job.id,
+            took,
             job.outcome.as_deref().unwrap_or(&job.state),
             job.start.crate_name,
             job.start.version,

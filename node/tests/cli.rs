@@ -107,6 +107,58 @@ async fn init_build_status_and_exit_codes() -> Result<()> {
     Ok(())
 }
 
+/// A volunteer in their home directory types `--data-dir node --out out`: every path the
+/// node hands to cargo and the sandbox must still point at the right place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_data_dir_and_out_dir_work() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    registry.publish("hello-bin", "0.1.0")?;
+    let scratch = tempfile::tempdir()?;
+    let in_scratch = |args: &[&str]| {
+        // Blocks this worker thread; the registry serves from the other one.
+        tokio::task::block_in_place(|| {
+            Command::new(BIN)
+                .current_dir(scratch.path())
+                .args(["--data-dir", "node"])
+                .args(args)
+                .output()
+        })
+    };
+    assert!(in_scratch(&["init"])?.status.success());
+    let index = registry.index_url();
+    let built = in_scratch(&[
+        "build",
+        "hello-bin",
+        "0.1.0",
+        "--registry",
+        &index,
+        "--out",
+        "out",
+    ])?;
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    assert_eq!(built.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("outcome: built"), "{stdout}");
+    assert!(
+        scratch
+            .path()
+            .join("out/hello-bin-0.1.0-x86_64-unknown-linux-gnu.tar.gz")
+            .is_file()
+    );
+
+    // `status` lists the job with its outcome and how long it took.
+    let status = in_scratch(&["status"])?;
+    let text = String::from_utf8_lossy(&status.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("hello-bin 0.1.0"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(" s  built") && line.contains("built blake3:"),
+        "{text}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_killed_mid_way_is_reported_abandoned() -> Result<()> {
     let registry = FixtureRegistry::start().await?;

@@ -24,6 +24,7 @@
 //! - `crates/NAME/NAME-VERSION.crate`: served at `/dl/NAME/VERSION/download`, the `dl`
 //!   template in `config.json`.
 
+pub mod crates_io;
 mod git;
 pub mod layout;
 pub mod pack;

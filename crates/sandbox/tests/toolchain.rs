@@ -1,9 +1,10 @@
 //! Real builds in the bubblewrap sandbox with the host's toolchain bound read-only: both
-//! phases of a tiny crate, byte-identical output from different host directories, and hostile
-//! build scripts (network, writes outside their dirs, the node key, an endless loop, a memory
-//! hog) that the sandbox stops.
+//! phases of a tiny crate, byte-identical output from different host directories, the frozen
+//! wall clock, and hostile build scripts (network, writes outside their dirs, the node key,
+//! an endless loop, a memory hog) that the sandbox stops.
 //!
-//! Each crate has no dependencies, so nothing here needs the network to pass.
+//! Each crate has no registry dependencies, so nothing here needs the network; builds with
+//! real dependencies from crates.io are the node's `crates_io` test group.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
 
@@ -330,27 +331,4 @@ async fn memory_hog_build_script_is_out_of_memory() {
         "{outcome:?} {log}"
     );
     assert!(log.contains("failed to run custom build command"), "{log}");
-}
-
-/// Phase 1 against the real crates.io, then an offline phase 2 with the cargo home read-only.
-/// Needs the network, so it runs only on request: `cargo test -- --ignored`.
-#[tokio::test]
-#[ignore = "needs crates.io"]
-async fn registry_dependency_is_fetched_then_built_offline() {
-    let b = new_crate(
-        "withdep",
-        "fn main() { println!(\"{}\", itoa::Buffer::new().format(42)); }",
-        None,
-    );
-    let manifest = b.layout.source.join("Cargo.toml");
-    let mut text = fs::read_to_string(&manifest).unwrap();
-    text.push_str("\n[dependencies]\nitoa = \"=1.0.15\"\n");
-    fs::write(&manifest, text).unwrap();
-    let (outcome, log) = build(&b, quick_limits()).await;
-    assert!(outcome.success(), "{log}");
-    assert!(log.contains("Compiling itoa v1.0.15"), "{log}");
-    let out = Command::new(b.layout.target.join("release/withdep"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
 }

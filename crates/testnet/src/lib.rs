@@ -59,6 +59,10 @@ pub struct TestnetOptions {
     pub extra_leases: u32,
     /// Crates the coordinator watches (publish their versions before or after the start).
     pub watch: Vec<String>,
+    /// The registry the coordinator follows and the nodes build from, as a crates-index URL;
+    /// `None` means the network's own fixture registry. Only the crates.io test group sets
+    /// it (to `sparse+https://index.crates.io/`).
+    pub index: Option<String>,
 }
 
 impl Default for TestnetOptions {
@@ -74,6 +78,7 @@ impl Default for TestnetOptions {
             lease_duration: Duration::from_secs(30),
             watch: Vec::new(),
             extra_leases: Policy::default().extra_leases,
+            index: None,
         }
     }
 }
@@ -106,7 +111,8 @@ pub struct TestNode {
 /// A network on loopback.
 #[derive(Debug)]
 pub struct Testnet {
-    /// The fixture registry the coordinator follows and nodes download from.
+    /// The fixture registry the coordinator follows and nodes download from (unless
+    /// [`TestnetOptions::index`] names another).
     pub registry: FixtureRegistry,
     /// The coordinator's configuration (its data dir persists across restarts).
     pub config: Config,
@@ -139,8 +145,17 @@ impl Testnet {
         let registry = FixtureRegistry::start().await?;
         let mut config = Config::new(temp.path().join("coordinator"));
         config.database_url.clone_from(&options.database_url);
-        config.index = IndexSource::Sparse(registry.index_url());
-        config.poll_interval = Duration::from_millis(300);
+        let index = options
+            .index
+            .clone()
+            .unwrap_or_else(|| registry.index_url());
+        config.index = IndexSource::Sparse(index.clone());
+        // The fixture registry may be polled hard; a real registry is asked politely.
+        config.poll_interval = if options.index.is_some() {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(300)
+        };
         config.expiry_interval = Duration::from_millis(500);
         config.toolchains = vec![buildsrs_keys::cli::detect_toolchain()?.release];
         config.policy = Policy {
@@ -175,7 +190,7 @@ impl Testnet {
             let root = net._temp.path().join(format!("node-{i}"));
             let (dir, identity) = DataDir::init(&root)?;
             let mut node_config = dir.config()?;
-            node_config.registry = net.registry.index_url();
+            node_config.registry.clone_from(&index);
             node_config.capacity = 1;
             (net.options.configure_node)(i, &mut node_config);
             std::fs::write(dir.config_path(), toml::to_string(&node_config)?)?;

@@ -1,0 +1,170 @@
+//! The crates.io group: the builder node builds small real crates, pinned by version, from
+//! the real crates.io, the way a fresh volunteer's node does (the default registry, no
+//! fixture registry, no source replacement). Fixtures once hid that a fresh node could not
+//! build a single real crate; this group keeps the real path tested, in CI. Where the
+//! registry does not answer it prints a loud SKIPPED line, and under `CI=true` it fails (see
+//! `buildsrs_fixture_registry::crates_io`). No other test touches the internet.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly.
+
+mod support;
+
+use anyhow::{Context, Result};
+use buildsrs_archive::{Limits, unpack_tar_gz};
+use buildsrs_fixture_registry::crates_io;
+use buildsrs_node::outcome::BuildOutcome;
+use buildsrs_node::pipeline::{BuildRequest, JobReport};
+use support::{TARGET, TestNode};
+
+/// What the coordinator would send for `name` `version` on crates.io.
+async fn request(name: &str, version: &str) -> Result<BuildRequest> {
+    let found = crates_io::versions(name)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .find(|v| v.version == version)
+        .with_context(|| format!("{name} {version} is not on crates.io"))?;
+    Ok(BuildRequest {
+        crate_name: name.into(),
+        version: version.into(),
+        target: TARGET.into(),
+        source_sha256: found.cksum.parse()?,
+        download_url: found.download_url,
+        registry: crates_io::INDEX.into(),
+        lease: None,
+    })
+}
+
+/// Builds and returns the report; the test fails with the log when it did not build.
+async fn build(node: &TestNode, name: &str, version: &str) -> Result<JobReport> {
+    let report = node
+        .pipeline
+        .build(&request(name, version).await?, &|_| {})
+        .await?;
+    match &report.outcome {
+        BuildOutcome::Built { binaries, .. } => assert_eq!(binaries.len(), 1, "{binaries:?}"),
+        other => panic!("{name} {version}: {other}\n{}", report.log),
+    }
+    Ok(report)
+}
+
+/// Unpacks the report's archive and runs its one binary with `input` on stdin.
+fn run_binary(report: &JobReport, top: &str, binary: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let out = tempfile::tempdir().unwrap();
+    let unpacked = unpack_tar_gz(
+        std::fs::File::open(report.archive.as_ref().unwrap()).unwrap(),
+        out.path(),
+        top,
+        Limits::CRATE_SOURCE,
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(unpacked.root.join("bin").join(binary))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{binary}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `rustfilt` ships a `Cargo.lock`; a second node with another data dir builds the very same
+/// bytes; the shared dependency cache holds downloads only (every build unpacks its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crates_io_a_crate_with_a_lock_builds_and_reproduces_on_a_second_node() -> Result<()> {
+    if !crates_io::available("crates_io_a_crate_with_a_lock_builds_…", "rustfilt")
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        return Ok(());
+    }
+    let first = TestNode::new(|_| {}).await?;
+    let second = TestNode::new(|_| {}).await?;
+    let a = build(&first, "rustfilt", "0.2.2").await?;
+    assert!(
+        a.log.contains("== phase 1: cargo fetch --locked"),
+        "the shipped lock is used: {}",
+        a.log
+    );
+    let b = build(&second, "rustfilt", "0.2.2").await?;
+    let hash = |r: &JobReport| match &r.outcome {
+        BuildOutcome::Built { artifact, .. } => *artifact,
+        _ => unreachable!(),
+    };
+    assert_eq!(hash(&a), hash(&b), "two nodes disagree on rustfilt 0.2.2");
+    let demangled = run_binary(
+        &a,
+        &format!("rustfilt-0.2.2-{TARGET}"),
+        "rustfilt",
+        &[],
+        "_ZN4core3fmt5write17h0123456789abcdefE\n",
+    );
+    assert_eq!(demangled, "core::fmt::write\n");
+    let cache = first.dir.cargo_home().join("crates-io/registry");
+    assert!(cache.join("cache").is_dir(), "downloads are cached");
+    let unpacked_in_cache = std::fs::read_dir(cache.join("src"))?.count();
+    assert_eq!(
+        unpacked_in_cache, 0,
+        "no build unpacks into the shared cache"
+    );
+    Ok(())
+}
+
+/// `hexyl` 0.5.1 ships no lock: phase 1 resolves one from the registry, then it builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crates_io_a_crate_without_a_lock_is_resolved_and_built() -> Result<()> {
+    if !crates_io::available("crates_io_a_crate_without_a_lock_…", "hexyl")
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        return Ok(());
+    }
+    let node = TestNode::new(|_| {}).await?;
+    let report = build(&node, "hexyl", "0.5.1").await?;
+    assert!(
+        report.log.contains("== phase 1: cargo fetch --target"),
+        "no --locked without a shipped lock: {}",
+        report.log
+    );
+    let dump = run_binary(
+        &report,
+        &format!("hexyl-0.5.1-{TARGET}"),
+        "hexyl",
+        &["--color", "never"],
+        "buildsrs",
+    );
+    assert!(dump.contains("62 75 69 6c 64 73 72 73"), "{dump}");
+    Ok(())
+}
+
+/// A real library crate ends as "no binaries" from its manifest alone, before any fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crates_io_a_library_has_no_binaries_and_fetches_nothing() -> Result<()> {
+    if !crates_io::available("crates_io_a_library_has_no_binaries_…", "rot13")
+        .await
+        .map_err(anyhow::Error::msg)?
+    {
+        return Ok(());
+    }
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .pipeline
+        .build(&request("rot13", "0.1.1").await?, &|_| {})
+        .await?;
+    assert!(
+        matches!(report.outcome, BuildOutcome::NoBinaries { .. }),
+        "{}\n{}",
+        report.outcome,
+        report.log
+    );
+    assert!(!report.log.contains("== phase 1"), "{}", report.log);
+    Ok(())
+}
