@@ -54,6 +54,9 @@ pub struct LimitsConfig {
     pub wall_clock_secs: u64,
     /// Memory for one build, in MiB (a cgroup where cgroups are writable).
     pub memory_mib: u64,
+    /// Processes and threads one build may have at once (a cgroup where cgroups are
+    /// writable).
+    pub processes: u64,
     /// Largest file a build may write, in MiB.
     pub file_size_mib: u64,
     /// Largest build log kept, in KiB (head and tail are kept).
@@ -80,6 +83,7 @@ impl Default for LimitsConfig {
         Self {
             wall_clock_secs: 30 * 60,
             memory_mib: 4096,
+            processes: 1024,
             file_size_mib: 2048,
             log_kib: 1024,
             crate_mib: 64,

@@ -636,6 +636,7 @@ impl Pipeline {
         let mut applied = spec.limits.clone();
         applied.wall_clock = Duration::from_secs(limits.wall_clock_secs);
         applied.memory_bytes = Some(limits.memory_mib << 20);
+        applied.max_pids = Some(limits.processes);
         applied.file_size_bytes = Some(limits.file_size_mib << 20);
         applied.log_keep_bytes = usize::try_from(limits.log_kib * 1024).unwrap_or(usize::MAX);
         spec.limits(applied)

@@ -241,6 +241,31 @@ async fn a_file_over_the_size_limit_is_named_in_the_outcome() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn too_many_processes_are_named_in_the_outcome() -> Result<()> {
+    let (_, capabilities) = buildsrs_sandbox::Sandbox::detect(Vec::new()).await?;
+    if !capabilities.pids_cgroup {
+        // Without a writable pids cgroup nothing limits processes yet; this test has nothing
+        // to check here.
+        eprintln!("SKIPPED: no writable pids cgroup on this machine");
+        return Ok(());
+    }
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|c| c.limits.processes = 64).await?;
+    let report = node
+        .build(&registry, &registry.publish("fork-storm", "0.1.0")?)
+        .await?;
+    match &report.outcome {
+        BuildOutcome::BuildFailed { reason } => assert!(
+            reason.contains("hit the process limit (64 processes and threads)"),
+            "{reason}\n{}",
+            report.log
+        ),
+        other => panic!("{other}\n{}", report.log),
+    }
+    Ok(())
+}
+
 /// Plain cargo lets build scripts write into their package directory (completions, man
 /// pages, generated code), the crate's own and its registry dependencies'. Each build gets a
 /// writable copy of both; the node's shared dependency cache stays as phase 1 left it.
