@@ -25,24 +25,27 @@ use buildsrs_node::outcome::BuildOutcome;
 use buildsrs_node::pipeline::{BuildRequest, JobReport};
 use support::{TARGET, TestNode};
 
-/// The crates, pinned by version, and the shapes each stands for.
+/// The crates, pinned by version, and the shapes each stands for. Chosen (2026-12) to cover
+/// the shapes that break reproducibility or sandboxing; each builds with plain cargo 1.95.
 const CRATES: &[(&str, &str, &str)] = &[
     ("rustfilt", "0.2.2", "tiny, lock"),
-    ("hexyl", "0.5.1", "no lock"),
-    ("names", "0.14.0", "proc macros (clap_derive), lock"),
+    ("hexyl", "0.5.1", "tiny, no lock"),
+    ("names", "0.14.0", "build script, proc macro, lock"),
     ("xsv", "0.13.0", "no lock, debug = true in release"),
-    ("b3sum", "1.8.7", "C and assembly via cc (blake3), lock"),
-    ("sd", "0.6.5", "no lock, proc macros"),
-    ("zoxide", "0.10.0", "build script (completions), lock"),
-    ("hexyl", "0.17.0", "build script, lock"),
+    ("sd", "0.6.5", "no lock, build script, proc macro"),
+    ("b3sum", "1.8.7", "C and assembly via cc, lock"),
+    ("vivid", "0.10.1", "proc macro, lock"),
+    ("hexyl", "0.17.0", "proc macros, lock"),
+    ("zoxide", "0.10.0", "build script writes into its package"),
+    ("du-dust", "1.2.7", "build script writes into its package"),
+    ("fd-find", "10.5.0", "medium, proc macro, lock"),
+    ("ripgrep", "15.2.0", "build script, debug = 1 in release"),
+    ("tokei", "15.0.0", "build script generates code, medium"),
     (
-        "fd-find",
-        "10.5.0",
-        "build script, C via cc (jemalloc), lock",
+        "mise",
+        "2024.5.24",
+        "built 0.7.3 embeds the build time, cc, OpenSSL, large",
     ),
-    ("du-dust", "1.2.7", "build script, lock"),
-    ("ripgrep", "15.2.0", "build script, medium, lock"),
-    ("just", "1.59.0", "build script, proc macros, large, lock"),
 ];
 
 #[derive(Debug)]
