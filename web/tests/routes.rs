@@ -332,7 +332,66 @@ store_test!(the_api_answers_json, |store: Store| async move {
     let doc = scene.get("/api/v1/openapi.json").await.json();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/verified"].is_object());
+    assert_eq!(
+        doc["paths"]["/crates/{name}/{version}"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/VersionAnswer"
+    );
+    let fields = doc["components"]["schemas"]["Version"]["properties"]
+        .as_object()
+        .unwrap();
+    for field in ["rust_version", "plan", "plan_note"] {
+        assert!(fields.contains_key(field), "{field} documented");
+    }
 });
+
+store_test!(
+    versions_say_why_they_were_not_planned,
+    |store: Store| async move {
+        let scene = Scene::seed(store).await;
+        // A version needing a newer Rust than the enabled toolchain (1.95.0).
+        let line = buildsrs_store::IndexVersion {
+            rust_version: Some("1.96".to_owned()),
+            ..support::index_line("demo", "3.0.0", 9)
+        };
+        let report = scene
+            .store
+            .upsert_versions(vec![line], jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!((report.versions_added, report.tasks_planned), (1, 0));
+        let note = "needs Rust 1.96 or newer; enabled toolchains: 1.95.0";
+
+        let page = scene.get("/crates/demo/3.0.0").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let text = page.text();
+        assert!(text.contains(&format!("Not planned: {note}")), "{text}");
+        assert!(text.contains("needs Rust 1.96 or newer (<code>rust-version</code>)"));
+        assert!(
+            !text.contains("No build tasks"),
+            "the note says why: {text}"
+        );
+        let api = scene.get("/api/v1/crates/demo/3.0.0").await.json();
+        assert_eq!(api["version"]["plan_note"], note);
+        assert_eq!(api["version"]["rust_version"], "1.96");
+        assert_eq!(api["version"]["plan"], "matrix");
+        assert!(api["targets"].as_array().unwrap().is_empty());
+
+        // A planned version has no note; one never chosen (its crate is not watched) says so.
+        let planned = scene.get("/api/v1/crates/demo/1.0.0").await.json();
+        assert_eq!(planned["version"]["plan"], "matrix");
+        assert!(planned["version"]["plan_note"].is_null());
+        assert!(planned["version"]["rust_version"].is_null());
+        let unwatched = scene.get("/api/v1/crates/demo-tools/0.1.0").await.json();
+        assert!(unwatched["version"]["plan"].is_null());
+        let text = scene.get("/crates/demo-tools/0.1.0").await.text();
+        assert!(
+            text.contains("No build tasks: this version was not chosen for building."),
+            "{text}"
+        );
+        assert!(!text.contains("Not planned:"));
+    }
+);
 
 store_test!(bad_input_is_a_clear_4xx, |store: Store| async move {
     let scene = Scene::seed(store).await;
@@ -521,10 +580,32 @@ store_test!(
             )
             .await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let bad_backfill = scene
+            .post_form(
+                "/admin/crates/watch",
+                &[("csrf", &csrf), ("name", "demo-tools"), ("backfill", "-1")],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(bad_backfill.status, StatusCode::BAD_REQUEST);
+        assert!(
+            bad_backfill.text().contains("backfill"),
+            "{}",
+            bad_backfill.text()
+        );
+        assert!(
+            !scene
+                .store
+                .crate_info("demo-tools")
+                .await
+                .unwrap()
+                .unwrap()
+                .watched
+        );
         let watched = scene
             .post_form(
                 "/admin/crates/watch",
-                &[("csrf", &csrf), ("name", "demo-tools")],
+                &[("csrf", &csrf), ("name", "demo-tools"), ("backfill", "2")],
                 &[("cookie", &cookie)],
             )
             .await;
@@ -536,6 +617,32 @@ store_test!(
                 .await
                 .unwrap()
                 .contains(&"demo-tools".to_owned())
+        );
+        let tools = scene.store.crate_info("demo-tools").await.unwrap().unwrap();
+        assert_eq!(tools.backfill, 2);
+        assert_eq!(
+            tools.versions[0].plan,
+            Some(buildsrs_store::VersionPlan::Matrix),
+            "its newest version is planned"
+        );
+        // The form without a backfill means none.
+        let again = scene
+            .post_form(
+                "/admin/crates/watch",
+                &[("csrf", &csrf), ("name", "demo-tools")],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            scene
+                .store
+                .crate_info("demo-tools")
+                .await
+                .unwrap()
+                .unwrap()
+                .backfill,
+            0
         );
 
         let open = scene
@@ -713,6 +820,7 @@ async fn index(store: &Store, name: &str, version: &str) {
         version: version.to_owned(),
         cksum: format!("{:064x}", version.len() * 97 + name.len()),
         yanked: false,
+        rust_version: None,
     };
     store
         .upsert_versions(vec![line], jiff::Timestamp::now())
