@@ -225,6 +225,7 @@ store_test!(
                     line("tool", "1.1.0", false),
                     line("tool", "1.10.0", true),
                     line("tool", "2.0.0-rc.1", false),
+                    line("tool", "0.8.0", true),
                 ],
                 t(1),
             )
@@ -248,6 +249,7 @@ store_test!(
                 ("1.1.0", Some(VersionPlan::Matrix)),
                 ("1.0.0", None),
                 ("0.9.0", None),
+                ("0.8.0", None),
             ]
         );
 
@@ -264,7 +266,7 @@ store_test!(
         // What comes next is planned; un-yanking history is not.
         let report = store
             .upsert_versions(
-                vec![line("tool", "1.2.0", false), line("tool", "1.10.0", false)],
+                vec![line("tool", "1.2.0", false), line("tool", "0.8.0", false)],
                 t(6),
             )
             .await
@@ -274,19 +276,29 @@ store_test!(
             planned_versions(&store, "tool").await,
             ["0.9.0", "1.0.0", "1.1.0", "1.2.0"]
         );
-        // Unwatched, nothing new is planned; watching again plans the newest.
-        store.unwatch_crate("tool", t(7)).await.unwrap();
+        // Un-yanking the version that was the newest when the crate was watched plans it:
+        // it is the newest again.
         let report = store
-            .upsert_versions(vec![line("tool", "1.3.0", false)], t(8))
+            .upsert_versions(vec![line("tool", "1.10.0", false)], t(7))
+            .await
+            .unwrap();
+        assert_eq!((report.versions_unyanked, report.tasks_planned), (1, 1));
+        assert_eq!(
+            planned_versions(&store, "tool").await,
+            ["0.9.0", "1.0.0", "1.1.0", "1.10.0", "1.2.0"]
+        );
+        // Unwatched, nothing new is planned; watching again plans the newest.
+        store.unwatch_crate("tool", t(8)).await.unwrap();
+        let report = store
+            .upsert_versions(vec![line("tool", "1.11.0", false)], t(9))
             .await
             .unwrap();
         assert_eq!(report.tasks_planned, 0);
         assert!(!store.crate_info("tool").await.unwrap().unwrap().watched);
-        assert_eq!(store.watch_crate("tool", 0, t(9)).await.unwrap(), 1);
+        assert_eq!(store.watch_crate("tool", 0, t(10)).await.unwrap(), 1);
         assert_eq!(
             planned_versions(&store, "tool").await,
-            ["0.9.0", "1.0.0", "1.1.0", "1.10.0", "1.2.0"],
-            "1.10.0 is the newest now"
+            ["0.9.0", "1.0.0", "1.1.0", "1.10.0", "1.11.0", "1.2.0"]
         );
     }
 );

@@ -15,7 +15,8 @@
 //!   too: the nodes should stop), decided ones are kept — a yanked version's verified
 //!   artifacts stay downloadable, as the crate itself does on crates.io;
 //! - versions that were un-yanked get their yank-cancelled tasks requeued and, if the
-//!   planner had chosen them, any missing tasks planned (history stays unplanned).
+//!   planner had chosen them (or they are now their crate's newest), any missing tasks
+//!   planned (history stays unplanned).
 //!
 //! On Postgres the batch goes in with a handful of array (`unnest`) statements whatever its
 //! size, which is what keeps ingest close to `COPY` speed; SQLite runs cheap prepared
@@ -33,7 +34,7 @@ use crate::db::{Db, Dialect, params};
 use crate::error::{Result, StoreError};
 use crate::model::{IndexVersion, IngestReport, MatrixEntry};
 use crate::ops::plan::{MAX_RUST_VERSION_LEN, Mode, Release, newest, plan_versions};
-use crate::ops::{check_name, event, for_versions};
+use crate::ops::{check_name, event, for_versions, query_ids};
 use crate::policy::Policy;
 
 /// The most versions one batch may hold.
@@ -209,6 +210,8 @@ pub(crate) async fn upsert_versions(
             params![policy.extra_leases, now],
         )
         .await?;
+        let newest_now = newest_unyanked(db, &changes, &unyanked).await?;
+        report.tasks_planned += plan_versions(db, policy, &newest_now, Mode::Choose, now).await?;
         report.tasks_planned += plan_versions(db, policy, &unyanked, Mode::Replan, now).await?;
     }
     if !yanked.is_empty() {
@@ -258,6 +261,52 @@ pub(crate) async fn upsert_versions(
         .await?;
     }
     Ok(report)
+}
+
+/// Of the un-yanked versions `unyanked`, those that are now the newest of their crate among
+/// the versions the planner chose (semver, the rule of [`newest`]): a crate whose newest
+/// version was yanked when it was first planned builds it once it is back.
+async fn newest_unyanked(
+    db: &mut dyn Db,
+    changes: &[Changed],
+    unyanked: &[i64],
+) -> Result<Vec<i64>> {
+    let unyanked: std::collections::HashSet<i64> = unyanked.iter().copied().collect();
+    let mut by_crate: BTreeMap<i64, Vec<(i64, String)>> = BTreeMap::new();
+    for changed in changes.iter().filter(|c| unyanked.contains(&c.id)) {
+        by_crate
+            .entry(changed.crate_id)
+            .or_default()
+            .push((changed.id, changed.version.clone()));
+    }
+    let crate_ids: Vec<i64> = by_crate.keys().copied().collect();
+    for row in query_ids(
+        db,
+        &crate_ids,
+        "SELECT crate_id, id, version FROM versions WHERE crate_id = {ids} AND plan IS NOT NULL",
+    )
+    .await?
+    {
+        let crate_id: i64 = row.get(0)?;
+        let id: i64 = row.get(1)?;
+        if let Some(versions) = by_crate.get_mut(&crate_id)
+            && !versions.iter().any(|(known, _)| *known == id)
+        {
+            versions.push((id, row.get(2)?));
+        }
+    }
+    let mut chosen = Vec::new();
+    for versions in by_crate.values() {
+        let candidates: Vec<(i64, &str)> =
+            versions.iter().map(|(id, v)| (*id, v.as_str())).collect();
+        chosen.extend(
+            newest(&candidates, 0)
+                .into_iter()
+                .filter(|id| unyanked.contains(id)),
+        );
+    }
+    chosen.sort_unstable();
+    Ok(chosen)
 }
 
 /// The crates of a batch by id, and the lines that changed something.

@@ -471,20 +471,20 @@ pub(crate) async fn for_versions(
     }
 }
 
-/// Runs the query `sql` for each version id and returns all rows, the same way as
-/// [`for_versions`]: one statement over an array on Postgres, one per id on SQLite (where
-/// rows come in the order of `ids`).
-pub(crate) async fn query_versions(db: &mut dyn Db, ids: &[i64], sql: &str) -> Result<Vec<Row>> {
+/// Runs the query `sql` for each id and returns all rows, the same way as [`for_versions`]:
+/// the SQL says `column = {ids}`, which is one statement over an array on Postgres, one
+/// statement per id on SQLite (where rows come in the order of `ids`).
+pub(crate) async fn query_ids(db: &mut dyn Db, ids: &[i64], sql: &str) -> Result<Vec<Row>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     match db.dialect() {
         Dialect::Postgres => {
-            let sql = sql.replace("{version_ids}", "ANY($1)");
+            let sql = sql.replace("{ids}", "ANY($1)");
             db.query(&sql, &[Param::IntArray(ids)]).await
         }
         Dialect::Sqlite => {
-            let sql = sql.replace("{version_ids}", "$1");
+            let sql = sql.replace("{ids}", "$1");
             let mut rows = Vec::new();
             for id in ids {
                 rows.extend(db.query(&sql, &[Param::Int(*id)]).await?);

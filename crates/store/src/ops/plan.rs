@@ -12,6 +12,9 @@
 //! - after its first sight, every version new to the store of a watched crate (any crate in
 //!   full-index mode) is chosen: published since watching. A version that arrives yanked is
 //!   chosen too, so that un-yanking it plans it;
+//! - un-yanking a version that was not chosen chooses it only if that makes it the crate's
+//!   newest (say its newest version was yanked when the crate was watched); un-yanked history
+//!   stays unplanned;
 //! - watching again with a larger backfill chooses the extra versions; tasks are unique per
 //!   version × target × toolchain, so nothing is planned twice.
 //!
@@ -43,7 +46,7 @@ use jiff::Timestamp;
 use crate::db::{Db, Dialect, params};
 use crate::error::Result;
 use crate::model::VersionPlan;
-use crate::ops::query_versions;
+use crate::ops::query_ids;
 use crate::policy::Policy;
 
 /// The longest `rust-version` accepted.
@@ -257,11 +260,11 @@ pub(crate) async fn plan_versions(
     if version_ids.is_empty() {
         return Ok(0);
     }
-    let rows = query_versions(
+    let rows = query_ids(
         db,
         version_ids,
         "SELECT v.id, v.yanked, v.rust_version, v.plan, v.plan_note, c.binaries \
-         FROM versions v JOIN crates c ON c.id = v.crate_id WHERE v.id = {version_ids}",
+         FROM versions v JOIN crates c ON c.id = v.crate_id WHERE v.id = {ids}",
     )
     .await?;
     let mut found = std::collections::HashMap::with_capacity(rows.len());
