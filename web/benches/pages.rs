@@ -3,8 +3,8 @@
 //!
 //! Each backend gets a fresh store (SQLite: a file in a temporary directory; Postgres: a fresh
 //! database, dropped afterwards) seeded with 10,000 crates × 10 versions through
-//! `upsert_versions` in batches. Every 100th crate is watched (100 crates; about 1,800 tasks
-//! over two targets, yanked versions get none). The version page under test belongs to a
+//! `upsert_versions` in batches. Every 100th crate is watched, with the backfill of all its
+//! versions (100 crates; about 1,800 tasks over two targets, yanked versions get none). The version page under test belongs to a
 //! watched crate and has two tasks: one verified by two approved builders (two attestations,
 //! artifact and bundle in object storage) and one still queued.
 //!
