@@ -371,6 +371,15 @@ store_test!(
             !text.contains("No build tasks"),
             "the note says why: {text}"
         );
+        let krate = scene.get("/crates/demo").await.text();
+        assert!(
+            krate.contains(&format!("not planned: {note}")),
+            "the crate page lists the note: {krate}"
+        );
+        assert!(krate.contains(
+            "Watched: its newest version when it was watched (plus 1 older), and every version \
+             published since, are built."
+        ));
         let api = scene.get("/api/v1/crates/demo/3.0.0").await.json();
         assert_eq!(api["version"]["plan_note"], note);
         assert_eq!(api["version"]["rust_version"], "1.96");
@@ -390,6 +399,55 @@ store_test!(
             "{text}"
         );
         assert!(!text.contains("Not planned:"));
+
+        // A crate both approved builders find without binaries: its page says that new
+        // versions are probed, and the next version's page shows its probe.
+        let now = jiff::Timestamp::now();
+        scene.store.watch_crate("demo-lib", 0, now).await.unwrap();
+        let lines = vec![support::index_line("demo-lib", "0.1.0", 10)];
+        scene.store.upsert_versions(lines, now).await.unwrap();
+        let lib = scene
+            .store
+            .version_info("demo-lib", "0.1.0")
+            .await
+            .unwrap()
+            .unwrap();
+        scene
+            .store
+            .set_task_priority(lib.tasks[0].id, 10, now)
+            .await
+            .unwrap();
+        for builder in scene.approved {
+            let lease = scene
+                .store
+                .lease_next(&builder, now)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(lease.task_id, lib.tasks[0].id);
+            let submission = buildsrs_store::Submission {
+                lease_id: lease.lease_id,
+                epoch: lease.epoch,
+                builder,
+                outcome: buildsrs_store::BuildOutcome::NoBinaries,
+                log: None,
+            };
+            scene.store.submit(submission, now).await.unwrap();
+        }
+        let text = scene.get("/crates/demo-lib").await.text();
+        assert!(
+            text.contains(
+                "It had no binaries so far: a new version is probed on one target first."
+            ),
+            "{text}"
+        );
+        let lines = vec![support::index_line("demo-lib", "0.2.0", 11)];
+        scene.store.upsert_versions(lines, now).await.unwrap();
+        let text = scene.get("/crates/demo-lib/0.2.0").await.text();
+        assert!(text.contains("Probed on one target only"), "{text}");
+        let api = scene.get("/api/v1/crates/demo-lib/0.2.0").await.json();
+        assert_eq!(api["version"]["plan"], "probe");
+        assert_eq!(api["targets"].as_array().unwrap().len(), 1);
     }
 );
 
