@@ -186,7 +186,7 @@ pub(crate) async fn upsert_versions(
         let backfill = crates.get(crate_id).map_or(0, |c| c.backfill);
         chosen.extend(newest(versions, backfill));
     }
-    // In version id order, so that tasks are created (and leased) oldest version first.
+    // In version id order (the order the store first saw them), as tasks always were.
     chosen.sort_unstable();
     report.tasks_planned = plan_versions(db, policy, &chosen, Mode::Choose, now).await?;
 
