@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use buildsrs_index::read_names_file;
+use buildsrs_index::read_watch_file;
 use buildsrs_store::{Policy, Store};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -84,12 +84,18 @@ struct RunArgs {
     /// (`git+https://…`, `file://…`, a path; every crate is followed).
     #[arg(long, default_value = CRATES_IO_SPARSE, value_name = "URL")]
     index: String,
-    /// Crates to watch, comma-separated (added to those already watched).
-    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    /// Crates to watch, comma-separated (added to those already watched): each crate's newest
+    /// version and every version published from then on are built. `NAME:N` also builds the
+    /// N next-older versions (overriding --backfill).
+    #[arg(long, value_delimiter = ',', value_name = "NAME[:N],...")]
     watch: Vec<String>,
-    /// A file of crate names to watch, one per line (`#` comments).
+    /// A file of crates to watch, one `NAME` or `NAME:N` per line (`#` comments).
     #[arg(long, value_name = "FILE")]
     watch_file: Option<PathBuf>,
+    /// Older versions to build besides the newest, for the crates of --watch and
+    /// --watch-file that do not say `NAME:N`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    backfill: u32,
     /// Seconds between polls of the index.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     poll_interval: u64,
@@ -259,12 +265,13 @@ fn config_from(args: RunArgs) -> Result<Config> {
     config.index = IndexSource::parse(&args.index)?;
     config.watch = args.watch;
     if let Some(file) = &args.watch_file {
-        config.watch.extend(read_names_file(file)?);
+        config
+            .watch
+            .extend(read_watch_file(file)?.iter().map(ToString::to_string));
     }
-    for name in &config.watch {
-        buildsrs_keys::statement::validate_crate_name(name)
-            .map_err(|e| anyhow::anyhow!("--watch: {e}"))?;
-    }
+    config.backfill = args.backfill;
+    // Refuse a bad entry now, before anything starts.
+    crate::config::watch_requests(&config)?;
     config.poll_interval = Duration::from_secs(args.poll_interval.max(1));
     config.targets = args.targets;
     config.toolchains = if args.toolchains.is_empty() {
@@ -412,4 +419,60 @@ async fn status(args: &StoreArgs) -> Result<()> {
         stats.active_leases, stats.builders_pending
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_of(args: &[&str]) -> Result<Config> {
+        let mut all = vec!["buildsrs-coordinator", "--data-dir", "/nonexistent"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--toolchain", "1.95.0"]);
+        let cli = Cli::try_parse_from(all)?;
+        config_from(cli.run)
+    }
+
+    #[test]
+    fn watch_takes_a_backfill_per_crate_and_a_default() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("crates.txt");
+        std::fs::write(&file, "# more\nfd-find:2\nhexyl\n")?;
+        let file = file.to_str().context("a UTF-8 path")?;
+        let config = config_of(&[
+            "--watch",
+            "ripgrep:3,bat",
+            "--backfill",
+            "1",
+            "--watch-file",
+            file,
+        ])?;
+        assert_eq!(config.watch, ["ripgrep:3", "bat", "fd-find:2", "hexyl"]);
+        assert_eq!(config.backfill, 1);
+        let requests: Vec<(String, u32)> = crate::config::watch_requests(&config)?
+            .into_iter()
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                ("bat".to_owned(), 1),
+                ("fd-find".to_owned(), 2),
+                ("hexyl".to_owned(), 1),
+                ("ripgrep".to_owned(), 3)
+            ]
+        );
+        assert_eq!(config_of(&["--watch", "bat"])?.backfill, 0, "the default");
+
+        for bad in ["ripgrep:x", "rip/grep", "bat:-1"] {
+            let error = config_of(&["--watch", bad]).unwrap_err().to_string();
+            assert!(error.contains("--watch"), "{bad}: {error}");
+        }
+        std::fs::write(dir.path().join("bad.txt"), "ok\nbad:many\n")?;
+        let bad = dir.path().join("bad.txt");
+        let error = config_of(&["--watch-file", bad.to_str().context("UTF-8")?])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 2"), "{error}");
+        Ok(())
+    }
 }

@@ -11,11 +11,13 @@
 //! D/artifacts/            object storage for verified artifacts, unless S3 is configured
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use buildsrs_index::WatchEntry;
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_storage::StorageConfig;
 use buildsrs_store::{Policy, StoreConfig};
@@ -60,6 +62,22 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(std::path::absolute(path)?)
 }
 
+/// The crates of `config.watch` with the backfill each asked for (`NAME:N`, else
+/// `config.backfill`), sorted by name. A crate named twice gets the larger backfill: planned
+/// tasks are never taken back, so that is what it gets anyway.
+pub fn watch_requests(config: &Config) -> Result<BTreeMap<String, u32>> {
+    let mut requests = BTreeMap::new();
+    for text in &config.watch {
+        let entry: WatchEntry = text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--watch {text:?}: {e}"))?;
+        let backfill = entry.backfill.unwrap_or(config.backfill);
+        let asked = requests.entry(entry.name).or_insert(backfill);
+        *asked = (*asked).max(backfill);
+    }
+    Ok(requests)
+}
+
 /// Everything `run` needs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -69,8 +87,12 @@ pub struct Config {
     pub database_url: Option<String>,
     /// The registry index.
     pub index: IndexSource,
-    /// Crates to watch (added to the store's watch list at start).
+    /// Crates to watch (added to the store's watch list at start), each `NAME` or `NAME:N`:
+    /// build the newest version and the `N` next-older ones (without `:N`, [`Self::backfill`]),
+    /// then every version published from then on. See [`watch_requests`].
     pub watch: Vec<String>,
+    /// The backfill of the crates in [`Self::watch`] that do not name one.
+    pub backfill: u32,
     /// How often the sparse index is polled (and the git index fetched).
     pub poll_interval: Duration,
     /// Targets to build (enabled at start; the admin UI may add more).
@@ -110,6 +132,7 @@ impl Config {
             database_url: None,
             index: IndexSource::Sparse(CRATES_IO_SPARSE.to_owned()),
             watch: Vec::new(),
+            backfill: 0,
             poll_interval: Duration::from_secs(60),
             targets: vec!["x86_64-unknown-linux-gnu".to_owned()],
             toolchains: Vec::new(),
@@ -174,6 +197,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_requests_take_a_backfill_per_crate_or_the_default() {
+        let mut config = Config::new("/nonexistent");
+        config.backfill = 1;
+        config.watch = ["ripgrep:3", "bat", "fd-find:0", "bat:2", "ripgrep"]
+            .map(String::from)
+            .to_vec();
+        let requests: Vec<(String, u32)> = watch_requests(&config).unwrap().into_iter().collect();
+        assert_eq!(
+            requests,
+            [
+                ("bat".to_owned(), 2),
+                ("fd-find".to_owned(), 0),
+                ("ripgrep".to_owned(), 3)
+            ]
+        );
+        config.watch = vec!["ripgrep:lots".into()];
+        let error = watch_requests(&config).unwrap_err().to_string();
+        assert!(error.starts_with("--watch \"ripgrep:lots\""), "{error}");
+        config.watch = vec!["../etc".into()];
+        assert!(watch_requests(&config).is_err());
+    }
 
     #[test]
     fn index_sources_parse_by_scheme() {

@@ -124,6 +124,7 @@ async fn ingest(store: &Store, update: &CrateUpdate, cancel: &CancellationToken)
             version: v.version.clone(),
             cksum: v.cksum.clone(),
             yanked: v.yanked,
+            rust_version: v.rust_version.clone(),
         })
         .collect();
     let mut backoff = Duration::from_millis(200);

@@ -241,10 +241,10 @@ async fn apply_configuration(config: &Config, store: &Store) -> Result<WatchList
     for toolchain in &config.toolchains {
         store.set_toolchain(toolchain, true, now).await?;
     }
-    for name in &config.watch {
-        let planned = store.set_crate_watched(name, true, now).await?;
+    for (name, backfill) in config::watch_requests(config)? {
+        let planned = store.watch_crate(&name, backfill, now).await?;
         if planned > 0 {
-            tracing::info!("watching {name}: {planned} task(s) planned");
+            tracing::info!("watching {name} (backfill {backfill}): {planned} task(s) planned");
         }
     }
     let names = store.watched_crates().await?;

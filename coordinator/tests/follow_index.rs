@@ -1,6 +1,7 @@
-//! The coordinator follows a (fixture) registry index into the store: new versions become
-//! tasks, yanks cancel them, un-yanks requeue them, and a restart continues without planning
-//! anything twice. Runs on SQLite and on Postgres.
+//! The coordinator follows a (fixture) registry index into the store: a watched crate's
+//! newest version (and the backfill asked for) and its new versions become tasks, yanks cancel
+//! them, un-yanks requeue them, and a restart continues without planning anything twice. Runs
+//! on SQLite and on Postgres.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
 
@@ -123,6 +124,83 @@ async fn sqlite_follows_new_versions_yanks_and_restarts() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_follows_new_versions_yanks_and_restarts() -> Result<()> {
     follows_new_versions_yanks_and_restarts(TestStore::postgres().await).await
+}
+
+/// A crate's whole history at its first sight: watching plans its newest version and the
+/// backfill asked for (`NAME:N`), not every version; a version whose `rust-version` no enabled
+/// toolchain meets gets a note instead of tasks.
+async fn first_sight_plans_the_newest_and_the_backfill(db: TestStore) -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    for version in ["0.1.0", "0.2.0", "0.3.0"] {
+        registry.publish("hello-bin", version)?;
+    }
+    registry.publish("multi-bin", "1.0.0")?;
+    registry.publish("multi-bin", "1.1.0")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir(dir.path().join("src"))?;
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"needs-new-rust\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+         rust-version = \"1.96\"\n",
+    )?;
+    std::fs::write(dir.path().join("src/main.rs"), "fn main() {}\n")?;
+    registry.publish_dir(dir.path(), "1.0.0")?;
+
+    let data = tempfile::tempdir()?;
+    let store = db.store.clone();
+    let mut config = config(data.path(), &db, &registry);
+    config.watch = vec![
+        "hello-bin:1".into(),
+        "multi-bin".into(),
+        "needs-new-rust".into(),
+    ];
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(run(config, shutdown.clone()));
+    eventually("the newest versions and the backfill planned", || async {
+        let noted = store
+            .version_info("needs-new-rust", "1.0.0")
+            .await?
+            .is_some_and(|v| v.version.plan_note.is_some());
+        Ok(noted
+            && task_states(&store, "hello-bin", "0.3.0").await? == [TaskState::Queued]
+            && task_states(&store, "hello-bin", "0.2.0").await? == [TaskState::Queued]
+            && task_states(&store, "multi-bin", "1.1.0").await? == [TaskState::Queued])
+    })
+    .await?;
+    assert!(task_states(&store, "hello-bin", "0.1.0").await?.is_empty());
+    assert!(task_states(&store, "multi-bin", "1.0.0").await?.is_empty());
+    let noted = store
+        .version_info("needs-new-rust", "1.0.0")
+        .await?
+        .unwrap();
+    assert!(noted.tasks.is_empty());
+    assert_eq!(noted.version.rust_version.as_deref(), Some("1.96"));
+    assert_eq!(
+        noted.version.plan_note.as_deref(),
+        Some("needs Rust 1.96 or newer; enabled toolchains: 1.95.0")
+    );
+    assert_eq!(store.crate_info("hello-bin").await?.unwrap().backfill, 1);
+    assert_eq!(store.queue_stats(jiff::Timestamp::now()).await?.queued, 3);
+
+    // What is published next is planned.
+    registry.publish("multi-bin", "1.2.0")?;
+    eventually("the next version planned", || async {
+        Ok(task_states(&store, "multi-bin", "1.2.0").await? == [TaskState::Queued])
+    })
+    .await?;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), service).await???;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_first_sight_plans_the_newest_and_the_backfill() -> Result<()> {
+    first_sight_plans_the_newest_and_the_backfill(TestStore::sqlite().await).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_first_sight_plans_the_newest_and_the_backfill() -> Result<()> {
+    first_sight_plans_the_newest_and_the_backfill(TestStore::postgres().await).await
 }
 
 /// Git mode follows every crate of a git index from the head it first sees, and resumes from

@@ -36,10 +36,7 @@ async fn scene(store: &Store, auto_approve: bool) -> Scene {
     let now = Timestamp::now();
     store.set_target(TARGET, true, now).await.unwrap();
     store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
-    store
-        .set_crate_watched("hello-bin", true, now)
-        .await
-        .unwrap();
+    store.watch_crate("hello-bin", 0, now).await.unwrap();
     store
         .upsert_versions(
             vec![IndexVersion {
@@ -47,6 +44,7 @@ async fn scene(store: &Store, auto_approve: bool) -> Scene {
                 version: "0.1.0".into(),
                 cksum: published.cksum.clone(),
                 yanked: false,
+                rust_version: None,
             }],
             now,
         )

@@ -192,7 +192,10 @@ fn done_message(done: &str) -> Option<&'static str> {
     Some(match done {
         "approved" => "Builder approved.",
         "revoked" => "Builder revoked.",
-        "watched" => "Crate watched; its versions are planned.",
+        "watched" => {
+            "Crate watched: its newest version (and any backfill) is planned, and \
+                      what it publishes next."
+        }
         "unwatched" => "Crate no longer watched.",
         "retried" => "Task requeued.",
         "quorum" => "Quorum changed; the task was decided again.",
@@ -354,6 +357,27 @@ async fn revoke(
 struct CrateForm {
     csrf: String,
     name: String,
+    /// Older versions to build besides the newest (watch only; empty means 0).
+    backfill: Option<String>,
+}
+
+/// The most older versions the admin form plans at once; more is a typo more often than not.
+const MAX_FORM_BACKFILL: u32 = 1000;
+
+fn parse_backfill(text: Option<&str>) -> Result<u32, WebError> {
+    let text = text.map(str::trim).unwrap_or_default();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| *n <= MAX_FORM_BACKFILL)
+        .ok_or_else(|| {
+            WebError::BadRequest(format!(
+                "backfill {text:?} is not a number of older versions from 0 to \
+                 {MAX_FORM_BACKFILL}"
+            ))
+        })
 }
 
 async fn watch(
@@ -363,9 +387,10 @@ async fn watch(
 ) -> Result<Response, PageError> {
     act(&state, &headers, &form.csrf, "watched", async {
         let name = CrateName::parse(form.name.trim())?;
+        let backfill = parse_backfill(form.backfill.as_deref())?;
         state
             .store()
-            .set_crate_watched(name.as_str(), true, Timestamp::now())
+            .watch_crate(name.as_str(), backfill, Timestamp::now())
             .await?;
         Ok(())
     })
@@ -381,7 +406,7 @@ async fn unwatch(
         let name = CrateName::parse(form.name.trim())?;
         state
             .store()
-            .set_crate_watched(name.as_str(), false, Timestamp::now())
+            .unwatch_crate(name.as_str(), Timestamp::now())
             .await?;
         Ok(())
     })

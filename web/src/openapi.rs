@@ -21,10 +21,15 @@ fn query_param(name: &str, description: &str, schema: Value) -> Value {
 
 /// A GET operation answering an object, or an error.
 fn get(summary: &str, parameters: Vec<Value>, errors: &[u16]) -> Value {
+    get_schema(summary, parameters, errors, json!({ "type": "object" }))
+}
+
+/// A GET operation answering an object of this schema, or an error.
+fn get_schema(summary: &str, parameters: Vec<Value>, errors: &[u16], schema: Value) -> Value {
     let mut responses = json!({
         "200": {
             "description": "OK",
-            "content": { "application/json": { "schema": { "type": "object" } } }
+            "content": { "application/json": { "schema": schema } }
         }
     });
     for status in errors {
@@ -80,10 +85,11 @@ pub fn document() -> Value {
         "paths": {
             "/crates": get("Search crates", search, &[400]),
             "/crates/{name}": get("A crate and its versions", vec![name()], &[400, 404]),
-            "/crates/{name}/{version}": get(
+            "/crates/{name}/{version}": get_schema(
                 "A version's tasks, results and download links",
                 vec![name(), path_param("version", "semver version or `latest`", None)],
                 &[400, 404],
+                json!({ "$ref": "#/components/schemas/VersionAnswer" }),
             ),
             "/tasks/{id}": get(
                 "A task with its leases and results",
@@ -123,6 +129,48 @@ pub fn document() -> Value {
         },
         "components": {
             "schemas": {
+                "VersionAnswer": {
+                    "type": "object",
+                    "required": ["crate_name", "version", "targets"],
+                    "properties": {
+                        "crate_name": { "type": "string" },
+                        "version": { "$ref": "#/components/schemas/Version" },
+                        "targets": {
+                            "type": "array",
+                            "description": "one entry per task: the task, its results, and \
+                                            download links once verified",
+                            "items": { "type": "object" }
+                        }
+                    }
+                },
+                "Version": {
+                    "type": "object",
+                    "required": ["version", "cksum", "yanked", "first_seen", "rust_version",
+                                 "plan", "plan_note"],
+                    "properties": {
+                        "version": { "type": "string" },
+                        "cksum": { "type": "string", "description": "SHA-256 of the .crate" },
+                        "yanked": { "type": "boolean" },
+                        "first_seen": { "type": "string", "format": "date-time" },
+                        "rust_version": {
+                            "type": ["string", "null"],
+                            "description": "the manifest's rust-version, from the index"
+                        },
+                        "plan": {
+                            "enum": ["probe", "matrix", null],
+                            "description": "what the planner chose to build: null (not \
+                                            chosen: older than the newest version when the \
+                                            crate was watched, and not asked for), probe (one \
+                                            task: the crate had no binaries) or matrix"
+                        },
+                        "plan_note": {
+                            "type": ["string", "null"],
+                            "description": "why a chosen version has no tasks, e.g. \
+                                            \"needs Rust 1.96 or newer; enabled toolchains: \
+                                            1.95.0\""
+                        }
+                    }
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],

@@ -203,6 +203,9 @@ mod tests {
             cksum: "0".repeat(64),
             yanked,
             first_seen: jiff::Timestamp::UNIX_EPOCH,
+            rust_version: None,
+            plan: None,
+            plan_note: None,
         }
     }
 

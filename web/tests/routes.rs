@@ -332,7 +332,124 @@ store_test!(the_api_answers_json, |store: Store| async move {
     let doc = scene.get("/api/v1/openapi.json").await.json();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/verified"].is_object());
+    assert_eq!(
+        doc["paths"]["/crates/{name}/{version}"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/VersionAnswer"
+    );
+    let fields = doc["components"]["schemas"]["Version"]["properties"]
+        .as_object()
+        .unwrap();
+    for field in ["rust_version", "plan", "plan_note"] {
+        assert!(fields.contains_key(field), "{field} documented");
+    }
 });
+
+store_test!(
+    versions_say_why_they_were_not_planned,
+    |store: Store| async move {
+        let scene = Scene::seed(store).await;
+        // A version needing a newer Rust than the enabled toolchain (1.95.0).
+        let line = buildsrs_store::IndexVersion {
+            rust_version: Some("1.96".to_owned()),
+            ..support::index_line("demo", "3.0.0", 9)
+        };
+        let report = scene
+            .store
+            .upsert_versions(vec![line], jiff::Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!((report.versions_added, report.tasks_planned), (1, 0));
+        let note = "needs Rust 1.96 or newer; enabled toolchains: 1.95.0";
+
+        let page = scene.get("/crates/demo/3.0.0").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let text = page.text();
+        assert!(text.contains(&format!("Not planned: {note}")), "{text}");
+        assert!(text.contains("needs Rust 1.96 or newer (<code>rust-version</code>)"));
+        assert!(
+            !text.contains("No build tasks"),
+            "the note says why: {text}"
+        );
+        let krate = scene.get("/crates/demo").await.text();
+        assert!(
+            krate.contains(&format!("not planned: {note}")),
+            "the crate page lists the note: {krate}"
+        );
+        assert!(krate.contains(
+            "Watched: its newest version when it was watched (plus 1 older), and every version \
+             published since, are built."
+        ));
+        let api = scene.get("/api/v1/crates/demo/3.0.0").await.json();
+        assert_eq!(api["version"]["plan_note"], note);
+        assert_eq!(api["version"]["rust_version"], "1.96");
+        assert_eq!(api["version"]["plan"], "matrix");
+        assert!(api["targets"].as_array().unwrap().is_empty());
+
+        // A planned version has no note; one never chosen (its crate is not watched) says so.
+        let planned = scene.get("/api/v1/crates/demo/1.0.0").await.json();
+        assert_eq!(planned["version"]["plan"], "matrix");
+        assert!(planned["version"]["plan_note"].is_null());
+        assert!(planned["version"]["rust_version"].is_null());
+        let unwatched = scene.get("/api/v1/crates/demo-tools/0.1.0").await.json();
+        assert!(unwatched["version"]["plan"].is_null());
+        let text = scene.get("/crates/demo-tools/0.1.0").await.text();
+        assert!(
+            text.contains("No build tasks: this version was not chosen for building."),
+            "{text}"
+        );
+        assert!(!text.contains("Not planned:"));
+
+        // A crate both approved builders find without binaries: its page says that new
+        // versions are probed, and the next version's page shows its probe.
+        let now = jiff::Timestamp::now();
+        scene.store.watch_crate("demo-lib", 0, now).await.unwrap();
+        let lines = vec![support::index_line("demo-lib", "0.1.0", 10)];
+        scene.store.upsert_versions(lines, now).await.unwrap();
+        let lib = scene
+            .store
+            .version_info("demo-lib", "0.1.0")
+            .await
+            .unwrap()
+            .unwrap();
+        scene
+            .store
+            .set_task_priority(lib.tasks[0].id, 10, now)
+            .await
+            .unwrap();
+        for builder in scene.approved {
+            let lease = scene
+                .store
+                .lease_next(&builder, now)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(lease.task_id, lib.tasks[0].id);
+            let submission = buildsrs_store::Submission {
+                lease_id: lease.lease_id,
+                epoch: lease.epoch,
+                builder,
+                outcome: buildsrs_store::BuildOutcome::NoBinaries,
+                log: None,
+            };
+            scene.store.submit(submission, now).await.unwrap();
+        }
+        let text = scene.get("/crates/demo-lib").await.text();
+        assert!(
+            text.contains(
+                "It had no binaries so far: a new version is probed on one target first."
+            ),
+            "{text}"
+        );
+        let lines = vec![support::index_line("demo-lib", "0.2.0", 11)];
+        scene.store.upsert_versions(lines, now).await.unwrap();
+        let text = scene.get("/crates/demo-lib/0.2.0").await.text();
+        assert!(text.contains("Probed on one target only"), "{text}");
+        let api = scene.get("/api/v1/crates/demo-lib/0.2.0").await.json();
+        assert_eq!(api["version"]["plan"], "probe");
+        assert_eq!(api["targets"].as_array().unwrap().len(), 1);
+    }
+);
 
 store_test!(bad_input_is_a_clear_4xx, |store: Store| async move {
     let scene = Scene::seed(store).await;
@@ -521,10 +638,32 @@ store_test!(
             )
             .await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let bad_backfill = scene
+            .post_form(
+                "/admin/crates/watch",
+                &[("csrf", &csrf), ("name", "demo-tools"), ("backfill", "-1")],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(bad_backfill.status, StatusCode::BAD_REQUEST);
+        assert!(
+            bad_backfill.text().contains("backfill"),
+            "{}",
+            bad_backfill.text()
+        );
+        assert!(
+            !scene
+                .store
+                .crate_info("demo-tools")
+                .await
+                .unwrap()
+                .unwrap()
+                .watched
+        );
         let watched = scene
             .post_form(
                 "/admin/crates/watch",
-                &[("csrf", &csrf), ("name", "demo-tools")],
+                &[("csrf", &csrf), ("name", "demo-tools"), ("backfill", "2")],
                 &[("cookie", &cookie)],
             )
             .await;
@@ -536,6 +675,32 @@ store_test!(
                 .await
                 .unwrap()
                 .contains(&"demo-tools".to_owned())
+        );
+        let tools = scene.store.crate_info("demo-tools").await.unwrap().unwrap();
+        assert_eq!(tools.backfill, 2);
+        assert_eq!(
+            tools.versions[0].plan,
+            Some(buildsrs_store::VersionPlan::Matrix),
+            "its newest version is planned"
+        );
+        // The form without a backfill means none.
+        let again = scene
+            .post_form(
+                "/admin/crates/watch",
+                &[("csrf", &csrf), ("name", "demo-tools")],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            scene
+                .store
+                .crate_info("demo-tools")
+                .await
+                .unwrap()
+                .unwrap()
+                .backfill,
+            0
         );
 
         let open = scene
@@ -713,6 +878,7 @@ async fn index(store: &Store, name: &str, version: &str) {
         version: version.to_owned(),
         cksum: format!("{:064x}", version.len() * 97 + name.len()),
         yanked: false,
+        rust_version: None,
     };
     store
         .upsert_versions(vec![line], jiff::Timestamp::now())

@@ -441,13 +441,16 @@ async fn verify_all(store: &Store, artifacts: &[ArtifactId]) -> anyhow::Result<(
     let now = Timestamp::now();
     store.set_target(TARGET, true, now).await?;
     store.set_toolchain(TOOLCHAIN, true, now).await?;
-    store.set_crate_watched(CRATE, true, now).await?;
+    // Every version is wanted: the newest and all older ones as backfill.
+    let backfill = u32::try_from(artifacts.len().saturating_sub(1))?;
+    store.watch_crate(CRATE, backfill, now).await?;
     let versions = (0..artifacts.len())
         .map(|i| IndexVersion {
             name: CRATE.to_owned(),
             version: format!("1.{i}.0"),
             cksum: format!("{i:064x}"),
             yanked: false,
+            rust_version: None,
         })
         .collect();
     store.upsert_versions(versions, now).await?;

@@ -14,7 +14,9 @@ use support::{Proxy, TARGET, buildsrs, is_empty, text};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()> {
     let net = Testnet::start(TestnetOptions {
-        watch: vec!["hello-bin".into()],
+        // Both versions below are built, however the index follower sees them: at its
+        // first sight, a crate builds its newest version and the backfill (here 1).
+        watch: vec!["hello-bin:1".into()],
         ..Default::default()
     })
     .await?;

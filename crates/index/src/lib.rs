@@ -51,4 +51,7 @@ pub use sparse::{DEFAULT_CONCURRENCY, PollReport, SparseFollower, default_client
 pub use versions::{
     CrateUpdate, IndexedVersion, SkippedLine, VersionChanges, diff_versions, parse_index_file,
 };
-pub use watch::{NamesError, WatchList, parse_names_file, read_names_file};
+pub use watch::{
+    NamesError, WatchEntry, WatchList, parse_names_file, parse_watch_file, read_names_file,
+    read_watch_file,
+};

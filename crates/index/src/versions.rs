@@ -1,10 +1,12 @@
 //! What a crate's index file says, and what changed since we last looked.
 //!
 //! An index file is one JSON object per line, one line per published version. We read it
-//! line by line and keep only what building needs (name, version, checksum, yank state), so
-//! one bad line costs one version, never the crate: it is skipped with a warning naming the
-//! crate and the line. We deliberately do not parse dependencies or features here; a line
-//! whose `deps` we could not read would still be a version we can build.
+//! line by line and keep only what building needs (name, version, checksum, yank state, the
+//! manifest's `rust-version`), so one bad line costs one version, never the crate: it is
+//! skipped with a warning naming the crate and the line. We deliberately do not parse
+//! dependencies or features here; a line whose `deps` we could not read would still be a
+//! version we can build. For the same reason a `rust_version` that is not one to three
+//! dot-separated numbers is dropped with a warning, keeping the version.
 
 use std::collections::HashMap;
 
@@ -25,6 +27,8 @@ pub struct IndexedVersion {
     pub yanked: bool,
     /// Where the `.crate` file is downloaded from (the index `config.json` `dl` template).
     pub download_url: String,
+    /// The manifest's `rust-version` (`1.70`, `1.70.1`): the oldest Rust that builds it.
+    pub rust_version: Option<String>,
 }
 
 /// A crate whose index file changed since the last poll.
@@ -134,6 +138,22 @@ struct IndexLine {
     cksum: String,
     #[serde(default)]
     yanked: bool,
+    /// Read loosely: a wrong type here must not cost the version.
+    #[serde(default)]
+    rust_version: Option<serde_json::Value>,
+}
+
+/// The longest `rust-version` kept.
+const MAX_RUST_VERSION_LEN: usize = 32;
+
+/// Whether `text` is a `rust-version` as cargo writes them: one to three dot-separated
+/// numbers.
+fn is_rust_version(text: &str) -> bool {
+    text.len() <= MAX_RUST_VERSION_LEN
+        && (1..=3).contains(&text.split('.').count())
+        && text
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A line of an index file that was skipped.
@@ -216,12 +236,27 @@ fn parse_line(
     let download_url = config
         .download_url(&parsed.name, &parsed.vers, &parsed.cksum)
         .ok_or_else(|| "the dl template gives no download URL".to_owned())?;
+    let rust_version = match parsed.rust_version {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) if is_rust_version(&text) => Some(text),
+        Some(other) => {
+            tracing::warn!(
+                krate = crate_name,
+                "{crate_name} {}: ignoring rust_version {:.40}: not one to three \
+                 dot-separated numbers",
+                parsed.vers,
+                other.to_string()
+            );
+            None
+        }
+    };
     Ok(IndexedVersion {
         name: parsed.name,
         version: parsed.vers,
         cksum: parsed.cksum,
         yanked: parsed.yanked,
         download_url,
+        rust_version,
     })
 }
 
@@ -241,6 +276,7 @@ mod tests {
             cksum: cksum.to_string().repeat(64),
             yanked,
             download_url: String::new(),
+            rust_version: None,
         }
     }
 
@@ -277,6 +313,47 @@ mod tests {
         assert_eq!(
             diff_versions(&[], &many).summary(),
             "+0.0.0,0.1.0,0.2.0,0.3.0,0.4.0,0.5.0,0.6.0,0.7.0,... (2 more)"
+        );
+    }
+
+    #[test]
+    fn rust_version_is_kept_when_well_formed_and_dropped_otherwise() {
+        let line = |vers: &str, rust_version: &str| {
+            format!(
+                r#"{{"name":"foo","vers":"{vers}","cksum":"{}","rust_version":{rust_version}}}"#,
+                "a".repeat(64)
+            )
+        };
+        let body = [
+            line("1.0.0", r#""1.70""#),
+            line("1.1.0", r#""1.80.1""#),
+            line("1.2.0", "null"),
+            line("1.3.0", r#""1.70-beta""#),
+            line("1.4.0", "170"),
+            line("1.5.0", r#""1.2.3.4""#),
+            format!(
+                r#"{{"name":"foo","vers":"1.6.0","cksum":"{}"}}"#,
+                "a".repeat(64)
+            ),
+        ]
+        .join("\n");
+        let (versions, skipped) = parse_index_file("foo", body.as_bytes(), &config());
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let read: Vec<(&str, Option<&str>)> = versions
+            .iter()
+            .map(|v| (v.version.as_str(), v.rust_version.as_deref()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("1.0.0", Some("1.70")),
+                ("1.1.0", Some("1.80.1")),
+                ("1.2.0", None),
+                ("1.3.0", None),
+                ("1.4.0", None),
+                ("1.5.0", None),
+                ("1.6.0", None),
+            ]
         );
     }
 

@@ -8,9 +8,15 @@
 //! Names file format: one crate name per line; `#` starts a comment (whole line or after a
 //! name); blank lines are ignored; duplicates are dropped. Names are checked with the
 //! crates.io rules, and errors name the line.
+//!
+//! A watch file ([`read_watch_file`]) is a names file whose names may carry a backfill,
+//! `NAME:N` ([`WatchEntry`]): besides a crate's newest version, build its `N` next-older ones.
+//! The follower itself ignores the number; the coordinator hands it to the store.
 
 use std::collections::BTreeSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use buildsrs_keys::statement::validate_crate_name;
@@ -51,10 +57,53 @@ pub enum NamesError {
     Name(String),
 }
 
-/// Parses a names file (see the module docs), keeping the first occurrence of each name.
-pub fn parse_names_file(text: &str) -> Result<Vec<String>, NamesError> {
+/// A crate to watch, with the backfill asked for it: `NAME` or `NAME:N`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WatchEntry {
+    /// The crate name (checked with the crates.io rules).
+    pub name: String,
+    /// How many versions older than the newest to build; `None`: the default.
+    pub backfill: Option<u32>,
+}
+
+impl FromStr for WatchEntry {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, backfill) = match text.split_once(':') {
+            Some((name, number)) => {
+                let backfill = number.parse::<u32>().map_err(|_| {
+                    format!("{text:?}: after the name, `:N` takes a number of older versions")
+                })?;
+                (name, Some(backfill))
+            }
+            None => (text, None),
+        };
+        validate_crate_name(name)?;
+        Ok(Self {
+            name: name.to_owned(),
+            backfill,
+        })
+    }
+}
+
+impl fmt::Display for WatchEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.backfill {
+            Some(n) => write!(f, "{}:{n}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// The entries of a names file, each line parsed by `entry`; the first of each name is kept.
+fn parse_lines<T>(
+    text: &str,
+    entry: impl Fn(&str) -> Result<T, String>,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, NamesError> {
     let mut seen = BTreeSet::new();
-    let mut names = Vec::new();
+    let mut entries = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let content = line.split('#').next().unwrap_or_default().trim();
         if content.is_empty() {
@@ -67,16 +116,41 @@ pub fn parse_names_file(text: &str) -> Result<Vec<String>, NamesError> {
                 message: format!("{content:?}: one crate name per line"),
             });
         }
-        validate_crate_name(content).map_err(|message| NamesError::Line { line, message })?;
-        if seen.insert(content.to_owned()) {
-            names.push(content.to_owned());
+        let parsed = entry(content).map_err(|message| NamesError::Line { line, message })?;
+        if seen.insert(name(&parsed).to_owned()) {
+            entries.push(parsed);
         }
     }
-    Ok(names)
+    Ok(entries)
+}
+
+/// Parses a names file (see the module docs), keeping the first occurrence of each name.
+pub fn parse_names_file(text: &str) -> Result<Vec<String>, NamesError> {
+    parse_lines(
+        text,
+        |content| validate_crate_name(content).map(|()| content.to_owned()),
+        String::as_str,
+    )
+}
+
+/// Parses a watch file: a names file whose names may carry a backfill (`NAME:N`), keeping
+/// the first occurrence of each name.
+pub fn parse_watch_file(text: &str) -> Result<Vec<WatchEntry>, NamesError> {
+    parse_lines(text, str::parse, |entry: &WatchEntry| entry.name.as_str())
 }
 
 /// Reads and parses a names file.
 pub fn read_names_file(path: &Path) -> Result<Vec<String>, NamesError> {
+    parse_names_file(&read_text(path)?)
+}
+
+/// Reads and parses a watch file (`NAME` or `NAME:N` per line).
+pub fn read_watch_file(path: &Path) -> Result<Vec<WatchEntry>, NamesError> {
+    parse_watch_file(&read_text(path)?)
+}
+
+/// Reads a names or watch file: at most [`MAX_NAMES_FILE_BYTES`], UTF-8.
+fn read_text(path: &Path) -> Result<String, NamesError> {
     use std::io::Read;
 
     let io = |source| NamesError::Io {
@@ -94,11 +168,10 @@ pub fn read_names_file(path: &Path) -> Result<Vec<String>, NamesError> {
             reason: format!("larger than {MAX_NAMES_FILE_BYTES} bytes"),
         });
     }
-    let text = String::from_utf8(bytes).map_err(|_| NamesError::Unreadable {
+    String::from_utf8(bytes).map_err(|_| NamesError::Unreadable {
         path: path.to_owned(),
         reason: "not UTF-8".into(),
-    })?;
-    parse_names_file(&text)
+    })
 }
 
 /// The crates a sparse follower polls. Cloning gives another handle to the same list.
@@ -217,11 +290,63 @@ mod tests {
     }
 
     #[test]
+    fn watch_entries_carry_an_optional_backfill() {
+        let entry = |text: &str| text.parse::<WatchEntry>();
+        assert_eq!(
+            entry("ripgrep:3"),
+            Ok(WatchEntry {
+                name: "ripgrep".into(),
+                backfill: Some(3)
+            })
+        );
+        assert_eq!(
+            entry("bat"),
+            Ok(WatchEntry {
+                name: "bat".into(),
+                backfill: None
+            })
+        );
+        assert_eq!(
+            entry("fd-find:0").map(|e| e.to_string()),
+            Ok("fd-find:0".into())
+        );
+        for bad in [
+            "ripgrep:",
+            "ripgrep:-1",
+            "ripgrep:x",
+            ":3",
+            "rip grep:1",
+            "a:1:2",
+        ] {
+            assert!(entry(bad).is_err(), "{bad:?}");
+        }
+        let text = "# crates\nripgrep:3\nbat # no backfill\nripgrep\nfd-find:0\n";
+        let names: Vec<String> = parse_watch_file(text)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["ripgrep:3", "bat", "fd-find:0"]);
+        let err = parse_watch_file("ok\nbad:many\n").unwrap_err();
+        assert!(matches!(err, NamesError::Line { line: 2, .. }), "{err}");
+        // A names file takes names only.
+        assert!(parse_names_file("ripgrep:3\n").is_err());
+    }
+
+    #[test]
     fn names_file_from_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("names.txt");
         std::fs::write(&path, "serde\n").unwrap();
         assert_eq!(read_names_file(&path).unwrap(), ["serde"]);
+        std::fs::write(&path, "serde:2\n").unwrap();
+        assert_eq!(
+            read_watch_file(&path).unwrap(),
+            [WatchEntry {
+                name: "serde".into(),
+                backfill: Some(2)
+            }]
+        );
         std::fs::write(&path, b"\xff\xfe").unwrap();
         assert!(matches!(
             read_names_file(&path),

@@ -87,6 +87,41 @@ async fn new_versions_are_detected_with_cksum_and_download_url() {
 }
 
 #[tokio::test]
+async fn rust_version_comes_from_the_published_manifest() {
+    let registry = FixtureRegistry::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"needs-new-rust\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+         rust-version = \"1.96\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("src/main.rs"), "fn main() {}\n").unwrap();
+    registry.publish_dir(dir.path(), "1.0.0").unwrap();
+    registry.publish("hello-bin", "0.1.0").unwrap();
+
+    let report = follower(&registry)
+        .poll(&["needs-new-rust", "hello-bin"])
+        .await
+        .unwrap();
+    let mut found: Vec<(String, Option<String>)> = report
+        .updates
+        .iter()
+        .flat_map(|u| &u.versions)
+        .map(|v| (v.name.clone(), v.rust_version.clone()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("hello-bin".to_owned(), None),
+            ("needs-new-rust".to_owned(), Some("1.96".to_owned()))
+        ]
+    );
+}
+
+#[tokio::test]
 async fn yank_and_unyank_are_detected() {
     let registry = FixtureRegistry::start().await.unwrap();
     registry.publish("multi-bin", "1.0.0").unwrap();

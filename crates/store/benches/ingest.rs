@@ -47,6 +47,8 @@ fn index(crates: usize, per_crate: usize) -> Vec<IndexVersion> {
                 cksum: cksum(c, v),
                 // Every 20th version is yanked, as a sprinkling of real yanks.
                 yanked: (c + v) % 20 == 0,
+                // Half of them name one, as crates.io's recent versions mostly do.
+                rust_version: (v % 2 == 0).then(|| "1.70".to_owned()),
             });
         }
     }
@@ -88,10 +90,11 @@ async fn copy_baseline(lines: &[IndexVersion]) -> Duration {
             crates.push_str(&format!("{crate_id}\t{}\tf\t1700000000000\n", line.name));
         }
         versions.push_str(&format!(
-            "{crate_id}\t{}\t{}\t{}\t1700000000000\n",
+            "{crate_id}\t{}\t{}\t{}\t{}\t1700000000000\n",
             line.version,
             line.cksum,
-            if line.yanked { "t" } else { "f" }
+            if line.yanked { "t" } else { "f" },
+            line.rust_version.as_deref().unwrap_or("\\N"),
         ));
     }
 
@@ -103,7 +106,7 @@ async fn copy_baseline(lines: &[IndexVersion]) -> Duration {
             crates,
         ),
         (
-            "COPY versions (crate_id, version, cksum, yanked, first_seen) FROM STDIN",
+            "COPY versions (crate_id, version, cksum, yanked, rust_version, first_seen) FROM STDIN",
             versions,
         ),
     ] {
@@ -167,7 +170,8 @@ fn main() {
         );
         drop(postgres);
 
-        // For scale: planning tasks too (every crate watched via full-index mode).
+        // For scale: planning tasks too (every crate planned via full-index mode: at its
+        // first sight, its newest version).
         let policy = Policy {
             plan_all_crates: true,
             ..Policy::default()
@@ -181,8 +185,14 @@ fn main() {
             .unwrap();
         planned.store.set_toolchain("1.95.0", true, now).await.unwrap();
         let took = ingest(&planned.store, &lines, 5_000).await;
+        let tasks = planned.store.queue_stats(now).await.unwrap().queued;
+        if 5_000 % per_crate == 0 {
+            // Each crate's versions come in one batch: its first sight.
+            assert_eq!(tasks, crates as u64, "one task per crate: its newest version");
+        }
         println!(
-            "  postgres  + planning   {:>8.0} versions/s  ({took:.2?}, one task per live version)",
+            "  postgres  + planning   {:>8.0} versions/s  ({took:.2?}, {tasks} tasks: each \
+             crate's newest version)",
             rate(n, took)
         );
     });

@@ -36,6 +36,8 @@ pub(crate) enum Param<'a> {
     TextArray(&'a [String]),
     /// Postgres only: a `BOOLEAN[]`.
     BoolArray(&'a [bool]),
+    /// Postgres only: a `TEXT[]` that may hold NULLs.
+    OptTextArray(&'a [Option<String>]),
 }
 
 impl From<i64> for Param<'_> {
@@ -101,6 +103,12 @@ impl<'a> From<&'a Vec<String>> for Param<'a> {
 impl<'a> From<&'a Vec<bool>> for Param<'a> {
     fn from(value: &'a Vec<bool>) -> Self {
         Param::BoolArray(value)
+    }
+}
+
+impl<'a> From<&'a Vec<Option<String>>> for Param<'a> {
+    fn from(value: &'a Vec<Option<String>>) -> Self {
+        Param::OptTextArray(value)
     }
 }
 

@@ -24,8 +24,8 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `crates` | name, watched?, first seen |
-//! | `versions` | crate, version, source sha256 (`cksum`), yanked?, first seen |
+//! | `crates` | name, watched?, first seen, backfill (older versions asked for), binaries? (its latest decision said) |
+//! | `versions` | crate, version, source sha256 (`cksum`), yanked?, first seen, `rust-version`, plan (not chosen / probe / matrix), plan note (why nothing was planned) |
 //! | `targets`, `toolchains` | the build matrix, each entry enabled or not |
 //! | `tasks` | version × target × toolchain: state, reason, priority, quorum, results wanted and counted, lease limit and active leases, fencing epoch, node-side failures, backoff (`not_before`), verified artifact, decision time |
 //! | `leases` | task, builder, epoch, state (active / completed / expired / cancelled), deadline |
@@ -46,7 +46,14 @@
 //!
 //! Leasing (who gets what, fencing, expiry, backoff, the retry limit) is described in
 //! `ops/lease.rs`; what counts and when a task is decided in `ops/submit.rs` and `rules.rs`;
-//! planning, yanks and un-yanks in `ops/ingest.rs`; revocation in `ops/builders.rs`.
+//! which versions get built and with which tasks (the newest version and what comes next,
+//! backfill, `rust-version`, probes for crates without binaries) in `ops/plan.rs`; ingest,
+//! watching, yanks and un-yanks in `ops/ingest.rs`; revocation in `ops/builders.rs`.
+//!
+//! Migration 6 added the planning columns: `crates.backfill` and `crates.binaries`,
+//! `versions.rust_version`, `versions.plan` and `versions.plan_note`; versions that had tasks
+//! before it count as planned with the whole matrix, and each crate's `binaries` comes from
+//! its latest verified or no-binaries decision.
 
 mod db;
 pub mod error;

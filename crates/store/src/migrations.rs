@@ -42,6 +42,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "crate_name_trigrams",
         sql: include_str!("../migrations/sqlite/0005_crate_name_trigrams.sql"),
     },
+    Migration {
+        version: 6,
+        name: "planning",
+        sql: include_str!("../migrations/sqlite/0006_planning.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -71,10 +76,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "crate_name_trigrams",
         sql: include_str!("../migrations/postgres/0005_crate_name_trigrams.sql"),
     },
+    Migration {
+        version: 6,
+        name: "planning",
+        sql: include_str!("../migrations/postgres/0006_planning.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 #[cfg(test)]
 mod tests {

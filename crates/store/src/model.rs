@@ -108,6 +108,17 @@ text_enum!(
 );
 
 text_enum!(
+    /// What the planner chose to build of a version (see [`VersionSummary::plan`]).
+    VersionPlan {
+        /// One probe task (the first enabled target, the newest fitting toolchain): the
+        /// crate's last decision was "no binaries". A counted built result plans the rest.
+        Probe => "probe",
+        /// Every enabled target × every enabled toolchain its `rust-version` allows.
+        Matrix => "matrix",
+    }
+);
+
+text_enum!(
     /// An operator's verdict on a builder.
     BuilderStatus {
         /// Registered, waiting for an operator; gets no work.
@@ -181,6 +192,9 @@ pub struct IndexVersion {
     pub cksum: String,
     /// Whether the version is yanked.
     pub yanked: bool,
+    /// The manifest's `rust-version` (`1.70` or `1.70.1`): the oldest Rust that builds it.
+    /// Toolchains older than this are not planned for the version.
+    pub rust_version: Option<String>,
 }
 
 /// What one [`crate::Store::upsert_versions`] batch changed.
@@ -392,6 +406,55 @@ pub struct SubmitReport {
     pub task_state: TaskState,
     /// The decision this result led to, if it was evaluated.
     pub decision: Option<Decision>,
+    /// Why the result does not count toward the decision; `None` exactly when
+    /// [`Self::counted`].
+    pub not_counted: Option<NotCounted>,
+}
+
+/// Why a result was recorded but not counted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum NotCounted {
+    /// A node error: the node's own failure, never evidence about the crate.
+    NodeError,
+    /// The builder is not approved (pending, or revoked).
+    BuilderNotApproved {
+        /// Its status.
+        status: BuilderStatus,
+    },
+    /// The task was cancelled (its version yanked, or stopped after node-side failures).
+    TaskCancelled {
+        /// The task's reason.
+        reason: Option<String>,
+    },
+    /// The builder already has a counted result for this task: each builder counts once.
+    AlreadyCounted,
+    /// A second submission under the same lease, whose first result was not counted either
+    /// (the first stands; nothing new was recorded).
+    Duplicate,
+}
+
+impl fmt::Display for NotCounted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotCounted::NodeError => f.write_str("node errors never count"),
+            NotCounted::BuilderNotApproved { status } => {
+                write!(f, "the builder is not approved ({status})")
+            }
+            NotCounted::TaskCancelled {
+                reason: Some(reason),
+            } => {
+                write!(f, "the task was cancelled: {reason}")
+            }
+            NotCounted::TaskCancelled { reason: None } => f.write_str("the task was cancelled"),
+            NotCounted::AlreadyCounted => {
+                f.write_str("the builder already has a counted result for this task")
+            }
+            NotCounted::Duplicate => {
+                f.write_str("a duplicate submission under the same lease (the first stands)")
+            }
+        }
+    }
 }
 
 /// What [`crate::Store::expire_leases`] did.
@@ -468,6 +531,12 @@ pub struct CrateInfo {
     pub watched: bool,
     /// When the store first saw it.
     pub first_seen: Timestamp,
+    /// Versions older than the newest to build when it is first planned (its last watch
+    /// request).
+    pub backfill: u32,
+    /// Whether it has binaries, as its latest decision said (`None`: not decided yet). New
+    /// versions of a crate without binaries get one probe task.
+    pub binaries: Option<bool>,
     /// Versions, newest first seen first.
     pub versions: Vec<VersionSummary>,
 }
@@ -483,6 +552,14 @@ pub struct VersionSummary {
     pub yanked: bool,
     /// When the store first saw it.
     pub first_seen: Timestamp,
+    /// The manifest's `rust-version`, from the index.
+    pub rust_version: Option<String>,
+    /// What the planner chose to build; `None`: not chosen (older than the newest version
+    /// when its crate was watched or first seen, and not asked for as backfill).
+    pub plan: Option<VersionPlan>,
+    /// Why a chosen version has no tasks, e.g. "needs Rust 1.96 or newer; enabled
+    /// toolchains: 1.95.0".
+    pub plan_note: Option<String>,
 }
 
 /// A version and its tasks.

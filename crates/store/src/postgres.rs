@@ -259,6 +259,7 @@ impl ToSql for Param<'_> {
             Param::IntArray(v) => v.to_sql_checked(ty, out),
             Param::TextArray(v) => v.to_sql_checked(ty, out),
             Param::BoolArray(v) => v.to_sql_checked(ty, out),
+            Param::OptTextArray(v) => v.to_sql_checked(ty, out),
         }
     }
 

@@ -261,7 +261,10 @@ impl rusqlite::ToSql for Param<'_> {
             Param::Bool(v) => ToSqlOutput::Owned(Value::Integer(i64::from(v))),
             Param::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
             Param::Blob(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
-            Param::IntArray(_) | Param::TextArray(_) | Param::BoolArray(_) => {
+            Param::IntArray(_)
+            | Param::TextArray(_)
+            | Param::BoolArray(_)
+            | Param::OptTextArray(_) => {
                 return Err(rusqlite::Error::ToSqlConversionFailure(
                     "array parameters are for Postgres only".into(),
                 ));

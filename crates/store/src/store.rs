@@ -287,22 +287,27 @@ impl Store {
         .await
     }
 
-    /// Watches (plans tasks for its non-yanked versions) or unwatches a crate. Returns the
-    /// number of tasks planned.
-    pub async fn set_crate_watched(
-        &self,
-        name: &str,
-        watched: bool,
-        now: Timestamp,
-    ) -> Result<u64> {
+    /// Watches a crate: plans its newest non-yanked version and the `backfill` next-older
+    /// ones (semver order, pre-releases only if there is nothing else), and from then on
+    /// every version the index publishes. The backfill is kept for a crate the index has not
+    /// shown yet: its first versions are planned the same way when they arrive. Watching
+    /// again with a larger backfill plans the extra versions. Returns the number of tasks
+    /// planned. See `ops/plan.rs` for `rust-version` and crates without binaries.
+    pub async fn watch_crate(&self, name: &str, backfill: u32, now: Timestamp) -> Result<u64> {
         self.write(
-            (name.to_owned(), watched, now),
-            |db, policy, (name, watched, now)| {
-                Box::pin(ops::ingest::set_crate_watched(
-                    db, policy, name, *watched, *now,
-                ))
+            (name.to_owned(), backfill, now),
+            |db, policy, (name, backfill, now)| {
+                Box::pin(ops::ingest::watch_crate(db, policy, name, *backfill, *now))
             },
         )
+        .await
+    }
+
+    /// Unwatches a crate: its new versions are no longer planned; existing tasks stay.
+    pub async fn unwatch_crate(&self, name: &str, now: Timestamp) -> Result<()> {
+        self.write((name.to_owned(), now), |db, _, (name, now)| {
+            Box::pin(ops::ingest::unwatch_crate(db, name, *now))
+        })
         .await
     }
 

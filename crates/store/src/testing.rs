@@ -14,7 +14,7 @@
 //! ```ignore
 //! use buildsrs_store::{store_test, Store};
 //! store_test!(plans_watched_crates, |store: Store| async move {
-//!     store.set_crate_watched("serde", true, now).await.unwrap();
+//!     store.watch_crate("serde", 0, now).await.unwrap();
 //! });
 //! ```
 //!

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use buildsrs_store::{
-    BuildOutcome, BuilderStatus, Decision, LeaseState, NewBuilder, OutcomeKind, Page, Policy,
-    SCHEMA_VERSION, Store, StoreError, Submission, TaskState, store_test,
+    BuildOutcome, BuilderStatus, Decision, LeaseState, NewBuilder, NotCounted, OutcomeKind, Page,
+    Policy, SCHEMA_VERSION, Store, StoreError, Submission, TaskState, VersionPlan, store_test,
 };
 use common::*;
 
@@ -37,11 +37,8 @@ store_test!(
         assert_eq!(report.versions_added, 4);
         assert_eq!(report.tasks_planned, 0, "nothing is watched yet");
 
-        // Watching plans the crate's non-yanked versions.
-        assert_eq!(
-            store.set_crate_watched("beta", true, t(2)).await.unwrap(),
-            1
-        );
+        // Watching plans the crate's newest non-yanked version.
+        assert_eq!(store.watch_crate("beta", 0, t(2)).await.unwrap(), 1);
         // A new version of a watched crate is planned; the same batch again changes nothing.
         let batch = vec![line("beta", "1.1.0", false), line("alpha", "0.3.0", false)];
         let report = store.upsert_versions(batch.clone(), t(3)).await.unwrap();
@@ -118,6 +115,9 @@ store_test!(
             line("bad name", "1.0.0", false),
             line("ok", "", false),
             line("ok", "1.0.0 beta", false),
+            line_needing("ok", "1.0.0", "1.x"),
+            line_needing("ok", "1.0.0", "1.70.0.1"),
+            line_needing("ok", "1.0.0", ""),
         ] {
             let error = store
                 .upsert_versions(vec![line("fine", "1.0.0", false), bad], t(1))
@@ -164,6 +164,18 @@ store_test!(
             .unwrap_err();
         assert!(matches!(error, StoreError::LeaseEnded { .. }), "{error}");
         assert!(store.lease_next(&keys[1], t(30)).await.unwrap().is_none());
+        // A result that still comes is recorded, and says why it does not count.
+        let late = submit(&store, &held, &keys[0], built(1), t(35)).await;
+        assert_eq!(
+            (late.late, late.counted, late.not_counted),
+            (
+                true,
+                false,
+                Some(NotCounted::TaskCancelled {
+                    reason: Some("version yanked".into())
+                })
+            )
+        );
 
         let report = store
             .upsert_versions(vec![line("demo", "1.0.0", false)], t(40))
@@ -177,6 +189,431 @@ store_test!(
         );
         let again = lease(&store, &keys[1], t(50)).await;
         assert_eq!(again.task_id, held.task_id);
+    }
+);
+
+// ---- planning: what gets built ---------------------------------------------------------
+
+/// The versions of `name` that have tasks, in store order (newest first seen first).
+async fn planned_versions(store: &Store, name: &str) -> Vec<String> {
+    let info = store.crate_info(name).await.unwrap().unwrap();
+    let mut planned = Vec::new();
+    for v in &info.versions {
+        let tasks = store
+            .version_info(name, &v.version)
+            .await
+            .unwrap()
+            .unwrap()
+            .tasks;
+        if !tasks.is_empty() {
+            planned.push(v.version.clone());
+        }
+    }
+    planned.sort();
+    planned
+}
+
+store_test!(
+    watching_plans_the_newest_version_not_the_history,
+    |store: Store| async move {
+        matrix(&store).await;
+        store
+            .upsert_versions(
+                vec![
+                    line("tool", "0.9.0", false),
+                    line("tool", "1.0.0", false),
+                    line("tool", "1.1.0", false),
+                    line("tool", "1.10.0", true),
+                    line("tool", "2.0.0-rc.1", false),
+                    line("tool", "0.8.0", true),
+                ],
+                t(1),
+            )
+            .await
+            .unwrap();
+        // Newest = the highest non-yanked release (1.10.0 is yanked, 2.0.0-rc.1 a pre-release).
+        assert_eq!(store.watch_crate("tool", 0, t(2)).await.unwrap(), 1);
+        assert_eq!(planned_versions(&store, "tool").await, ["1.1.0"]);
+        let info = store.crate_info("tool").await.unwrap().unwrap();
+        assert_eq!((info.watched, info.backfill), (true, 0));
+        let plans: Vec<(&str, Option<VersionPlan>)> = info
+            .versions
+            .iter()
+            .map(|v| (v.version.as_str(), v.plan))
+            .collect();
+        assert_eq!(
+            plans,
+            [
+                ("2.0.0-rc.1", None),
+                ("1.10.0", None),
+                ("1.1.0", Some(VersionPlan::Matrix)),
+                ("1.0.0", None),
+                ("0.9.0", None),
+                ("0.8.0", None),
+            ]
+        );
+
+        // Backfill on request: a larger one plans the extra versions, once.
+        assert_eq!(store.watch_crate("tool", 2, t(3)).await.unwrap(), 2);
+        assert_eq!(store.watch_crate("tool", 2, t(4)).await.unwrap(), 0);
+        assert_eq!(store.watch_crate("tool", 1, t(5)).await.unwrap(), 0);
+        assert_eq!(
+            planned_versions(&store, "tool").await,
+            ["0.9.0", "1.0.0", "1.1.0"]
+        );
+        assert_eq!(store.crate_info("tool").await.unwrap().unwrap().backfill, 1);
+
+        // What comes next is planned; un-yanking history is not.
+        let report = store
+            .upsert_versions(
+                vec![line("tool", "1.2.0", false), line("tool", "0.8.0", false)],
+                t(6),
+            )
+            .await
+            .unwrap();
+        assert_eq!((report.versions_unyanked, report.tasks_planned), (1, 1));
+        assert_eq!(
+            planned_versions(&store, "tool").await,
+            ["0.9.0", "1.0.0", "1.1.0", "1.2.0"]
+        );
+        // Un-yanking the version that was the newest when the crate was watched plans it:
+        // it is the newest again.
+        let report = store
+            .upsert_versions(vec![line("tool", "1.10.0", false)], t(7))
+            .await
+            .unwrap();
+        assert_eq!((report.versions_unyanked, report.tasks_planned), (1, 1));
+        assert_eq!(
+            planned_versions(&store, "tool").await,
+            ["0.9.0", "1.0.0", "1.1.0", "1.10.0", "1.2.0"]
+        );
+        // Unwatched, nothing new is planned; watching again plans the newest.
+        store.unwatch_crate("tool", t(8)).await.unwrap();
+        let report = store
+            .upsert_versions(vec![line("tool", "1.11.0", false)], t(9))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 0);
+        assert!(!store.crate_info("tool").await.unwrap().unwrap().watched);
+        assert_eq!(store.watch_crate("tool", 0, t(10)).await.unwrap(), 1);
+        assert_eq!(
+            planned_versions(&store, "tool").await,
+            ["0.9.0", "1.0.0", "1.1.0", "1.10.0", "1.11.0", "1.2.0"]
+        );
+    }
+);
+
+store_test!(
+    a_crate_watched_before_the_index_shows_it_plans_newest_and_backfill,
+    |store: Store| async move {
+        matrix(&store).await;
+        store
+            .set_target("aarch64-unknown-linux-gnu", true, t(0))
+            .await
+            .unwrap();
+        store.set_toolchain("1.90.0", true, t(0)).await.unwrap();
+        // Before its first sight: nothing to plan, the backfill is kept.
+        assert_eq!(store.watch_crate("ripgrep", 1, t(1)).await.unwrap(), 0);
+        let info = store.crate_info("ripgrep").await.unwrap().unwrap();
+        assert_eq!((info.backfill, info.versions.len()), (1, 0));
+        assert_eq!(store.watch_crate("fd-find", 0, t(1)).await.unwrap(), 0);
+
+        // First sight: the whole history arrives at once, as the follower reports it.
+        let mut history: Vec<_> = (0..30)
+            .map(|minor| line("ripgrep", &format!("0.{minor}.0"), false))
+            .collect();
+        history.push(line("ripgrep", "14.1.1", true));
+        history.push(line("ripgrep", "14.1.0", false));
+        history.push(line("ripgrep", "13.0.0", false));
+        history.push(line("ripgrep", "15.0.0-alpha.1", false));
+        history.push(line("fd-find", "10.2.0", false));
+        history.push(line("fd-find", "9.0.0", false));
+        let report = store.upsert_versions(history.clone(), t(2)).await.unwrap();
+        // ripgrep: 14.1.0 and one older (13.0.0); fd-find: 10.2.0; × 2 targets × 2 toolchains.
+        assert_eq!(report.versions_added, 36);
+        assert_eq!(report.tasks_planned, 12);
+        assert_eq!(
+            planned_versions(&store, "ripgrep").await,
+            ["13.0.0", "14.1.0"]
+        );
+        assert_eq!(planned_versions(&store, "fd-find").await, ["10.2.0"]);
+
+        // After first sight, what the index adds is planned: the next batch again lists the
+        // whole history, with a new version and a version that arrives yanked.
+        history.push(line("ripgrep", "14.2.0", false));
+        history.push(line("ripgrep", "14.1.2", true));
+        let report = store.upsert_versions(history.clone(), t(3)).await.unwrap();
+        assert_eq!((report.versions_added, report.tasks_planned), (2, 4));
+        assert_eq!(
+            planned_versions(&store, "ripgrep").await,
+            ["13.0.0", "14.1.0", "14.2.0"]
+        );
+        // The version that arrived yanked was published since watching: un-yanked, it is
+        // planned.
+        let report = store
+            .upsert_versions(vec![line("ripgrep", "14.1.2", false)], t(4))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 4);
+        assert_eq!(
+            store
+                .version_info("ripgrep", "14.1.2")
+                .await
+                .unwrap()
+                .unwrap()
+                .version
+                .plan,
+            Some(VersionPlan::Matrix)
+        );
+
+        // A crate with only pre-releases builds its highest one.
+        store.watch_crate("next", 0, t(5)).await.unwrap();
+        let report = store
+            .upsert_versions(
+                vec![
+                    line("next", "0.1.0-alpha.2", false),
+                    line("next", "0.1.0-alpha.10", false),
+                    line("next", "0.1.0-alpha.1", false),
+                ],
+                t(6),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 4);
+        assert_eq!(planned_versions(&store, "next").await, ["0.1.0-alpha.10"]);
+    }
+);
+
+store_test!(
+    full_index_mode_plans_the_newest_version_of_a_new_crate,
+    policy = Policy {
+        plan_all_crates: true,
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        matrix(&store).await;
+        let report = store
+            .upsert_versions(
+                vec![
+                    line("gamma", "1.0.0", false),
+                    line("gamma", "1.1.0", false),
+                    line("gamma", "0.5.0", false),
+                    line("delta", "3.0.0", false),
+                ],
+                t(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 2);
+        assert_eq!(planned_versions(&store, "gamma").await, ["1.1.0"]);
+        // Later versions are planned, a backport below the newest line too.
+        let report = store
+            .upsert_versions(
+                vec![line("gamma", "1.2.0", false), line("gamma", "1.0.1", false)],
+                t(2),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 2);
+        assert_eq!(
+            planned_versions(&store, "gamma").await,
+            ["1.0.1", "1.1.0", "1.2.0"]
+        );
+    }
+);
+
+store_test!(
+    rust_version_skips_old_toolchains_and_notes_why_nothing_was_planned,
+    |store: Store| async move {
+        matrix(&store).await; // 1.95.0
+        store.set_toolchain("1.80.0", true, t(0)).await.unwrap();
+        store
+            .set_toolchain("nightly-2026-01-01", true, t(0))
+            .await
+            .unwrap();
+        store.watch_crate("modern", 0, t(0)).await.unwrap();
+        let report = store
+            .upsert_versions(vec![line_needing("modern", "1.0.0", "1.85")], t(1))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 2);
+        let info = store
+            .version_info("modern", "1.0.0")
+            .await
+            .unwrap()
+            .unwrap();
+        let toolchains: Vec<&str> = info.tasks.iter().map(|t| t.toolchain.as_str()).collect();
+        assert_eq!(toolchains, ["1.95.0", "nightly-2026-01-01"]);
+        assert_eq!(info.version.rust_version.as_deref(), Some("1.85"));
+        assert_eq!(info.version.plan_note, None);
+
+        // No enabled toolchain is new enough: nothing planned, and the version says why.
+        store
+            .set_toolchain("nightly-2026-01-01", false, t(2))
+            .await
+            .unwrap();
+        let report = store
+            .upsert_versions(vec![line_needing("modern", "1.1.0", "1.96")], t(3))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 0);
+        let info = store
+            .version_info("modern", "1.1.0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(info.tasks.is_empty());
+        assert_eq!(info.version.plan, Some(VersionPlan::Matrix));
+        let note = "needs Rust 1.96 or newer; enabled toolchains: 1.80.0, 1.95.0";
+        assert_eq!(info.version.plan_note.as_deref(), Some(note));
+        let summary = store.crate_info("modern").await.unwrap().unwrap().versions;
+        assert_eq!(summary[0].plan_note.as_deref(), Some(note));
+        let stats = store.queue_stats(t(3)).await.unwrap();
+        assert_eq!((stats.queued, stats.failed, stats.cancelled), (2, 0, 0));
+
+        // A newer toolchain and a new watch request plan it, and the note goes.
+        store.set_toolchain("1.96.0", true, t(4)).await.unwrap();
+        assert_eq!(store.watch_crate("modern", 0, t(5)).await.unwrap(), 1);
+        let info = store
+            .version_info("modern", "1.1.0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.tasks.len(), 1);
+        assert_eq!(info.tasks[0].toolchain, "1.96.0");
+        assert_eq!(info.version.plan_note, None);
+    }
+);
+
+store_test!(
+    a_crate_without_binaries_gets_a_probe_and_the_matrix_once_it_builds,
+    |store: Store| async move {
+        const OTHER: &str = "aarch64-unknown-linux-gnu";
+        matrix(&store).await;
+        store.set_target(OTHER, true, t(0)).await.unwrap();
+        let keys = [builder(&store, 1).await, builder(&store, 2).await];
+        store.watch_crate("lib-only", 0, t(0)).await.unwrap();
+        let report = store
+            .upsert_versions(vec![line("lib-only", "0.1.0", false)], t(1))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 2, "two targets");
+        assert_eq!(
+            store
+                .crate_info("lib-only")
+                .await
+                .unwrap()
+                .unwrap()
+                .binaries,
+            None
+        );
+
+        // Both builders (built for the first target only) say: no binaries.
+        for (i, key) in keys.iter().enumerate() {
+            let held = lease(&store, key, t(2)).await;
+            let report = submit(
+                &store,
+                &held,
+                key,
+                BuildOutcome::NoBinaries,
+                t(3 + i as i64),
+            )
+            .await;
+            assert_eq!(report.not_counted, None);
+        }
+        let first = store
+            .version_info("lib-only", "0.1.0")
+            .await
+            .unwrap()
+            .unwrap();
+        let states: Vec<(&str, TaskState)> = first
+            .tasks
+            .iter()
+            .map(|t| (t.target.as_str(), t.state))
+            .collect();
+        assert_eq!(
+            states,
+            [(OTHER, TaskState::Queued), (TARGET, TaskState::NoBinaries)]
+        );
+        assert_eq!(
+            store
+                .crate_info("lib-only")
+                .await
+                .unwrap()
+                .unwrap()
+                .binaries,
+            Some(false)
+        );
+
+        // The next version gets one probe task, not the matrix.
+        let report = store
+            .upsert_versions(vec![line("lib-only", "0.2.0", false)], t(10))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 1);
+        let second = store
+            .version_info("lib-only", "0.2.0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.version.plan, Some(VersionPlan::Probe));
+        let probe: Vec<(&str, &str)> = second
+            .tasks
+            .iter()
+            .map(|t| (t.target.as_str(), t.toolchain.as_str()))
+            .collect();
+        assert_eq!(probe, [(TARGET, TOOLCHAIN)]);
+
+        // It does build: the other target's task appears, and the crate has binaries again.
+        let held = lease(&store, &keys[0], t(11)).await;
+        assert_eq!(held.version, "0.2.0");
+        let report = submit(&store, &held, &keys[0], built(7), t(12)).await;
+        assert!(report.counted);
+        let second = store
+            .version_info("lib-only", "0.2.0")
+            .await
+            .unwrap()
+            .unwrap();
+        let targets: Vec<(&str, TaskState)> = second
+            .tasks
+            .iter()
+            .map(|t| (t.target.as_str(), t.state))
+            .collect();
+        assert_eq!(
+            targets,
+            [(OTHER, TaskState::Queued), (TARGET, TaskState::Queued)]
+        );
+        assert_eq!(second.version.plan, Some(VersionPlan::Matrix));
+        assert_eq!(
+            store
+                .crate_info("lib-only")
+                .await
+                .unwrap()
+                .unwrap()
+                .binaries,
+            Some(true)
+        );
+        // And a later version gets the whole matrix again.
+        let report = store
+            .upsert_versions(vec![line("lib-only", "0.3.0", false)], t(13))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 2);
+    }
+);
+
+store_test!(
+    a_verified_decision_marks_the_crate_as_having_binaries,
+    |store: Store| async move {
+        let keys = world(&store, 2, 1).await;
+        for key in &keys {
+            let held = lease(&store, key, t(1)).await;
+            submit(&store, &held, key, built(1), t(2)).await;
+        }
+        assert_eq!(
+            store.crate_info("demo").await.unwrap().unwrap().binaries,
+            Some(true)
+        );
     }
 );
 
@@ -426,6 +863,7 @@ store_test!(
         )
         .await;
         assert!(!report.counted);
+        assert_eq!(report.not_counted, Some(NotCounted::NodeError));
         assert_eq!(report.task_state, TaskState::Queued);
 
         // A node error does not bar the builder from the task.
@@ -530,9 +968,11 @@ store_test!(a_late_result_counts_once, |store: Store| async move {
     // The old lease's result arrives: recorded, and it counts (the builder's first).
     let late = submit(&store, &old, &keys[0], built(1), t(deadline + backoff + 1)).await;
     assert!(late.late && late.counted);
+    assert_eq!(late.not_counted, None);
     // Then the new lease's: recorded, not counted again.
     let second = submit(&store, &new, &keys[0], built(1), t(deadline + backoff + 2)).await;
     assert!(!second.late && !second.counted);
+    assert_eq!(second.not_counted, Some(NotCounted::AlreadyCounted));
     let task = store.task(old.task_id).await.unwrap().unwrap();
     assert_eq!(task.task.counted, 1);
     assert_eq!(task.task.state, TaskState::Queued);
@@ -710,6 +1150,9 @@ store_test!(
             .unwrap();
         assert!(retry.duplicate);
         assert_eq!(retry.attestation_id, first.attestation_id);
+        // The first counted, and so does its repetition's answer.
+        assert_eq!((first.counted, first.not_counted.clone()), (true, None));
+        assert_eq!((retry.counted, retry.not_counted), (true, None));
         assert_eq!(
             store
                 .task(held.task_id)
@@ -840,7 +1283,43 @@ store_test!(revoking_cancels_active_leases, |store: Store| async move {
     // Its result, should it still come, is recorded but never counts.
     let late = submit(&store, &a, &keys[0], built(1), t(4)).await;
     assert!(late.late && !late.counted);
+    assert_eq!(
+        late.not_counted,
+        Some(NotCounted::BuilderNotApproved {
+            status: BuilderStatus::Revoked
+        })
+    );
 });
+
+store_test!(
+    a_repeated_result_that_did_not_count_is_a_duplicate,
+    |store: Store| async move {
+        let keys = world(&store, 1, 1).await;
+        let held = lease(&store, &keys[0], t(1)).await;
+        let error = || BuildOutcome::NodeError {
+            reason: "disk full".into(),
+        };
+        let first = submit(&store, &held, &keys[0], error(), t(2)).await;
+        assert_eq!(first.not_counted, Some(NotCounted::NodeError));
+        let retry = submit(&store, &held, &keys[0], error(), t(3)).await;
+        assert_eq!(
+            (retry.duplicate, retry.counted, retry.not_counted),
+            (true, false, Some(NotCounted::Duplicate))
+        );
+        assert_eq!(retry.attestation_id, first.attestation_id);
+        assert_eq!(
+            NotCounted::Duplicate.to_string(),
+            "a duplicate submission under the same lease (the first stands)"
+        );
+        assert_eq!(
+            NotCounted::TaskCancelled {
+                reason: Some("version yanked".into())
+            }
+            .to_string(),
+            "the task was cancelled: version yanked"
+        );
+    }
+);
 
 // ---- reads ------------------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ use common::*;
 
 const CHILD_URL: &str = "BUILDSRS_CRASH_CHILD_URL";
 const CHILD_ROUND: &str = "BUILDSRS_CRASH_CHILD_ROUND";
-/// Versions per batch; each also gets a task (full-index mode), so a batch is 2×N rows.
+/// Versions per batch, each of its own crate, so that each also gets a task (full-index mode
+/// plans a new crate's newest version): a batch is 3×N rows.
 const BATCH: usize = 200;
 const ROUNDS: u32 = 3;
 
@@ -30,9 +31,13 @@ fn policy() -> Policy {
     }
 }
 
+fn crate_name(round: u32, k: u32, c: usize) -> String {
+    format!("crash-{round}-{k:05}-{c:03}")
+}
+
 fn batch(round: u32, k: u32) -> Vec<IndexVersion> {
     (0..BATCH)
-        .map(|v| line(&format!("crash-{round}-{k:05}"), &format!("0.{v}.0"), false))
+        .map(|c| line(&crate_name(round, k, c), "1.0.0", false))
         .collect()
 }
 
@@ -102,17 +107,24 @@ async fn check(store: &Store, round: u32, reported: u32) -> u32 {
     // Batches past the last reported one may have committed (killed before printing) or not;
     // either way they must be whole.
     for k in 0..reported + 3 {
-        let name = format!("crash-{round}-{k:05}");
-        let Some(info) = store.crate_info(&name).await.unwrap() else {
+        // The batch's crates are the names containing this.
+        let prefix = format!("crash-{round}-{k:05}-");
+        let found = store
+            .search_crates(&prefix, buildsrs_store::Page::first(1))
+            .await
+            .unwrap()
+            .total;
+        if found == 0 {
             assert!(
                 k > reported,
                 "batch {k} was reported committed but is missing"
             );
             continue;
-        };
-        assert_eq!(info.versions.len(), BATCH, "batch {k} is half-written");
-        for version in ["0.0.0", "0.199.0"] {
-            let v = store.version_info(&name, version).await.unwrap().unwrap();
+        }
+        assert_eq!(found, BATCH as u64, "batch {k} is half-written");
+        for c in [0, BATCH - 1] {
+            let name = crate_name(round, k, c);
+            let v = store.version_info(&name, "1.0.0").await.unwrap().unwrap();
             assert_eq!(v.tasks.len(), 1, "batch {k}: its tasks are half-written");
         }
         whole += 1;

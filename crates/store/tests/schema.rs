@@ -1,12 +1,13 @@
 //! Migrations and schema guarantees, on both backends, through the databases' own clients:
 //! reopening is idempotent, a database from a newer buildsrs is refused, the event log
-//! refuses updates and deletes, and the search index covers crates stored before it.
+//! refuses updates and deletes, the search index covers crates stored before it, and the
+//! planning columns (migration 6) are filled in from what was stored before them.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use buildsrs_store::testing::TestStore;
-use buildsrs_store::{SCHEMA_VERSION, Store, StoreError};
+use buildsrs_store::{SCHEMA_VERSION, Store, StoreError, VersionPlan};
 use common::*;
 
 /// Runs SQL on the test database with the backend's own client; returns the error text.
@@ -75,6 +76,67 @@ async fn an_unreachable_postgres_is_a_clear_error() {
     assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
 }
 
+/// Undoes migration 6 (the planning columns) by hand. Migrations apply above the highest
+/// one recorded, so undoing an older one means undoing this one too.
+const UNDO_6_SQLITE: &str = "ALTER TABLE crates DROP COLUMN backfill; \
+     ALTER TABLE crates DROP COLUMN binaries; ALTER TABLE versions DROP COLUMN rust_version; \
+     ALTER TABLE versions DROP COLUMN plan; ALTER TABLE versions DROP COLUMN plan_note; \
+     DELETE FROM schema_migrations WHERE version = 6;";
+const UNDO_6_POSTGRES: &str = "ALTER TABLE crates DROP COLUMN backfill, DROP COLUMN binaries; \
+     ALTER TABLE versions DROP COLUMN rust_version, DROP COLUMN plan, DROP COLUMN plan_note; \
+     DELETE FROM schema_migrations WHERE version = 6;";
+
+/// Stores a crate with a verified version and an unplanned one as schema 5 knew them, then
+/// runs migration 6 on them: versions that had tasks were planned with the whole matrix,
+/// others not; crates get their latest decision as `binaries`.
+async fn planning_columns_cover_what_was_stored_before_them(db: TestStore, undo: &str) {
+    let keys = world(&db.store, 2, 2).await;
+    for key in &keys {
+        let held = lease(&db.store, key, t(1)).await;
+        assert_eq!(held.version, "1.0.0");
+        submit(&db.store, &held, key, built(1), t(2)).await;
+    }
+    db.store
+        .upsert_versions(vec![line("other", "1.0.0", false)], t(3))
+        .await
+        .unwrap();
+    raw(&db, undo).await.unwrap();
+    let reopened = Store::open_url(&db.url).await.unwrap();
+    assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let demo = reopened.crate_info("demo").await.unwrap().unwrap();
+    assert_eq!((demo.binaries, demo.backfill), (Some(true), 0));
+    let plans: Vec<_> = demo
+        .versions
+        .iter()
+        .map(|v| (v.plan, v.rust_version.clone()))
+        .collect();
+    assert_eq!(
+        plans,
+        [
+            (Some(VersionPlan::Matrix), None),
+            (Some(VersionPlan::Matrix), None)
+        ]
+    );
+    let other = reopened.crate_info("other").await.unwrap().unwrap();
+    assert_eq!(other.binaries, None);
+    assert_eq!(other.versions[0].plan, None);
+}
+
+#[tokio::test]
+async fn planning_columns_cover_what_was_stored_before_them_sqlite() {
+    planning_columns_cover_what_was_stored_before_them(TestStore::sqlite().await, UNDO_6_SQLITE)
+        .await;
+}
+
+#[tokio::test]
+async fn planning_columns_cover_what_was_stored_before_them_postgres() {
+    planning_columns_cover_what_was_stored_before_them(
+        TestStore::postgres().await,
+        UNDO_6_POSTGRES,
+    )
+    .await;
+}
+
 /// Undoes migration 5 (the crate name trigram index) by hand, adds a crate while the index is
 /// missing, and reopens: the migration runs again and search finds the crate through the
 /// index built from the rows already there.
@@ -105,23 +167,25 @@ async fn search_index_covers_crates_from_before_it(db: TestStore, undo: &str) {
 
 #[tokio::test]
 async fn search_index_covers_crates_from_before_it_sqlite() {
-    search_index_covers_crates_from_before_it(
-        TestStore::sqlite().await,
-        "DROP TRIGGER crates_trigrams_insert; DROP TRIGGER crates_trigrams_delete; \
+    let undo_5 = "DROP TRIGGER crates_trigrams_insert; DROP TRIGGER crates_trigrams_delete; \
          DROP TRIGGER crates_trigrams_rename; DROP TABLE crate_name_trigrams; \
          CREATE INDEX crates_lower_name ON crates (lower(name)); \
-         DELETE FROM schema_migrations WHERE version = 5;",
+         DELETE FROM schema_migrations WHERE version = 5;";
+    search_index_covers_crates_from_before_it(
+        TestStore::sqlite().await,
+        &format!("{UNDO_6_SQLITE} {undo_5}"),
     )
     .await;
 }
 
 #[tokio::test]
 async fn search_index_covers_crates_from_before_it_postgres() {
+    let undo_5 = "DROP INDEX IF EXISTS crates_name_trigrams; \
+         CREATE INDEX crates_lower_name ON crates (lower(name) text_pattern_ops); \
+         DELETE FROM schema_migrations WHERE version = 5;";
     search_index_covers_crates_from_before_it(
         TestStore::postgres().await,
-        "DROP INDEX IF EXISTS crates_name_trigrams; \
-         CREATE INDEX crates_lower_name ON crates (lower(name) text_pattern_ops); \
-         DELETE FROM schema_migrations WHERE version = 5;",
+        &format!("{UNDO_6_POSTGRES} {undo_5}"),
     )
     .await;
 }

@@ -39,12 +39,18 @@ pub fn key(n: u8) -> PublicKey {
     Identity::from_seed([n; 32]).public_key()
 }
 
+/// An index line for `name` `version`, not yanked, with a checksum from `n`.
+pub fn index_line(name: &str, version: &str, n: u64) -> IndexVersion {
+    self::version(name, version, n, false)
+}
+
 fn version(name: &str, version: &str, n: u64, yanked: bool) -> IndexVersion {
     IndexVersion {
         name: name.to_owned(),
         version: version.to_owned(),
         cksum: format!("{n:064x}"),
         yanked,
+        rust_version: None,
     }
 }
 
@@ -69,8 +75,9 @@ async fn lease(store: &Store, builder: &PublicKey, now: Timestamp) -> Lease {
 }
 
 impl Scene {
-    /// Seeds `store`: crates `demo` (1.0.0 verified, 1.1.0 queued, 2.0.0 yanked) and
-    /// `demo-tools` (unwatched), builders `alpha` and `beta` approved, `gamma` pending.
+    /// Seeds `store`: crates `demo` (1.0.0 verified, 1.1.0 queued, 2.0.0 yanked; watched before
+    /// the index showed it, with a backfill of one so that both 1.1.0 and 1.0.0 are planned)
+    /// and `demo-tools` (unwatched), builders `alpha` and `beta` approved, `gamma` pending.
     pub async fn seed(store: Store) -> Scene {
         Scene::seed_with(
             store,
@@ -102,7 +109,7 @@ impl Scene {
         let now = Timestamp::now();
         store.set_target(TARGET, true, now).await.unwrap();
         store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
-        store.set_crate_watched("demo", true, now).await.unwrap();
+        store.watch_crate("demo", 1, now).await.unwrap();
         store
             .upsert_versions(
                 vec![

@@ -6,18 +6,24 @@
 //! appends newer states). Then, in one transaction:
 //!
 //! - new crates and versions are inserted; known versions get their yank state updated (the
-//!   checksum of a published version never changes, so the first one seen is kept);
-//! - new non-yanked versions of watched crates (of every crate with
-//!   [`Policy::plan_all_crates`]) get one task per enabled target × enabled toolchain;
+//!   checksum and `rust-version` of a published version never change, so the first ones seen
+//!   are kept);
+//! - watched crates (every crate with [`Policy::plan_all_crates`]) get tasks by the rules of
+//!   `ops/plan.rs`: at a crate's first sight (the batch that brings its first versions) its
+//!   newest version and its backfill; after that, every new version;
 //! - versions that became yanked get their undecided tasks cancelled (their active leases
 //!   too: the nodes should stop), decided ones are kept — a yanked version's verified
 //!   artifacts stay downloadable, as the crate itself does on crates.io;
-//! - versions that were un-yanked get their yank-cancelled tasks requeued, and any missing
-//!   tasks planned.
+//! - versions that were un-yanked get their yank-cancelled tasks requeued and, if the
+//!   planner had chosen them (or they are now their crate's newest), any missing tasks
+//!   planned (history stays unplanned).
 //!
 //! On Postgres the batch goes in with a handful of array (`unnest`) statements whatever its
 //! size, which is what keeps ingest close to `COPY` speed; SQLite runs cheap prepared
 //! statements per row inside the one transaction.
+//!
+//! Watching a crate records its backfill (kept for its first sight if the index has not shown
+//! it yet) and plans its newest version and backfill from the versions already stored.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,7 +33,8 @@ use serde_json::json;
 use crate::db::{Db, Dialect, params};
 use crate::error::{Result, StoreError};
 use crate::model::{IndexVersion, IngestReport, MatrixEntry};
-use crate::ops::{check_name, event, for_versions};
+use crate::ops::plan::{MAX_RUST_VERSION_LEN, Mode, Release, newest, plan_versions};
+use crate::ops::{check_name, event, for_versions, query_ids};
 use crate::policy::Policy;
 
 /// The most versions one batch may hold.
@@ -76,20 +83,51 @@ fn check_version(line: &IndexVersion) -> Result<()> {
             line.cksum.chars().take(80).collect::<String>()
         )));
     }
+    if let Some(rust_version) = &line.rust_version
+        && Release::parse_rust_version(rust_version).is_none()
+    {
+        return Err(StoreError::invalid(format!(
+            "{} {}: rust-version {:?} is not one to three dot-separated numbers \
+             (at most {MAX_RUST_VERSION_LEN} characters)",
+            line.name,
+            line.version,
+            rust_version.chars().take(40).collect::<String>()
+        )));
+    }
     Ok(())
 }
 
 /// What happened to one version line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Change {
-    /// New and not yanked: plan it (if its crate is watched).
+    /// New and not yanked.
     NewLive,
-    /// New but yanked: just recorded.
+    /// New but yanked.
     NewYanked,
     /// Known, now yanked.
     Yanked,
     /// Known, no longer yanked.
     Unyanked,
+}
+
+/// A version line that changed something.
+#[derive(Clone, Debug)]
+struct Changed {
+    id: i64,
+    crate_id: i64,
+    version: String,
+    change: Change,
+}
+
+/// What planning needs to know of a crate in the batch, read before its versions are written.
+#[derive(Clone, Copy, Debug)]
+struct CrateState {
+    id: i64,
+    watched: bool,
+    backfill: u32,
+    /// Whether the store held any version of it before this batch: if not, this batch is its
+    /// first sight.
+    seen_before: bool,
 }
 
 /// Upserts one batch of index lines and plans, cancels and requeues tasks accordingly.
@@ -119,28 +157,48 @@ pub(crate) async fn upsert_versions(
     }
 
     let mut report = IngestReport::default();
-    // (version id, crate watched, change)
-    let changes = match db.dialect() {
+    let (crates, changes) = match db.dialect() {
         Dialect::Postgres => upsert_bulk(db, &lines, now, &mut report).await?,
         Dialect::Sqlite => upsert_rows(db, &lines, now, &mut report).await?,
     };
+    let plans = |crate_id: i64| {
+        crates
+            .get(&crate_id)
+            .is_some_and(|c| c.watched || policy.plan_all_crates)
+    };
 
-    let plan = |change: Change| {
+    // New versions to choose: all of them for crates seen before, the newest and the
+    // backfill at a crate's first sight.
+    let mut chosen: Vec<i64> = Vec::new();
+    let mut first_sight: BTreeMap<i64, Vec<(i64, &str)>> = BTreeMap::new();
+    for changed in changes.iter().filter(|c| plans(c.crate_id)) {
+        let seen_before = crates.get(&changed.crate_id).is_some_and(|c| c.seen_before);
+        match changed.change {
+            Change::NewLive | Change::NewYanked if seen_before => chosen.push(changed.id),
+            Change::NewLive => first_sight
+                .entry(changed.crate_id)
+                .or_default()
+                .push((changed.id, changed.version.as_str())),
+            _ => {}
+        }
+    }
+    for (crate_id, versions) in &first_sight {
+        let backfill = crates.get(crate_id).map_or(0, |c| c.backfill);
+        chosen.extend(newest(versions, backfill));
+    }
+    // In version id order (the order the store first saw them), as tasks always were.
+    chosen.sort_unstable();
+    report.tasks_planned = plan_versions(db, policy, &chosen, Mode::Choose, now).await?;
+
+    let ids = |change: Change, only_planned: bool| -> Vec<i64> {
         changes
             .iter()
-            .filter(|(_, watched, c)| *c == change && (*watched || policy.plan_all_crates))
-            .map(|(id, _, _)| *id)
-            .collect::<Vec<i64>>()
+            .filter(|c| c.change == change && (!only_planned || plans(c.crate_id)))
+            .map(|c| c.id)
+            .collect()
     };
-    let new_live = plan(Change::NewLive);
-    let unyanked = plan(Change::Unyanked);
-    let yanked: Vec<i64> = changes
-        .iter()
-        .filter(|(_, _, c)| *c == Change::Yanked)
-        .map(|(id, _, _)| *id)
-        .collect();
-
-    report.tasks_planned = plan_tasks(db, policy, &new_live, now).await?;
+    let unyanked = ids(Change::Unyanked, true);
+    let yanked = ids(Change::Yanked, false);
     if !unyanked.is_empty() {
         report.tasks_requeued = for_versions(
             db,
@@ -152,7 +210,9 @@ pub(crate) async fn upsert_versions(
             params![policy.extra_leases, now],
         )
         .await?;
-        report.tasks_planned += plan_tasks(db, policy, &unyanked, now).await?;
+        let newest_now = newest_unyanked(db, &changes, &unyanked).await?;
+        report.tasks_planned += plan_versions(db, policy, &newest_now, Mode::Choose, now).await?;
+        report.tasks_planned += plan_versions(db, policy, &unyanked, Mode::Replan, now).await?;
     }
     if !yanked.is_empty() {
         // Tasks first, then their leases: the lock order is task → lease.
@@ -178,11 +238,11 @@ pub(crate) async fn upsert_versions(
 
     if report != IngestReport::default() {
         // Yank changes are rare and worth finding in the log; new versions are not listed.
-        let ids = |change: Change| -> Vec<i64> {
+        let logged = |change: Change| -> Vec<i64> {
             changes
                 .iter()
-                .filter(|(_, _, c)| *c == change)
-                .map(|(id, _, _)| *id)
+                .filter(|c| c.change == change)
+                .map(|c| c.id)
                 .take(1000)
                 .collect()
         };
@@ -194,8 +254,8 @@ pub(crate) async fn upsert_versions(
             None,
             json!({
                 "report": report,
-                "yanked_version_ids": ids(Change::Yanked),
-                "unyanked_version_ids": ids(Change::Unyanked),
+                "yanked_version_ids": logged(Change::Yanked),
+                "unyanked_version_ids": logged(Change::Unyanked),
             }),
         )
         .await?;
@@ -203,14 +263,72 @@ pub(crate) async fn upsert_versions(
     Ok(report)
 }
 
-/// Postgres: the whole batch in a few array statements. Returns the version id, whether its
-/// crate is watched, and what changed, for each line that changed something.
+/// Of the un-yanked versions `unyanked`, those that are now the newest of their crate among
+/// the versions the planner chose (semver, the rule of [`newest`]): a crate whose newest
+/// version was yanked when it was first planned builds it once it is back.
+async fn newest_unyanked(
+    db: &mut dyn Db,
+    changes: &[Changed],
+    unyanked: &[i64],
+) -> Result<Vec<i64>> {
+    let unyanked: std::collections::HashSet<i64> = unyanked.iter().copied().collect();
+    let mut by_crate: BTreeMap<i64, Vec<(i64, String)>> = BTreeMap::new();
+    for changed in changes.iter().filter(|c| unyanked.contains(&c.id)) {
+        by_crate
+            .entry(changed.crate_id)
+            .or_default()
+            .push((changed.id, changed.version.clone()));
+    }
+    let crate_ids: Vec<i64> = by_crate.keys().copied().collect();
+    for row in query_ids(
+        db,
+        &crate_ids,
+        "SELECT crate_id, id, version FROM versions WHERE crate_id = {ids} AND plan IS NOT NULL",
+    )
+    .await?
+    {
+        let crate_id: i64 = row.get(0)?;
+        let id: i64 = row.get(1)?;
+        if let Some(versions) = by_crate.get_mut(&crate_id)
+            && !versions.iter().any(|(known, _)| *known == id)
+        {
+            versions.push((id, row.get(2)?));
+        }
+    }
+    let mut chosen = Vec::new();
+    for versions in by_crate.values() {
+        let candidates: Vec<(i64, &str)> =
+            versions.iter().map(|(id, v)| (*id, v.as_str())).collect();
+        chosen.extend(
+            newest(&candidates, 0)
+                .into_iter()
+                .filter(|id| unyanked.contains(id)),
+        );
+    }
+    chosen.sort_unstable();
+    Ok(chosen)
+}
+
+/// The crates of a batch by id, and the lines that changed something.
+type Upserted = (HashMap<i64, CrateState>, Vec<Changed>);
+
+/// Reads a crate's planning state from `SELECT id, watched, backfill, <has versions>`.
+fn crate_state(row: &crate::db::Row) -> Result<CrateState> {
+    Ok(CrateState {
+        id: row.get(0)?,
+        watched: row.get(1)?,
+        backfill: row.get(2)?,
+        seen_before: row.get(3)?,
+    })
+}
+
+/// Postgres: the whole batch in a few array statements.
 async fn upsert_bulk(
     db: &mut dyn Db,
     lines: &[&IndexVersion],
     now: Timestamp,
     report: &mut IngestReport,
-) -> Result<Vec<(i64, bool, Change)>> {
+) -> Result<Upserted> {
     let mut names: Vec<String> = lines.iter().map(|l| l.name.clone()).collect();
     names.dedup();
     report.crates_added = db
@@ -221,46 +339,50 @@ async fn upsert_bulk(
             params![&names, now],
         )
         .await?;
-    let mut crates: HashMap<String, (i64, bool)> = HashMap::with_capacity(names.len());
+    // Whether a crate had versions is read before this batch writes any (one index probe
+    // per crate).
+    let mut by_name: HashMap<String, CrateState> = HashMap::with_capacity(names.len());
     for row in db
         .query(
-            "SELECT id, name, watched FROM crates WHERE name = ANY($1)",
+            "SELECT c.id, c.watched, c.backfill, \
+                    EXISTS (SELECT 1 FROM versions v WHERE v.crate_id = c.id), c.name \
+             FROM crates c WHERE c.name = ANY($1)",
             params![&names],
         )
         .await?
     {
-        crates.insert(row.get(1)?, (row.get(0)?, row.get(2)?));
+        by_name.insert(row.get(4)?, crate_state(&row)?);
     }
 
     let mut crate_ids = Vec::with_capacity(lines.len());
     let mut versions = Vec::with_capacity(lines.len());
     let mut cksums = Vec::with_capacity(lines.len());
     let mut yanked = Vec::with_capacity(lines.len());
+    let mut rust_versions = Vec::with_capacity(lines.len());
     for line in lines {
-        let (id, _) = crates
+        let state = by_name
             .get(&line.name)
             .ok_or_else(|| StoreError::corrupt(format!("crate {} vanished", line.name)))?;
-        crate_ids.push(*id);
+        crate_ids.push(state.id);
         versions.push(line.version.clone());
         cksums.push(line.cksum.clone());
         yanked.push(line.yanked);
+        rust_versions.push(line.rust_version.clone());
     }
     let rows = db
         .query(
-            "INSERT INTO versions (crate_id, version, cksum, yanked, first_seen) \
-             SELECT c, v, k, y, $5::bigint \
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[]) AS u(c, v, k, y) \
+            "INSERT INTO versions (crate_id, version, cksum, yanked, rust_version, first_seen) \
+             SELECT c, v, k, y, r, $6::bigint \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[]) \
+                  AS u(c, v, k, y, r) \
              ON CONFLICT (crate_id, version) DO UPDATE SET yanked = excluded.yanked \
              WHERE versions.yanked <> excluded.yanked \
-             RETURNING id, crate_id, yanked, (xmax = 0) AS inserted",
-            params![&crate_ids, &versions, &cksums, &yanked, now],
+             RETURNING id, crate_id, yanked, (xmax = 0) AS inserted, version",
+            params![&crate_ids, &versions, &cksums, &yanked, &rust_versions, now],
         )
         .await?;
-    let watched_crates: HashMap<i64, bool> = crates.values().copied().collect();
     let mut changes = Vec::with_capacity(rows.len());
     for row in rows {
-        let id: i64 = row.get(0)?;
-        let crate_id: i64 = row.get(1)?;
         let is_yanked: bool = row.get(2)?;
         let inserted: bool = row.get(3)?;
         let change = match (inserted, is_yanked) {
@@ -270,10 +392,15 @@ async fn upsert_bulk(
             (false, false) => Change::Unyanked,
         };
         count(report, change);
-        let watched = watched_crates.get(&crate_id).copied().unwrap_or(false);
-        changes.push((id, watched, change));
+        changes.push(Changed {
+            id: row.get(0)?,
+            crate_id: row.get(1)?,
+            version: row.get(4)?,
+            change,
+        });
     }
-    Ok(changes)
+    let crates = by_name.into_values().map(|c| (c.id, c)).collect();
+    Ok((crates, changes))
 }
 
 /// SQLite: prepared statements per line, all in the one transaction.
@@ -282,21 +409,25 @@ async fn upsert_rows(
     lines: &[&IndexVersion],
     now: Timestamp,
     report: &mut IngestReport,
-) -> Result<Vec<(i64, bool, Change)>> {
-    let mut crates: HashMap<&str, (i64, bool)> = HashMap::new();
+) -> Result<Upserted> {
+    let mut by_name: HashMap<&str, CrateState> = HashMap::new();
     let mut changes = Vec::new();
     for line in lines {
-        let (crate_id, watched) = match crates.get(line.name.as_str()) {
-            Some(known) => *known,
+        let crate_id = match by_name.get(line.name.as_str()) {
+            Some(known) => known.id,
             None => {
+                // Read before this batch writes any of its versions (lines are sorted by
+                // name, so a crate's lines come together).
                 let found = db
                     .query_opt(
-                        "SELECT id, watched FROM crates WHERE name = $1",
+                        "SELECT id, watched, backfill, \
+                                EXISTS (SELECT 1 FROM versions v WHERE v.crate_id = crates.id) \
+                         FROM crates WHERE name = $1",
                         params![&line.name],
                     )
                     .await?;
-                let known = match found {
-                    Some(row) => (row.get(0)?, row.get(1)?),
+                let state = match found {
+                    Some(row) => crate_state(&row)?,
                     None => {
                         let row = db
                             .query_one(
@@ -306,11 +437,16 @@ async fn upsert_rows(
                             )
                             .await?;
                         report.crates_added += 1;
-                        (row.get(0)?, false)
+                        CrateState {
+                            id: row.get(0)?,
+                            watched: false,
+                            backfill: 0,
+                            seen_before: false,
+                        }
                     }
                 };
-                crates.insert(&line.name, known);
-                known
+                by_name.insert(&line.name, state);
+                state.id
             }
         };
         let existing = db
@@ -323,9 +459,17 @@ async fn upsert_rows(
             None => {
                 let row = db
                     .query_one(
-                        "INSERT INTO versions (crate_id, version, cksum, yanked, first_seen) \
-                         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                        params![crate_id, &line.version, &line.cksum, line.yanked, now],
+                        "INSERT INTO versions (crate_id, version, cksum, yanked, rust_version, \
+                                               first_seen) \
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                        params![
+                            crate_id,
+                            &line.version,
+                            &line.cksum,
+                            line.yanked,
+                            line.rust_version.as_deref(),
+                            now
+                        ],
                     )
                     .await?;
                 let change = if line.yanked {
@@ -357,10 +501,16 @@ async fn upsert_rows(
         };
         if let Some((id, change)) = change {
             count(report, change);
-            changes.push((id, watched, change));
+            changes.push(Changed {
+                id,
+                crate_id,
+                version: line.version.clone(),
+                change,
+            });
         }
     }
-    Ok(changes)
+    let crates = by_name.into_values().map(|c| (c.id, c)).collect();
+    Ok((crates, changes))
 }
 
 fn count(report: &mut IngestReport, change: Change) {
@@ -371,80 +521,71 @@ fn count(report: &mut IngestReport, change: Change) {
     }
 }
 
-/// Creates the missing tasks of these versions: one per enabled target × enabled toolchain.
-async fn plan_tasks(
-    db: &mut dyn Db,
-    policy: &Policy,
-    version_ids: &[i64],
-    now: Timestamp,
-) -> Result<u64> {
-    for_versions(
-        db,
-        version_ids,
-        "INSERT INTO tasks (version_id, target_id, toolchain_id, state, priority, quorum, wanted, \
-                            lease_limit, created_at, updated_at) \
-         SELECT v.id, tg.id, tc.id, 'queued', CAST($2 AS BIGINT), CAST($3 AS BIGINT), \
-                CAST($3 AS BIGINT), CAST($4 AS BIGINT), CAST($5 AS BIGINT), CAST($5 AS BIGINT) \
-         FROM versions v CROSS JOIN targets tg CROSS JOIN toolchains tc \
-         WHERE v.id = {version_ids} AND NOT v.yanked AND tg.enabled AND tc.enabled \
-         ORDER BY v.id, tg.id, tc.id \
-         ON CONFLICT (version_id, target_id, toolchain_id) DO NOTHING",
-        params![
-            policy.default_priority,
-            policy.quorum,
-            policy.quorum + policy.extra_leases,
-            now,
-        ],
-    )
-    .await
-}
-
-/// Watches or unwatches a crate (creating it if the index has not shown it yet). Watching
-/// plans tasks for all its non-yanked versions; unwatching leaves existing tasks alone.
-pub(crate) async fn set_crate_watched(
+/// Watches a crate (creating it if the index has not shown it yet) and records its backfill:
+/// plans its newest version and the `backfill` next-older ones among those stored (none yet:
+/// at its first sight). Returns the number of tasks planned.
+pub(crate) async fn watch_crate(
     db: &mut dyn Db,
     policy: &Policy,
     name: &str,
-    watched: bool,
+    backfill: u32,
     now: Timestamp,
 ) -> Result<u64> {
     check_crate_name(name)?;
-    db.execute(
-        "INSERT INTO crates (name, watched, first_seen) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET watched = excluded.watched",
-        params![name, watched, now],
-    )
-    .await?;
-    let row = db
-        .query_one("SELECT id FROM crates WHERE name = $1", params![name])
+    let crate_id: i64 = db
+        .query_one(
+            "INSERT INTO crates (name, watched, backfill, first_seen) VALUES ($1, true, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET watched = true, backfill = excluded.backfill \
+             RETURNING id",
+            params![name, backfill, now],
+        )
+        .await?
+        .get(0)?;
+    let rows = db
+        .query(
+            "SELECT id, version FROM versions WHERE crate_id = $1 AND NOT yanked",
+            params![crate_id],
+        )
         .await?;
-    let crate_id: i64 = row.get(0)?;
+    let versions: Vec<(i64, String)> = rows
+        .iter()
+        .map(|row| Ok((row.get(0)?, row.get(1)?)))
+        .collect::<Result<_>>()?;
+    let candidates: Vec<(i64, &str)> = versions.iter().map(|(id, v)| (*id, v.as_str())).collect();
+    let mut chosen = newest(&candidates, backfill);
+    chosen.sort_unstable();
+    let planned = plan_versions(db, policy, &chosen, Mode::Choose, now).await?;
     event(
         db,
         now,
-        if watched {
-            "crate_watched"
-        } else {
-            "crate_unwatched"
-        },
+        "crate_watched",
+        None,
+        None,
+        json!({ "crate": name, "backfill": backfill, "tasks_planned": planned }),
+    )
+    .await?;
+    Ok(planned)
+}
+
+/// Unwatches a crate (creating it if the index has not shown it yet, so that the choice is
+/// kept). Its existing tasks are left alone.
+pub(crate) async fn unwatch_crate(db: &mut dyn Db, name: &str, now: Timestamp) -> Result<()> {
+    check_crate_name(name)?;
+    db.execute(
+        "INSERT INTO crates (name, watched, first_seen) VALUES ($1, false, $2) \
+         ON CONFLICT (name) DO UPDATE SET watched = false",
+        params![name, now],
+    )
+    .await?;
+    event(
+        db,
+        now,
+        "crate_unwatched",
         None,
         None,
         json!({ "crate": name }),
     )
-    .await?;
-    if !watched {
-        return Ok(0);
-    }
-    let versions: Vec<i64> = db
-        .query(
-            "SELECT id FROM versions WHERE crate_id = $1 AND NOT yanked ORDER BY id",
-            params![crate_id],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect::<Result<_>>()?;
-    plan_tasks(db, policy, &versions, now).await
+    .await
 }
 
 /// Which of the two matrix tables.

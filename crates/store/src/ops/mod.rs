@@ -1,17 +1,21 @@
 //! The operations, written once over [`Db`] and run by either backend inside one transaction.
 //!
-//! Each submodule is one area: [`artifacts`] (downloads, storage keys), [`ingest`] (index versions, watching, the build matrix),
-//! [`builders`] (registration, approval, revocation), [`lease`] (leasing, renewal, expiry),
-//! [`submit`] (results and decisions), [`tasks`] (operator changes to a task) and [`reads`]
-//! (what the UI and API show). This module
+//! Each submodule is one area: [`artifacts`] (downloads, storage keys), [`ingest`] (index
+//! versions, watching, the build matrix), [`plan`] (which versions get built, with which
+//! tasks), [`builders`] (registration, approval, revocation), [`lease`] (leasing, renewal,
+//! expiry), [`submit`] (results and decisions), [`tasks`] (operator changes to a task) and
+//! [`reads`] (what the UI and API show). This module
 //! holds what they share: the task row and its state changes, applying a decision, input
 //! checks and the event log.
 //!
 //! Read-modify-write always locks the rows it changes first (`FOR UPDATE` on Postgres; SQLite
 //! write transactions are `BEGIN IMMEDIATE`, which locks the whole database). On Postgres
-//! the lock order is task → lease → builders, the builders last and in id order (their
-//! counters are collected in [`Credits`] and written at the end of the operation), so that
-//! concurrent submissions, expiries and yanks cannot deadlock. Leasing locks the builder
+//! the lock order is task → lease → crate → new tasks → builders, the builders last and in
+//! id order (their counters are collected in [`Credits`] and written at the end of the
+//! operation), so that concurrent submissions, expiries and yanks cannot deadlock. (A
+//! decision writes its crate's `binaries` only when that changes, and a probe that built
+//! writes it before planning the rest of its version; watching locks the crate before
+//! planning too.) Leasing locks the builder
 //! first but never waits for a task (`SKIP LOCKED`). Revocation, which is rare, locks the
 //! builder before its tasks; should it deadlock with a submission, Postgres aborts one of
 //! them and the backend runs it again.
@@ -20,6 +24,7 @@ pub(crate) mod artifacts;
 pub(crate) mod builders;
 pub(crate) mod ingest;
 pub(crate) mod lease;
+pub(crate) mod plan;
 pub(crate) mod reads;
 pub(crate) mod submit;
 pub(crate) mod tasks;
@@ -296,6 +301,7 @@ pub(crate) async fn apply_verdict(
                     .await?;
                     task.close(db, TaskState::Verified, None, now).await?;
                     task.artifact_hash = Some(hex);
+                    remember_binaries(db, task.id, true).await?;
                     Decision::Verified {
                         artifact: buildsrs_keys::ArtifactId {
                             blake3: *hash,
@@ -306,6 +312,7 @@ pub(crate) async fn apply_verdict(
                 Class::NoBinaries => {
                     task.close(db, TaskState::NoBinaries, None, now).await?;
                     task.artifact_hash = None;
+                    remember_binaries(db, task.id, false).await?;
                     Decision::NoBinaries
                 }
                 Class::DoesNotBuild => {
@@ -342,6 +349,20 @@ pub(crate) async fn apply_verdict(
             Ok(decision)
         }
     }
+}
+
+/// Records on a task's crate whether it has binaries, as a decision just said (the planner
+/// probes new versions of crates without; see `ops/plan.rs`). The row is written, and so
+/// locked, only when the answer changes: most decisions leave it alone.
+async fn remember_binaries(db: &mut dyn Db, task_id: i64, binaries: bool) -> Result<()> {
+    db.execute(
+        "UPDATE crates SET binaries = $2 WHERE id = (SELECT v.crate_id FROM tasks t \
+         JOIN versions v ON v.id = t.version_id WHERE t.id = $1) \
+         AND (binaries IS NULL OR binaries <> $2)",
+        params![task_id, binaries],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Changes to builders' counters, collected during an operation and written at its end in
@@ -446,6 +467,29 @@ pub(crate) async fn for_versions(
                 changed += db.execute(&sql, &all).await?;
             }
             Ok(changed)
+        }
+    }
+}
+
+/// Runs the query `sql` for each id and returns all rows, the same way as [`for_versions`]:
+/// the SQL says `column = {ids}`, which is one statement over an array on Postgres, one
+/// statement per id on SQLite (where rows come in the order of `ids`).
+pub(crate) async fn query_ids(db: &mut dyn Db, ids: &[i64], sql: &str) -> Result<Vec<Row>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    match db.dialect() {
+        Dialect::Postgres => {
+            let sql = sql.replace("{ids}", "ANY($1)");
+            db.query(&sql, &[Param::IntArray(ids)]).await
+        }
+        Dialect::Sqlite => {
+            let sql = sql.replace("{ids}", "$1");
+            let mut rows = Vec::new();
+            for id in ids {
+                rows.extend(db.query(&sql, &[Param::Int(*id)]).await?);
+            }
+            Ok(rows)
         }
     }
 }

@@ -207,12 +207,22 @@ pub(crate) async fn watched_crates(db: &mut dyn Db) -> Result<Vec<String>> {
     collect(&rows, |row| row.get(0))
 }
 
+/// The columns [`version_summary`] reads, of `versions` as `v`.
+const VERSION_COLUMNS: &str =
+    "v.version, v.cksum, v.yanked, v.first_seen, v.rust_version, v.plan, v.plan_note";
+
 fn version_summary(row: &Row, at: usize) -> Result<VersionSummary> {
     Ok(VersionSummary {
         version: row.get(at)?,
         cksum: row.get(at + 1)?,
         yanked: row.get(at + 2)?,
         first_seen: row.get(at + 3)?,
+        rust_version: row.get(at + 4)?,
+        plan: row
+            .get::<Option<String>>(at + 5)?
+            .map(|p| p.parse())
+            .transpose()?,
+        plan_note: row.get(at + 6)?,
     })
 }
 
@@ -221,7 +231,7 @@ pub(crate) async fn crate_info(db: &mut dyn Db, name: &str) -> Result<Option<Cra
     check_crate_name(name)?;
     let Some(row) = db
         .query_opt(
-            "SELECT id, name, watched, first_seen FROM crates WHERE name = $1",
+            "SELECT id, name, watched, first_seen, backfill, binaries FROM crates WHERE name = $1",
             params![name],
         )
         .await?
@@ -231,8 +241,10 @@ pub(crate) async fn crate_info(db: &mut dyn Db, name: &str) -> Result<Option<Cra
     let id: i64 = row.get(0)?;
     let versions = db
         .query(
-            "SELECT version, cksum, yanked, first_seen FROM versions WHERE crate_id = $1 \
-             ORDER BY first_seen DESC, id DESC",
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.crate_id = $1 \
+                 ORDER BY v.first_seen DESC, v.id DESC"
+            ),
             params![id],
         )
         .await?;
@@ -240,6 +252,8 @@ pub(crate) async fn crate_info(db: &mut dyn Db, name: &str) -> Result<Option<Cra
         name: row.get(1)?,
         watched: row.get(2)?,
         first_seen: row.get(3)?,
+        backfill: row.get(4)?,
+        binaries: row.get(5)?,
         versions: collect(&versions, |row| version_summary(row, 0))?,
     }))
 }
@@ -302,8 +316,10 @@ async fn version_row_and_tasks(
     check_crate_name(name)?;
     let Some(row) = db
         .query_opt(
-            "SELECT v.id, c.name, v.version, v.cksum, v.yanked, v.first_seen FROM versions v \
-             JOIN crates c ON c.id = v.crate_id WHERE c.name = $1 AND v.version = $2",
+            &format!(
+                "SELECT v.id, c.name, {VERSION_COLUMNS} FROM versions v \
+                 JOIN crates c ON c.id = v.crate_id WHERE c.name = $1 AND v.version = $2"
+            ),
             params![name, version],
         )
         .await?

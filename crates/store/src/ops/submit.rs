@@ -9,12 +9,19 @@
 //!   builder has no counted result for the task yet. So a late result from an expired or
 //!   superseded lease still counts once if it is the builder's first, never twice.
 //!
+//! A result that does not count says why ([`NotCounted`]), so the node can be told.
+//!
 //! A counted result on an open task runs the rules of [`crate::rules`]. On a task decided
 //! already it is kept (it may keep the decision alive if a builder is revoked later) and
 //! credits its builder as agreeing or outvoted against the decision.
 //!
 //! Submitting twice under one lease (a retry after a lost answer) records nothing new and
-//! answers as the first time did.
+//! answers as the first time did, except that a result that was not counted is now not
+//! counted as a duplicate (the first answer's reason is not kept).
+//!
+//! A counted built result of a *probe* task (one task for a new version of a crate whose
+//! last decision was "no binaries", see `ops/plan.rs`) marks the crate as having binaries and
+//! plans the rest of that version's matrix, in the same transaction.
 
 use jiff::Timestamp;
 use serde_json::json;
@@ -22,9 +29,10 @@ use serde_json::json;
 use crate::db::{Db, Dialect, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{
-    AttestationId, BuildOutcome, BuilderStatus, LeaseState, OutcomeKind, Submission, SubmitReport,
-    TaskState,
+    AttestationId, BuildOutcome, BuilderStatus, LeaseState, NotCounted, OutcomeKind, Submission,
+    SubmitReport, TaskState, VersionPlan,
 };
+use crate::ops::plan::{Mode, plan_versions};
 use crate::ops::{Credits, TaskRow, apply_verdict, counted_results, event};
 use crate::policy::Policy;
 use crate::rules::{Class, cap_log, cap_reason, decide};
@@ -100,13 +108,15 @@ pub(crate) async fn submit(
         )
         .await?
     {
+        let counted: bool = row.get(1)?;
         return Ok(SubmitReport {
             attestation_id: AttestationId(row.get(0)?),
-            counted: row.get(1)?,
+            counted,
             late: row.get(2)?,
             duplicate: true,
             task_state: task.state,
             decision: None,
+            not_counted: (!counted).then_some(NotCounted::Duplicate),
         });
     }
 
@@ -121,16 +131,27 @@ pub(crate) async fn submit(
     }
 
     let kind = submission.outcome.kind();
-    let counted = kind != OutcomeKind::NodeError
-        && status == BuilderStatus::Approved
-        && task.state != TaskState::Cancelled
-        && db
-            .query_opt(
-                "SELECT 1 FROM attestations WHERE task_id = $1 AND builder_id = $2 AND counted",
-                params![task_id, builder_id],
-            )
-            .await?
-            .is_none();
+    let not_counted = if kind == OutcomeKind::NodeError {
+        Some(NotCounted::NodeError)
+    } else if status != BuilderStatus::Approved {
+        Some(NotCounted::BuilderNotApproved { status })
+    } else if task.state == TaskState::Cancelled {
+        Some(NotCounted::TaskCancelled {
+            reason: task.reason.clone(),
+        })
+    } else if db
+        .query_opt(
+            "SELECT 1 FROM attestations WHERE task_id = $1 AND builder_id = $2 AND counted",
+            params![task_id, builder_id],
+        )
+        .await?
+        .is_some()
+    {
+        Some(NotCounted::AlreadyCounted)
+    } else {
+        None
+    };
+    let counted = not_counted.is_none();
     let attestation_id = record(
         db, policy, submission, task_id, builder_id, counted, late, now,
     )
@@ -168,6 +189,11 @@ pub(crate) async fn submit(
         } else {
             judge_late(db, &task, submission, builder_id, &mut credits).await?;
         }
+        // A built result against a decision ("no binaries" by a quorum) is not evidence
+        // enough to plan more.
+        if kind == OutcomeKind::Built && (task.is_open() || task.state == TaskState::Verified) {
+            probe_built(db, policy, task_id, builder_id, now).await?;
+        }
     }
     task.refresh_open(policy);
     task.save(db, now).await?;
@@ -190,7 +216,51 @@ pub(crate) async fn submit(
         duplicate: false,
         task_state: task.state,
         decision,
+        not_counted,
     })
+}
+
+/// After a counted built result: if its task is its version's probe, the crate has binaries
+/// after all; plan the rest of the version's matrix. The crate row is written before the new
+/// tasks (the lock order of `ops/mod.rs`).
+async fn probe_built(
+    db: &mut dyn Db,
+    policy: &Policy,
+    task_id: i64,
+    builder_id: i64,
+    now: Timestamp,
+) -> Result<()> {
+    let row = db
+        .query_one(
+            "SELECT v.id, v.crate_id, v.plan FROM tasks t JOIN versions v ON v.id = t.version_id \
+             WHERE t.id = $1",
+            params![task_id],
+        )
+        .await?;
+    let plan: Option<VersionPlan> = row
+        .get::<Option<String>>(2)?
+        .map(|p| p.parse())
+        .transpose()?;
+    if plan != Some(VersionPlan::Probe) {
+        return Ok(());
+    }
+    let version_id: i64 = row.get(0)?;
+    let crate_id: i64 = row.get(1)?;
+    db.execute(
+        "UPDATE crates SET binaries = true WHERE id = $1 AND (binaries IS NULL OR NOT binaries)",
+        params![crate_id],
+    )
+    .await?;
+    let planned = plan_versions(db, policy, &[version_id], Mode::Replan, now).await?;
+    event(
+        db,
+        now,
+        "probe_built",
+        Some(task_id),
+        Some(builder_id),
+        json!({ "tasks_planned": planned }),
+    )
+    .await
 }
 
 /// Inserts the result row and its capped log.

@@ -32,6 +32,15 @@ pub fn line(name: &str, version: &str, yanked: bool) -> IndexVersion {
         version: version.to_owned(),
         cksum: cksum(n),
         yanked,
+        rust_version: None,
+    }
+}
+
+/// A line with a `rust-version`.
+pub fn line_needing(name: &str, version: &str, rust_version: &str) -> IndexVersion {
+    IndexVersion {
+        rust_version: Some(rust_version.to_owned()),
+        ..line(name, version, false)
     }
 }
 
@@ -61,11 +70,15 @@ pub async fn builder(store: &Store, n: u8) -> PublicKey {
 }
 
 /// Matrix, `builders` approved builders, and one watched crate `demo` with versions
-/// `1.0.0`.. `1.{versions-1}.0`, so one task per version.
+/// `1.0.0`.. `1.{versions-1}.0`, so one task per version: it is watched before the index shows
+/// it, with the backfill that plans every version (the newest and all older ones).
 pub async fn world(store: &Store, builders: u8, versions: u32) -> Vec<PublicKey> {
     matrix(store).await;
     let keys = futures_join(store, builders).await;
-    store.set_crate_watched("demo", true, t(0)).await.unwrap();
+    store
+        .watch_crate("demo", versions.saturating_sub(1), t(0))
+        .await
+        .unwrap();
     let batch = (0..versions)
         .map(|v| line("demo", &format!("1.{v}.0"), false))
         .collect();
