@@ -305,6 +305,7 @@ impl JobService {
             Outcome::NodeError { reason } => BuildOutcome::NodeError { reason },
         };
         let node_error = matches!(outcome, BuildOutcome::NodeError { .. });
+        let outcome_name = outcome.kind().as_str();
         let submission = Submission {
             lease_id: LeaseId(result.lease_id),
             epoch: result.epoch,
@@ -316,12 +317,15 @@ impl JobService {
             Ok(report) => report,
             Err(error) => return refusal(error),
         };
+        let counted = match &report.not_counted {
+            None => "counted".to_owned(),
+            Some(why) => format!("not counted: {why}"),
+        };
         tracing::info!(
-            "result for task {} from {}: counted {}, late {}, task {:?}",
+            "result for task {} from {}: {outcome_name}, {counted}{}, task {:?}",
             result.task_id,
             peer.fingerprint(),
-            report.counted,
-            report.late,
+            if report.late { ", late" } else { "" },
             report.task_state
         );
         let ended = match report.decision.as_ref() {
@@ -352,7 +356,7 @@ impl JobService {
         }
         Ok(Response::Accepted {
             counted: report.counted,
-            reason: None,
+            reason: report.not_counted.as_ref().map(ToString::to_string),
         })
     }
 }

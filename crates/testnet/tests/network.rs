@@ -54,7 +54,7 @@ async fn assert_published(net: &Testnet, crate_name: &str, versions: &[&str]) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<()> {
     let options = TestnetOptions {
-        watch: vec!["hello-bin".into()],
+        watch: vec!["hello-bin:1".into()],
         ..Default::default()
     };
     let net = Testnet::start(options).await?;
@@ -201,7 +201,7 @@ async fn a_node_killed_mid_build_loses_its_lease_and_another_builds_the_task() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_coordinator_killed_mid_run_resumes_with_nothing_lost_or_counted_twice() -> Result<()> {
     let options = TestnetOptions {
-        watch: vec!["hello-bin".into()],
+        watch: vec!["hello-bin:1".into()],
         lease_duration: std::time::Duration::from_secs(6),
         ..Default::default()
     };
@@ -269,7 +269,7 @@ async fn a_builder_with_different_output_is_outvoted_and_never_verified() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unapproved_node_gets_no_work() -> Result<()> {
     let options = TestnetOptions {
-        watch: vec!["hello-bin".into()],
+        watch: vec!["hello-bin:1".into()],
         auto_approve: false,
         ..Default::default()
     };
@@ -337,7 +337,7 @@ async fn three_nodes_verify_two_versions_on_postgres_and_s3() -> Result<()> {
     };
     let database = buildsrs_store::testing::FreshDatabase::create().await;
     let options = TestnetOptions {
-        watch: vec!["hello-bin".into()],
+        watch: vec!["hello-bin:1".into()],
         database_url: Some(database.url.clone()),
         storage: Some(storage),
         ..Default::default()
