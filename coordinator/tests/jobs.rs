@@ -389,3 +389,32 @@ store_test!(
         assert!(s.service.sessions().is_empty());
     }
 );
+
+store_test!(
+    a_node_is_told_why_its_result_did_not_count,
+    |store: Store| async move {
+        let s = scene(&store, true).await;
+        let node = Identity::from_seed([4; 32]);
+        s.service.handle(node.public_key(), hello("n4")).await;
+        let job = take_job(&s.service, &node).await;
+        let answer = s
+            .service
+            .handle(
+                node.public_key(),
+                submit(
+                    &job,
+                    Outcome::NodeError {
+                        reason: "disk full".into(),
+                    },
+                ),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            Response::Accepted {
+                counted: false,
+                reason: Some("node errors never count".into())
+            }
+        );
+    }
+);
