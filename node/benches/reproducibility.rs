@@ -104,7 +104,7 @@ async fn main() -> Result<()> {
 }
 
 async fn measure(name: &str, version: &str, shape: &str) -> Result<Row> {
-    let request = request(name, version).await?;
+    let request = support::crates_io_request(name, version).await?;
     let scratch = tempfile::tempdir()?;
     let a = TestNode::new(|_| {}).await?;
     let b = TestNode::new(|_| {}).await?;
@@ -119,24 +119,6 @@ async fn measure(name: &str, version: &str, shape: &str) -> Result<Row> {
         node_a,
         node_b,
         plain,
-    })
-}
-
-async fn request(name: &str, version: &str) -> Result<BuildRequest> {
-    let found = crates_io::versions(name)
-        .await
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .find(|v| v.version == version)
-        .with_context(|| format!("{name} {version} is not on crates.io"))?;
-    Ok(BuildRequest {
-        crate_name: name.into(),
-        version: version.into(),
-        target: TARGET.into(),
-        source_sha256: found.cksum.parse()?,
-        download_url: found.download_url,
-        registry: crates_io::INDEX.into(),
-        lease: None,
     })
 }
 

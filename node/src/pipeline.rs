@@ -83,8 +83,6 @@ pub struct JobReport {
     pub archive: Option<PathBuf>,
     /// The capped build log. It ends with the step timings and the outcome.
     pub log: String,
-    /// How long the job took, start to end.
-    pub duration: Duration,
 }
 
 /// Builds crates for one node. Cheap to share: the state is behind an `Arc`.
@@ -200,7 +198,6 @@ impl Pipeline {
             attestation,
             archive,
             log: log.to_string_lossy(),
-            duration: steps.total(),
         })
     }
 

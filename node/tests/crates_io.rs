@@ -9,37 +9,18 @@
 
 mod support;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use buildsrs_archive::{Limits, unpack_tar_gz};
 use buildsrs_fixture_registry::crates_io;
 use buildsrs_node::outcome::BuildOutcome;
-use buildsrs_node::pipeline::{BuildRequest, JobReport};
+use buildsrs_node::pipeline::JobReport;
 use support::{TARGET, TestNode};
-
-/// What the coordinator would send for `name` `version` on crates.io.
-async fn request(name: &str, version: &str) -> Result<BuildRequest> {
-    let found = crates_io::versions(name)
-        .await
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .find(|v| v.version == version)
-        .with_context(|| format!("{name} {version} is not on crates.io"))?;
-    Ok(BuildRequest {
-        crate_name: name.into(),
-        version: version.into(),
-        target: TARGET.into(),
-        source_sha256: found.cksum.parse()?,
-        download_url: found.download_url,
-        registry: crates_io::INDEX.into(),
-        lease: None,
-    })
-}
 
 /// Builds and returns the report; the test fails with the log when it did not build.
 async fn build(node: &TestNode, name: &str, version: &str) -> Result<JobReport> {
     let report = node
         .pipeline
-        .build(&request(name, version).await?, &|_| {})
+        .build(&support::crates_io_request(name, version).await?, &|_| {})
         .await?;
     match &report.outcome {
         BuildOutcome::Built { binaries, .. } => assert_eq!(binaries.len(), 1, "{binaries:?}"),
@@ -157,7 +138,10 @@ async fn crates_io_a_library_has_no_binaries_and_fetches_nothing() -> Result<()>
     let node = TestNode::new(|_| {}).await?;
     let report = node
         .pipeline
-        .build(&request("rot13", "0.1.1").await?, &|_| {})
+        .build(
+            &support::crates_io_request("rot13", "0.1.1").await?,
+            &|_| {},
+        )
         .await?;
     assert!(
         matches!(report.outcome, BuildOutcome::NoBinaries { .. }),

@@ -67,6 +67,28 @@ pub fn request(registry: &FixtureRegistry, published: &Published) -> Result<Buil
     })
 }
 
+/// The request a coordinator following crates.io would send for `name` `version` (the crates.io
+/// test group and the reproducibility bench only).
+pub async fn crates_io_request(name: &str, version: &str) -> Result<BuildRequest> {
+    use anyhow::Context as _;
+    use buildsrs_fixture_registry::crates_io;
+    let found = crates_io::versions(name)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .find(|v| v.version == version)
+        .with_context(|| format!("{name} {version} is not on crates.io"))?;
+    Ok(BuildRequest {
+        crate_name: name.into(),
+        version: version.into(),
+        target: TARGET.into(),
+        source_sha256: found.cksum.parse()?,
+        download_url: found.download_url,
+        registry: crates_io::INDEX.into(),
+        lease: None,
+    })
+}
+
 /// Copies a fixture crate to a temp dir so a test can add files (ports, paths) to it.
 pub fn fixture_copy(name: &str, into: &Path) -> Result<std::path::PathBuf> {
     let from = buildsrs_fixture_registry::fixtures_dir().join(name);
