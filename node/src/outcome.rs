@@ -39,9 +39,16 @@ pub enum BuildOutcome {
         limit_secs: u64,
     },
     /// The build ran out of memory.
-    OutOfMemory,
+    OutOfMemory {
+        /// The memory limit for the whole build, in MiB (`None`: unlimited, an allocation
+        /// failed anyway).
+        limit_mib: Option<u64>,
+    },
     /// The build printed more than the output cap.
-    OutputTooLarge,
+    OutputTooLarge {
+        /// The cap, in MiB.
+        limit_mib: u64,
+    },
     /// The crate needs a newer Rust than this node builds with (its `rust-version`). Not the
     /// crate's fault and not a failure: the coordinator should not have planned it for this
     /// toolchain. On the wire it travels as a node error (older coordinators know no such
@@ -72,8 +79,8 @@ impl BuildOutcome {
             Self::NoBinaries { .. } => "no-binaries",
             Self::BuildFailed { .. } => "build-failed",
             Self::TimedOut { .. } => "timed-out",
-            Self::OutOfMemory => "out-of-memory",
-            Self::OutputTooLarge => "output-too-large",
+            Self::OutOfMemory { .. } => "out-of-memory",
+            Self::OutputTooLarge { .. } => "output-too-large",
             Self::NeedsNewerToolchain { .. } => "needs-newer-toolchain",
             Self::SourceChecksumMismatch { .. } => "source-checksum-mismatch",
             Self::NodeError { .. } => "node-error",
@@ -95,8 +102,13 @@ impl fmt::Display for BuildOutcome {
             Self::NoBinaries { reason } => write!(f, "no binaries: {reason}"),
             Self::BuildFailed { reason } => write!(f, "build failed: {reason}"),
             Self::TimedOut { limit_secs } => write!(f, "timed out after {limit_secs} s"),
-            Self::OutOfMemory => f.write_str("out of memory"),
-            Self::OutputTooLarge => f.write_str("output too large"),
+            Self::OutOfMemory {
+                limit_mib: Some(limit),
+            } => write!(f, "out of memory (limit {limit} MiB for the whole build)"),
+            Self::OutOfMemory { limit_mib: None } => f.write_str("out of memory"),
+            Self::OutputTooLarge { limit_mib } => {
+                write!(f, "output too large (more than {limit_mib} MiB printed)")
+            }
             Self::NeedsNewerToolchain {
                 required,
                 available,
@@ -122,7 +134,7 @@ mod tests {
             }
             .is_node_fault()
         );
-        assert!(!BuildOutcome::OutOfMemory.is_node_fault());
+        assert!(!BuildOutcome::OutOfMemory { limit_mib: None }.is_node_fault());
         assert_eq!(BuildOutcome::TimedOut { limit_secs: 5 }.name(), "timed-out");
     }
 }

@@ -431,8 +431,12 @@ impl Pipeline {
             OutcomeKind::TimedOut => Some(BuildOutcome::TimedOut {
                 limit_secs: limits.wall_clock.as_secs(),
             }),
-            OutcomeKind::OutOfMemory => Some(BuildOutcome::OutOfMemory),
-            OutcomeKind::OutputTooLarge => Some(BuildOutcome::OutputTooLarge),
+            OutcomeKind::OutOfMemory => Some(BuildOutcome::OutOfMemory {
+                limit_mib: limits.memory_bytes.map(|bytes| bytes >> 20),
+            }),
+            OutcomeKind::OutputTooLarge => Some(BuildOutcome::OutputTooLarge {
+                limit_mib: limits.output_cap_bytes >> 20,
+            }),
             OutcomeKind::Failed => {
                 let text = run.log.to_string_lossy();
                 let mib =

@@ -349,8 +349,8 @@ async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
         BuildOutcome::NoBinaries { .. } => Outcome::NoBinaries,
         BuildOutcome::BuildFailed { reason } => Outcome::BuildFailed { reason },
         BuildOutcome::TimedOut { .. } => Outcome::TimedOut,
-        BuildOutcome::OutOfMemory => Outcome::OutOfMemory,
-        BuildOutcome::OutputTooLarge => Outcome::OutputTooLarge,
+        BuildOutcome::OutOfMemory { .. } => Outcome::OutOfMemory,
+        BuildOutcome::OutputTooLarge { .. } => Outcome::OutputTooLarge,
         BuildOutcome::SourceChecksumMismatch { reason } => {
             Outcome::SourceChecksumMismatch { reason }
         }

@@ -479,7 +479,21 @@ async fn a_memory_hog_runs_out_of_memory() -> Result<()> {
     let report = node
         .build(&registry, &registry.publish("memory-hog", "0.1.0")?)
         .await?;
-    assert_eq!(report.outcome, BuildOutcome::OutOfMemory, "{}", report.log);
+    assert_eq!(
+        report.outcome,
+        BuildOutcome::OutOfMemory {
+            limit_mib: Some(768)
+        },
+        "{}",
+        report.log
+    );
+    assert!(
+        report
+            .log
+            .ends_with("== outcome: out of memory (limit 768 MiB for the whole build)\n"),
+        "{}",
+        report.log
+    );
     Ok(())
 }
 
