@@ -22,8 +22,8 @@ use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_storage::StorageConfig;
 use buildsrs_store::{Policy, StoreConfig};
 
-/// The crates.io sparse index.
-pub const CRATES_IO_SPARSE: &str = "sparse+https://index.crates.io/";
+/// The crates.io sparse index (the default `--index`).
+pub const CRATES_IO_SPARSE: &str = buildsrs_index::crates_io::INDEX;
 
 /// Where the registry index is and how to follow it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -70,7 +70,7 @@ impl Default for NodeConfig {
         Self {
             targets: vec![host_target().to_owned()],
             capacity: 1,
-            registry: CRATES_IO_INDEX.to_owned(),
+            registry: buildsrs_index::crates_io::INDEX.to_owned(),
             toolchain: None,
             extra_rustflags: Vec::new(),
             limits: LimitsConfig::default(),
@@ -89,17 +89,6 @@ impl Default for LimitsConfig {
             crate_mib: 64,
         }
     }
-}
-
-/// crates.io's sparse index: the default registry.
-pub const CRATES_IO_INDEX: &str = "sparse+https://index.crates.io/";
-
-/// Whether a crates-index URL names crates.io (its sparse index, or the git index cargo
-/// knows it by), whatever the trailing slash.
-pub fn is_crates_io(registry: &str) -> bool {
-    let url = registry.trim_end_matches('/');
-    url == CRATES_IO_INDEX.trim_end_matches('/')
-        || url == "registry+https://github.com/rust-lang/crates.io-index"
 }
 
 /// The target this binary was built for, which is the one its machine can build natively.
@@ -312,17 +301,6 @@ mod tests {
                 .public_key(),
             identity.public_key()
         );
-    }
-
-    #[test]
-    fn crates_io_is_recognised_by_either_index_url() {
-        assert!(is_crates_io("sparse+https://index.crates.io/"));
-        assert!(is_crates_io("sparse+https://index.crates.io"));
-        assert!(is_crates_io(
-            "registry+https://github.com/rust-lang/crates.io-index"
-        ));
-        assert!(!is_crates_io("sparse+http://127.0.0.1:7780/index/"));
-        assert!(!is_crates_io("sparse+https://index.crates.io.example/"));
     }
 
     #[test]

@@ -17,14 +17,14 @@ use buildsrs_archive::{
     ArtifactFile, Limits as UnpackLimits, UnpackError, pack_artifact, unpack_tar_gz,
 };
 use buildsrs_keys::{
-    Identity, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement, Toolchain,
+    Identity, RustRelease, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement, Toolchain,
 };
 use buildsrs_sandbox::{
     CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout,
 };
 use sha2::{Digest, Sha256};
 
-use crate::datadir::{DataDir, NodeConfig, is_crates_io};
+use crate::datadir::{DataDir, NodeConfig};
 use crate::fetch::{FetchError, download_crate};
 use crate::outcome::BuildOutcome;
 use crate::plan::{BuildPlan, plan_from_metadata};
@@ -107,6 +107,7 @@ impl Pipeline {
         let identity = dir.identity()?;
         let (toolchain, toolchain_dir) = local_toolchain(config.toolchain.as_deref()).await?;
         let clock_shim = clock::install(&dir.lib_dir()).context("installing the clock library")?;
+        clock::self_check(&sandbox, &clock_shim).await?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .build()
@@ -159,6 +160,7 @@ impl Pipeline {
         let result = self
             .run_job(request, &work, &mut log, &mut steps, started, progress)
             .await;
+        steps.begin("clean up");
         if let Err(error) = std::fs::remove_dir_all(&work)
             && error.kind() != std::io::ErrorKind::NotFound
         {
@@ -282,7 +284,11 @@ impl Pipeline {
         progress(Stage::FetchingDependencies);
         let lock_path = source.join("Cargo.lock");
         let shipped_lock = lock_path.is_file();
-        let cached = shipped_lock && lock_is_cached(&lock_path, &cargo.cargo_home);
+        let cached = shipped_lock && {
+            let check = check_dependency_cache(&lock_path, &cargo.cargo_home);
+            note_repairs(log, &check);
+            check.complete
+        };
         if cached {
             push_line(
                 log,
@@ -331,19 +337,21 @@ impl Pipeline {
                 return Ok((outcome, None, None));
             }
             cargo.create_dirs()?;
+            steps.begin("phase 1 (again)");
             if let Some(outcome) = self
                 .fetch_dependencies(&cargo, shipped_lock, &request.target, log)
                 .await?
             {
                 return Ok((outcome, None, None));
             }
+            steps.begin("phase 2 (again)");
             run = self.sandbox.run(&spec).await?;
             append_run(log, &run);
         }
-        steps.begin("pack and sign");
-        if let Some(outcome) = self.compile_failure(&run, &spec) {
+        if let Some(outcome) = self.compile_failure(&run, &spec, work) {
             return Ok((outcome, None, None));
         }
+        steps.begin("pack and sign");
 
         progress(Stage::Packing);
         let release = cargo.target.join(&request.target).join("release");
@@ -415,16 +423,22 @@ impl Pipeline {
             let reason = "the crate has no binaries to build".to_owned();
             return Some(BuildOutcome::NoBinaries { reason });
         }
-        let required = plan.rust_version.as_ref()?;
-        let available = semver::Version::parse(&self.toolchain.release).ok()?;
-        (available < *required).then(|| BuildOutcome::NeedsNewerToolchain {
+        let required = plan.rust_version?;
+        let available = RustRelease::parse_release(&self.toolchain.release)?;
+        (available < required).then(|| BuildOutcome::NeedsNewerToolchain {
             required: required.to_string(),
             available: self.toolchain.release.clone(),
         })
     }
 
     /// How a phase 2 that did not succeed ended, naming the limit it hit when one did.
-    fn compile_failure(&self, run: &RunOutcome, spec: &SandboxSpec) -> Option<BuildOutcome> {
+    /// `work` is the job's directory, whose filesystem is checked for free space.
+    fn compile_failure(
+        &self,
+        run: &RunOutcome,
+        spec: &SandboxSpec,
+        work: &Path,
+    ) -> Option<BuildOutcome> {
         let limits = &spec.limits;
         match run.kind() {
             OutcomeKind::Succeeded => None,
@@ -441,11 +455,15 @@ impl Pipeline {
                 let text = run.log.to_string_lossy();
                 let mib =
                     |bytes: Option<u64>| bytes.map_or("no".to_owned(), |b| (b >> 20).to_string());
-                if text.contains("No space left on device") {
+                if let Some(free) = disk_nearly_full(work) {
                     // Nothing bounds a build's total disk use yet, so a full disk is this
-                    // machine's state, not a verdict on the crate.
+                    // machine's state, not a verdict on the crate. Decided from the
+                    // filesystem, never from the log, which the crate writes.
                     return Some(BuildOutcome::NodeError {
-                        reason: "the build ran out of disk space (No space left on device)".into(),
+                        reason: format!(
+                            "the build failed with the disk nearly full ({} MiB free)",
+                            free >> 20
+                        ),
                     });
                 }
                 let limit = if run.pids_limit_hit {
@@ -498,7 +516,32 @@ impl Pipeline {
         );
         let spec = self.limited(cargo.fetch(args));
         let run = self.sandbox.run(&spec).await?;
-        Ok(phase_one_failure(&run, log))
+        if let Some(outcome) = phase_one_failure(&run, log) {
+            return Ok(Some(outcome));
+        }
+        // Cargo trusts any `.crate` already in its cache; one cut short by an earlier job that
+        // was killed mid-download would fail every later build that needs it. Remove damaged
+        // downloads and fetch them again, once.
+        let lock = cargo.source.join("Cargo.lock");
+        let check = check_dependency_cache(&lock, &cargo.cargo_home);
+        if check.repaired == 0 {
+            return Ok(None);
+        }
+        note_repairs(log, &check);
+        let run = self.sandbox.run(&spec).await?;
+        if let Some(outcome) = phase_one_failure(&run, log) {
+            return Ok(Some(outcome));
+        }
+        let check = check_dependency_cache(&lock, &cargo.cargo_home);
+        if check.repaired > 0 {
+            return Ok(Some(BuildOutcome::NodeError {
+                reason: format!(
+                    "the dependency cache {} keeps damaged downloads",
+                    cargo.cargo_home.display()
+                ),
+            }));
+        }
+        Ok(None)
     }
 
     /// Phase 2: `cargo build --release --offline --locked` of the planned binaries, with the
@@ -605,7 +648,7 @@ impl Pipeline {
     /// configuration), or one per other registry with a cargo config that replaces crates.io
     /// by it. Created when missing.
     fn cargo_home(&self, registry: &str) -> Result<PathBuf> {
-        let crates_io = is_crates_io(registry);
+        let crates_io = buildsrs_index::crates_io::is_crates_io(registry);
         let home = if crates_io {
             self.dir.cargo_home().join("crates-io")
         } else {
@@ -623,9 +666,9 @@ impl Pipeline {
             let path = home.join("config.toml");
             // Concurrent jobs share the file: write it only when it is not already right.
             if std::fs::read_to_string(&path).ok().as_deref() != Some(config.as_str()) {
-                let staged = home.join(format!("config.toml.{}", std::process::id()));
-                std::fs::write(&staged, config)?;
-                std::fs::rename(&staged, &path)?;
+                let mut staged = tempfile::NamedTempFile::new_in(&home)?;
+                std::io::Write::write_all(&mut staged, config.as_bytes())?;
+                staged.persist(&path).map_err(|e| e.error)?;
             }
         }
         Ok(home)
@@ -680,17 +723,29 @@ fn phase_one_failure(run: &RunOutcome, log: &mut CappedLog) -> Option<BuildOutco
     }
 }
 
-/// Whether every registry package a `Cargo.lock` names is downloaded into the dependency
-/// cache already, so phase 1 has nothing to do (phase 2 unpacks them into the build's own
-/// directory). Conservative: an unreadable lock, or a git or path source other than the crate
-/// itself, answers no. What is cached was checked against its lock checksum when phase 1 of
-/// an earlier job fetched it; phase 2 still checks the lock against the index.
-fn lock_is_cached(lock: &Path, cargo_home: &Path) -> bool {
+/// What the dependency cache holds for a `Cargo.lock`.
+#[derive(Debug, Default)]
+struct CacheCheck {
+    /// Every registry package the lock names is downloaded, with the lock's checksum, so
+    /// phase 1 has nothing to do (phase 2 unpacks them into the build's own directory).
+    complete: bool,
+    /// Damaged downloads (not a whole gzip stream: cut short when a job was killed while cargo
+    /// wrote them) that were removed so that cargo fetches them again.
+    repaired: usize,
+}
+
+/// Checks the downloads a `Cargo.lock` needs. Conservative: an unreadable lock, a lock without
+/// per-package checksums (format 1), or a git or path source other than the crate itself is
+/// never complete. A download that does not match the lock's checksum but is whole is kept
+/// (the lock may be what is wrong: phase 1 lets cargo say so against the index); one that is
+/// not whole is removed.
+fn check_dependency_cache(lock: &Path, cargo_home: &Path) -> CacheCheck {
+    let mut check = CacheCheck::default();
     let Ok(text) = std::fs::read_to_string(lock) else {
-        return false;
+        return check;
     };
     let Ok(lock) = text.parse::<toml::Table>() else {
-        return false;
+        return check;
     };
     let caches: Vec<PathBuf> = std::fs::read_dir(cargo_home.join("registry/cache"))
         .map(|dirs| dirs.filter_map(|d| d.ok().map(|d| d.path())).collect())
@@ -699,31 +754,100 @@ fn lock_is_cached(lock: &Path, cargo_home: &Path) -> bool {
         .get("package")
         .and_then(toml::Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-    packages.iter().all(|package| {
+    let mut complete = true;
+    for package in packages {
         let field = |key| package.get(key).and_then(toml::Value::as_str);
         match (field("name"), field("version"), field("source")) {
             // The crate itself (a lock of a single package has no other source).
-            (Some(_), Some(_), None) => true,
+            (Some(_), Some(_), None) => {}
             (Some(name), Some(version), Some(source))
                 if source.starts_with("registry+") || source.starts_with("sparse+") =>
             {
-                // Cargo downloads into a temporary name and renames when complete.
                 let file = format!("{name}-{version}.crate");
-                caches.iter().any(|cache| cache.join(&file).is_file())
+                let mut found = false;
+                for path in caches.iter().map(|cache| cache.join(&file)) {
+                    match cached_download(&path, field("checksum")) {
+                        Download::Matches => found = true,
+                        Download::Missing | Download::Whole => {}
+                        Download::Damaged => {
+                            if std::fs::remove_file(&path).is_ok() {
+                                check.repaired += 1;
+                            }
+                        }
+                    }
+                }
+                complete &= found;
             }
-            _ => false,
+            _ => complete = false,
         }
-    })
+    }
+    check.complete = complete;
+    check
+}
+
+/// A `.crate` in the dependency cache, as checked against a lock.
+enum Download {
+    /// Not there, or not a regular file.
+    Missing,
+    /// Its SHA-256 is the lock's checksum.
+    Matches,
+    /// A whole gzip stream, but not what the lock says (or the lock says nothing).
+    Whole,
+    /// Not a whole gzip stream.
+    Damaged,
+}
+
+fn cached_download(path: &Path, checksum: Option<&str>) -> Download {
+    let is_file = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file());
+    let Some(bytes) = is_file.then(|| std::fs::read(path).ok()).flatten() else {
+        return Download::Missing;
+    };
+    let digest = Sha256Digest::from_bytes(Sha256::digest(&bytes).into());
+    if checksum.is_some_and(|expected| expected.eq_ignore_ascii_case(&digest.to_hex())) {
+        return Download::Matches;
+    }
+    let mut decoder = flate2::read::GzDecoder::new(bytes.as_slice());
+    match std::io::copy(&mut decoder, &mut std::io::sink()) {
+        Ok(_) => Download::Whole,
+        Err(_) => Download::Damaged,
+    }
+}
+
+/// Logs what [`check_dependency_cache`] repaired.
+fn note_repairs(log: &mut CappedLog, check: &CacheCheck) {
+    if check.repaired > 0 {
+        push_line(
+            log,
+            &format!(
+                "== removed {} damaged download(s) from the dependency cache; fetching them again",
+                check.repaired
+            ),
+        );
+    }
 }
 
 /// How a process that hit `RLIMIT_FSIZE` shows in cargo's log: killed by SIGXFSZ (signal
 /// 25, which cargo prints as `(signal: 25)` or by name), or a write failing with `EFBIG`.
 const FILE_SIZE_SIGNS: &[&str] = &["(signal: 25", "SIGXFSZ", "File too large"];
 
-/// Whether an offline build failed for want of something not downloaded.
+/// Whether an offline build failed for want of something not downloaded: cargo says so while
+/// resolving and downloading, before it compiles anything, so a run that compiled something
+/// (and could have printed those words itself) does not qualify.
 fn missed_offline(run: &RunOutcome) -> bool {
     let text = run.log.to_string_lossy();
-    text.contains("--offline") || text.contains("offline mode")
+    let compiled = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("Compiling "));
+    !compiled && (text.contains("--offline") || text.contains("offline mode"))
+}
+
+/// Free bytes on the filesystem of `path` when they are below 256 MiB (`None`: plenty, or
+/// the filesystem could not be asked).
+fn disk_nearly_full(path: &Path) -> Option<u64> {
+    const NEARLY_FULL: u64 = 256 << 20;
+    let stats = rustix::fs::statvfs(path).ok()?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    (free < NEARLY_FULL).then_some(free)
 }
 
 fn append_run(log: &mut CappedLog, run: &RunOutcome) {

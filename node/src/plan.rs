@@ -36,7 +36,7 @@ pub struct BuildPlan {
     /// Targets the crate asks to be built for, when it says.
     pub targets: Option<Vec<String>>,
     /// The oldest Rust the crate says it builds with (`package.rust-version`).
-    pub rust_version: Option<semver::Version>,
+    pub rust_version: Option<buildsrs_keys::RustRelease>,
     /// Things the author should know about (unknown metadata keys, skipped binaries).
     pub warnings: Vec<String>,
 }
@@ -168,7 +168,15 @@ pub fn plan_from_metadata(json: &[u8]) -> Result<BuildPlan, PlanError> {
         no_default_features: settings.no_default_features,
         enabled_features: enabled.into_iter().collect(),
         targets: settings.targets,
-        rust_version: package.rust_version.clone(),
+        // Cargo parsed it already (into semver's type); carry it as the one release type.
+        rust_version: package
+            .rust_version
+            .as_ref()
+            .map(|v| buildsrs_keys::RustRelease {
+                major: v.major,
+                minor: v.minor,
+                patch: v.patch,
+            }),
         warnings,
     })
 }

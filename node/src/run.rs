@@ -275,7 +275,7 @@ async fn run_job(shared: &Shared, job: Job) {
         job.task_id,
         job.crate_name,
         job.version,
-        describe(&outcome),
+        log.summary,
         started.elapsed().as_secs_f64()
     );
     let result = JobResult {
@@ -283,17 +283,36 @@ async fn run_job(shared: &Shared, job: Job) {
         lease_id: job.lease_id,
         epoch: job.epoch,
         outcome,
-        log,
+        log: log.bytes,
     };
     submit(shared, result).await;
 }
 
-async fn build(shared: &Shared, job: &Job) -> (Outcome, Vec<u8>) {
+/// What a job leaves for the volunteer and the coordinator besides its outcome.
+struct JobLog {
+    /// The outcome in the node's words, limits named (for the volunteer's log).
+    summary: String,
+    /// The build log as sent.
+    bytes: Vec<u8>,
+}
+
+impl JobLog {
+    fn node_error(reason: String) -> (Outcome, JobLog) {
+        let log = JobLog {
+            summary: format!("node error: {reason}"),
+            bytes: Vec::new(),
+        };
+        (Outcome::NodeError { reason }, log)
+    }
+}
+
+async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
     let source_sha256 = match job.source_sha256.parse() {
         Ok(digest) => digest,
         Err(error) => {
-            let reason = format!("the job's source checksum is not a sha256: {error}");
-            return (Outcome::NodeError { reason }, Vec::new());
+            return JobLog::node_error(format!(
+                "the job's source checksum is not a sha256: {error}"
+            ));
         }
     };
     let request = BuildRequest {
@@ -307,12 +326,12 @@ async fn build(shared: &Shared, job: &Job) -> (Outcome, Vec<u8>) {
     };
     let report = match shared.pipeline.build(&request, &|_| {}).await {
         Ok(report) => report,
-        Err(error) => {
-            let reason = format!("{error:#}");
-            return (Outcome::NodeError { reason }, Vec::new());
-        }
+        Err(error) => return JobLog::node_error(format!("{error:#}")),
     };
-    let log = capped_log(&report);
+    let log = JobLog {
+        summary: report.outcome.to_string(),
+        bytes: capped_log(&report),
+    };
     (keep_and_describe(shared, report).await, log)
 }
 
@@ -358,20 +377,6 @@ async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
             reason: outcome.to_string(),
         },
         BuildOutcome::NodeError { reason } => Outcome::NodeError { reason },
-    }
-}
-
-/// A protocol outcome in words, for the volunteer's log.
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Built { .. } => "built".into(),
-        Outcome::NoBinaries => "no binaries".into(),
-        Outcome::BuildFailed { reason } => format!("build failed: {reason}"),
-        Outcome::TimedOut => "timed out".into(),
-        Outcome::OutOfMemory => "out of memory".into(),
-        Outcome::OutputTooLarge => "output too large".into(),
-        Outcome::SourceChecksumMismatch { reason } => reason.clone(),
-        Outcome::NodeError { reason } => format!("node error: {reason}"),
     }
 }
 

@@ -216,6 +216,74 @@ async fn a_compile_error_is_a_failed_build_and_its_log_ends_with_the_step_timing
     Ok(())
 }
 
+/// A crate cannot make its own failure look like the node's (which never counts and would
+/// use up the task's retries), nor make the node fetch and build it twice, by printing what
+/// a full disk or a missing download prints.
+#[tokio::test]
+async fn a_build_that_prints_node_trouble_is_still_the_crates_failure() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    // With a shipped lock and nothing to download, phase 1 is skipped: the retry path is armed.
+    let published = registry.publish_locked("lying-build", "0.1.0").await?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node.build(&registry, &published).await?;
+    match &report.outcome {
+        BuildOutcome::BuildFailed { reason } => {
+            assert!(reason.contains("exit code 101"), "{reason}");
+        }
+        other => panic!("{other}\n{}", report.log),
+    }
+    assert!(report.log.contains("== phase 1: skipped"), "{}", report.log);
+    assert!(
+        !report.log.contains("needed something not cached"),
+        "the crate's words made the node build it again:\n{}",
+        report.log
+    );
+    Ok(())
+}
+
+/// A `.crate` cut short in the dependency cache (a job killed while cargo wrote it) is
+/// found, removed and fetched again, instead of failing every later build that needs it.
+#[tokio::test]
+async fn a_damaged_download_in_the_cache_is_fetched_again() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    registry.publish("lib-only", "0.1.0")?;
+    let published = registry.publish_locked("dep-user", "0.1.0").await?;
+    let node = TestNode::new(|_| {}).await?;
+    let first = node.build(&registry, &published).await?;
+    let (artifact, _) = built(&first);
+
+    let mut damaged = 0;
+    for home in std::fs::read_dir(node.dir.cargo_home())? {
+        let Ok(caches) = std::fs::read_dir(home?.path().join("registry/cache")) else {
+            continue;
+        };
+        for cache in caches {
+            let file = cache?.path().join("lib-only-0.1.0.crate");
+            if file.is_file() {
+                let bytes = std::fs::read(&file)?;
+                std::fs::write(&file, &bytes[..bytes.len() / 2])?;
+                damaged += 1;
+            }
+        }
+    }
+    assert_eq!(damaged, 1, "the cached download was found");
+    let second = node.build(&registry, &published).await?;
+    assert!(
+        second
+            .log
+            .contains("== removed 1 damaged download(s) from the dependency cache"),
+        "{}",
+        second.log
+    );
+    assert!(
+        second.log.contains("== phase 1: cargo fetch --locked"),
+        "{}",
+        second.log
+    );
+    assert_eq!(built(&second).0, artifact);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_file_over_the_size_limit_is_named_in_the_outcome() -> Result<()> {
     let registry = FixtureRegistry::start().await?;

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod config;
+pub mod crates_io;
 pub mod error;
 pub mod follow;
 #[cfg(feature = "git")]

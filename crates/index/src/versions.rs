@@ -143,19 +143,6 @@ struct IndexLine {
     rust_version: Option<serde_json::Value>,
 }
 
-/// The longest `rust-version` kept.
-const MAX_RUST_VERSION_LEN: usize = 32;
-
-/// Whether `text` is a `rust-version` as cargo writes them: one to three dot-separated
-/// numbers.
-fn is_rust_version(text: &str) -> bool {
-    text.len() <= MAX_RUST_VERSION_LEN
-        && (1..=3).contains(&text.split('.').count())
-        && text
-            .split('.')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// A line of an index file that was skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedLine {
@@ -238,7 +225,11 @@ fn parse_line(
         .ok_or_else(|| "the dl template gives no download URL".to_owned())?;
     let rust_version = match parsed.rust_version {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(text)) if is_rust_version(&text) => Some(text),
+        Some(serde_json::Value::String(text))
+            if buildsrs_keys::RustRelease::parse_rust_version(&text).is_some() =>
+        {
+            Some(text)
+        }
         Some(other) => {
             tracing::warn!(
                 krate = crate_name,

@@ -18,7 +18,8 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::SandboxError;
+use crate::spec::layout;
+use crate::{Limits, Sandbox, SandboxError, SandboxSpec};
 
 /// The compiled library.
 pub const SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libbuildsrs_clock.so"));
@@ -51,6 +52,40 @@ pub fn install(dir: &Path) -> Result<PathBuf, SandboxError> {
         source: e.error,
     })?;
     Ok(path)
+}
+
+/// Checks that the library at `shim` loads and freezes the clock inside `sandbox`: runs
+/// `date` under it with `SOURCE_DATE_EPOCH` set, as phase 2 does, and compares. A library
+/// that does not load (a `noexec` data dir, a libc it was not built for) would otherwise only
+/// make the dynamic linker print a line, and builds would read the real clock while their
+/// attestations say it was frozen.
+pub async fn self_check(sandbox: &Sandbox, shim: &Path) -> Result<(), SandboxError> {
+    const EPOCH: &str = "1700000000";
+    let spec = SandboxSpec::new("date", "/")
+        .arg("+%s.%N")
+        .env("PATH", "/usr/bin:/bin")
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("LD_PRELOAD", layout::CLOCK_SHIM)
+        .ro_bind(shim, layout::CLOCK_SHIM)
+        .limits(Limits {
+            wall_clock: std::time::Duration::from_secs(30),
+            ..Limits::default()
+        });
+    let outcome = sandbox.run(&spec).await?;
+    let said = outcome.log.to_string_lossy();
+    if outcome.success() && said.trim() == format!("{EPOCH}.000000000") {
+        return Ok(());
+    }
+    Err(SandboxError::Unusable {
+        strategy: sandbox.name(),
+        reason: format!(
+            "the frozen-clock library {} does not work here: `date` under it said {:?} ({}), \
+             expected {EPOCH}.000000000",
+            shim.display(),
+            said.trim(),
+            outcome.status
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -332,3 +332,23 @@ async fn memory_hog_build_script_is_out_of_memory() {
     );
     assert!(log.contains("failed to run custom build command"), "{log}");
 }
+
+/// The node checks the clock library at start: the real one passes; one that does not load
+/// (the dynamic linker only warns and the program reads the real clock) is refused.
+#[tokio::test]
+async fn the_clock_self_check_passes_and_refuses_a_library_that_does_not_load() {
+    let dirs = tempfile::tempdir().unwrap();
+    let shim = clock::install(&dirs.path().join("lib")).unwrap();
+    clock::self_check(&sandbox(), &shim).await.unwrap();
+
+    let broken = dirs.path().join("not-a-library.so");
+    fs::write(&broken, b"not an ELF file").unwrap();
+    let error = clock::self_check(&sandbox(), &broken)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("does not work here") && error.contains("expected 1700000000.000000000"),
+        "{error}"
+    );
+}

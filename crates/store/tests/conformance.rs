@@ -261,7 +261,8 @@ store_test!(
             planned_versions(&store, "tool").await,
             ["0.9.0", "1.0.0", "1.1.0"]
         );
-        assert_eq!(store.crate_info("tool").await.unwrap().unwrap().backfill, 1);
+        // A backfill only grows (a smaller one asks for nothing the larger did not).
+        assert_eq!(store.crate_info("tool").await.unwrap().unwrap().backfill, 2);
 
         // What comes next is planned; un-yanking history is not.
         let report = store
@@ -1532,3 +1533,76 @@ store_test!(builder_inputs_are_checked, |store: Store| async move {
         Err(StoreError::NotFound(_))
     ));
 });
+
+store_test!(
+    no_binaries_for_one_target_does_not_outvote_an_artifact_for_another,
+    |store: Store| async move {
+        const OTHER: &str = "aarch64-unknown-linux-gnu";
+        matrix(&store).await;
+        store.set_target(OTHER, true, t(0)).await.unwrap();
+        let mut keys = Vec::new();
+        for n in [1, 2] {
+            let key = key(n);
+            store
+                .register_builder(
+                    NewBuilder {
+                        public_key: key,
+                        name: format!("both-targets-{n}"),
+                        targets: vec![TARGET.to_owned(), OTHER.to_owned()],
+                        toolchains: vec![TOOLCHAIN.to_owned()],
+                    },
+                    t(0),
+                )
+                .await
+                .unwrap();
+            store.approve_builder(&key, t(0)).await.unwrap();
+            keys.push(key);
+        }
+        store.watch_crate("arm-only", 0, t(0)).await.unwrap();
+        store
+            .upsert_versions(vec![line("arm-only", "0.1.0", false)], t(1))
+            .await
+            .unwrap();
+        // Each builder holds a lease of each target's task.
+        let mut held = Vec::new();
+        for key in &keys {
+            held.push((key, lease(&store, key, t(2)).await));
+        }
+        for key in &keys {
+            held.push((key, lease(&store, key, t(2)).await));
+        }
+        // The other target builds and is verified first; then the first target's task says
+        // the crate has no binaries for it (its metadata lists only the other target).
+        for (key, lease) in held.iter().filter(|(_, l)| l.target == OTHER) {
+            submit(&store, lease, key, built(3), t(3)).await;
+        }
+        for (key, lease) in held.iter().filter(|(_, l)| l.target == TARGET) {
+            submit(&store, lease, key, BuildOutcome::NoBinaries, t(4)).await;
+        }
+        let info = store.crate_info("arm-only").await.unwrap().unwrap();
+        assert_eq!(info.binaries, Some(true));
+        // So the next version gets the whole matrix, not a probe of the first target.
+        let report = store
+            .upsert_versions(vec![line("arm-only", "0.2.0", false)], t(5))
+            .await
+            .unwrap();
+        assert_eq!(report.tasks_planned, 2);
+    }
+);
+
+store_test!(
+    watching_again_without_a_backfill_keeps_the_one_asked_for,
+    |store: Store| async move {
+        matrix(&store).await;
+        // An operator asks for 3 older versions before the crate's first sight; the
+        // coordinator restarts with a plain `--watch many`.
+        store.watch_crate("many", 3, t(0)).await.unwrap();
+        store.watch_crate("many", 0, t(1)).await.unwrap();
+        assert_eq!(store.crate_info("many").await.unwrap().unwrap().backfill, 3);
+        let lines: Vec<_> = (0..8)
+            .map(|minor| line("many", &format!("0.{minor}.0"), false))
+            .collect();
+        let report = store.upsert_versions(lines, t(2)).await.unwrap();
+        assert_eq!(report.tasks_planned, 4, "the newest and three before it");
+    }
+);

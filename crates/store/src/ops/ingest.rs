@@ -33,9 +33,10 @@ use serde_json::json;
 use crate::db::{Db, Dialect, params};
 use crate::error::{Result, StoreError};
 use crate::model::{IndexVersion, IngestReport, MatrixEntry};
-use crate::ops::plan::{MAX_RUST_VERSION_LEN, Mode, Release, newest, plan_versions};
+use crate::ops::plan::{Mode, Release, newest, plan_versions};
 use crate::ops::{check_name, event, for_versions, query_ids};
 use crate::policy::Policy;
+use buildsrs_keys::release::MAX_RUST_VERSION_LEN;
 
 /// The most versions one batch may hold.
 pub(crate) const MAX_BATCH: usize = 50_000;
@@ -532,15 +533,20 @@ pub(crate) async fn watch_crate(
     now: Timestamp,
 ) -> Result<u64> {
     check_crate_name(name)?;
-    let crate_id: i64 = db
+    // A backfill only grows: the tasks of a larger one exist already, and a restart that
+    // watches the crate again without one must not undo what an operator asked for.
+    let row = db
         .query_one(
             "INSERT INTO crates (name, watched, backfill, first_seen) VALUES ($1, true, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET watched = true, backfill = excluded.backfill \
-             RETURNING id",
+             ON CONFLICT (name) DO UPDATE SET watched = true, backfill = CASE \
+                 WHEN excluded.backfill > crates.backfill THEN excluded.backfill \
+                 ELSE crates.backfill END \
+             RETURNING id, backfill",
             params![name, backfill, now],
         )
-        .await?
-        .get(0)?;
+        .await?;
+    let crate_id: i64 = row.get(0)?;
+    let backfill = u32::try_from(row.get::<i64>(1)?).unwrap_or(backfill);
     let rows = db
         .query(
             "SELECT id, version FROM versions WHERE crate_id = $1 AND NOT yanked",

@@ -353,12 +353,16 @@ pub(crate) async fn apply_verdict(
 
 /// Records on a task's crate whether it has binaries, as a decision just said (the planner
 /// probes new versions of crates without; see `ops/plan.rs`). The row is written, and so
-/// locked, only when the answer changes: most decisions leave it alone.
+/// locked, only when the answer changes: most decisions leave it alone. "No binaries" for
+/// one target does not outvote an artifact verified for another target of the same version
+/// (a crate may build only for some targets, and the decisions come in any order).
 async fn remember_binaries(db: &mut dyn Db, task_id: i64, binaries: bool) -> Result<()> {
     db.execute(
         "UPDATE crates SET binaries = $2 WHERE id = (SELECT v.crate_id FROM tasks t \
          JOIN versions v ON v.id = t.version_id WHERE t.id = $1) \
-         AND (binaries IS NULL OR binaries <> $2)",
+         AND (binaries IS NULL OR binaries <> $2) \
+         AND ($2 OR NOT EXISTS (SELECT 1 FROM tasks o WHERE o.state = 'verified' \
+              AND o.version_id = (SELECT version_id FROM tasks WHERE id = $1)))",
         params![task_id, binaries],
     )
     .await?;

@@ -24,8 +24,9 @@
 //!
 //! **Which tasks.** A chosen, non-yanked version gets one task per enabled target × enabled
 //! toolchain, except:
-//! - toolchains whose release (a name `X.Y.Z`) is below the version's `rust-version` (`1.70`
-//!   means 1.70.0) are skipped; names that are not releases (`nightly-…`, `beta`) never are.
+//! - toolchains whose release (a name `X.Y.Z`, possibly with a channel suffix such as
+//!   `1.97.0-nightly`) is below the version's `rust-version` (`1.70` means 1.70.0) are skipped;
+//!   names that are not releases (`nightly-2026-01-01`, `beta`) never are.
 //!   If no enabled toolchain is new enough, nothing is planned and `versions.plan_note` says
 //!   why. That is never held against the crate: no task fails;
 //! - a crate whose latest decision was "no binaries" (`crates.binaries` false) gets a single
@@ -39,7 +40,6 @@
 //! parameters); SQLite runs cheap prepared statements per row inside the one transaction.
 
 use std::cmp::Ordering;
-use std::fmt;
 
 use jiff::Timestamp;
 
@@ -49,52 +49,8 @@ use crate::model::VersionPlan;
 use crate::ops::query_ids;
 use crate::policy::Policy;
 
-/// The longest `rust-version` accepted.
-pub(crate) const MAX_RUST_VERSION_LEN: usize = 32;
-
-/// A Rust release, `major.minor.patch`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Release {
-    major: u64,
-    minor: u64,
-    patch: u64,
-}
-
-impl Release {
-    /// Reads a `rust-version`: one to three numbers (`1.70` means 1.70.0), as cargo accepts.
-    pub(crate) fn parse_rust_version(text: &str) -> Option<Self> {
-        if text.len() > MAX_RUST_VERSION_LEN {
-            return None;
-        }
-        let mut numbers = [0_u64; 3];
-        for (count, part) in text.split('.').enumerate() {
-            if count == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            numbers[count] = part.parse().ok()?;
-        }
-        Some(Self {
-            major: numbers[0],
-            minor: numbers[1],
-            patch: numbers[2],
-        })
-    }
-
-    /// Reads a toolchain name that is a release, exactly `X.Y.Z`; anything else (`nightly-…`,
-    /// `beta`, `1.95`) is not.
-    pub(crate) fn parse_toolchain(name: &str) -> Option<Self> {
-        if name.split('.').count() != 3 {
-            return None;
-        }
-        Self::parse_rust_version(name)
-    }
-}
-
-impl fmt::Display for Release {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
+/// A Rust release (the one rule: `buildsrs_keys::release`).
+pub(crate) use buildsrs_keys::RustRelease as Release;
 
 /// The newest of `versions` and the `backfill` next-older ones, newest first: semver order,
 /// pre-releases only when there is no release. Versions that are not semver are never
@@ -236,7 +192,7 @@ async fn load_matrix(db: &mut dyn Db) -> Result<Matrix> {
             let name: String = row.get(1)?;
             Ok(Toolchain {
                 id: row.get(0)?,
-                release: Release::parse_toolchain(&name),
+                release: Release::parse_release(&name),
                 name,
             })
         })
@@ -425,46 +381,6 @@ async fn insert_tasks(
 mod tests {
     use super::*;
 
-    fn release(text: &str) -> Option<Release> {
-        Release::parse_rust_version(text)
-    }
-
-    #[test]
-    fn rust_versions_and_toolchain_releases_parse() {
-        assert_eq!(release("1.70"), release("1.70.0"));
-        assert_eq!(
-            release("1.70.1").map(|r| r.to_string()),
-            Some("1.70.1".into())
-        );
-        assert_eq!(release("2").map(|r| r.to_string()), Some("2.0.0".into()));
-        for bad in [
-            "",
-            "1.",
-            ".1",
-            "1.70.0.1",
-            "1.70-beta",
-            "v1.70",
-            "1.x",
-            " 1.70",
-            "1..0",
-        ] {
-            assert_eq!(release(bad), None, "{bad:?}");
-        }
-        assert!(release("1.9") < release("1.10"));
-        assert_eq!(
-            Release::parse_toolchain("1.95.0"),
-            release("1.95.0"),
-            "a release"
-        );
-        for not_a_release in ["1.95", "nightly-2026-01-01", "beta", "stable", "1.95.0-x"] {
-            assert_eq!(
-                Release::parse_toolchain(not_a_release),
-                None,
-                "{not_a_release}"
-            );
-        }
-    }
-
     #[test]
     fn newest_prefers_releases_and_takes_the_backfill() {
         let versions = [
@@ -494,7 +410,7 @@ mod tests {
                 .map(|(name, id)| Toolchain {
                     id,
                     name: (*name).to_owned(),
-                    release: Release::parse_toolchain(name),
+                    release: Release::parse_release(name),
                 })
                 .collect(),
         }
