@@ -683,7 +683,8 @@ store_test!(
             Some(buildsrs_store::VersionPlan::Matrix),
             "its newest version is planned"
         );
-        // The form without a backfill means none.
+        // The form without a backfill asks for none more; a backfill only grows, so the
+        // one asked for before stays.
         let again = scene
             .post_form(
                 "/admin/crates/watch",
@@ -700,7 +701,7 @@ store_test!(
                 .unwrap()
                 .unwrap()
                 .backfill,
-            0
+            2
         );
 
         let open = scene
