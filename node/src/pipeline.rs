@@ -20,7 +20,7 @@ use buildsrs_keys::{
     Identity, RustRelease, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement, Toolchain,
 };
 use buildsrs_sandbox::{
-    CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout,
+    CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout, output,
 };
 use sha2::{Digest, Sha256};
 
@@ -354,22 +354,13 @@ impl Pipeline {
         steps.begin("pack and sign");
 
         progress(Stage::Packing);
-        let release = cargo.target.join(&request.target).join("release");
-        let files: Vec<ArtifactFile> = plan
-            .binaries
-            .iter()
-            .map(|bin| ArtifactFile {
-                name: bin.clone(),
-                source: release.join(bin),
-            })
-            .collect();
-        if let Some(missing) = files.iter().find(|f| !f.source.is_file()) {
-            let reason = format!(
-                "cargo succeeded but {} is missing",
-                missing.source.display()
-            );
-            return Ok((failed(reason), None, None));
-        }
+        let files = match self.take_binaries(&cargo.target, &request.target, &plan, work)? {
+            Ok(files) => files,
+            Err(reason) => {
+                push_line(log, &reason);
+                return Ok((failed(reason), None, None));
+            }
+        };
         let staged = work.join("artifact.tar.gz");
         let packed = pack_artifact(
             &request.crate_name,
@@ -410,6 +401,44 @@ impl Pipeline {
             binaries: plan.binaries.clone(),
         };
         Ok((outcome, Some(attestation), Some(archive)))
+    }
+
+    /// Copies the planned binaries out of the build's target dir into `work/binaries/` for
+    /// packing. Everything in the target dir is the build's writing, so nothing there is opened
+    /// by name: each binary is reached without following links and must be a regular file
+    /// under the file size limit (`buildsrs_sandbox::output`). `Ok(Err(reason))` when what is
+    /// there is not that: the build's doing, so a failure of the crate.
+    fn take_binaries(
+        &self,
+        target_dir: &Path,
+        triple: &str,
+        plan: &BuildPlan,
+        work: &Path,
+    ) -> Result<Result<Vec<ArtifactFile>, String>> {
+        let staged = work.join("binaries");
+        std::fs::create_dir(&staged).with_context(|| format!("creating {}", staged.display()))?;
+        let max = self.config.limits.file_size_mib << 20;
+        let mut files = Vec::with_capacity(plan.binaries.len());
+        for bin in &plan.binaries {
+            let built = Path::new(triple).join("release").join(bin);
+            let mut file = match output::open_regular_beneath(target_dir, &built, max) {
+                Ok(file) => file,
+                Err(error) if error.is_the_builds_doing() => {
+                    return Ok(Err(format!("cargo succeeded but {error}")));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let copy = staged.join(bin);
+            let mut out = std::fs::File::create_new(&copy)
+                .with_context(|| format!("creating {}", copy.display()))?;
+            std::io::copy(&mut file, &mut out)
+                .with_context(|| format!("copying {}", built.display()))?;
+            files.push(ArtifactFile {
+                name: bin.clone(),
+                source: copy,
+            });
+        }
+        Ok(Ok(files))
     }
 
     /// Why a planned crate is not built at all, decided before anything is fetched: it does

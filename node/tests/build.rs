@@ -241,6 +241,56 @@ async fn a_build_that_prints_node_trouble_is_still_the_crates_failure() -> Resul
     Ok(())
 }
 
+/// The attack: while binary `b` compiles, its proc macro swaps the finished binary `a` for a
+/// link to the node's secret key (or for a FIFO). The node must not follow it: the build is
+/// the crate's failure, nothing is packed or signed, and the key is in no archive.
+#[tokio::test]
+async fn a_binary_swapped_for_a_link_to_the_node_key_is_never_read() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    registry.publish("fx-link-swapper", "0.1.0")?;
+    let node = TestNode::new(|_| {}).await?;
+    let key = std::fs::read(node.dir.key_path())?;
+    let scratch = tempfile::tempdir()?;
+    for (mode, version, kind) in [
+        ("key", "0.1.0", "is a symbolic link"),
+        ("fifo", "0.2.0", "is a FIFO"),
+    ] {
+        let crate_dir = fixture_copy("link-swap", &scratch.path().join(mode))?;
+        std::fs::write(crate_dir.join("swap-mode.txt"), mode)?;
+        let published = registry.publish_dir(&crate_dir, version)?;
+        // A FIFO opened for reading would wait forever for a writer: bound the test.
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(600),
+            node.build(&registry, &published),
+        )
+        .await??;
+        assert!(
+            report.log.contains(&format!("swapper: {mode}: Ok(())")),
+            "the attack did not run:\n{}",
+            report.log
+        );
+        match &report.outcome {
+            BuildOutcome::BuildFailed { reason } => assert!(
+                reason.contains("x86_64-unknown-linux-gnu/release/a")
+                    && reason.contains(kind)
+                    && reason.contains("not a file the build wrote"),
+                "{reason}"
+            ),
+            other => panic!("{mode}: {other}\n{}", report.log),
+        }
+        assert!(report.archive.is_none() && report.attestation.is_none());
+    }
+    for held in std::fs::read_dir(node.dir.artifacts_dir())? {
+        let bytes = std::fs::read(held?.path())?;
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_slice()),
+            "the node's key is in an artifact"
+        );
+    }
+    assert!(node.state.artifacts()?.is_empty());
+    Ok(())
+}
+
 /// A `.crate` cut short in the dependency cache (a job killed while cargo wrote it) is
 /// found, removed and fetched again, instead of failing every later build that needs it.
 #[tokio::test]

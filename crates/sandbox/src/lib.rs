@@ -9,6 +9,7 @@
 //! - [`cargo`]: the two build phases (fetch with network, build without) as specs over the
 //!   standard layout.
 //! - [`clock`]: the wall clock frozen at `SOURCE_DATE_EPOCH` in phase 2.
+//! - [`output`]: reading what a build wrote without following links.
 //!
 //! The trust line: [`SandboxError`] is always the node's fault and never a verdict on the
 //! crate; [`RunOutcome`] is always the crate's doing.
@@ -55,6 +56,7 @@ mod cgroup;
 pub mod clock;
 mod error;
 pub mod outcome;
+pub mod output;
 pub mod sandbox;
 pub mod spec;
 
