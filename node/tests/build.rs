@@ -401,17 +401,8 @@ async fn build_scripts_may_write_into_their_own_package_and_the_cache_stays_unto
             .build(&registry, &registry.publish(crate_name, "0.1.0")?)
             .await?;
         let (_, binaries) = built(&report);
-        let out = tempfile::tempdir()?;
-        let top = format!("{crate_name}-0.1.0-{TARGET}");
-        let unpacked = unpack_tar_gz(
-            std::fs::File::open(report.archive.as_ref().unwrap())?,
-            out.path(),
-            &top,
-            Limits::CRATE_SOURCE,
-        )?;
-        let run =
-            std::process::Command::new(unpacked.root.join("bin").join(&binaries[0])).output()?;
-        assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), prints);
+        let said = support::run_built(&report, crate_name, "0.1.0", &binaries[0], &[], "");
+        assert_eq!(said.trim(), prints);
     }
     let mut generated = Vec::new();
     let mut pending = vec![node.dir.cargo_home()];
@@ -449,18 +440,10 @@ async fn what_builds_read_as_the_time_is_source_date_epoch_so_two_nodes_agree() 
     let b = second.build(&registry, &published).await?;
     assert_eq!(built(&a).0, built(&b).0, "the two nodes disagree");
 
-    let out = tempfile::tempdir()?;
-    let top = format!("build-time-0.1.0-{TARGET}");
-    let unpacked = unpack_tar_gz(
-        std::fs::File::open(a.archive.as_ref().unwrap())?,
-        out.path(),
-        &top,
-        Limits::CRATE_SOURCE,
-    )?;
-    let run = std::process::Command::new(unpacked.root.join("bin/build-time")).output()?;
+    let said = support::run_built(&a, "build-time", "0.1.0", "build-time", &[], "");
     let epoch = buildsrs_node::pipeline::SOURCE_DATE_EPOCH;
     assert_eq!(
-        String::from_utf8_lossy(&run.stdout),
+        said,
         format!(
             "build script: {epoch}.000000000\ndate: {epoch}.000000000\nproc macro: {epoch}.000000000\n"
         )

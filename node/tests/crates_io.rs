@@ -10,11 +10,10 @@
 mod support;
 
 use anyhow::Result;
-use buildsrs_archive::{Limits, unpack_tar_gz};
 use buildsrs_fixture_registry::crates_io;
 use buildsrs_node::outcome::BuildOutcome;
 use buildsrs_node::pipeline::JobReport;
-use support::{TARGET, TestNode};
+use support::TestNode;
 
 /// Builds and returns the report; the test fails with the log when it did not build.
 async fn build(node: &TestNode, name: &str, version: &str) -> Result<JobReport> {
@@ -27,34 +26,6 @@ async fn build(node: &TestNode, name: &str, version: &str) -> Result<JobReport> 
         other => panic!("{name} {version}: {other}\n{}", report.log),
     }
     Ok(report)
-}
-
-/// Unpacks the report's archive and runs its one binary with `input` on stdin.
-fn run_binary(report: &JobReport, top: &str, binary: &str, args: &[&str], input: &str) -> String {
-    use std::io::Write;
-    let out = tempfile::tempdir().unwrap();
-    let unpacked = unpack_tar_gz(
-        std::fs::File::open(report.archive.as_ref().unwrap()).unwrap(),
-        out.path(),
-        top,
-        Limits::CRATE_SOURCE,
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(unpacked.root.join("bin").join(binary))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{binary}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `rustfilt` ships a `Cargo.lock`; a second node with another data dir builds the very same
@@ -81,9 +52,10 @@ async fn crates_io_a_crate_with_a_lock_builds_and_reproduces_on_a_second_node() 
         _ => unreachable!(),
     };
     assert_eq!(hash(&a), hash(&b), "two nodes disagree on rustfilt 0.2.2");
-    let demangled = run_binary(
+    let demangled = support::run_built(
         &a,
-        &format!("rustfilt-0.2.2-{TARGET}"),
+        "rustfilt",
+        "0.2.2",
         "rustfilt",
         &[],
         "_ZN4core3fmt5write17h0123456789abcdefE\n",
@@ -115,9 +87,10 @@ async fn crates_io_a_crate_without_a_lock_is_resolved_and_built() -> Result<()> 
         "no --locked without a shipped lock: {}",
         report.log
     );
-    let dump = run_binary(
+    let dump = support::run_built(
         &report,
-        &format!("hexyl-0.5.1-{TARGET}"),
+        "hexyl",
+        "0.5.1",
         "hexyl",
         &["--color", "never"],
         "buildsrs",

@@ -89,6 +89,43 @@ pub async fn crates_io_request(name: &str, version: &str) -> Result<BuildRequest
     })
 }
 
+/// Unpacks the archive a build made (`NAME-VERSION-TARGET/`) into a temp dir, runs
+/// `bin/BINARY` with `args` and `input` on stdin, and returns what it printed. Panics when it
+/// does not run or fails.
+pub fn run_built(
+    report: &JobReport,
+    name: &str,
+    version: &str,
+    binary: &str,
+    args: &[&str],
+    input: &str,
+) -> String {
+    use std::io::Write;
+    let out = tempfile::tempdir().unwrap();
+    let unpacked = buildsrs_archive::unpack_tar_gz(
+        std::fs::File::open(report.archive.as_ref().expect("an archive")).unwrap(),
+        out.path(),
+        &format!("{name}-{version}-{TARGET}"),
+        buildsrs_archive::Limits::CRATE_SOURCE,
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(unpacked.root.join("bin").join(binary))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{binary}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Copies a fixture crate to a temp dir so a test can add files (ports, paths) to it.
 pub fn fixture_copy(name: &str, into: &Path) -> Result<std::path::PathBuf> {
     let from = buildsrs_fixture_registry::fixtures_dir().join(name);
