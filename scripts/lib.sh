@@ -10,5 +10,8 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="${BUILDSRS_TARGET_DIR:-/var/tmp/buildsrs-target}"
 fi
 mkdir -p "$CARGO_TARGET_DIR"
+# No incremental compilation: test, bench and devnet builds are built once per change, and
+# incremental state once grew the shared target dir by gigabytes.
+export CARGO_INCREMENTAL=0
 
 step() { printf '\n==> %s\n' "$*"; }
