@@ -101,10 +101,15 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
              unconfined, with your rights and your network"
         );
     }
-    let sandbox = crate::datadir::sandbox_for(&dir, args.insecure_no_sandbox, |note| {
+    let (sandbox, capabilities) =
+        crate::datadir::sandbox_for(&dir, args.insecure_no_sandbox).await?;
+    for note in &capabilities.notes {
         eprintln!("note: {note}");
-    })
-    .await?;
+    }
+    let limits = crate::limits::report(&dir.config()?.limits, &capabilities);
+    for missing in limits.missing() {
+        eprintln!("warning: this build runs without a {missing} limit");
+    }
     let (state, abandoned) = NodeState::open(&dir.state_path())?;
     for job in abandoned {
         eprintln!(

@@ -58,6 +58,10 @@ struct RunArgs {
     /// trying the network on a machine without bubblewrap.
     #[arg(long)]
     insecure_no_sandbox: bool,
+    /// Start even when builds would run without a memory, process or disk limit (no cgroups
+    /// and no /proc, or a limit set to 0 in config.toml).
+    #[arg(long)]
+    allow_unlimited_builds: bool,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +113,7 @@ fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     options.blobs_bind = args.blobs_bind;
     options.shutdown_grace = std::time::Duration::from_secs(args.shutdown_grace);
     options.insecure_no_sandbox = args.insecure_no_sandbox;
+    options.allow_unlimited_builds = args.allow_unlimited_builds;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();

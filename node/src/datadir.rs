@@ -52,13 +52,23 @@ pub struct NodeConfig {
 pub struct LimitsConfig {
     /// Wall-clock seconds one build phase may take.
     pub wall_clock_secs: u64,
-    /// Memory for one build, in MiB (a cgroup where cgroups are writable).
+    /// Memory for one build, in MiB (a cgroup where cgroups are writable, the sandbox's
+    /// watchdog elsewhere). 0: no limit (`buildsrs-node run` then needs
+    /// `--allow-unlimited-builds`).
     pub memory_mib: u64,
     /// Processes and threads one build may have at once (a cgroup where cgroups are
-    /// writable).
+    /// writable, the watchdog elsewhere). 0: no limit.
     pub processes: u64,
     /// Largest file a build may write, in MiB.
     pub file_size_mib: u64,
+    /// What one build phase may write to disk in all (target dir, source copy, dependency
+    /// sources), in MiB. 0: no limit.
+    pub disk_mib: u64,
+    /// Size of each of a build's in-memory filesystems (`HOME`, `/tmp`, `/dev/shm`), in MiB.
+    pub tmpfs_mib: u64,
+    /// Use cgroups for the memory and process limits where they are writable. `false` leaves
+    /// both to the watchdog.
+    pub cgroups: bool,
     /// Largest build log kept, in KiB (head and tail are kept).
     pub log_kib: u64,
     /// Largest `.crate` accepted, in MiB.
@@ -85,6 +95,9 @@ impl Default for LimitsConfig {
             memory_mib: 4096,
             processes: 1024,
             file_size_mib: 2048,
+            disk_mib: 16 * 1024,
+            tmpfs_mib: 1024,
+            cgroups: true,
             log_kib: 1024,
             crate_mib: 64,
         }
@@ -250,27 +263,34 @@ pub fn default_data_dir() -> PathBuf {
         .join("buildsrs-node")
 }
 
-/// The sandbox builds run in: bubblewrap, set up to hide `dir`'s secrets, or none at all when
-/// `insecure_no_sandbox` (the caller has warned). `note` receives what the detection found
-/// worth telling (e.g. limits that cannot be enforced here).
+/// The sandbox builds run in: bubblewrap, set up to hide `dir`'s secrets (with cgroups unless
+/// the config switches them off), or none at all when `insecure_no_sandbox` (the caller has
+/// warned); and what it can enforce here, with notes worth telling the volunteer.
 pub async fn sandbox_for(
     dir: &DataDir,
     insecure_no_sandbox: bool,
-    note: impl Fn(&str),
-) -> anyhow::Result<buildsrs_sandbox::Sandbox> {
+) -> anyhow::Result<(
+    buildsrs_sandbox::Sandbox,
+    buildsrs_sandbox::SandboxCapabilities,
+)> {
     use anyhow::Context as _;
     if insecure_no_sandbox {
-        return Ok(buildsrs_sandbox::Sandbox::None);
+        let sandbox = buildsrs_sandbox::Sandbox::None;
+        let capabilities = sandbox.check().await?;
+        return Ok((sandbox, capabilities));
     }
-    let (sandbox, capabilities) = buildsrs_sandbox::Sandbox::detect(dir.protected_paths())
+    let config = dir.config()?;
+    let (sandbox, capabilities) =
+        buildsrs_sandbox::Sandbox::detect_with(buildsrs_sandbox::BwrapConfig {
+            protected_paths: dir.protected_paths(),
+            cgroups: config.limits.cgroups,
+            ..buildsrs_sandbox::BwrapConfig::default()
+        })
         .await
         .context(
             "the build sandbox does not work here (install bubblewrap: apt-get install bubblewrap)",
         )?;
-    for line in &capabilities.notes {
-        note(line);
-    }
-    Ok(sandbox)
+    Ok((sandbox, capabilities))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! - [`fetch`]: download a `.crate`, capped and checked against the index checksum.
 //! - [`plan`]: read `cargo metadata` and `[package.metadata.buildsrs]` into a build plan.
 //! - [`outcome`]: how a build ended.
+//! - [`limits`]: which build limits hold here and by what; `run` refuses to start without
+//!   memory, process and disk limits.
 //! - [`settings`]: the build settings that can change the output, and their digest.
 //! - [`state`]: the node's own SQLite state (jobs, artifacts, attestations).
 //! - [`run`] and [`net`]: `buildsrs-node run`, the node on a coordinator's network (job loop,
@@ -19,6 +21,7 @@ pub mod build_cmd;
 pub mod cli;
 pub mod datadir;
 pub mod fetch;
+pub mod limits;
 pub mod net;
 pub mod outcome;
 pub mod pipeline;

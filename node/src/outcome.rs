@@ -49,6 +49,13 @@ pub enum BuildOutcome {
         /// The cap, in MiB.
         limit_mib: u64,
     },
+    /// The build wrote more to disk than the limit allows. On the wire it travels as a build
+    /// failure with this text as its reason (the protocol and the coordinator's store know
+    /// no such outcome yet).
+    DiskLimit {
+        /// The limit, in MiB.
+        limit_mib: u64,
+    },
     /// The crate needs a newer Rust than this node builds with (its `rust-version`). Not the
     /// crate's fault and not a failure: the coordinator should not have planned it for this
     /// toolchain. On the wire it travels as a node error (older coordinators know no such
@@ -81,6 +88,7 @@ impl BuildOutcome {
             Self::TimedOut { .. } => "timed-out",
             Self::OutOfMemory { .. } => "out-of-memory",
             Self::OutputTooLarge { .. } => "output-too-large",
+            Self::DiskLimit { .. } => "disk-limit",
             Self::NeedsNewerToolchain { .. } => "needs-newer-toolchain",
             Self::SourceChecksumMismatch { .. } => "source-checksum-mismatch",
             Self::NodeError { .. } => "node-error",
@@ -108,6 +116,9 @@ impl fmt::Display for BuildOutcome {
             Self::OutOfMemory { limit_mib: None } => f.write_str("out of memory"),
             Self::OutputTooLarge { limit_mib } => {
                 write!(f, "output too large (more than {limit_mib} MiB printed)")
+            }
+            Self::DiskLimit { limit_mib } => {
+                write!(f, "disk limit (more than {limit_mib} MiB written)")
             }
             Self::NeedsNewerToolchain {
                 required,

@@ -480,6 +480,9 @@ impl Pipeline {
             OutcomeKind::OutputTooLarge => Some(BuildOutcome::OutputTooLarge {
                 limit_mib: limits.output_cap_bytes >> 20,
             }),
+            OutcomeKind::DiskLimit => Some(BuildOutcome::DiskLimit {
+                limit_mib: limits.disk_bytes.unwrap_or(0) >> 20,
+            }),
             OutcomeKind::Failed => {
                 let text = run.log.to_string_lossy();
                 let mib =
@@ -708,8 +711,11 @@ impl Pipeline {
         let limits = &self.config.limits;
         let mut applied = spec.limits.clone();
         applied.wall_clock = Duration::from_secs(limits.wall_clock_secs);
-        applied.memory_bytes = Some(limits.memory_mib << 20);
-        applied.max_pids = Some(limits.processes);
+        let mib = |value: u64| (value > 0).then_some(value << 20);
+        applied.memory_bytes = mib(limits.memory_mib);
+        applied.max_pids = (limits.processes > 0).then_some(limits.processes);
+        applied.disk_bytes = mib(limits.disk_mib);
+        applied.tmpfs_bytes = mib(limits.tmpfs_mib);
         applied.file_size_bytes = Some(limits.file_size_mib << 20);
         applied.log_keep_bytes = usize::try_from(limits.log_kib * 1024).unwrap_or(usize::MAX);
         spec.limits(applied)
@@ -725,6 +731,9 @@ fn phase_one_failure(run: &RunOutcome, log: &mut CappedLog) -> Option<BuildOutco
         OutcomeKind::TimedOut => Some(BuildOutcome::NodeError {
             reason: "fetching dependencies timed out".into(),
         }),
+        OutcomeKind::DiskLimit => Some(failed(
+            "fetching dependencies wrote more than the disk limit".into(),
+        )),
         OutcomeKind::OutOfMemory | OutcomeKind::OutputTooLarge | OutcomeKind::Failed => {
             let text = run.log.to_string_lossy();
             let network = [

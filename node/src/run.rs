@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
     /// Build without a sandbox (tests of the network on machines without bubblewrap only).
     pub insecure_no_sandbox: bool,
+    /// Start even when builds would run without a memory, process or disk limit.
+    pub allow_unlimited_builds: bool,
 }
 
 impl RunOptions {
@@ -60,6 +62,7 @@ impl RunOptions {
             blobs_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_grace: Duration::from_secs(30),
             insecure_no_sandbox: false,
+            allow_unlimited_builds: false,
         }
     }
 }
@@ -92,10 +95,22 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
     if options.insecure_no_sandbox {
         tracing::warn!("--insecure-no-sandbox: crates build unconfined");
     }
-    let sandbox = crate::datadir::sandbox_for(&dir, options.insecure_no_sandbox, |note| {
+    if rustix::process::geteuid().is_root() {
+        tracing::warn!(
+            "running as root: a sandbox escape would own this machine. Run the node as its \
+             own unprivileged user (see docs/node.md)"
+        );
+    }
+    let (sandbox, capabilities) =
+        crate::datadir::sandbox_for(&dir, options.insecure_no_sandbox).await?;
+    for note in &capabilities.notes {
         tracing::info!("sandbox: {note}");
-    })
-    .await?;
+    }
+    let limits = crate::limits::report(&config.limits, &capabilities);
+    for line in limits.lines() {
+        tracing::info!("build limit: {line}");
+    }
+    limits.require_all(options.allow_unlimited_builds)?;
     let (state, abandoned) = NodeState::open(&dir.state_path())?;
     for job in &abandoned {
         tracing::warn!(
@@ -373,6 +388,9 @@ async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
         BuildOutcome::SourceChecksumMismatch { reason } => {
             Outcome::SourceChecksumMismatch { reason }
         }
+        outcome @ BuildOutcome::DiskLimit { .. } => Outcome::BuildFailed {
+            reason: outcome.to_string(),
+        },
         outcome @ BuildOutcome::NeedsNewerToolchain { .. } => Outcome::NodeError {
             reason: outcome.to_string(),
         },

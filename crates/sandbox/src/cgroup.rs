@@ -77,6 +77,14 @@ impl CgroupParents {
         parents
     }
 
+    /// No cgroups at all: the node was told not to use them.
+    pub(crate) fn switched_off() -> Self {
+        CgroupParents {
+            notes: vec!["cgroups are switched off in the node's settings".into()],
+            ..CgroupParents::default()
+        }
+    }
+
     pub(crate) fn memory_available(&self) -> bool {
         self.memory.is_some()
     }
@@ -141,6 +149,16 @@ impl RunCgroups {
             }
         }
         (run, warnings)
+    }
+
+    /// Whether the run has a memory cgroup (its memory limit is the kernel's to enforce).
+    pub(crate) fn has_memory(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// Whether the run has a pids cgroup.
+    pub(crate) fn has_pids(&self) -> bool {
+        self.pids.is_some()
     }
 
     /// The `cgroup.procs` files the wrapper must write its pid into (one per directory).

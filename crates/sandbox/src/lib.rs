@@ -10,6 +10,8 @@
 //!   standard layout.
 //! - [`clock`]: the wall clock frozen at `SOURCE_DATE_EPOCH` in phase 2.
 //! - [`output`]: reading what a build wrote without following links.
+//! - `watchdog`: the disk limit everywhere, and the memory and process limits where cgroups
+//!   are not writable, enforced by watching the run from outside.
 //!
 //! The trust line: [`SandboxError`] is always the node's fault and never a verdict on the
 //! crate; [`RunOutcome`] is always the crate's doing.
@@ -59,6 +61,7 @@ pub mod outcome;
 pub mod output;
 pub mod sandbox;
 pub mod spec;
+mod watchdog;
 
 pub use cargo::CargoLayout;
 pub use error::SandboxError;

@@ -41,10 +41,12 @@ pub enum OutcomeKind {
     Failed,
     /// Ran past the wall clock or a process ran past its CPU time.
     TimedOut,
-    /// The memory cgroup killed a process, or an allocation failed.
+    /// The memory limit killed the run, or an allocation failed.
     OutOfMemory,
     /// Printed more than the output cap.
     OutputTooLarge,
+    /// Wrote more than the disk limit.
+    DiskLimit,
 }
 
 /// The result of one run in the sandbox.
@@ -54,13 +56,17 @@ pub struct RunOutcome {
     pub status: ExitStatus,
     /// Killed at the wall clock, or a process exceeded its CPU time limit.
     pub timed_out: bool,
-    /// The memory cgroup OOM-killed a process, or the log shows an allocation failure (the
-    /// address-space rlimit makes rustc abort with `memory allocation of N bytes failed`).
+    /// The memory cgroup OOM-killed a process, the watchdog saw the tree over the memory
+    /// limit, or the log shows an allocation failure (the address-space rlimit makes rustc
+    /// abort with `memory allocation of N bytes failed`).
     pub out_of_memory: bool,
     /// Output passed the cap and the run was killed.
     pub output_too_large: bool,
-    /// The pids cgroup refused a fork at least once.
+    /// The process limit stopped the run: the pids cgroup refused a fork at least once, or
+    /// the watchdog counted too many tasks and killed the run.
     pub pids_limit_hit: bool,
+    /// The run wrote more than the disk limit and was killed.
+    pub disk_limit_hit: bool,
     /// Head and tail of stdout and stderr, interleaved as they arrived.
     pub log: CappedLog,
     /// Wall-clock time from spawn to exit.
@@ -78,6 +84,8 @@ impl RunOutcome {
             OutcomeKind::OutOfMemory
         } else if self.output_too_large {
             OutcomeKind::OutputTooLarge
+        } else if self.disk_limit_hit {
+            OutcomeKind::DiskLimit
         } else if self.status == ExitStatus::Exited(0) {
             OutcomeKind::Succeeded
         } else {

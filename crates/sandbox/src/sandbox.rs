@@ -35,6 +35,7 @@ use crate::SandboxError;
 use crate::cgroup::{CgroupParents, Counters, RunCgroups};
 use crate::outcome::{CappedLog, ExitStatus, RunOutcome};
 use crate::spec::{Mount, SandboxSpec, line};
+use crate::watchdog::{Breach, TREE_INTERVAL, Watchdog};
 
 /// The uid and gid the program runs as inside bubblewrap (`nobody`).
 pub const SANDBOX_UID: u32 = 65534;
@@ -101,6 +102,9 @@ pub struct BwrapConfig {
     /// Host paths no spec may bind, nor any directory above or below them: the node's data
     /// dir and secret key. [`Sandbox::run`] refuses such a spec.
     pub protected_paths: Vec<PathBuf>,
+    /// Use cgroups where they are writable. Off, the watchdog enforces the memory and process
+    /// limits instead (for machines whose cgroups misbehave, and to test that path).
+    pub cgroups: bool,
 }
 
 impl Default for BwrapConfig {
@@ -109,6 +113,7 @@ impl Default for BwrapConfig {
             bwrap: PathBuf::from("bwrap"),
             prlimit: PathBuf::from("prlimit"),
             protected_paths: Vec::new(),
+            cgroups: true,
         }
     }
 }
@@ -138,8 +143,12 @@ pub struct SandboxCapabilities {
     pub bwrap_version: Option<String>,
     /// Memory limits and OOM detection over the whole tree are available.
     pub memory_cgroup: bool,
-    /// The process-count limit is available.
+    /// The process-count limit is available in the kernel.
     pub pids_cgroup: bool,
+    /// The runner can watch a run's process tree in `/proc`, so the memory and process limits
+    /// hold without cgroups too (checked after the fact, every 100 ms), and its writable
+    /// directories, so the disk limit holds everywhere.
+    pub watchdog: bool,
     /// Why something is unavailable, in words for the volunteer.
     pub notes: Vec<String>,
 }
@@ -149,10 +158,18 @@ impl Sandbox {
     pub async fn detect(
         protected_paths: Vec<PathBuf>,
     ) -> Result<(Sandbox, SandboxCapabilities), SandboxError> {
-        let sandbox = Sandbox::Bubblewrap(BwrapConfig {
+        Sandbox::detect_with(BwrapConfig {
             protected_paths,
             ..BwrapConfig::default()
-        });
+        })
+        .await
+    }
+
+    /// Bubblewrap with the given settings, after checking that it works here.
+    pub async fn detect_with(
+        config: BwrapConfig,
+    ) -> Result<(Sandbox, SandboxCapabilities), SandboxError> {
+        let sandbox = Sandbox::Bubblewrap(config);
         let capabilities = sandbox.check().await?;
         Ok((sandbox, capabilities))
     }
@@ -168,32 +185,25 @@ impl Sandbox {
     /// Checks that this strategy works on this machine by running a trivial command in it,
     /// and reports which limits are available. The error says what to install or enable.
     pub async fn check(&self) -> Result<SandboxCapabilities, SandboxError> {
-        let parents = CgroupParents::detect();
+        let parents = self.cgroup_parents();
+        let watchdog = crate::watchdog::measure_tree(std::process::id(), 4096).tasks > 0;
         let mut capabilities = SandboxCapabilities {
             strategy: self.name(),
             isolated: matches!(self, Sandbox::Bubblewrap(_)),
             bwrap_version: None,
             memory_cgroup: parents.memory_available(),
             pids_cgroup: parents.pids_available(),
+            watchdog,
             notes: parents.notes.clone(),
         };
-        if !capabilities.memory_cgroup {
+        if !watchdog {
             capabilities.notes.push(
-                "builds run without a memory limit over the whole process tree; out-of-memory is \
-                 detected only from allocation failures"
+                "cannot read processes in /proc: without cgroups, builds have no memory or \
+                 process limit over the whole tree"
                     .into(),
             );
         }
-        let leaked = inherited_descriptors();
-        if !leaked.is_empty() {
-            let note = format!(
-                "file descriptors {leaked:?} were inherited by the node without close-on-exec \
-                 and stay open inside the sandbox (bwrap does not close them): start the node \
-                 without extra open descriptors"
-            );
-            tracing::warn!("{note}");
-            capabilities.notes.push(note);
-        }
+        close_inherited_descriptors();
         resolve_tool("prlimit", &self.prlimit_path(), PRLIMIT_HINT)?;
         if let Sandbox::Bubblewrap(config) = self {
             let bwrap = resolve_tool("bwrap", &config.bwrap, BWRAP_HINT)?;
@@ -281,6 +291,7 @@ impl Sandbox {
             Sandbox::None => &[],
         };
         spec.validate(protected)?;
+        close_inherited_descriptors();
         let prlimit = resolve_tool("prlimit", &self.prlimit_path(), PRLIMIT_HINT)?;
         // Node-side scratch space: the status file, and the tmpfs stand-ins of `None`.
         let scratch = tempfile::Builder::new()
@@ -307,7 +318,7 @@ impl Sandbox {
             }
         };
 
-        let parents = CgroupParents::detect();
+        let parents = self.cgroup_parents();
         let (cgroups, warnings) =
             RunCgroups::create(&parents, spec.limits.memory_bytes, spec.limits.max_pids);
         for warning in warnings {
@@ -336,7 +347,23 @@ impl Sandbox {
             })
             .args(program);
 
-        let supervised = supervise(command, &spec.limits, &cgroups).await;
+        let writable: Vec<PathBuf> = spec
+            .mounts
+            .iter()
+            .filter_map(|mount| match mount {
+                Mount::ReadWrite { host, .. } => Some(host.clone()),
+                _ => None,
+            })
+            .collect();
+        // What the kernel does not bound for this run, the watchdog does.
+        let watchdog = Watchdog::new(
+            spec.limits.max_pids.filter(|_| !cgroups.has_pids()),
+            spec.limits.memory_bytes.filter(|_| !cgroups.has_memory()),
+            writable,
+            spec.limits.disk_bytes,
+        )
+        .await;
+        let supervised = supervise(command, &spec.limits, &cgroups, watchdog).await;
         cgroups.kill_all().await;
         let counters = cgroups.counters();
         cgroups.remove().await;
@@ -344,6 +371,13 @@ impl Sandbox {
 
         let status_text = std::fs::read_to_string(&status_file).unwrap_or_default();
         classify(self, supervised, &status_text, counters)
+    }
+
+    fn cgroup_parents(&self) -> CgroupParents {
+        match self {
+            Sandbox::Bubblewrap(config) if !config.cgroups => CgroupParents::switched_off(),
+            _ => CgroupParents::detect(),
+        }
     }
 
     fn prlimit_path(&self) -> PathBuf {
@@ -403,11 +437,28 @@ fn bwrap_command(bwrap: &Path, spec: &SandboxSpec) -> Vec<OsString> {
         }
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
+    // Each tmpfs is size-capped (`--size` applies to the next `--tmpfs`), /dev/shm included:
+    // otherwise it is a directory of /dev's own tmpfs, which has no size limit.
+    let size = spec.limits.tmpfs_bytes.map_or_else(Vec::new, |bytes| {
+        vec!["--size".to_owned(), bytes.to_string()]
+    });
+    let sized = |sandbox: &Path| -> Vec<OsString> {
+        let mut tmpfs: Vec<OsString> = size.iter().map(OsString::from).collect();
+        tmpfs.extend(["--tmpfs".into(), sandbox.as_os_str().to_owned()]);
+        tmpfs
+    };
+    for arg in sized(Path::new("/dev/shm")) {
+        push(&[&arg]);
+    }
     for mount in spec.mounts_in_order() {
         match mount {
             Mount::ReadOnly { host, sandbox } => push(&[&"--ro-bind", host, sandbox]),
             Mount::ReadWrite { host, sandbox } => push(&[&"--bind", host, sandbox]),
-            Mount::Tmpfs { sandbox } => push(&[&"--tmpfs", sandbox]),
+            Mount::Tmpfs { sandbox } => {
+                for arg in sized(sandbox) {
+                    push(&[&arg]);
+                }
+            }
         }
     }
     // The root itself (a tmpfs holding the mount points) becomes read-only last, so nothing
@@ -502,29 +553,13 @@ fn prlimit_options(limits: &crate::Limits) -> String {
         .join(" ")
 }
 
-/// Descriptors above stderr that this process holds without close-on-exec. Everything Rust
-/// opens is close-on-exec, so these came from whoever started the node; they would pass
-/// through the wrapper and bwrap into the program, and closing them needs `unsafe`, which
-/// this workspace forbids. `check` reports them instead.
-fn inherited_descriptors() -> Vec<u32> {
-    const O_CLOEXEC: u32 = 0o2_000_000;
-    let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
-        return Vec::new();
-    };
-    let mut leaked: Vec<u32> = entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|fd| *fd > 2)
-        .filter(|fd| {
-            let info =
-                std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
-            info.lines()
-                .find_map(|line| line.strip_prefix("flags:"))
-                .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
-                .is_some_and(|flags| flags & O_CLOEXEC == 0)
-        })
-        .collect();
-    leaked.sort_unstable();
-    leaked
+/// Marks every descriptor above stderr close-on-exec. Everything Rust opens already is, so
+/// this only touches descriptors inherited from whoever started the node (a shell's
+/// `exec 7<secret`, a service manager's sockets): without it they would pass through the
+/// wrapper and bwrap (which closes nothing) into the build. Run before every spawn, so a
+/// descriptor leaked into the node at any time never reaches a build.
+fn close_inherited_descriptors() {
+    close_fds::set_fds_cloexec_threadsafe(3, &[]);
 }
 
 /// Finds a tool: a path with a slash as is, a bare name in the node's `PATH` or the usual
@@ -562,15 +597,18 @@ struct Supervised {
     timed_out: bool,
     output_too_large: bool,
     killed: bool,
+    /// The limit the watchdog stopped the run for.
+    breach: Option<Breach>,
     wall_time: Duration,
 }
 
 /// Spawns `command` with stdout and stderr on one pipe, and watches it: output into the log,
-/// the wall clock, the output cap, and the exit.
+/// the wall clock, the output cap, the watchdog's limits, and the exit.
 async fn supervise(
     mut command: Command,
     limits: &crate::Limits,
     cgroups: &RunCgroups,
+    mut watchdog: Watchdog,
 ) -> Result<Supervised, SandboxError> {
     let (reader, writer) = std::io::pipe().map_err(SandboxError::io("creating the output pipe"))?;
     let writer_too = writer
@@ -594,6 +632,10 @@ async fn supervise(
         .and_then(Pid::from_raw);
     let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))
         .map_err(SandboxError::io("watching the output pipe"))?;
+    watchdog.set_root(child.id());
+    let mut watch_interval = tokio::time::interval(TREE_INTERVAL);
+    watch_interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut breach = None;
 
     let mut log = CappedLog::new(limits.log_keep_bytes);
     let mut buf = vec![0u8; 64 * 1024];
@@ -634,6 +676,14 @@ async fn supervise(
                 // Leftovers (possible only without a pid namespace) die with the run.
                 kill_tree(&mut child, group, cgroups).await;
             },
+            _ = watch_interval.tick(), if exit.is_none() && !killed && watchdog.is_active() => {
+                if let Some(seen) = watchdog.check().await {
+                    breach = Some(seen);
+                    killed = true;
+                    kill_deadline = tokio::time::Instant::now() + KILL_GRACE;
+                    kill_tree(&mut child, group, cgroups).await;
+                }
+            },
             () = tokio::time::sleep_until(timer) => {
                 if exit.is_some() {
                     break;
@@ -664,6 +714,7 @@ async fn supervise(
         timed_out,
         output_too_large,
         killed,
+        breach,
         wall_time,
     })
 }
@@ -729,6 +780,7 @@ fn classify(
     let log = run.log;
     let out_of_memory = failed
         && (counters.oom_kills > 0
+            || matches!(run.breach, Some(Breach::Memory(_)))
             || ALLOCATION_FAILURES
                 .iter()
                 .any(|m| log.contains(m.as_bytes())));
@@ -739,7 +791,9 @@ fn classify(
         timed_out: run.timed_out || cpu_exceeded,
         out_of_memory,
         output_too_large: run.output_too_large,
-        pids_limit_hit: counters.pids_refused > 0,
+        pids_limit_hit: counters.pids_refused > 0
+            || matches!(run.breach, Some(Breach::Processes(_))),
+        disk_limit_hit: matches!(run.breach, Some(Breach::Disk(_))),
         log,
         wall_time: run.wall_time,
         peak_memory_bytes: counters.peak_memory,

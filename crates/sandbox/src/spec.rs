@@ -98,10 +98,12 @@ impl Mount {
 /// Resource limits for one run.
 ///
 /// `address_space_bytes`, `cpu_seconds`, `file_size_bytes` and `open_files` are rlimits: they
-/// apply to each process separately (a build runs many). `memory_bytes` and `max_pids` are
-/// cgroup limits over the whole process tree, applied only where cgroups are writable (see
-/// [`crate::SandboxCapabilities`]). `wall_clock` and `output_cap_bytes` are enforced by the
-/// runner, which kills the whole tree when either is exceeded.
+/// apply to each process separately (a build runs many). `memory_bytes` and `max_pids` bound
+/// the whole process tree: in the kernel through cgroups where they are writable, otherwise
+/// through the runner's watchdog (see [`crate::SandboxCapabilities`]). `disk_bytes` bounds
+/// what the run writes into its writable bind mounts (watchdog) and `tmpfs_bytes` the size of
+/// each tmpfs (the kernel). `wall_clock` and `output_cap_bytes` are enforced by the runner.
+/// The runner kills the whole tree when any tree-wide limit is exceeded.
 ///
 /// Limits are deliberately left out of the settings digest: they decide whether a build
 /// finishes, never which bytes it produces.
@@ -126,6 +128,11 @@ pub struct Limits {
     pub memory_bytes: Option<u64>,
     /// Pids cgroup limit for the whole tree (processes and threads).
     pub max_pids: Option<u64>,
+    /// Bytes the run may add to its writable bind mounts, all together.
+    pub disk_bytes: Option<u64>,
+    /// The size of each tmpfs of the run (`HOME`, `/tmp`, `/dev/shm`). tmpfs lives in memory:
+    /// it counts toward the memory cgroup where there is one, and toward nothing otherwise.
+    pub tmpfs_bytes: Option<u64>,
 }
 
 const GIB: u64 = 1 << 30;
@@ -144,6 +151,8 @@ impl Default for Limits {
     ///   on two cores.
     /// - 8 GiB per file: release binaries with line tables stay far below that.
     /// - 64 MiB of output before the run is killed, 1 MiB of it kept in the log.
+    /// - 16 GiB written to disk: a release target dir of a big crate holds a few GiB.
+    /// - 1 GiB per tmpfs: rustc and linkers keep temporary files there, not build output.
     fn default() -> Self {
         Limits {
             address_space_bytes: Some(16 * GIB),
@@ -155,6 +164,8 @@ impl Default for Limits {
             log_keep_bytes: MIB as usize,
             memory_bytes: Some(8 * GIB),
             max_pids: Some(1024),
+            disk_bytes: Some(16 * GIB),
+            tmpfs_bytes: Some(GIB),
         }
     }
 }
