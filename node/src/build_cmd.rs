@@ -110,6 +110,7 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
     for missing in limits.missing() {
         eprintln!("warning: this build runs without a {missing} limit");
     }
+    let lock = dir.lock()?;
     let (state, abandoned) = NodeState::open(&dir.state_path())?;
     for job in abandoned {
         eprintln!(
@@ -117,7 +118,7 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
             job.id, job.start.crate_name, job.start.version
         );
     }
-    let pipeline = Pipeline::new(dir, sandbox, Arc::new(state)).await?;
+    let pipeline = Pipeline::new(dir, sandbox, Arc::new(state), lock).await?;
     let request = BuildRequest {
         crate_name: args.name.clone(),
         version: args.version.clone(),

@@ -8,7 +8,9 @@
 //! D/cargo-home/       the shared dependency cache (registry index and `.crate` files; only
 //!                     phase 1 writes it, compiles read it)
 //! D/lib/              the frozen-clock library preloaded into compiles (read-only)
-//! D/work/             per-job scratch space, removed when a job ends
+//! D/work/             per-job scratch space, removed when a job ends (and at start, when a
+//!                     crash left some behind)
+//! D/node.lock         held (flock) by the one process that builds with this data dir
 //! ```
 //!
 //! The root is made absolute when opened: builds and `cargo metadata` run in other working
@@ -249,6 +251,52 @@ impl DataDir {
     pub fn lib_dir(&self) -> PathBuf {
         self.root.join("lib")
     }
+
+    /// Takes the data dir for one building process: two processes building with one data
+    /// dir would each take the other's job dirs for a crash's leftovers. Held until the
+    /// returned lock is dropped (or the process dies, however it dies).
+    pub fn lock(&self) -> Result<DataDirLock> {
+        let path = self.root.join("node.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+                "another buildsrs-node process is building with {}; stop it first",
+                self.root.display()
+            ),
+            Err(error) => Err(error).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    /// Removes what a process that died mid-job left in `work/`. Call with the lock held.
+    /// Returns how many job dirs were removed.
+    pub fn remove_stale_work(&self, _lock: &DataDirLock) -> Result<usize> {
+        let mut removed = 0;
+        let work = self.work_dir();
+        let entries = match fs::read_dir(&work) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", work.display())),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            buildsrs_sandbox::output::remove_tree(&path)
+                .with_context(|| format!("removing {}", path.display()))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// The data dir's lock: see [`DataDir::lock`].
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: fs::File,
 }
 
 /// `path` made absolute against the current directory (without resolving links).

@@ -24,7 +24,7 @@ use buildsrs_sandbox::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::datadir::{DataDir, NodeConfig};
+use crate::datadir::{DataDir, DataDirLock, NodeConfig};
 use crate::fetch::{FetchError, download_crate};
 use crate::outcome::BuildOutcome;
 use crate::plan::{BuildPlan, plan_from_metadata};
@@ -97,14 +97,35 @@ pub struct Pipeline {
     toolchain: Toolchain,
     toolchain_dir: PathBuf,
     clock_shim: PathBuf,
+    /// Held for the pipeline's life: no other process builds with this data dir.
+    _lock: DataDirLock,
 }
 
 impl Pipeline {
     /// Sets up a pipeline over an opened data dir: reads the identity and configuration, and
     /// asks the toolchain for its version and sysroot.
-    pub async fn new(dir: DataDir, sandbox: Sandbox, state: Arc<NodeState>) -> Result<Self> {
+    ///
+    /// `lock` is the data dir's ([`DataDir::lock`], taken before the state was opened, since
+    /// opening it marks unfinished jobs abandoned).
+    pub async fn new(
+        dir: DataDir,
+        sandbox: Sandbox,
+        state: Arc<NodeState>,
+        lock: DataDirLock,
+    ) -> Result<Self> {
         let config = dir.config()?;
         let identity = dir.identity()?;
+        // Whatever a crash or `kill -9` left mid-job: job dirs, run cgroups, scratch dirs.
+        let work_dirs = dir.remove_stale_work(&lock)?;
+        let stale = sandbox.remove_stale().await;
+        if work_dirs + stale.cgroups + stale.scratch_dirs > 0 {
+            tracing::info!(
+                "removed what interrupted jobs left: {work_dirs} job dirs, {} sandbox cgroups, \
+                 {} scratch dirs",
+                stale.cgroups,
+                stale.scratch_dirs
+            );
+        }
         let (toolchain, toolchain_dir) = local_toolchain(config.toolchain.as_deref()).await?;
         let clock_shim = clock::install(&dir.lib_dir()).context("installing the clock library")?;
         clock::self_check(&sandbox, &clock_shim).await?;
@@ -122,6 +143,7 @@ impl Pipeline {
             toolchain,
             toolchain_dir,
             clock_shim,
+            _lock: lock,
         })
     }
 

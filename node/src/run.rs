@@ -111,6 +111,7 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         tracing::info!("build limit: {line}");
     }
     limits.require_all(options.allow_unlimited_builds)?;
+    let lock = dir.lock()?;
     let (state, abandoned) = NodeState::open(&dir.state_path())?;
     for job in &abandoned {
         tracing::warn!(
@@ -121,7 +122,7 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         );
     }
     let blobs_dir: PathBuf = dir.root().join("blobs");
-    let pipeline = Pipeline::new(dir, sandbox, Arc::new(state)).await?;
+    let pipeline = Pipeline::new(dir, sandbox, Arc::new(state), lock).await?;
     let blobs = BlobNode::spawn(BlobConfig {
         secret_key: identity.iroh_secret_key(),
         store_dir: Some(blobs_dir),

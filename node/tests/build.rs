@@ -6,6 +6,7 @@
 mod support;
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 
 use anyhow::Result;
 use buildsrs_archive::{Limits, unpack_tar_gz};
@@ -359,28 +360,93 @@ async fn a_file_over_the_size_limit_is_named_in_the_outcome() -> Result<()> {
     Ok(())
 }
 
+/// With cgroups and without (the sandbox's watchdog enforces the limit then).
 #[tokio::test]
 async fn too_many_processes_are_named_in_the_outcome() -> Result<()> {
-    let (_, capabilities) = buildsrs_sandbox::Sandbox::detect(Vec::new()).await?;
-    if !capabilities.pids_cgroup {
-        // Without a writable pids cgroup nothing limits processes yet; this test has nothing
-        // to check here.
-        eprintln!("SKIPPED: no writable pids cgroup on this machine");
-        return Ok(());
-    }
     let registry = FixtureRegistry::start().await?;
-    let node = TestNode::new(|c| c.limits.processes = 64).await?;
-    let report = node
-        .build(&registry, &registry.publish("fork-storm", "0.1.0")?)
+    for (cgroups, version) in [(true, "0.1.0"), (false, "0.1.1")] {
+        let node = TestNode::new(|c| {
+            c.limits.processes = 64;
+            c.limits.cgroups = cgroups;
+        })
         .await?;
-    match &report.outcome {
-        BuildOutcome::BuildFailed { reason } => assert!(
-            reason.contains("hit the process limit (64 processes and threads)"),
-            "{reason}\n{}",
-            report.log
-        ),
-        other => panic!("{other}\n{}", report.log),
+        let report = node
+            .build(&registry, &registry.publish("fork-storm", version)?)
+            .await?;
+        match &report.outcome {
+            BuildOutcome::BuildFailed { reason } => assert!(
+                reason.contains("hit the process limit (64 processes and threads)"),
+                "cgroups {cgroups}: {reason}\n{}",
+                report.log
+            ),
+            other => panic!("cgroups {cgroups}: {other}\n{}", report.log),
+        }
     }
+    Ok(())
+}
+
+/// Many files, each under the per-file limit, together over the disk limit: the probe that
+/// wrote 2.4 GB in six files and was reported built.
+#[tokio::test]
+async fn writing_more_than_the_disk_limit_is_named_in_the_outcome() -> Result<()> {
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|c| {
+        c.limits.disk_mib = 48;
+        c.limits.file_size_mib = 32;
+    })
+    .await?;
+    let report = node
+        .build(&registry, &registry.publish("disk-filler", "0.1.0")?)
+        .await?;
+    assert_eq!(
+        report.outcome,
+        BuildOutcome::DiskLimit { limit_mib: 48 },
+        "{}",
+        report.log
+    );
+    assert!(
+        report
+            .log
+            .ends_with("== outcome: disk limit (more than 48 MiB written)\n"),
+        "{}",
+        report.log
+    );
+    // The job's directories are gone afterwards: nothing it wrote stays on the node.
+    let leftovers = node.dir.work_dir();
+    let left: Vec<_> = std::fs::read_dir(&leftovers)?.flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Under a roomier limit the same crate builds.
+    let roomy = TestNode::new(|c| c.limits.disk_mib = 1024).await?;
+    built(
+        &roomy
+            .build(&registry, &registry.publish("disk-filler", "0.1.1")?)
+            .await?,
+    );
+    Ok(())
+}
+
+/// A node killed mid-job leaves its job dir (with whatever the build made unwritable); the
+/// next start removes it. While one process builds with a data dir, no other may.
+#[tokio::test]
+async fn a_restarted_node_removes_what_an_interrupted_job_left() -> Result<()> {
+    let node = TestNode::new(|_| {}).await?;
+    let refused = node.dir.lock().expect_err("the data dir is taken");
+    assert!(
+        refused
+            .to_string()
+            .contains("another buildsrs-node process"),
+        "{refused}"
+    );
+    let job = node.dir.work_dir().join("job-41");
+    std::fs::create_dir_all(job.join("target/release/locked"))?;
+    std::fs::write(job.join("target/release/locked/half-written"), b"...")?;
+    std::fs::set_permissions(
+        job.join("target/release/locked"),
+        std::fs::Permissions::from_mode(0o500),
+    )?;
+    let node = node.restart().await?;
+    assert!(!job.exists(), "the interrupted job's dir is still there");
+    assert!(node.dir.work_dir().is_dir());
     Ok(())
 }
 
@@ -569,16 +635,29 @@ async fn an_endless_build_times_out() -> Result<()> {
     Ok(())
 }
 
+/// With cgroups and without (the sandbox's watchdog enforces the limit then).
 #[tokio::test]
 async fn a_memory_hog_runs_out_of_memory() -> Result<()> {
     let registry = FixtureRegistry::start().await?;
+    for (cgroups, version) in [(true, "0.1.0"), (false, "0.1.1")] {
+        a_memory_hog_runs_out_of_memory_with(&registry, cgroups, version).await?;
+    }
+    Ok(())
+}
+
+async fn a_memory_hog_runs_out_of_memory_with(
+    registry: &FixtureRegistry,
+    cgroups: bool,
+    version: &str,
+) -> Result<()> {
     let node = TestNode::new(|c| {
         c.limits.memory_mib = 768;
         c.limits.wall_clock_secs = 120;
+        c.limits.cgroups = cgroups;
     })
     .await?;
     let report = node
-        .build(&registry, &registry.publish("memory-hog", "0.1.0")?)
+        .build(registry, &registry.publish("memory-hog", version)?)
         .await?;
     assert_eq!(
         report.outcome,

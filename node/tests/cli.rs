@@ -198,5 +198,70 @@ async fn a_build_killed_mid_way_is_reported_abandoned() -> Result<()> {
         !String::from_utf8_lossy(&again.stdout).contains("abandoned: job"),
         "reported once"
     );
+
+    // The killed process left its job dir and the sandbox runner's scratch dir; the next
+    // start removes both.
+    let killed = child.id();
+    assert!(
+        data.join("work/job-1").exists(),
+        "nothing was left to clean"
+    );
+    registry.publish("hello-bin", "0.1.0")?;
+    let next = node(
+        &data,
+        &[
+            "build",
+            "hello-bin",
+            "0.1.0",
+            "--registry",
+            &registry.index_url(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    )?;
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    assert_eq!(std::fs::read_dir(data.join("work"))?.count(), 0);
+    let scratch_left = std::fs::read_dir(std::env::temp_dir())?
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("buildsrs-sandbox-{killed}-"))
+        })
+        .count();
+    assert_eq!(
+        scratch_left, 0,
+        "the killed node's scratch dirs are still there"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_states_its_limits_and_refuses_to_build_without_them() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let data = scratch.path().join("node");
+    assert!(node(&data, &["init"])?.status.success());
+    let config_path = data.join("config.toml");
+    let mut config: buildsrs_node::datadir::NodeConfig =
+        toml::from_str(&std::fs::read_to_string(&config_path)?)?;
+    config.limits.disk_mib = 0;
+    std::fs::write(&config_path, toml::to_string(&config)?)?;
+    let refused = node(&data, &["run", "--coordinator", "/ip4/127.0.0.1/tcp/9"])?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("build limit: disk: NONE"), "{stderr}");
+    assert!(stderr.contains("build limit: memory: 4096 MiB"), "{stderr}");
+    assert!(
+        stderr.contains("builds would run without a disk limit")
+            && stderr.contains("--allow-unlimited-builds"),
+        "{stderr}"
+    );
+    // Nothing was started: no state, no job dirs.
+    assert_eq!(std::fs::read_dir(data.join("work"))?.count(), 0);
     Ok(())
 }

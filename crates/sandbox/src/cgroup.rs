@@ -85,6 +85,43 @@ impl CgroupParents {
         }
     }
 
+    /// Removes the run cgroups of sandbox processes that are gone (a node killed with
+    /// `kill -9` or a crash leaves them behind): kills what is still inside, then removes the
+    /// directory. Returns how many were removed.
+    pub(crate) async fn remove_stale(&self) -> usize {
+        let mut removed = 0;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for parent in [&self.memory, &self.pids].into_iter().flatten() {
+            let Ok(entries) = fs::read_dir(&parent.dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if stale_run_name(&name.to_string_lossy(), RUN_PREFIX)
+                    && !dirs.contains(&entry.path())
+                {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        for dir in dirs {
+            for _ in 0..50 {
+                let pids = read_pids(&dir.join("cgroup.procs"));
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    let _ = kill_process(pid, Signal::KILL);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if fs::remove_dir(&dir).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     pub(crate) fn memory_available(&self) -> bool {
         self.memory.is_some()
     }
@@ -113,6 +150,22 @@ pub(crate) struct Counters {
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// Run cgroups (and the runner's scratch dirs) are named `PREFIX<node pid>-<sequence>`, so a
+/// later node can tell those of a process that is gone.
+pub(crate) const RUN_PREFIX: &str = "buildsrs-sandbox-";
+
+/// Whether `name` is `prefix<pid>-<anything>` for a pid with no running process.
+pub(crate) fn stale_run_name(name: &str, prefix: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 impl RunCgroups {
     /// Creates this run's cgroups and sets their limits. A controller that fails is skipped
     /// with a warning (returned), never an error: the run is still sandboxed and rlimited.
@@ -122,7 +175,7 @@ impl RunCgroups {
         max_pids: Option<u64>,
     ) -> (RunCgroups, Vec<String>) {
         let name = format!(
-            "buildsrs-sandbox-{}-{}",
+            "{RUN_PREFIX}{}-{}",
             std::process::id(),
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );

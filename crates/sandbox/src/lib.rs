@@ -66,5 +66,7 @@ mod watchdog;
 pub use cargo::CargoLayout;
 pub use error::SandboxError;
 pub use outcome::{CappedLog, ExitStatus, OutcomeKind, RunOutcome};
-pub use sandbox::{BwrapConfig, SANDBOX_HOSTNAME, SANDBOX_UID, Sandbox, SandboxCapabilities};
+pub use sandbox::{
+    BwrapConfig, SANDBOX_HOSTNAME, SANDBOX_UID, Sandbox, SandboxCapabilities, StaleRemoved,
+};
 pub use spec::{Limits, Mount, SandboxSpec, layout};

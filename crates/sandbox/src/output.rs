@@ -12,6 +12,9 @@
 //! Call it only once the run has ended: the sandbox's processes are then all gone (its pid
 //! namespace and cgroups die with it), so nothing can swap a file between the check and the
 //! read.
+//!
+//! [`remove_tree`] removes what a build left behind, even directories it made unwritable
+//! (`chmod 0500` stops a node that does not run as root from deleting their entries).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -136,6 +139,41 @@ pub fn open_regular_beneath(
 }
 
 /// Why opening `name` in `dir` failed: a link or other non-directory is the build's doing.
+/// Removes `path` and everything below it, as a build may have left it: directories it made
+/// unreadable or unwritable are given back to their owner (`0700`) first, and links are
+/// removed, never followed. A missing `path` is not an error.
+///
+/// Like [`open_regular_beneath`], only for trees no running build can still change: the
+/// permission walk goes by name, and checks each directory with `lstat` right before it
+/// changes its mode.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+        Ok(meta) if !meta.is_dir() => return std::fs::remove_file(path),
+        Ok(_) => {}
+    }
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir());
+        if !is_dir {
+            continue;
+        }
+        // Errors here surface below, when the removal itself fails.
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+    }
+    std::fs::remove_dir_all(path)
+}
+
 fn refused(errno: Errno, dir: &rustix::fd::OwnedFd, name: &OsStr, path: &Path) -> OutputError {
     match errno {
         Errno::NOENT => OutputError::Missing(path.to_owned()),
@@ -270,5 +308,20 @@ mod tests {
             kind_of(read(root.path(), "d", 1 << 20).unwrap_err()),
             "directory"
         );
+    }
+
+    #[test]
+    fn remove_tree_removes_links_not_their_targets_and_missing_is_fine() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"keep").unwrap();
+        let tree = root.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/file"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), tree.join("a/out")).unwrap();
+        super::remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert!(outside.path().join("keep").exists());
+        super::remove_tree(&tree).unwrap();
     }
 }

@@ -32,7 +32,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use crate::SandboxError;
-use crate::cgroup::{CgroupParents, Counters, RunCgroups};
+use crate::cgroup::{CgroupParents, Counters, RUN_PREFIX, RunCgroups, stale_run_name};
 use crate::outcome::{CappedLog, ExitStatus, RunOutcome};
 use crate::spec::{Mount, SandboxSpec, line};
 use crate::watchdog::{Breach, TREE_INTERVAL, Watchdog};
@@ -130,6 +130,15 @@ pub enum Sandbox {
     /// `--insecure-no-sandbox` on machines where bubblewrap cannot run, and warns on every
     /// run. Sandbox paths in the spec are rewritten to the bound host paths.
     None,
+}
+
+/// What [`Sandbox::remove_stale`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StaleRemoved {
+    /// Run cgroups of processes that are gone.
+    pub cgroups: usize,
+    /// Scratch dirs of processes that are gone.
+    pub scratch_dirs: usize,
 }
 
 /// What the sandbox can do on this machine, from [`Sandbox::check`].
@@ -295,7 +304,7 @@ impl Sandbox {
         let prlimit = resolve_tool("prlimit", &self.prlimit_path(), PRLIMIT_HINT)?;
         // Node-side scratch space: the status file, and the tmpfs stand-ins of `None`.
         let scratch = tempfile::Builder::new()
-            .prefix("buildsrs-sandbox-")
+            .prefix(&format!("{RUN_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(SandboxError::io("creating the sandbox scratch dir"))?;
         let status_file = scratch.path().join("status");
@@ -371,6 +380,27 @@ impl Sandbox {
 
         let status_text = std::fs::read_to_string(&status_file).unwrap_or_default();
         classify(self, supervised, &status_text, counters)
+    }
+
+    /// Removes what runs of a node that is gone left behind: its run cgroups (killing what
+    /// is still in them) and its scratch dirs in the temp dir. For the start of a node, after
+    /// a crash or `kill -9`; the runs of live processes are left alone.
+    pub async fn remove_stale(&self) -> StaleRemoved {
+        let cgroups = self.cgroup_parents().remove_stale().await;
+        let mut scratch_dirs = 0;
+        if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+            for entry in entries.flatten() {
+                if stale_run_name(&entry.file_name().to_string_lossy(), RUN_PREFIX)
+                    && crate::output::remove_tree(&entry.path()).is_ok()
+                {
+                    scratch_dirs += 1;
+                }
+            }
+        }
+        StaleRemoved {
+            cgroups,
+            scratch_dirs,
+        }
     }
 
     fn cgroup_parents(&self) -> CgroupParents {

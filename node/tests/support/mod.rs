@@ -11,7 +11,6 @@ use buildsrs_fixture_registry::{FixtureRegistry, Published};
 use buildsrs_node::datadir::{DataDir, NodeConfig};
 use buildsrs_node::pipeline::{BuildRequest, JobReport, Pipeline};
 use buildsrs_node::state::NodeState;
-use buildsrs_sandbox::Sandbox;
 
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 
@@ -31,15 +30,41 @@ impl TestNode {
         let mut config = dir.config()?;
         configure(&mut config);
         std::fs::write(dir.config_path(), toml::to_string(&config)?)?;
-        let (sandbox, _) = Sandbox::detect(dir.protected_paths()).await?;
+        // As the node does: the config decides whether cgroups are used.
+        let (sandbox, _) = buildsrs_node::datadir::sandbox_for(&dir, false).await?;
+        let lock = dir.lock()?;
         let (state, _) = NodeState::open(&dir.state_path())?;
         let state = Arc::new(state);
-        let pipeline = Pipeline::new(dir.clone(), sandbox, state.clone()).await?;
+        let pipeline = Pipeline::new(dir.clone(), sandbox, state.clone(), lock).await?;
         Ok(Self {
             dir,
             pipeline,
             state,
             _temp: temp,
+        })
+    }
+
+    /// The same data dir opened again, as a restarted node would (this one's lock is
+    /// released first).
+    pub async fn restart(self) -> Result<Self> {
+        let TestNode {
+            dir,
+            pipeline,
+            state,
+            _temp,
+        } = self;
+        drop(pipeline);
+        drop(state);
+        let (sandbox, _) = buildsrs_node::datadir::sandbox_for(&dir, false).await?;
+        let lock = dir.lock()?;
+        let (state, _) = NodeState::open(&dir.state_path())?;
+        let state = Arc::new(state);
+        let pipeline = Pipeline::new(dir.clone(), sandbox, state.clone(), lock).await?;
+        Ok(Self {
+            dir,
+            pipeline,
+            state,
+            _temp,
         })
     }
 
