@@ -79,8 +79,10 @@ const SETUP_MARKER: &str = "buildsrs-setup-ok";
 
 /// The wrapper: `$1` status file, `$2`/`$3` cgroup.procs files (or empty), `$4` prlimit,
 /// `$5` prlimit options (word-split on purpose: they are `--as=N`-style, digits only), `$6`
-/// `1` to keep fd 3 open for bwrap; then the command. `set -e` turns any failed step into an
-/// exit before the marker is written.
+/// `1` for bwrap: keep fd 3 open for its status, and move standard input (bwrap's options)
+/// to fd 4 for `--args 4`, which bwrap closes after reading, leaving `/dev/null` as the
+/// program's standard input; then the command. `set -e` turns any failed step into an exit
+/// before the marker is written.
 const WRAPPER: &str = r#"set -e
 status="$1"; mem="$2"; pids="$3"; prlimit="$4"; limits="$5"; keep="$6"
 shift 6
@@ -89,7 +91,7 @@ if [ -n "$mem" ]; then echo $$ > "$mem"; fi
 if [ -n "$pids" ]; then echo $$ > "$pids"; fi
 if [ -n "$limits" ]; then "$prlimit" --pid $$ $limits; fi
 echo buildsrs-setup-ok >&3
-if [ "$keep" != 1 ]; then exec 3>&-; fi
+if [ "$keep" != 1 ]; then exec 3>&-; else exec 4<&0 0</dev/null; fi
 exec "$@""#;
 
 /// Settings of the bubblewrap strategy.
@@ -311,11 +313,27 @@ impl Sandbox {
 
         let mut command = Command::new("/bin/sh");
         command.env_clear();
+        // bwrap's options name host paths (the job's directories, so the data dir). Passed on
+        // its command line they would be readable inside, in `/proc/1/cmdline` of the
+        // sandbox's init (a copy of bwrap); passed through a pipe (`--args`) they are not.
+        let mut arguments_on_stdin = None;
         let program: Vec<OsString> = match self {
             Sandbox::Bubblewrap(config) => {
                 let bwrap = resolve_tool("bwrap", &config.bwrap, BWRAP_HINT)?;
                 command.current_dir("/");
-                bwrap_command(&bwrap, spec)
+                let mut data = Vec::new();
+                for arg in bwrap_options(spec) {
+                    data.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(arg.as_os_str()));
+                    data.push(0);
+                }
+                arguments_on_stdin = Some(data);
+                // The command itself (sandbox paths only) stays on the command line: bwrap
+                // does not take it from `--args`.
+                let mut program: Vec<OsString> =
+                    vec![bwrap.into(), "--args".into(), "4".into(), "--".into()];
+                program.push(spec.program.clone().into());
+                program.extend(spec.args.iter().map(OsString::from));
+                program
             }
             Sandbox::None => {
                 tracing::warn!(
@@ -372,7 +390,14 @@ impl Sandbox {
             spec.limits.disk_bytes,
         )
         .await;
-        let supervised = supervise(command, &spec.limits, &cgroups, watchdog).await;
+        let supervised = supervise(
+            command,
+            arguments_on_stdin,
+            &spec.limits,
+            &cgroups,
+            watchdog,
+        )
+        .await;
         cgroups.kill_all().await;
         let counters = cgroups.counters();
         cgroups.remove().await;
@@ -428,9 +453,9 @@ fn system_paths(network: bool) -> impl Iterator<Item = &'static str> {
     SYSTEM_PATHS.iter().chain(network_paths).copied()
 }
 
-/// The bwrap command line for `spec`.
-fn bwrap_command(bwrap: &Path, spec: &SandboxSpec) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![bwrap.into()];
+/// bwrap's options for `spec`: everything before `--` and the command.
+fn bwrap_options(spec: &SandboxSpec) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
         args.extend(items.iter().map(|i| i.as_ref().to_owned()));
     };
@@ -497,10 +522,7 @@ fn bwrap_command(bwrap: &Path, spec: &SandboxSpec) -> Vec<OsString> {
     for (key, value) in &spec.env {
         push(&[&"--setenv", key, value]);
     }
-    push(&[&"--json-status-fd", &"3", &"--", &spec.program]);
-    for arg in &spec.args {
-        push(&[arg]);
-    }
+    push(&[&"--json-status-fd", &"3"]);
     args
 }
 
@@ -636,6 +658,7 @@ struct Supervised {
 /// the wall clock, the output cap, the watchdog's limits, and the exit.
 async fn supervise(
     mut command: Command,
+    stdin_data: Option<Vec<u8>>,
     limits: &crate::Limits,
     cgroups: &RunCgroups,
     mut watchdog: Watchdog,
@@ -644,8 +667,21 @@ async fn supervise(
     let writer_too = writer
         .try_clone()
         .map_err(SandboxError::io("duplicating the output pipe"))?;
+    // Standard input is `stdin_data`, then end of file (or nothing at all): the program
+    // inherits it after bwrap has read its arguments from it, and reads end of file.
+    let stdin_writer = match &stdin_data {
+        Some(_) => {
+            let (stdin_reader, stdin_writer) =
+                std::io::pipe().map_err(SandboxError::io("creating the input pipe"))?;
+            command.stdin(stdin_reader);
+            Some(stdin_writer)
+        }
+        None => {
+            command.stdin(Stdio::null());
+            None
+        }
+    };
     command
-        .stdin(Stdio::null())
         .stdout(writer_too)
         .stderr(writer)
         .process_group(0)
@@ -656,6 +692,13 @@ async fn supervise(
         .map_err(SandboxError::io("spawning the sandbox wrapper (/bin/sh)"))?;
     // Our copies of the write end must go, or the pipe never reports end of file.
     drop(command);
+    if let (Some(mut writer), Some(data)) = (stdin_writer, stdin_data) {
+        // A blocking write (more than a pipe buffer is possible); the writer closes after it,
+        // which is the end of file bwrap waits for. A failure shows up as bwrap's setup error.
+        tokio::task::spawn_blocking(move || {
+            let _ = std::io::Write::write_all(&mut writer, &data);
+        });
+    }
     let group = child
         .id()
         .and_then(|id| i32::try_from(id).ok())

@@ -183,6 +183,35 @@ async fn the_node_key_is_invisible_and_cannot_be_bound() {
     }
 }
 
+/// bwrap's arguments name the host side of every bind (the job's dirs, so the data dir's
+/// path). Inside, the sandbox's init is a copy of bwrap: its command line must not carry them.
+/// (`/proc/self/mountinfo` still shows bind sources; that needs a different mount setup.)
+#[tokio::test]
+async fn host_paths_are_not_on_any_command_line_inside() {
+    let host = tempfile::Builder::new()
+        .prefix("secret-host-path-")
+        .tempdir()
+        .unwrap();
+    let marker = host
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let spec = sh(
+        "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done; \
+                   echo stdin:; cat; echo :end",
+    )
+    .ro_bind(host.path(), "/buildsrs/target");
+    let (outcome, log) = run(&bwrap(), &spec).await;
+    assert!(outcome.success(), "{log}");
+    assert!(log.contains("bwrap --args 4 -- /bin/sh"), "{log}");
+    assert!(!log.contains(&marker), "{log}");
+    // The program's standard input is empty, and open (bwrap's options came on another
+    // descriptor, which it closed).
+    assert!(log.contains("stdin:\n:end"), "{log}");
+}
+
 #[tokio::test]
 async fn wall_clock_kills_the_whole_tree() {
     let mut spec = sh("sleep 1000 & while :; do :; done");
