@@ -192,6 +192,7 @@ async fn start_network(
         secret_key: identity.iroh_secret_key(),
         store_dir: Some(config.data_dir.join("blobs")),
         bind: config.blobs_bind,
+        gc_interval: None,
     })
     .await
     .context("starting the blob client")?;

@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub extra_rustflags: Vec<String>,
     /// Limits applied to every build.
     pub limits: LimitsConfig,
+    /// How long artifacts are kept (`buildsrs-node run` prunes at start and hourly).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// Resource limits for builds, in the config file.
@@ -86,6 +88,7 @@ impl Default for NodeConfig {
             toolchain: None,
             extra_rustflags: Vec::new(),
             limits: LimitsConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   memory, process and disk limits.
 //! - [`settings`]: the build settings that can change the output, and their digest.
 //! - [`state`]: the node's own SQLite state (jobs, artifacts, attestations).
+//! - [`retention`]: how long artifacts are kept, and pruning them.
 //! - [`run`] and [`net`]: `buildsrs-node run`, the node on a coordinator's network (job loop,
 //!   libp2p client, blob server).
 //! - [`cli`] and [`build_cmd`]: the `buildsrs-node` command line.
@@ -26,6 +27,7 @@ pub mod net;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod retention;
 pub mod run;
 pub mod settings;
 pub mod state;

@@ -147,6 +147,11 @@ impl Pipeline {
         })
     }
 
+    /// The node's state.
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
     /// The toolchain builds use.
     pub fn toolchain(&self) -> &Toolchain {
         &self.toolchain

@@ -122,11 +122,13 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         );
     }
     let blobs_dir: PathBuf = dir.root().join("blobs");
+    let dir_for_retention = dir.artifacts_dir();
     let pipeline = Pipeline::new(dir, sandbox, Arc::new(state), lock).await?;
     let blobs = BlobNode::spawn(BlobConfig {
         secret_key: identity.iroh_secret_key(),
         store_dir: Some(blobs_dir),
         bind: options.blobs_bind,
+        gc_interval: Some(Duration::from_secs(60)),
     })
     .await
     .context("starting the blob server")?;
@@ -167,7 +169,14 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         registry: config.registry.clone(),
     });
 
+    let pruning = tokio::spawn(prune_hourly(
+        shared.clone(),
+        dir_for_retention,
+        config.retention.clone(),
+        shutdown.clone(),
+    ));
     let jobs = job_loop(&shared, config.capacity, &shutdown).await;
+    let _ = pruning.await;
     finish(jobs, &client, options.shutdown_grace).await;
 
     network_stop.cancel();
@@ -178,6 +187,34 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Applies the retention rule at start and every hour, until `shutdown`.
+async fn prune_hourly(
+    shared: Arc<Shared>,
+    artifacts_dir: PathBuf,
+    rule: crate::retention::RetentionConfig,
+    shutdown: CancellationToken,
+) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = hourly.tick() => {}
+        }
+        let now = jiff::Timestamp::now().as_second();
+        let state = shared.pipeline.state();
+        match crate::retention::prune(state, &artifacts_dir, Some(&shared.blobs), &rule, now).await
+        {
+            Ok(pruned) if pruned.artifacts > 0 => tracing::info!(
+                "retention: removed {} artifacts ({} MiB)",
+                pruned.artifacts,
+                pruned.bytes >> 20
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!("retention: {error:#}"),
+        }
+    }
 }
 
 /// Asks for work while there is capacity, until `shutdown`. Returns the running jobs.

@@ -131,6 +131,8 @@ pub struct ArtifactRecord {
     pub target: String,
     /// The job that built it.
     pub job_id: i64,
+    /// When it was last built here (Unix seconds): retention counts from then.
+    pub added_at: i64,
 }
 
 /// What a finished job produced, recorded atomically with its outcome.
@@ -279,7 +281,8 @@ impl NodeState {
             tx.execute(
                 "INSERT INTO artifacts (blake3, size, path, crate_name, version, target, job_id, added_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (blake3) DO UPDATE SET path = excluded.path, job_id = excluded.job_id",
+                 ON CONFLICT (blake3) DO UPDATE SET path = excluded.path, job_id = excluded.job_id,
+                                                    added_at = excluded.added_at",
                 params![
                     id.blake3.to_hex(),
                     id.size as i64,
@@ -325,7 +328,7 @@ impl NodeState {
     ) -> Result<Option<ArtifactRecord>, StateError> {
         let conn = self.conn();
         conn.query_row(
-            "SELECT blake3, size, path, crate_name, version, target, job_id FROM artifacts WHERE blake3 = ?1",
+            "SELECT blake3, size, path, crate_name, version, target, job_id, added_at FROM artifacts WHERE blake3 = ?1",
             [blake3.to_hex()],
             artifact_from_row,
         )
@@ -337,12 +340,21 @@ impl NodeState {
     pub fn artifacts(&self) -> Result<Vec<ArtifactRecord>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT blake3, size, path, crate_name, version, target, job_id FROM artifacts ORDER BY added_at, blake3")
+            .prepare("SELECT blake3, size, path, crate_name, version, target, job_id, added_at FROM artifacts ORDER BY added_at, blake3")
             .map_err(self.sqlite())?;
         let rows = stmt
             .query_map([], artifact_from_row)
             .map_err(self.sqlite())?;
         rows.collect::<Result<_, _>>().map_err(self.sqlite())
+    }
+
+    /// Forgets an artifact (retention): the node no longer holds it. Its attestations stay,
+    /// as the record of what this node built.
+    pub fn remove_artifact(&self, blake3: &buildsrs_keys::Blake3Hash) -> Result<(), StateError> {
+        self.conn()
+            .execute("DELETE FROM artifacts WHERE blake3 = ?1", [blake3.to_hex()])
+            .map(|_| ())
+            .map_err(self.sqlite())
     }
 
     /// The signed attestations (canonical JSON) this node made for an artifact.
@@ -427,6 +439,7 @@ fn artifact_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRecord
         version: row.get(4)?,
         target: row.get(5)?,
         job_id: row.get(6)?,
+        added_at: row.get(7)?,
     })
 }
 

@@ -450,6 +450,66 @@ async fn a_restarted_node_removes_what_an_interrupted_job_left() -> Result<()> {
     Ok(())
 }
 
+/// A long-running node does not keep everything: an artifact past the retention rule loses
+/// its archive, its record and its blob; its attestation stays. A fresh one stays whole.
+#[tokio::test]
+async fn retention_prunes_old_artifacts_and_keeps_fresh_ones() -> Result<()> {
+    use buildsrs_node::retention::{RetentionConfig, prune};
+    let registry = FixtureRegistry::start().await?;
+    let node = TestNode::new(|_| {}).await?;
+    let report = node
+        .build(&registry, &registry.publish("hello-bin", "0.1.0")?)
+        .await?;
+    let (artifact, _) = built(&report);
+    let archive = report.archive.clone().expect("an archive");
+    let blob_dir = tempfile::tempdir()?;
+    let blobs = buildsrs_blobs::BlobNode::spawn(buildsrs_blobs::BlobConfig {
+        secret_key: node.dir.identity()?.iroh_secret_key(),
+        store_dir: Some(blob_dir.path().to_owned()),
+        bind: "127.0.0.1:0".parse()?,
+        gc_interval: Some(std::time::Duration::from_millis(100)),
+    })
+    .await?;
+    assert_eq!(blobs.add_file(&archive).await?, artifact);
+    let now = jiff::Timestamp::now().as_second();
+    let artifacts_dir = node.dir.artifacts_dir();
+
+    let kept = prune(
+        &node.state,
+        &artifacts_dir,
+        Some(&blobs),
+        &RetentionConfig::default(),
+        now,
+    )
+    .await?;
+    assert_eq!(kept.artifacts, 0);
+    assert!(archive.exists() && blobs.has(&artifact.blake3).await?);
+
+    let pruned = prune(
+        &node.state,
+        &artifacts_dir,
+        Some(&blobs),
+        &RetentionConfig::default(),
+        now + 15 * 86_400,
+    )
+    .await?;
+    assert_eq!(pruned.artifacts, 1);
+    assert_eq!(pruned.bytes, artifact.size);
+    assert!(!archive.exists(), "the archive is still there");
+    assert!(node.state.artifact(&artifact.blake3)?.is_none());
+    assert_eq!(node.state.attestations_for(&artifact.blake3)?.len(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while blobs.has(&artifact.blake3).await? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blob is still kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    blobs.shutdown().await?;
+    Ok(())
+}
+
 /// Plain cargo lets build scripts write into their package directory (completions, man
 /// pages, generated code), the crate's own and its registry dependencies'. Each build gets a
 /// writable copy of both; the node's shared dependency cache stays as phase 1 left it.

@@ -377,6 +377,7 @@ async fn spawn_node(store_dir: Option<PathBuf>) -> anyhow::Result<BlobNode> {
         secret_key: random_key(),
         store_dir,
         bind: LOOPBACK.parse()?,
+        gc_interval: None,
     })
     .await?)
 }

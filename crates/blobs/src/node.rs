@@ -16,8 +16,10 @@ use iroh_blobs::api::blobs::BlobStatus;
 use iroh_blobs::api::remote::GetProgressItem;
 use iroh_blobs::get::GetError;
 use iroh_blobs::get::fsm::{AtBlobHeaderNextError, DecodeError};
+use iroh_blobs::store::GcConfig;
 use iroh_blobs::store::fs::FsStore;
-use iroh_blobs::store::mem::MemStore;
+use iroh_blobs::store::fs::options::Options as FsOptions;
+use iroh_blobs::store::mem::{MemStore, Options as MemOptions};
 use iroh_blobs::{ALPN, BlobsProtocol, Hash, HashAndFormat};
 use tracing::{debug, warn};
 
@@ -36,6 +38,9 @@ pub struct BlobConfig {
     /// The one UDP address the endpoint binds, e.g. `127.0.0.1:0`. Nothing else is bound:
     /// no unspecified-address default socket, no IPv6 socket unless this is IPv6.
     pub bind: SocketAddr,
+    /// How often blobs nobody keeps any more ([`BlobNode::forget`]) are deleted. `None`:
+    /// never; every blob stays until the store is removed.
+    pub gc_interval: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for BlobConfig {
@@ -96,15 +101,21 @@ impl BlobNode {
     /// checks, and a single socket on `config.bind`. It only ever dials addresses passed
     /// to [`BlobNode::fetch`].
     pub async fn spawn(config: BlobConfig) -> Result<Self, BlobError> {
+        let gc = config.gc_interval.map(|interval| GcConfig {
+            interval,
+            add_protected: None,
+        });
         let store: Store = match &config.store_dir {
-            None => MemStore::new().into(),
+            None => MemStore::new_with_opts(MemOptions { gc_config: gc }).into(),
             Some(dir) => {
                 let open_err = |reason: String| BlobError::OpenStore {
                     dir: dir.clone(),
                     reason,
                 };
                 std::fs::create_dir_all(dir).map_err(|err| open_err(err.to_string()))?;
-                FsStore::load(dir)
+                let mut options = FsOptions::new(dir);
+                options.gc = gc;
+                FsStore::load_with_opts(dir.join("blobs.db"), options)
                     .await
                     .map_err(|err| open_err(format!("{err:#}")))?
                     .into()
@@ -194,6 +205,22 @@ impl BlobNode {
             blake3: from_iroh(temp.hash()),
             size,
         })
+    }
+
+    /// Stops keeping a blob: it is no longer served, and the store deletes it at its next
+    /// garbage collection (see [`BlobConfig::gc_interval`]). Forgetting a blob that is not
+    /// kept does nothing.
+    pub async fn forget(&self, hash: &Blake3Hash) -> Result<(), BlobError> {
+        let tag = format!("{TAG_PREFIX}{}", to_iroh(hash).to_hex());
+        self.store
+            .tags()
+            .delete(tag)
+            .await
+            .map(|_| ())
+            .map_err(|err| BlobError::Store {
+                action: "untagging a blob",
+                reason: format!("{err:#}"),
+            })
     }
 
     /// Whether the complete blob is in the local store (a partial download is not).

@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use buildsrs_blobs::{BlobAddr, BlobError, FailureKind};
 use buildsrs_keys::{ArtifactId, Blake3Hash};
 use support::*;
@@ -342,6 +344,7 @@ async fn second_node_on_an_open_store_dir_is_refused() {
         secret_key: secret_key(),
         store_dir: Some(dir.path().to_owned()),
         bind: LOOPBACK.parse().unwrap(),
+        gc_interval: None,
     })
     .await
     .unwrap_err();
@@ -409,5 +412,44 @@ async fn add_file_of_a_missing_path_is_an_import_error() {
     assert!(err.to_string().contains("no-such-artifact"), "{err}");
     let err = node.add_file(dir.path()).await.unwrap_err();
     assert!(matches!(err, BlobError::Import { .. }), "{err}");
+    node.shutdown().await.unwrap();
+}
+
+/// Retention on a builder node: a forgotten blob is deleted by the store's garbage
+/// collection and no longer served; a kept one stays.
+#[tokio::test]
+async fn a_forgotten_blob_is_collected_and_a_kept_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = buildsrs_blobs::BlobNode::spawn(buildsrs_blobs::BlobConfig {
+        secret_key: support::secret_key(),
+        store_dir: Some(dir.path().to_owned()),
+        bind: support::LOOPBACK.parse().unwrap(),
+        gc_interval: Some(Duration::from_millis(100)),
+    })
+    .await
+    .unwrap();
+    let old = node
+        .add_bytes(support::test_bytes(200_000, 1))
+        .await
+        .unwrap();
+    let kept = node
+        .add_bytes(support::test_bytes(200_000, 2))
+        .await
+        .unwrap();
+    node.forget(&old.blake3).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while node.has(&old.blake3).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forgotten blob is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several collections later, the kept one is still whole.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(node.has(&kept.blake3).await.unwrap());
+    // A second consumer asking for the forgotten one gets nothing.
+    let peer = support::mem_node().await;
+    assert!(peer.fetch(&old.blake3, &[node.addr()]).await.is_err());
     node.shutdown().await.unwrap();
 }

@@ -360,6 +360,7 @@ impl Scene {
             secret_key: Identity::generate()?.iroh_secret_key(),
             store_dir: Some(provider_dir.path().join("iroh")),
             bind: "127.0.0.1:0".parse()?,
+            gc_interval: None,
         })
         .await?;
         for (path, id) in &files {

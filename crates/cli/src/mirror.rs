@@ -240,6 +240,7 @@ impl Mirror {
                     secret_key: Identity::generate()?.iroh_secret_key(),
                     store_dir: Some(scratch.join("iroh")),
                     bind: args.blobs_bind,
+                    gc_interval: None,
                 })
                 .await
                 .context("starting the iroh-blobs client")?,

@@ -47,6 +47,7 @@ pub async fn spawn(secret_key: SecretKey, store_dir: Option<PathBuf>) -> BlobNod
         secret_key,
         store_dir,
         bind: LOOPBACK.parse().unwrap(),
+        gc_interval: None,
     })
     .await
     .unwrap()
