@@ -128,6 +128,10 @@ mod tests {
         for bad in [
             "",
             "x86_64/../../etc",
+            "..",
+            "x..y",
+            "-x",
+            ".x",
             "X86_64-linux",
             "a b",
             &"a".repeat(81),
