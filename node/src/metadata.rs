@@ -136,6 +136,10 @@ pub async fn read_metadata(
     spec = spec.limits(limits);
     let ran = sandbox.run(&spec).await?;
     log.push(ran.log.to_bytes().as_slice());
+    push_line(
+        log,
+        &format!("   ({}, {:.1} s)", ran.status, ran.wall_time.as_secs_f64()),
+    );
     let failed = |reason: String| Ok(Err(BuildOutcome::BuildFailed { reason }));
     match ran.kind() {
         OutcomeKind::Succeeded => {}
