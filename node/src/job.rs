@@ -185,10 +185,10 @@ impl JobGate {
         targets: &[String],
         http: reqwest::Client,
         timeout: Duration,
-    ) -> Result<Self, JobError> {
+    ) -> Result<Self, InvalidName> {
         let targets = targets
             .iter()
-            .map(|t| t.parse().map_err(JobError::Target))
+            .map(|t| t.parse())
             .collect::<Result<_, _>>()?;
         Ok(Self {
             targets,

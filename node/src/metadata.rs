@@ -16,13 +16,14 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use buildsrs_sandbox::output::{self, OutputError};
 use buildsrs_sandbox::{
-    CappedLog, CargoLayout, Mount, OutcomeKind, Sandbox, SandboxError, SandboxSpec, layout, output,
+    CappedLog, CargoLayout, Mount, OutcomeKind, Sandbox, SandboxError, SandboxSpec, layout,
 };
 
 use crate::outcome::BuildOutcome;
+use crate::pipeline::{first_error_line, push_line};
 
 /// The file cargo's JSON goes to, in the run's target dir.
 pub const METADATA_JSON: &str = "metadata.json";
@@ -49,6 +50,9 @@ pub enum MetadataError {
     /// The sandbox failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The node could not open the file (an I/O error, not something the run left there).
+    #[error("cargo metadata's output: {0}")]
+    Output(OutputError),
 }
 
 /// The directories and settings of one `cargo metadata` run.
@@ -148,7 +152,7 @@ pub async fn read_metadata(
                 log,
                 &format!(
                     "cargo metadata ran past its limit of {} s (limits.metadata_secs)",
-                    secs(spec.limits.wall_clock)
+                    spec.limits.wall_clock.as_secs()
                 ),
             );
             return Ok(Err(BuildOutcome::TimedOut {
@@ -183,12 +187,7 @@ pub async fn read_metadata(
                 push_line(log, &reason);
                 return failed(reason);
             }
-            Err(error) => {
-                return Err(MetadataError::Io {
-                    context: format!("reading {METADATA_JSON}"),
-                    source: std::io::Error::other(error),
-                });
-            }
+            Err(error) => return Err(MetadataError::Output(error)),
         };
     let mut json = Vec::new();
     file.by_ref()
@@ -199,27 +198,4 @@ pub async fn read_metadata(
             source,
         })?;
     Ok(Ok(json))
-}
-
-fn secs(duration: Duration) -> String {
-    format!("{}", duration.as_secs_f64())
-}
-
-fn push_line(log: &mut CappedLog, text: &str) {
-    log.push(text.as_bytes());
-    if !text.ends_with('\n') {
-        log.push(b"\n");
-    }
-}
-
-/// The first line cargo marked as an error, or the first line at all.
-fn first_error_line(text: &str) -> String {
-    let lines = || text.lines().map(str::trim).filter(|l| !l.is_empty());
-    lines()
-        .find(|l| l.starts_with("error"))
-        .or_else(|| lines().next())
-        .unwrap_or("")
-        .chars()
-        .take(300)
-        .collect()
 }

@@ -982,7 +982,7 @@ fn failed(reason: String) -> BuildOutcome {
     BuildOutcome::BuildFailed { reason }
 }
 
-fn push_line(log: &mut CappedLog, text: &str) {
+pub(crate) fn push_line(log: &mut CappedLog, text: &str) {
     log.push(text.as_bytes());
     if !text.ends_with('\n') {
         log.push(b"\n");
@@ -998,7 +998,7 @@ fn first_line(text: &str) -> &str {
 
 /// The first line cargo or rustc marked as an error (`error:`, `error[E0308]:`), which is
 /// the one that says why, or the first line at all.
-fn first_error_line(text: &str) -> String {
+pub(crate) fn first_error_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with("error"))
