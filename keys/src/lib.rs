@@ -10,6 +10,7 @@
 //! - [`attestation`]: a statement with its signature.
 //! - [`bundle`]: the `<artifact>.buildsrs.json` file holding an artifact's attestations.
 //! - [`keyring`]: the text file of trusted keys.
+//! - [`names`]: crate names, versions and target triples, each a type parsed once.
 //! - [`release`]: Rust release numbers (`rust-version`, a toolchain's release) and their order.
 //! - [`verify`]: the k-of-n decision and its report.
 //! - [`cli`]: the `buildsrs-keys` command line, shared with the `buildsrs` CLI.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod hash;
 pub mod identity;
 pub mod keyring;
+pub mod names;
 pub mod release;
 pub mod statement;
 pub mod verify;
@@ -29,6 +31,7 @@ pub use bundle::{Bundle, BundleError};
 pub use hash::{ArtifactId, Blake3Hash, Sha256Digest};
 pub use identity::{Domain, Fingerprint, Identity, KeyError, PublicKey, Signature};
 pub use keyring::{Keyring, KeyringEntry, KeyringError, Revocation};
+pub use names::{CrateName, CrateVersion, InvalidName, TargetTriple};
 pub use release::RustRelease;
 pub use statement::{SCHEMA_VERSION, Statement, StatementError, Toolchain, canonical_json};
 pub use verify::{Expectations, Policy, Report, verify_bundle};

@@ -263,9 +263,13 @@ pub fn validate_version(version: &str) -> Result<(), String> {
     }
 }
 
-/// Target triples: lowercase ASCII letters, digits, `_`, `-` and `.`, at most 80 characters.
+/// Target triples: lowercase ASCII letters, digits, `_`, `-` and `.`, not starting with `-` or
+/// `.`, no `..`, at most 80 characters (so a triple is never a path component like `..` nor
+/// an option like `-x`).
 pub fn validate_target(target: &str) -> Result<(), String> {
     let ok = (1..=80).contains(&target.len())
+        && !target.starts_with(['-', '.'])
+        && !target.contains("..")
         && target
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
@@ -273,7 +277,8 @@ pub fn validate_target(target: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{target:?} is not a target triple (lowercase ASCII letters, digits, `_`, `-`, `.`)"
+            "{target:?} is not a target triple (lowercase ASCII letters, digits, `_`, `-`, `.`; \
+             not starting with `-` or `.`)"
         ))
     }
 }

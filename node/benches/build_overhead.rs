@@ -60,7 +60,7 @@ async fn main() -> Result<()> {
         ("with the shipped Cargo.lock", &locked),
         ("no Cargo.lock in the .crate", &unlocked),
     ] {
-        let request = support::request(&registry, published)?;
+        let request = node.request(&registry, published).await?;
         let source = plain_source(published, &cargo_home, scratch.path()).await?;
         // Warm both: the node's dependency cache fills on its first build, the plain
         // build's with `cargo fetch`, and the toolchain's files are in the page cache.

@@ -104,10 +104,10 @@ async fn main() -> Result<()> {
 }
 
 async fn measure(name: &str, version: &str, shape: &str) -> Result<Row> {
-    let request = support::crates_io_request(name, version).await?;
     let scratch = tempfile::tempdir()?;
     let a = TestNode::new(|_| {}).await?;
     let b = TestNode::new(|_| {}).await?;
+    let request = a.crates_io_request(name, version).await?;
     let node_a = node_build(&a, &request).await?;
     let node_b = node_build(&b, &request).await?;
     let (lock, plain) = plain_build(&request, scratch.path()).await?;
@@ -150,7 +150,7 @@ async fn plain_build(
     request: &BuildRequest,
     scratch: &Path,
 ) -> Result<(Option<bool>, Result<Duration, String>)> {
-    let bytes = reqwest::get(&request.download_url)
+    let bytes = reqwest::get(request.download_url.as_str())
         .await?
         .error_for_status()?
         .bytes()

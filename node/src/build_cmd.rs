@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use buildsrs_index::SparseFollower;
-use buildsrs_keys::Bundle;
+use buildsrs_keys::{Bundle, CrateName, CrateVersion, TargetTriple};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::datadir::DataDir;
+use crate::job::JobFields;
 use crate::outcome::BuildOutcome;
-use crate::pipeline::{BuildRequest, Pipeline, Stage};
+use crate::pipeline::{Pipeline, Stage};
 use crate::state::NodeState;
 
 /// Arguments of `build`.
@@ -85,9 +86,11 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
             .cloned()
             .context("the config lists no targets")?,
     };
-    buildsrs_keys::statement::validate_crate_name(&args.name).map_err(anyhow::Error::msg)?;
-    buildsrs_keys::statement::validate_version(&args.version).map_err(anyhow::Error::msg)?;
-    buildsrs_keys::statement::validate_target(&target).map_err(anyhow::Error::msg)?;
+    // The name makes the index path looked up first: parse it (and the rest) before that.
+    // The whole job is checked again, against this node, by `Pipeline::accept` below.
+    args.name.parse::<CrateName>()?;
+    args.version.parse::<CrateVersion>()?;
+    target.parse::<TargetTriple>()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 
@@ -119,18 +122,14 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
         );
     }
     let pipeline = Pipeline::new(dir, sandbox, Arc::new(state), lock).await?;
-    let request = BuildRequest {
-        crate_name: args.name.clone(),
-        version: args.version.clone(),
-        target: target.clone(),
-        source_sha256: found
-            .cksum
-            .parse()
-            .context("the index checksum is not 64 hex digits")?,
-        download_url: found.download_url.clone(),
-        registry: registry.clone(),
-        lease: None,
+    let fields = JobFields {
+        crate_name: &args.name,
+        version: &args.version,
+        target: &target,
+        source_sha256: &found.cksum,
+        download_url: &found.download_url,
     };
+    let request = pipeline.accept(&fields, &registry, None).await?;
 
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));

@@ -77,6 +77,12 @@ pub struct LimitsConfig {
     pub log_kib: u64,
     /// Largest `.crate` accepted, in MiB.
     pub crate_mib: u64,
+    /// Seconds the `.crate` download may take in all (it is also given up on after 30 s
+    /// without a byte); a registry that is slower is the node's trouble, not the crate's.
+    pub download_secs: u64,
+    /// Wall-clock seconds `cargo metadata` (reading the crate's manifest, in the sandbox) may
+    /// take.
+    pub metadata_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -105,6 +111,8 @@ impl Default for LimitsConfig {
             cgroups: true,
             log_kib: 1024,
             crate_mib: 64,
+            download_secs: 300,
+            metadata_secs: 60,
         }
     }
 }

@@ -3,7 +3,11 @@
 //! - [`pipeline`]: one build, start to finish (fetch, unpack, plan, two sandboxed cargo
 //!   phases, pack, sign, keep). The entry point for everything else.
 //! - [`datadir`]: the data dir layout, identity and configuration file.
-//! - [`fetch`]: download a `.crate`, capped and checked against the index checksum.
+//! - [`job`]: jobs as they enter the node (lease or command line), every field checked
+//!   before anything is made from it.
+//! - [`fetch`]: download a `.crate`, capped in size and time and checked against the index
+//!   checksum.
+//! - [`metadata`]: `cargo metadata` of the crate, in the sandbox.
 //! - [`plan`]: read `cargo metadata` and `[package.metadata.buildsrs]` into a build plan.
 //! - [`outcome`]: how a build ended.
 //! - [`limits`]: which build limits hold here and by what; `run` refuses to start without
@@ -22,7 +26,9 @@ pub mod build_cmd;
 pub mod cli;
 pub mod datadir;
 pub mod fetch;
+pub mod job;
 pub mod limits;
+pub mod metadata;
 pub mod net;
 pub mod outcome;
 pub mod pipeline;

@@ -17,7 +17,8 @@ use buildsrs_archive::{
     ArtifactFile, Limits as UnpackLimits, UnpackError, pack_artifact, unpack_tar_gz,
 };
 use buildsrs_keys::{
-    Identity, RustRelease, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement, Toolchain,
+    CrateName, CrateVersion, Identity, RustRelease, SCHEMA_VERSION, Sha256Digest,
+    SignedAttestation, Statement, TargetTriple, Toolchain,
 };
 use buildsrs_sandbox::{
     CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout, output,
@@ -25,7 +26,9 @@ use buildsrs_sandbox::{
 use sha2::{Digest, Sha256};
 
 use crate::datadir::{DataDir, DataDirLock, NodeConfig};
-use crate::fetch::{FetchError, download_crate};
+use crate::fetch::{DownloadLimits, FetchError, download_crate};
+use crate::job::{DownloadUrl, JobError, JobFields, JobGate};
+use crate::metadata::{MetadataRun, read_metadata};
 use crate::outcome::BuildOutcome;
 use crate::plan::{BuildPlan, plan_from_metadata};
 use crate::settings::BuildSettings;
@@ -35,19 +38,20 @@ use crate::state::{JobResult, JobStart, NodeState};
 /// where a crate was built.
 pub const SOURCE_DATE_EPOCH: u64 = 1_700_000_000;
 
-/// What to build.
+/// What to build. Made from a job's fields by [`Pipeline::accept`], which checks them against
+/// this node (see [`crate::job`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildRequest {
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Crate version.
-    pub version: String,
+    pub version: CrateVersion,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// The index checksum of the `.crate`.
     pub source_sha256: Sha256Digest,
-    /// Where to download the `.crate`.
-    pub download_url: String,
+    /// Where to download the `.crate`: on the host the registry serves downloads from.
+    pub download_url: DownloadUrl,
     /// The registry the crate's dependencies come from, as a crates-index URL
     /// (`sparse+https://index.crates.io/` for crates.io).
     pub registry: String,
@@ -97,6 +101,7 @@ pub struct Pipeline {
     toolchain: Toolchain,
     toolchain_dir: PathBuf,
     clock_shim: PathBuf,
+    gate: JobGate,
     /// Held for the pipeline's life: no other process builds with this data dir.
     _lock: DataDirLock,
 }
@@ -133,6 +138,12 @@ impl Pipeline {
             .connect_timeout(Duration::from_secs(30))
             .build()
             .context("building the HTTP client")?;
+        let gate = JobGate::new(
+            &config.targets,
+            http.clone(),
+            Duration::from_secs(config.limits.download_secs),
+        )
+        .context("the configured targets")?;
         Ok(Self {
             dir,
             config,
@@ -143,6 +154,7 @@ impl Pipeline {
             toolchain,
             toolchain_dir,
             clock_shim,
+            gate,
             _lock: lock,
         })
     }
@@ -150,6 +162,18 @@ impl Pipeline {
     /// The node's state.
     pub fn state(&self) -> &NodeState {
         &self.state
+    }
+
+    /// Checks a job's fields (from a coordinator or the command line) against this node and
+    /// makes the request [`Pipeline::build`] takes; `registry` is where its dependencies come
+    /// from. A refused job changes nothing (see [`crate::job`]).
+    pub async fn accept(
+        &self,
+        fields: &JobFields<'_>,
+        registry: &str,
+        lease: Option<(i64, String, i64)>,
+    ) -> Result<BuildRequest, JobError> {
+        self.gate.accept(fields, registry, lease).await
     }
 
     /// The toolchain builds use.
@@ -170,9 +194,9 @@ impl Pipeline {
         progress: &(dyn Fn(Stage) + Sync),
     ) -> Result<JobReport> {
         let job_id = self.state.begin_job(&JobStart {
-            crate_name: request.crate_name.clone(),
-            version: request.version.clone(),
-            target: request.target.clone(),
+            crate_name: request.crate_name.to_string(),
+            version: request.version.to_string(),
+            target: request.target.to_string(),
             source_sha256: Some(request.source_sha256.to_hex()),
             task_id: request.lease.as_ref().map(|l| l.0),
             lease_id: request.lease.as_ref().map(|l| l.1.clone()),
@@ -247,12 +271,15 @@ impl Pipeline {
 
         steps.begin("download");
         push_line(log, &format!("== downloading {}", request.download_url));
-        let max = self.config.limits.crate_mib << 20;
+        let limits = DownloadLimits::new(
+            self.config.limits.crate_mib << 20,
+            Duration::from_secs(self.config.limits.download_secs),
+        );
         let downloaded = download_crate(
             &self.http,
-            &request.download_url,
+            request.download_url.as_str(),
             &request.source_sha256,
-            max,
+            limits,
             &crate_file,
             |received, total| progress(Stage::Downloading(received, total)),
         )
@@ -276,7 +303,12 @@ impl Pipeline {
                 push_line(log, &error.to_string());
                 return Ok((failed(error.to_string()), None, None));
             }
-            Err(error) => return Err(error).context("downloading the crate"),
+            Err(error) => {
+                // The registry's or the network's trouble (a stall, the time limit, an error
+                // status): never the crate's.
+                push_line(log, &error.to_string());
+                return Err(error).context("downloading the crate");
+            }
         }
         steps.begin("unpack");
 
@@ -409,11 +441,11 @@ impl Pipeline {
 
         let statement = Statement {
             schema: SCHEMA_VERSION,
-            crate_name: request.crate_name.clone(),
-            version: request.version.clone(),
+            crate_name: request.crate_name.to_string(),
+            version: request.version.to_string(),
             source_sha256: Some(request.source_sha256),
             cargo_lock_sha256: Some(lock_sha256),
-            target: request.target.clone(),
+            target: request.target.to_string(),
             toolchain: self.toolchain.clone(),
             features: plan.enabled_features.clone(),
             settings_digest: Some(settings.digest()),
@@ -634,49 +666,34 @@ impl Pipeline {
         spec
     }
 
-    /// Reads `cargo metadata --no-deps` on the host and makes the plan. The command parses
-    /// manifests and runs no crate code; it runs from the job's directory (outside the crate,
-    /// so a `.cargo/config.toml` in the crate is ignored) with a cleared environment.
+    /// Reads `cargo metadata --no-deps` in the sandbox (see [`crate::metadata`]: no network,
+    /// the canonical layout, `limits.metadata_secs`) and makes the plan. The command parses
+    /// the manifest and runs no crate code; what it reads and names are sandbox paths.
     async fn plan(
         &self,
         source: &Path,
         work: &Path,
         log: &mut CappedLog,
     ) -> Result<Result<BuildPlan, BuildOutcome>> {
-        let scratch_home = work.join("metadata-home");
-        std::fs::create_dir_all(&scratch_home)?;
-        let output = tokio::process::Command::new(self.toolchain_dir.join("bin/cargo"))
-            .args([
-                "metadata",
-                "--no-deps",
-                "--format-version",
-                "1",
-                "--offline",
-                "--manifest-path",
-            ])
-            .arg(source.join("Cargo.toml"))
-            .current_dir(work)
-            .env_clear()
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", self.toolchain_dir.join("bin").display()),
-            )
-            .env("HOME", &scratch_home)
-            .env("CARGO_HOME", &scratch_home)
-            .env("RUSTC", self.toolchain_dir.join("bin/rustc"))
-            .kill_on_drop(true)
-            .output()
-            .await
-            .context("running cargo metadata")?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            push_line(log, &stderr);
-            return Ok(Err(failed(format!(
-                "cargo metadata failed: {}",
-                first_line(&stderr)
-            ))));
-        }
-        match plan_from_metadata(&output.stdout) {
+        let run = MetadataRun {
+            source: source.to_owned(),
+            dir: work.join("metadata"),
+            toolchain: self.toolchain_dir.clone(),
+            clock_shim: self.clock_shim.clone(),
+        };
+        let mut spec = self.limited(run.spec(SOURCE_DATE_EPOCH)?);
+        let mut limits = spec.limits.clone();
+        limits.wall_clock = Duration::from_secs(self.config.limits.metadata_secs);
+        spec = spec.limits(limits);
+        push_line(
+            log,
+            "== plan: cargo metadata --no-deps (offline, sandboxed)",
+        );
+        let json = match read_metadata(&self.sandbox, &run, spec, log).await? {
+            Ok(json) => json,
+            Err(outcome) => return Ok(Err(outcome)),
+        };
+        match plan_from_metadata(&json) {
             Ok(plan) => {
                 for warning in &plan.warnings {
                     push_line(log, warning);
@@ -1001,7 +1018,7 @@ fn failed(reason: String) -> BuildOutcome {
     BuildOutcome::BuildFailed { reason }
 }
 
-fn push_line(log: &mut CappedLog, text: &str) {
+pub(crate) fn push_line(log: &mut CappedLog, text: &str) {
     log.push(text.as_bytes());
     if !text.ends_with('\n') {
         log.push(b"\n");
@@ -1017,7 +1034,7 @@ fn first_line(text: &str) -> &str {
 
 /// The first line cargo or rustc marked as an error (`error:`, `error[E0308]:`), which is
 /// the one that says why, or the first line at all.
-fn first_error_line(text: &str) -> String {
+pub(crate) fn first_error_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .find(|l| l.starts_with("error"))

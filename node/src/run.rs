@@ -30,9 +30,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::datadir::DataDir;
+use crate::job::JobFields;
 use crate::net::{self, Client};
 use crate::outcome::BuildOutcome;
-use crate::pipeline::{BuildRequest, JobReport, Pipeline};
+use crate::pipeline::{JobReport, Pipeline};
 use crate::state::NodeState;
 
 /// How `run` is set up beyond the data dir's configuration.
@@ -360,22 +361,25 @@ impl JobLog {
 }
 
 async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
-    let source_sha256 = match job.source_sha256.parse() {
-        Ok(digest) => digest,
-        Err(error) => {
-            return JobLog::node_error(format!(
-                "the job's source checksum is not a sha256: {error}"
-            ));
-        }
+    // Everything in the job is input: checked before anything is made from it.
+    let fields = JobFields {
+        crate_name: &job.crate_name,
+        version: &job.version,
+        target: &job.target,
+        source_sha256: &job.source_sha256,
+        download_url: &job.download_url,
     };
-    let request = BuildRequest {
-        crate_name: job.crate_name.clone(),
-        version: job.version.clone(),
-        target: job.target.clone(),
-        source_sha256,
-        download_url: job.download_url.clone(),
-        registry: shared.registry.clone(),
-        lease: Some((job.task_id, job.lease_id.to_string(), job.epoch)),
+    let lease = Some((job.task_id, job.lease_id.to_string(), job.epoch));
+    let request = match shared
+        .pipeline
+        .accept(&fields, &shared.registry, lease)
+        .await
+    {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!("job: task {}: {error}", job.task_id);
+            return JobLog::node_error(error.to_string());
+        }
     };
     let report = match shared.pipeline.build(&request, &|_| {}).await {
         Ok(report) => report,

@@ -19,7 +19,7 @@ use support::TestNode;
 async fn build(node: &TestNode, name: &str, version: &str) -> Result<JobReport> {
     let report = node
         .pipeline
-        .build(&support::crates_io_request(name, version).await?, &|_| {})
+        .build(&node.crates_io_request(name, version).await?, &|_| {})
         .await?;
     match &report.outcome {
         BuildOutcome::Built { binaries, .. } => assert_eq!(binaries.len(), 1, "{binaries:?}"),
@@ -111,10 +111,7 @@ async fn crates_io_a_library_has_no_binaries_and_fetches_nothing() -> Result<()>
     let node = TestNode::new(|_| {}).await?;
     let report = node
         .pipeline
-        .build(
-            &support::crates_io_request("rot13", "0.1.1").await?,
-            &|_| {},
-        )
+        .build(&node.crates_io_request("rot13", "0.1.1").await?, &|_| {})
         .await?;
     assert!(
         matches!(report.outcome, BuildOutcome::NoBinaries { .. }),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use buildsrs_fixture_registry::{FixtureRegistry, Published};
 use buildsrs_node::datadir::{DataDir, NodeConfig};
+use buildsrs_node::job::JobFields;
 use buildsrs_node::pipeline::{BuildRequest, JobReport, Pipeline};
 use buildsrs_node::state::NodeState;
 
@@ -74,44 +75,53 @@ impl TestNode {
         registry: &FixtureRegistry,
         published: &Published,
     ) -> Result<JobReport> {
-        let request = request(registry, published)?;
+        let request = self.request(registry, published).await?;
         self.pipeline.build(&request, &|_| {}).await
     }
-}
 
-/// The request a coordinator would send for a published fixture.
-pub fn request(registry: &FixtureRegistry, published: &Published) -> Result<BuildRequest> {
-    Ok(BuildRequest {
-        crate_name: published.name.clone(),
-        version: published.version.clone(),
-        target: TARGET.into(),
-        source_sha256: published.cksum.parse()?,
-        download_url: published.download_url.clone(),
-        registry: registry.index_url(),
-        lease: None,
-    })
-}
+    /// The request for a published fixture, as a coordinator following `registry` would send
+    /// it, accepted by this node.
+    pub async fn request(
+        &self,
+        registry: &FixtureRegistry,
+        published: &Published,
+    ) -> Result<BuildRequest> {
+        let fields = JobFields {
+            crate_name: &published.name,
+            version: &published.version,
+            target: TARGET,
+            source_sha256: &published.cksum,
+            download_url: &published.download_url,
+        };
+        Ok(self
+            .pipeline
+            .accept(&fields, &registry.index_url(), None)
+            .await?)
+    }
 
-/// The request a coordinator following crates.io would send for `name` `version` (the crates.io
-/// test group and the reproducibility bench only).
-pub async fn crates_io_request(name: &str, version: &str) -> Result<BuildRequest> {
-    use anyhow::Context as _;
-    use buildsrs_fixture_registry::crates_io;
-    let found = crates_io::versions(name)
-        .await
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .find(|v| v.version == version)
-        .with_context(|| format!("{name} {version} is not on crates.io"))?;
-    Ok(BuildRequest {
-        crate_name: name.into(),
-        version: version.into(),
-        target: TARGET.into(),
-        source_sha256: found.cksum.parse()?,
-        download_url: found.download_url,
-        registry: crates_io::INDEX.into(),
-        lease: None,
-    })
+    /// The request a coordinator following crates.io would send for `name` `version`,
+    /// accepted by this node (the crates.io test group and the reproducibility bench only).
+    pub async fn crates_io_request(&self, name: &str, version: &str) -> Result<BuildRequest> {
+        use anyhow::Context as _;
+        use buildsrs_fixture_registry::crates_io;
+        let found = crates_io::versions(name)
+            .await
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .find(|v| v.version == version)
+            .with_context(|| format!("{name} {version} is not on crates.io"))?;
+        let fields = JobFields {
+            crate_name: name,
+            version,
+            target: TARGET,
+            source_sha256: &found.cksum,
+            download_url: &found.download_url,
+        };
+        Ok(self
+            .pipeline
+            .accept(&fields, crates_io::INDEX, None)
+            .await?)
+    }
 }
 
 /// Unpacks the archive a build made (`NAME-VERSION-TARGET/`) into a temp dir, runs

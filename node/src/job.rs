@@ -1,0 +1,330 @@
+//! Jobs as they enter the node, from a coordinator's lease (`run`) or the command line
+//! (`build`): every field is input, and [`JobGate::accept`] turns the fields into a
+//! [`BuildRequest`] or refuses them, before any directory, state row or request is made from
+//! them.
+//!
+//! Each field is parsed once into its one type: the crate name ([`CrateName`], crates.io's
+//! rule), the version ([`CrateVersion`], canonical semver), the target ([`TargetTriple`], and
+//! one this node is configured to build), the checksum ([`Sha256Digest`], 64 lowercase hex
+//! digits) and the download URL ([`DownloadUrl`]: `http` or `https`, no user or password, and
+//! on the host the node's own registry downloads from). That host is the origin of the `dl`
+//! template in the registry's `config.json`, read once per registry (within the download time
+//! limit) and kept: a job cannot make the node send a request anywhere else, nor read a
+//! `file://` URL.
+//!
+//! A refused job changes nothing: no directory, no job in the node state, no request to the
+//! host it names. [`JobError::is_node_fault`] tells the one refusal that is this node's
+//! trouble (it could not read its own registry's `config.json`) from a bad job.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use buildsrs_index::{SparseFollower, crates_io};
+use buildsrs_keys::hash::DigestParseError;
+use buildsrs_keys::{CrateName, CrateVersion, InvalidName, Sha256Digest, TargetTriple};
+use reqwest::Url;
+
+use crate::pipeline::BuildRequest;
+
+/// A job's fields as they arrived, unchecked.
+#[derive(Clone, Copy, Debug)]
+pub struct JobFields<'a> {
+    /// Crate name.
+    pub crate_name: &'a str,
+    /// Version.
+    pub version: &'a str,
+    /// Target triple.
+    pub target: &'a str,
+    /// The index checksum of the `.crate`.
+    pub source_sha256: &'a str,
+    /// Where to download the `.crate`.
+    pub download_url: &'a str,
+}
+
+/// Why a job was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The crate name is not one crates.io allows.
+    #[error("refused job: crate name: {0}")]
+    CrateName(InvalidName),
+    /// The version is not canonical semver.
+    #[error("refused job: version: {0}")]
+    Version(InvalidName),
+    /// The target is not a triple.
+    #[error("refused job: target: {0}")]
+    Target(InvalidName),
+    /// The target is a triple this node does not build.
+    #[error("refused job: this node does not build target {target} (it builds {allowed})")]
+    TargetNotBuilt {
+        /// The job's target.
+        target: TargetTriple,
+        /// The node's configured targets.
+        allowed: String,
+    },
+    /// The checksum is not a SHA-256 digest.
+    #[error("refused job: source checksum: {0}")]
+    Checksum(DigestParseError),
+    /// The download URL is not one the node fetches.
+    #[error("refused job: download URL {url:?}: {reason}")]
+    DownloadUrl {
+        /// The URL (cut short when long).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The node could not learn where its own registry serves downloads.
+    #[error("registry {registry}: {reason}")]
+    Registry {
+        /// The registry's index URL.
+        registry: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl JobError {
+    /// Whether the refusal is this node's trouble rather than the job's.
+    pub fn is_node_fault(&self) -> bool {
+        matches!(self, Self::Registry { .. })
+    }
+}
+
+/// A `.crate` download URL: `http` or `https`, with a host, without user or password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DownloadUrl(Url);
+
+impl DownloadUrl {
+    /// The URL as text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    fn origin(&self) -> Origin {
+        Origin::of(&self.0)
+    }
+}
+
+/// Scheme, host and port of an `http(s)` URL (the port made explicit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn of(url: &Url) -> Self {
+        Self {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str().unwrap_or_default().to_owned(),
+            port: url.port_or_known_default(),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.host)?;
+        match self.port {
+            Some(port) => write!(f, ":{port}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl FromStr for DownloadUrl {
+    type Err = JobError;
+
+    fn from_str(text: &str) -> Result<Self, JobError> {
+        let refuse = |reason: &str| JobError::DownloadUrl {
+            url: text.chars().take(200).collect(),
+            reason: reason.to_owned(),
+        };
+        let url = Url::parse(text).map_err(|e| refuse(&format!("not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refuse("only http and https downloads are made"));
+        }
+        if url.host().is_none() {
+            return Err(refuse("no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse("a user or password in the URL is not accepted"));
+        }
+        Ok(Self(url))
+    }
+}
+
+impl fmt::Display for DownloadUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for DownloadUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DownloadUrl({:?})", self.as_str())
+    }
+}
+
+/// Where jobs are checked: the node's targets and, per registry, the origin it downloads
+/// from.
+#[derive(Debug)]
+pub struct JobGate {
+    targets: Vec<TargetTriple>,
+    http: reqwest::Client,
+    timeout: Duration,
+    origins: tokio::sync::Mutex<HashMap<String, Origin>>,
+}
+
+impl JobGate {
+    /// A gate for a node building `targets` (its configuration), reading registries'
+    /// `config.json` with `http` within `timeout`.
+    pub fn new(
+        targets: &[String],
+        http: reqwest::Client,
+        timeout: Duration,
+    ) -> Result<Self, InvalidName> {
+        let targets = targets
+            .iter()
+            .map(|t| t.parse())
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            targets,
+            http,
+            timeout,
+            origins: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks a job's fields against this node, for dependencies from `registry` (the node's
+    /// configured registry, or the one given on its command line).
+    pub async fn accept(
+        &self,
+        fields: &JobFields<'_>,
+        registry: &str,
+        lease: Option<(i64, String, i64)>,
+    ) -> Result<BuildRequest, JobError> {
+        let crate_name: CrateName = fields.crate_name.parse().map_err(JobError::CrateName)?;
+        let version: CrateVersion = fields.version.parse().map_err(JobError::Version)?;
+        let target: TargetTriple = fields.target.parse().map_err(JobError::Target)?;
+        let source_sha256: Sha256Digest =
+            fields.source_sha256.parse().map_err(JobError::Checksum)?;
+        let download_url: DownloadUrl = fields.download_url.parse()?;
+        if !self.targets.contains(&target) {
+            let allowed: Vec<&str> = self.targets.iter().map(TargetTriple::as_str).collect();
+            return Err(JobError::TargetNotBuilt {
+                target,
+                allowed: allowed.join(", "),
+            });
+        }
+        let origin = self.download_origin(registry).await?;
+        if download_url.origin() != origin {
+            return Err(JobError::DownloadUrl {
+                url: fields.download_url.chars().take(200).collect(),
+                reason: format!("not on {origin}, where the node's registry serves downloads"),
+            });
+        }
+        Ok(BuildRequest {
+            crate_name,
+            version,
+            target,
+            source_sha256,
+            download_url,
+            registry: registry.to_owned(),
+            lease,
+        })
+    }
+
+    /// The origin of `registry`'s `dl` template, read from its `config.json` the first time.
+    async fn download_origin(&self, registry: &str) -> Result<Origin, JobError> {
+        let mut origins = self.origins.lock().await;
+        if let Some(origin) = origins.get(registry) {
+            return Ok(origin.clone());
+        }
+        let fail = |reason: String| JobError::Registry {
+            registry: registry.to_owned(),
+            reason,
+        };
+        // crates.io is also known by its git index URL; its config.json is the sparse one's.
+        let index = if crates_io::is_crates_io(registry) {
+            crates_io::INDEX
+        } else {
+            registry
+        };
+        let mut follower = SparseFollower::with_client(index, self.http.clone())
+            .map_err(|e| fail(e.to_string()))?;
+        let config = tokio::time::timeout(self.timeout, follower.refresh_config())
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "config.json did not arrive within {} s",
+                    self.timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| fail(format!("reading config.json: {e}")))?;
+        let dl = Url::parse(config.dl()).map_err(|e| {
+            fail(format!(
+                "the dl template {:?} is not a URL: {e}",
+                config.dl()
+            ))
+        })?;
+        if !matches!(dl.scheme(), "http" | "https") || dl.host().is_none() {
+            return Err(fail(format!(
+                "the dl template {:?} is not an http(s) URL",
+                config.dl()
+            )));
+        }
+        let origin = Origin::of(&dl);
+        origins.insert(registry.to_owned(), origin.clone());
+        Ok(origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_urls_are_http_with_a_host_and_no_credentials() {
+        for good in [
+            "https://static.crates.io/crates/serde/serde-1.0.0.crate",
+            "http://127.0.0.1:7780/dl/x/1.0.0/download",
+        ] {
+            assert_eq!(good.parse::<DownloadUrl>().unwrap().as_str(), good);
+        }
+        for (bad, says) in [
+            ("file:///etc/passwd", "only http and https"),
+            ("ftp://example.org/x", "only http and https"),
+            ("https://user:secret@example.org/x", "user or password"),
+            ("https://user@example.org/x", "user or password"),
+            ("not a url", "not a URL"),
+            ("/dl/x", "not a URL"),
+        ] {
+            let error = bad.parse::<DownloadUrl>().unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let origin = |u: &str| u.parse::<DownloadUrl>().unwrap().origin();
+        assert_eq!(
+            origin("https://static.crates.io/a"),
+            origin("https://static.crates.io:443/b")
+        );
+        assert_ne!(
+            origin("https://static.crates.io/a"),
+            origin("http://static.crates.io/a")
+        );
+        assert_ne!(
+            origin("http://127.0.0.1:1/a"),
+            origin("http://127.0.0.1:2/a")
+        );
+        assert_ne!(
+            origin("https://static.crates.io/a"),
+            origin("https://static.crates.io.example/a")
+        );
+    }
+}
