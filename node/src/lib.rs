@@ -5,6 +5,9 @@
 //! - [`datadir`]: the data dir layout, identity and configuration file.
 //! - [`fetch`]: download a `.crate`, capped and checked against the index checksum.
 //! - [`plan`]: read `cargo metadata` and `[package.metadata.buildsrs]` into a build plan.
+//! - [`sources`]: refuse git, path and other-registry sources, `[patch]` and `[replace]`
+//!   before phase 1; [`registry_proxy`]: the proxy that lets phase 1 reach only the job's
+//!   registry.
 //! - [`outcome`]: how a build ended.
 //! - [`settings`]: the build settings that can change the output, and their digest.
 //! - [`state`]: the node's own SQLite state (jobs, artifacts, attestations).
@@ -23,6 +26,8 @@ pub mod net;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod registry_proxy;
 pub mod run;
 pub mod settings;
+pub mod sources;
 pub mod state;
