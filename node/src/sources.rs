@@ -350,16 +350,16 @@ fn check_dependencies(
             let (table, name) = dependency();
             return Err(Refused::Path { table, name, path });
         }
-        if let Some(index) = field("registry-index") {
-            if !registry.accepts(&SourceId::from_registry_url(&index)) {
-                let (table, name) = dependency();
-                return Err(Refused::OtherRegistry {
-                    table,
-                    name,
-                    index,
-                    registry: registry.registry().to_owned(),
-                });
-            }
+        if let Some(index) = field("registry-index")
+            && !registry.accepts(&SourceId::from_registry_url(&index))
+        {
+            let (table, name) = dependency();
+            return Err(Refused::OtherRegistry {
+                table,
+                name,
+                index,
+                registry: registry.registry().to_owned(),
+            });
         }
         if let Some(named) = field("registry")
             && named != "crates-io"
