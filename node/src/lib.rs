@@ -9,6 +9,9 @@
 //!   checksum.
 //! - [`metadata`]: `cargo metadata` of the crate, in the sandbox.
 //! - [`plan`]: read `cargo metadata` and `[package.metadata.buildsrs]` into a build plan.
+//! - [`sources`]: refuse git, path and other-registry sources, `[patch]` and `[replace]`
+//!   before phase 1; [`registry_proxy`]: the proxy that lets phase 1 reach only the job's
+//!   registry.
 //! - [`outcome`]: how a build ended.
 //! - [`limits`]: which build limits hold here and by what; `run` refuses to start without
 //!   memory, process and disk limits.
@@ -33,7 +36,9 @@ pub mod net;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod registry_proxy;
 pub mod retention;
 pub mod run;
 pub mod settings;
+pub mod sources;
 pub mod state;

@@ -31,7 +31,9 @@ use crate::job::{DownloadUrl, JobError, JobFields, JobGate};
 use crate::metadata::{MetadataRun, read_metadata};
 use crate::outcome::BuildOutcome;
 use crate::plan::{BuildPlan, plan_from_metadata};
+use crate::registry_proxy::{ProxyGrant, RegistryProxy};
 use crate::settings::BuildSettings;
+use crate::sources::{JobRegistry, check_unpacked};
 use crate::state::{JobResult, JobStart, NodeState};
 
 /// `SOURCE_DATE_EPOCH` for every build: a fixed instant, so that nothing depends on when or
@@ -104,6 +106,8 @@ pub struct Pipeline {
     gate: JobGate,
     /// Held for the pipeline's life: no other process builds with this data dir.
     _lock: DataDirLock,
+    /// Phase 1's only way out: the job's registry and nothing else.
+    proxy: RegistryProxy,
 }
 
 impl Pipeline {
@@ -144,6 +148,9 @@ impl Pipeline {
             Duration::from_secs(config.limits.download_secs),
         )
         .context("the configured targets")?;
+        let proxy = RegistryProxy::start(tokio_util::sync::CancellationToken::new())
+            .await
+            .context("starting the registry proxy")?;
         Ok(Self {
             dir,
             config,
@@ -156,6 +163,7 @@ impl Pipeline {
             clock_shim,
             gate,
             _lock: lock,
+            proxy,
         })
     }
 
@@ -328,6 +336,16 @@ impl Pipeline {
             push_line(log, &format!("== not building: {outcome}"));
             return Ok((outcome, None, None));
         }
+        steps.begin("check sources");
+
+        match check_unpacked(&source, &JobRegistry::new(&request.registry))? {
+            Ok(()) => push_line(log, "== sources: only the job's registry"),
+            Err(refused) => {
+                let reason = format!("refused before phase 1: {refused}");
+                push_line(log, &reason);
+                return Ok((failed(reason), None, None));
+            }
+        }
         steps.begin("phase 1");
 
         let cargo = CargoLayout {
@@ -354,7 +372,7 @@ impl Pipeline {
                 "== phase 1: skipped, every dependency in the shipped Cargo.lock is cached",
             );
         } else if let Some(outcome) = self
-            .fetch_dependencies(&cargo, shipped_lock, &request.target, log)
+            .fetch_dependencies(&cargo, shipped_lock, request, log)
             .await?
         {
             return Ok((outcome, None, None));
@@ -398,7 +416,7 @@ impl Pipeline {
             cargo.create_dirs()?;
             steps.begin("phase 1 (again)");
             if let Some(outcome) = self
-                .fetch_dependencies(&cargo, shipped_lock, &request.target, log)
+                .fetch_dependencies(&cargo, shipped_lock, request, log)
                 .await?
             {
                 return Ok((outcome, None, None));
@@ -585,19 +603,26 @@ impl Pipeline {
 
     /// Phase 1, one sandboxed `cargo fetch` with the network and no crate code: with the
     /// crate's own lock `--locked` (the lock must already fit the manifest), without one it
-    /// resolves and writes `Cargo.lock` first. `Some` when that ended the job.
+    /// resolves and writes `Cargo.lock` first. Cargo reaches the network only through the
+    /// node's registry proxy, which allows the job's registry alone. `Some` when that ended
+    /// the job.
     async fn fetch_dependencies(
         &self,
         cargo: &CargoLayout,
         shipped_lock: bool,
-        target: &str,
+        request: &BuildRequest,
         log: &mut CappedLog,
     ) -> Result<Option<BuildOutcome>> {
         let mut args = vec!["fetch"];
         if shipped_lock {
             args.push("--locked");
         }
-        args.extend(["--target", target, "--manifest-path", layout::MANIFEST]);
+        args.extend([
+            "--target",
+            &request.target,
+            "--manifest-path",
+            layout::MANIFEST,
+        ]);
         push_line(
             log,
             &format!(
@@ -605,9 +630,25 @@ impl Pipeline {
                 args.join(" ")
             ),
         );
-        let spec = self.limited(cargo.fetch(args));
+        let hosts = self
+            .proxy
+            .registry_hosts(&request.registry, &self.http)
+            .await
+            .context("finding the registry's hosts for phase 1")?;
+        let label = format!("{} {}", request.crate_name, request.version);
+        let grant = self.proxy.grant(&label, hosts)?;
+        push_line(
+            log,
+            &format!(
+                "   network: only {}, through the node's registry proxy",
+                grant.allowed_hosts()
+            ),
+        );
+        let spec = self
+            .limited(cargo.fetch(args))
+            .env("CARGO_HTTP_PROXY", grant.url());
         let run = self.sandbox.run(&spec).await?;
-        if let Some(outcome) = phase_one_failure(&run, log) {
+        if let Some(outcome) = phase_one_ended(&run, &grant, log) {
             return Ok(Some(outcome));
         }
         // Cargo trusts any `.crate` already in its cache; one cut short by an earlier job that
@@ -620,7 +661,7 @@ impl Pipeline {
         }
         note_repairs(log, &check);
         let run = self.sandbox.run(&spec).await?;
-        if let Some(outcome) = phase_one_failure(&run, log) {
+        if let Some(outcome) = phase_one_ended(&run, &grant, log) {
             return Ok(Some(outcome));
         }
         let check = check_dependency_cache(&lock, &cargo.cargo_home);
@@ -764,6 +805,47 @@ impl Pipeline {
         applied.log_keep_bytes = usize::try_from(limits.log_kib * 1024).unwrap_or(usize::MAX);
         spec.limits(applied)
     }
+}
+
+/// How a phase 1 through the registry proxy ended: as [`phase_one_failure`] says, except that
+/// the proxy knows better about the network. A host it refused is the crate's doing (the
+/// sources check let nothing through that names one, so a dependency's index entry did); an
+/// allowed host that did not answer is the node's trouble.
+fn phase_one_ended(
+    run: &RunOutcome,
+    grant: &ProxyGrant,
+    log: &mut CappedLog,
+) -> Option<BuildOutcome> {
+    let outcome = phase_one_failure(run, log);
+    let traffic = grant.traffic();
+    let mut note = format!("   registry proxy: {} allowed", traffic.allowed);
+    if !traffic.refused.is_empty() {
+        note.push_str(&format!(", refused {}", traffic.refused.join(", ")));
+    }
+    if !traffic.unreachable.is_empty() {
+        note.push_str(&format!(
+            ", no answer from {}",
+            traffic.unreachable.join(", ")
+        ));
+    }
+    push_line(log, &note);
+    let outcome = outcome?;
+    if !traffic.refused.is_empty() {
+        return Some(failed(format!(
+            "phase 1 tried to reach {}, not a host of the job's registry (refused by the node's \
+             registry proxy)",
+            traffic.refused.join(", ")
+        )));
+    }
+    if !traffic.unreachable.is_empty() {
+        return Some(BuildOutcome::NodeError {
+            reason: format!(
+                "fetching dependencies failed (network): the registry at {} did not answer",
+                traffic.unreachable.join(", ")
+            ),
+        });
+    }
+    Some(outcome)
 }
 
 /// Phase 1 failed? A network problem on the node's side is the node's fault; anything else

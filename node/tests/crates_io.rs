@@ -87,6 +87,17 @@ async fn crates_io_a_crate_without_a_lock_is_resolved_and_built() -> Result<()> 
         "no --locked without a shipped lock: {}",
         report.log
     );
+    // Phase 1 went through the node's registry proxy (CONNECT to crates.io's hosts only).
+    let proxied = report
+        .log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("registry proxy: "))
+        .unwrap_or_default();
+    assert!(
+        proxied.ends_with("allowed") && !proxied.starts_with("0 "),
+        "{}",
+        report.log
+    );
     let dump = support::run_built(
         &report,
         "hexyl",

@@ -374,6 +374,13 @@ impl FixtureRegistry {
         self.store(packed.entry, &packed.bytes)
     }
 
+    /// Publishes a crate packed by [`pack_dir`] or [`pack_dir_with_lock`] with its index line
+    /// as given: a test may change the line first (e.g. a dependency from another registry,
+    /// which only a hostile index would show).
+    pub fn publish_packed(&self, packed: PackedCrate) -> Result<Published, FixtureError> {
+        self.store(packed.entry, &packed.bytes)
+    }
+
     /// Publishes hand-made `.crate` bytes (e.g. a malicious archive). The index line has no
     /// dependencies or features; its `cksum` is the archive's sha256 unless overridden.
     pub fn publish_raw(
