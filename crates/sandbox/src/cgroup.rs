@@ -105,16 +105,7 @@ impl CgroupParents {
             }
         }
         for dir in dirs {
-            for _ in 0..50 {
-                let pids = read_pids(&dir.join("cgroup.procs"));
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    let _ = kill_process(pid, Signal::KILL);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            kill_until_empty(&dir).await;
             if fs::remove_dir(&dir).is_ok() {
                 removed += 1;
             }
@@ -232,16 +223,7 @@ impl RunCgroups {
             if *version == Version::V2 && dir.join("cgroup.kill").exists() {
                 let _ = write(&dir.join("cgroup.kill"), "1");
             }
-            for _ in 0..50 {
-                let pids = read_pids(&dir.join("cgroup.procs"));
-                if pids.is_empty() {
-                    break;
-                }
-                for pid in pids {
-                    let _ = kill_process(pid, Signal::KILL);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            kill_until_empty(dir).await;
         }
     }
 
@@ -318,6 +300,21 @@ impl Drop for RunCgroups {
                 }
             }
         });
+    }
+}
+
+/// SIGKILLs every process in the cgroup `dir` until it is empty, or gives up after a second
+/// (a process in uninterruptible sleep dies when it wakes).
+async fn kill_until_empty(dir: &Path) {
+    for _ in 0..50 {
+        let pids = read_pids(&dir.join("cgroup.procs"));
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -7,40 +7,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use buildsrs_sandbox::{BwrapConfig, Limits, OutcomeKind, RunOutcome, Sandbox, SandboxSpec};
-
-/// Bubblewrap with cgroups switched off: every tree-wide limit is the watchdog's.
-fn without_cgroups() -> Sandbox {
-    Sandbox::Bubblewrap(BwrapConfig {
-        cgroups: false,
-        ..BwrapConfig::default()
-    })
-}
-
-fn with_cgroups() -> Sandbox {
-    Sandbox::Bubblewrap(BwrapConfig::default())
-}
-
-/// `/bin/sh -c SCRIPT` with quick limits.
-fn sh(script: &str) -> SandboxSpec {
-    SandboxSpec::new("/bin/sh", "/")
-        .args(["-c", script])
-        .env("PATH", "/usr/bin:/bin")
-        .limits(Limits {
-            wall_clock: Duration::from_secs(60),
-            ..Limits::default()
-        })
-}
-
-async fn run(sandbox: &Sandbox, spec: &SandboxSpec) -> (RunOutcome, String) {
-    let outcome = sandbox.run(spec).await.unwrap();
-    let log = outcome.log.to_string_lossy();
-    (outcome, log)
-}
+use buildsrs_sandbox::OutcomeKind;
+use support::{bwrap as with_cgroups, bwrap_without_cgroups as without_cgroups, run, sh};
 
 /// Bytes under `dir`, as the host sees them.
 fn bytes_under(dir: &Path) -> u64 {

@@ -7,35 +7,15 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
 
+mod support;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use buildsrs_sandbox::{
-    BwrapConfig, Limits, OutcomeKind, RunOutcome, Sandbox, SandboxError, SandboxSpec,
-};
-
-fn bwrap() -> Sandbox {
-    Sandbox::Bubblewrap(BwrapConfig::default())
-}
-
-/// `/bin/sh -c SCRIPT` with a minimal PATH and quick limits.
-fn sh(script: &str) -> SandboxSpec {
-    SandboxSpec::new("/bin/sh", "/")
-        .args(["-c", script])
-        .env("PATH", "/usr/bin:/bin")
-        .limits(Limits {
-            wall_clock: Duration::from_secs(30),
-            ..Limits::default()
-        })
-}
-
-async fn run(sandbox: &Sandbox, spec: &SandboxSpec) -> (RunOutcome, String) {
-    let outcome = sandbox.run(spec).await.unwrap();
-    let log = outcome.log.to_string_lossy();
-    (outcome, log)
-}
+use buildsrs_sandbox::{BwrapConfig, OutcomeKind, Sandbox, SandboxError, SandboxSpec};
+use support::{bwrap, run, sh};
 
 fn cgroups_writable() -> bool {
     // The same probe the sandbox uses, seen from outside: can we make a memory child cgroup?

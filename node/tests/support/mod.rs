@@ -31,18 +31,7 @@ impl TestNode {
         let mut config = dir.config()?;
         configure(&mut config);
         std::fs::write(dir.config_path(), toml::to_string(&config)?)?;
-        // As the node does: the config decides whether cgroups are used.
-        let (sandbox, _) = buildsrs_node::datadir::sandbox_for(&dir, false).await?;
-        let lock = dir.lock()?;
-        let (state, _) = NodeState::open(&dir.state_path())?;
-        let state = Arc::new(state);
-        let pipeline = Pipeline::new(dir.clone(), sandbox, state.clone(), lock).await?;
-        Ok(Self {
-            dir,
-            pipeline,
-            state,
-            _temp: temp,
-        })
+        Self::open(dir, temp).await
     }
 
     /// The same data dir opened again, as a restarted node would (this one's lock is
@@ -56,6 +45,12 @@ impl TestNode {
         } = self;
         drop(pipeline);
         drop(state);
+        Self::open(dir, _temp).await
+    }
+
+    /// Starts a pipeline over `dir` the way the node does: the config decides whether cgroups
+    /// are used; the lock is taken before the state is opened.
+    async fn open(dir: DataDir, temp: tempfile::TempDir) -> Result<Self> {
         let (sandbox, _) = buildsrs_node::datadir::sandbox_for(&dir, false).await?;
         let lock = dir.lock()?;
         let (state, _) = NodeState::open(&dir.state_path())?;
@@ -65,7 +60,7 @@ impl TestNode {
             dir,
             pipeline,
             state,
-            _temp,
+            _temp: temp,
         })
     }
 
