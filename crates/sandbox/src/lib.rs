@@ -48,7 +48,8 @@
 //!     OutcomeKind::Failed
 //!     | OutcomeKind::TimedOut
 //!     | OutcomeKind::OutOfMemory
-//!     | OutcomeKind::OutputTooLarge => { /* a build result, with outcome.log */ }
+//!     | OutcomeKind::OutputTooLarge
+//!     | OutcomeKind::DiskLimit => { /* a build result, with outcome.log */ }
 //! }
 //! # Ok(()) }
 //! ```
