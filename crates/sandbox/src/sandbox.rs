@@ -774,6 +774,9 @@ async fn supervise(
             },
         }
     }
+    if breach.is_none() {
+        breach = watchdog.final_disk_check().await;
+    }
     let Some(exit) = exit else {
         // The loop only ends with an exit status (or returns an error above).
         return Err(SandboxError::Io {

@@ -104,6 +104,16 @@ impl Watchdog {
             || (self.root.is_some() && (self.max_tasks.is_some() || self.max_memory.is_some()))
     }
 
+    /// The disk measured once more, whatever the interval: a run may write its burst and
+    /// end between two walks, and what it left still counts.
+    pub(crate) async fn final_disk_check(&mut self) -> Option<Breach> {
+        if let Some(disk) = self.disk.as_mut() {
+            disk.next_walk = tokio::time::Instant::now();
+        }
+        self.root = None;
+        self.check().await
+    }
+
     /// One round of checks: the tree every time, the disk when its interval has passed.
     pub(crate) async fn check(&mut self) -> Option<Breach> {
         if let Some(breach) = self.check_tree() {

@@ -65,6 +65,18 @@ async fn many_files_under_the_file_size_limit_hit_the_disk_limit() {
     }
 }
 
+/// A burst that ends before the watchdog's next walk still counts: the disk is measured once
+/// more when the run has ended.
+#[tokio::test]
+async fn a_burst_between_two_walks_still_hits_the_disk_limit() {
+    let target = tempfile::tempdir().unwrap();
+    let mut spec = sh("head -c 33554432 /dev/zero > /buildsrs/target/burst")
+        .rw_bind(target.path(), "/buildsrs/target");
+    spec.limits.disk_bytes = Some(16 << 20);
+    let (outcome, log) = run(&without_cgroups(), &spec).await;
+    assert_eq!(outcome.kind(), OutcomeKind::DiskLimit, "{outcome:?} {log}");
+}
+
 #[tokio::test]
 async fn what_was_there_before_the_run_does_not_count() {
     let target = tempfile::tempdir().unwrap();
