@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use buildsrs_keys::{PublicKey, SignedAttestation};
 use buildsrs_protocol::{
-    BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request, Response,
-    Standing,
+    Attested, BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request,
+    Response, Standing,
 };
 use buildsrs_store::{
-    BuildOutcome, BuilderStatus, Decision, LeaseId, NewBuilder, Store, StoreError, Submission,
-    TaskId, TaskState,
+    BuildOutcome, BuilderStatus, Decision, LeaseId, NewBuilder, Store, StoreError, StoredBuild,
+    Submission, TaskId, TaskState,
 };
 use jiff::Timestamp;
 use tokio::sync::Notify;
@@ -278,8 +278,10 @@ impl JobService {
                 ),
             ));
         }
-        let outcome = match result.outcome {
-            Outcome::Built { attestation } => {
+        // Only a built result carries more than the store keeps: the attestation, checked
+        // against the task before its artifact is believed.
+        let outcome: BuildOutcome = match result.outcome {
+            Outcome::Built(Attested { attestation }) => {
                 let cksum = self
                     .store
                     .version_info(&detail.task.crate_name, &detail.task.version)
@@ -287,24 +289,16 @@ impl JobService {
                     .map(|v| v.version.cksum)
                     .unwrap_or_default();
                 match check_attestation(&peer, &attestation, &detail.task, &cksum) {
-                    Ok(signed) => BuildOutcome::Built {
+                    Ok(signed) => BuildOutcome::Built(StoredBuild {
                         artifact: signed.statement.artifact,
                         signed: attestation,
-                    },
+                    }),
                     Err(why) => return Ok(Response::rejected(RejectKind::Forbidden, why)),
                 }
             }
-            Outcome::NoBinaries => BuildOutcome::NoBinaries,
-            Outcome::BuildFailed { reason } => BuildOutcome::BuildFailed { reason },
-            Outcome::TimedOut => BuildOutcome::TimedOut,
-            Outcome::OutOfMemory => BuildOutcome::OutOfMemory,
-            Outcome::OutputTooLarge => BuildOutcome::OutputTooLarge,
-            Outcome::SourceChecksumMismatch { reason } => {
-                BuildOutcome::SourceChecksumMismatch { reason }
-            }
-            Outcome::NodeError { reason } => BuildOutcome::NodeError { reason },
+            Outcome::Ended(ended) => BuildOutcome::Ended(ended),
         };
-        let node_error = matches!(outcome, BuildOutcome::NodeError { .. });
+        let node_error = outcome.is_builder_fault();
         let outcome_name = outcome.kind().as_str();
         let submission = Submission {
             lease_id: LeaseId(result.lease_id),

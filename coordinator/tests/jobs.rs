@@ -13,8 +13,8 @@ use buildsrs_keys::{
     ArtifactId, Identity, SCHEMA_VERSION, SignedAttestation, Statement, Toolchain,
 };
 use buildsrs_protocol::{
-    BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request, Response,
-    Standing,
+    Attested, BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request,
+    Response, Standing,
 };
 use buildsrs_store::{IndexVersion, Store, TaskId, TaskState, store_test};
 use jiff::Timestamp;
@@ -215,9 +215,9 @@ store_test!(
                 a.public_key(),
                 submit(
                     &job_a,
-                    Outcome::Built {
+                    Outcome::Built(Attested {
                         attestation: forged,
-                    },
+                    }),
                 ),
             )
             .await;
@@ -230,9 +230,9 @@ store_test!(
                 a.public_key(),
                 submit(
                     &job_a,
-                    Outcome::Built {
+                    Outcome::Built(Attested {
                         attestation: theirs,
-                    },
+                    }),
                 ),
             )
             .await;
@@ -243,7 +243,7 @@ store_test!(
             .service
             .handle(
                 a.public_key(),
-                submit(&job_a, Outcome::Built { attestation: other }),
+                submit(&job_a, Outcome::Built(Attested { attestation: other })),
             )
             .await;
         assert_refused(&answer, RejectKind::Forbidden);
@@ -254,9 +254,9 @@ store_test!(
                 a.public_key(),
                 submit(
                     &job_a,
-                    Outcome::Built {
+                    Outcome::Built(Attested {
                         attestation: b"{".to_vec(),
-                    },
+                    }),
                 ),
             )
             .await;
@@ -270,7 +270,7 @@ store_test!(
             .service
             .handle(
                 mallory.public_key(),
-                submit(&job_a, Outcome::Built { attestation: own }),
+                submit(&job_a, Outcome::Built(Attested { attestation: own })),
             )
             .await;
         assert!(matches!(answer, Response::Rejected { .. }), "{answer:?}");
@@ -281,7 +281,7 @@ store_test!(
             s.service
                 .handle(
                     a.public_key(),
-                    submit(&job_a, Outcome::Built { attestation: good })
+                    submit(&job_a, Outcome::Built(Attested { attestation: good }))
                 )
                 .await,
             Response::Accepted {
@@ -297,7 +297,7 @@ store_test!(
             s.service
                 .handle(
                     b.public_key(),
-                    submit(&job_b, Outcome::Built { attestation: good })
+                    submit(&job_b, Outcome::Built(Attested { attestation: good }))
                 )
                 .await,
             Response::Accepted {
@@ -359,12 +359,7 @@ store_test!(renewals_need_the_leases_epoch, |store: Store| async move {
         s.service
             .handle(
                 node.public_key(),
-                submit(
-                    &job,
-                    Outcome::BuildFailed {
-                        reason: "E0425".into()
-                    }
-                )
+                submit(&job, Outcome::build_failed("E0425"))
             )
             .await,
         Response::Accepted {
@@ -401,12 +396,7 @@ store_test!(
             .service
             .handle(
                 node.public_key(),
-                submit(
-                    &job,
-                    Outcome::NodeError {
-                        reason: "disk full".into(),
-                    },
-                ),
+                submit(&job, Outcome::node_error("disk full")),
             )
             .await;
         assert_eq!(

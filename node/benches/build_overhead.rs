@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use buildsrs_fixture_registry::{FixtureRegistry, Published};
-use buildsrs_node::outcome::BuildOutcome;
+use buildsrs_node::outcome::OutcomeKind;
 use buildsrs_node::pipeline::{BuildRequest, Pipeline};
 use support::{TARGET, TestNode};
 
@@ -107,7 +107,7 @@ async fn node_build(pipeline: &Pipeline, request: &BuildRequest) -> Result<(Dura
     let report = pipeline.build(request, &|_| {}).await?;
     let took = start.elapsed();
     ensure!(
-        matches!(report.outcome, BuildOutcome::Built { .. }),
+        report.outcome.kind() == OutcomeKind::Built,
         "not built: {}\n{}",
         report.outcome,
         report.log

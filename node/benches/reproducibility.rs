@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use buildsrs_fixture_registry::crates_io;
-use buildsrs_node::outcome::BuildOutcome;
+use buildsrs_node::outcome::{BuildOutcome, Built};
 use buildsrs_node::pipeline::{BuildRequest, JobReport};
 use support::{TARGET, TestNode};
 
@@ -131,7 +131,7 @@ async fn node_build(
     let report: JobReport = node.pipeline.build(request, &|_| {}).await?;
     let took = start.elapsed();
     Ok(match &report.outcome {
-        BuildOutcome::Built { artifact, .. } => Ok((artifact.blake3.to_hex(), took)),
+        BuildOutcome::Built(Built { artifact, .. }) => Ok((artifact.blake3.to_hex(), took)),
         other => {
             let tail: Vec<&str> = report.log.lines().rev().take(12).collect();
             eprintln!(

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::datadir::DataDir;
 use crate::job::JobFields;
-use crate::outcome::BuildOutcome;
+use crate::outcome::{BuildOutcome, OutcomeKind};
 use crate::pipeline::{Pipeline, Stage};
 use crate::state::NodeState;
 
@@ -56,9 +56,9 @@ pub fn run(data_dir: &Path, args: &BuildArgs) -> ExitCode {
     };
     match runtime.block_on(build(data_dir, args)) {
         Ok(outcome) => {
-            if matches!(outcome, BuildOutcome::Built { .. }) {
+            if outcome.kind() == OutcomeKind::Built {
                 ExitCode::SUCCESS
-            } else if outcome.is_node_fault() {
+            } else if outcome.is_builder_fault() {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 
 use buildsrs_sandbox::output::{self, OutputError};
 use buildsrs_sandbox::{
-    CappedLog, CargoLayout, Mount, OutcomeKind, Sandbox, SandboxError, SandboxSpec, layout,
+    CappedLog, CargoLayout, Mount, RunKind, Sandbox, SandboxError, SandboxSpec, layout,
 };
 
-use crate::outcome::BuildOutcome;
+use crate::outcome::{self, BuildOutcome};
 use crate::pipeline::{first_error_line, push_line};
 
 /// The file cargo's JSON goes to, in the run's target dir.
@@ -144,10 +144,10 @@ pub async fn read_metadata(
         log,
         &format!("   ({}, {:.1} s)", ran.status, ran.wall_time.as_secs_f64()),
     );
-    let failed = |reason: String| Ok(Err(BuildOutcome::BuildFailed { reason }));
+    let failed = |reason: String| Ok(Err(BuildOutcome::build_failed(reason)));
     match ran.kind() {
-        OutcomeKind::Succeeded => {}
-        OutcomeKind::TimedOut => {
+        RunKind::Succeeded => {}
+        RunKind::TimedOut => {
             push_line(
                 log,
                 &format!(
@@ -155,26 +155,24 @@ pub async fn read_metadata(
                     spec.limits.wall_clock.as_secs()
                 ),
             );
-            return Ok(Err(BuildOutcome::TimedOut {
-                limit_secs: spec.limits.wall_clock.as_secs(),
-            }));
+            return Ok(Err(outcome::timed_out(spec.limits.wall_clock.as_secs())));
         }
-        OutcomeKind::OutOfMemory => {
-            return Ok(Err(BuildOutcome::OutOfMemory {
-                limit_mib: spec.limits.memory_bytes.map(|bytes| bytes >> 20),
-            }));
+        RunKind::OutOfMemory => {
+            return Ok(Err(outcome::out_of_memory(
+                spec.limits.memory_bytes.map(|bytes| bytes >> 20),
+            )));
         }
-        OutcomeKind::OutputTooLarge => {
-            return Ok(Err(BuildOutcome::OutputTooLarge {
-                limit_mib: spec.limits.output_cap_bytes >> 20,
-            }));
+        RunKind::OutputTooLarge => {
+            return Ok(Err(outcome::output_too_large(
+                spec.limits.output_cap_bytes >> 20,
+            )));
         }
-        OutcomeKind::DiskLimit => {
-            return Ok(Err(BuildOutcome::DiskLimit {
-                limit_mib: spec.limits.disk_bytes.unwrap_or(0) >> 20,
-            }));
+        RunKind::DiskLimit => {
+            return Ok(Err(outcome::disk_limit(
+                spec.limits.disk_bytes.unwrap_or(0) >> 20,
+            )));
         }
-        OutcomeKind::Failed => {
+        RunKind::Failed => {
             let text = ran.log.to_string_lossy();
             return failed(format!(
                 "cargo metadata failed ({}): {}",

@@ -21,7 +21,7 @@ use buildsrs_keys::{
     SignedAttestation, Statement, TargetTriple, Toolchain,
 };
 use buildsrs_sandbox::{
-    CappedLog, CargoLayout, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout, output,
+    CappedLog, CargoLayout, RunKind, RunOutcome, Sandbox, SandboxSpec, clock, layout, output,
 };
 use sha2::{Digest, Sha256};
 
@@ -29,7 +29,7 @@ use crate::datadir::{DataDir, DataDirLock, NodeConfig};
 use crate::fetch::{DownloadLimits, FetchError, download_crate};
 use crate::job::{DownloadUrl, JobError, JobFields, JobGate};
 use crate::metadata::{MetadataRun, read_metadata};
-use crate::outcome::BuildOutcome;
+use crate::outcome::{self, BuildOutcome, Built};
 use crate::plan::{BuildPlan, plan_from_metadata};
 use crate::registry_proxy::{ProxyGrant, RegistryProxy};
 use crate::settings::BuildSettings;
@@ -227,25 +227,21 @@ impl Pipeline {
         }
         let (outcome, attestation, archive) = match result {
             Ok(done) => done,
-            Err(error) => (
-                BuildOutcome::NodeError {
-                    reason: format!("{error:#}"),
-                },
-                None,
-                None,
-            ),
+            Err(error) => (BuildOutcome::node_error(format!("{error:#}")), None, None),
         };
         steps.end();
         push_line(&mut log, &format!("== steps: {steps}"));
         push_line(&mut log, &format!("== outcome: {outcome}"));
         let artifact = match (&outcome, &archive) {
-            (BuildOutcome::Built { artifact, .. }, Some(path)) => Some((*artifact, path.clone())),
+            (BuildOutcome::Built(Built { artifact, .. }), Some(path)) => {
+                Some((*artifact, path.clone()))
+            }
             _ => None,
         };
         self.state.finish_job(
             job_id,
             &JobResult {
-                outcome: outcome.name().to_owned(),
+                outcome: outcome.kind().as_str().to_owned(),
                 detail: outcome.to_string(),
                 artifact,
                 attestation: attestation
@@ -300,9 +296,7 @@ impl Pipeline {
             Err(error @ FetchError::ChecksumMismatch { .. }) => {
                 push_line(log, &error.to_string());
                 return Ok((
-                    BuildOutcome::SourceChecksumMismatch {
-                        reason: error.to_string(),
-                    },
+                    BuildOutcome::source_checksum_mismatch(error.to_string()),
                     None,
                     None,
                 ));
@@ -398,7 +392,7 @@ impl Pipeline {
         );
         let mut run = self.sandbox.run(&spec).await?;
         append_run(log, &run);
-        if cached && run.kind() == OutcomeKind::Failed && missed_offline(&run) {
+        if cached && run.kind() == RunKind::Failed && missed_offline(&run) {
             // The cache looked complete but cargo still wanted something (an index entry,
             // say): fetch as usual and build again from a fresh source and clean dirs (the
             // failed run may have written into all of them).
@@ -473,10 +467,10 @@ impl Pipeline {
             build_finished: unix_seconds(jiff::Timestamp::now()),
         };
         let attestation = SignedAttestation::sign(statement, &self.identity)?;
-        let outcome = BuildOutcome::Built {
+        let outcome = BuildOutcome::Built(Built {
             artifact: packed.id,
             binaries: plan.binaries.clone(),
-        };
+        });
         Ok((outcome, Some(attestation), Some(archive)))
     }
 
@@ -523,18 +517,16 @@ impl Pipeline {
     fn cannot_build(&self, plan: &BuildPlan, target: &str) -> Option<BuildOutcome> {
         if !plan.wants_target(target) {
             let reason = format!("the crate's metadata does not list target {target}");
-            return Some(BuildOutcome::NoBinaries { reason });
+            return Some(BuildOutcome::no_binaries(reason));
         }
         if plan.binaries.is_empty() {
             let reason = "the crate has no binaries to build".to_owned();
-            return Some(BuildOutcome::NoBinaries { reason });
+            return Some(BuildOutcome::no_binaries(reason));
         }
         let required = plan.rust_version?;
         let available = RustRelease::parse_release(&self.toolchain.release)?;
-        (available < required).then(|| BuildOutcome::NeedsNewerToolchain {
-            required: required.to_string(),
-            available: self.toolchain.release.clone(),
-        })
+        (available < required)
+            .then(|| outcome::needs_newer_toolchain(&required.to_string(), &self.toolchain.release))
     }
 
     /// How a phase 2 that did not succeed ended, naming the limit it hit when one did.
@@ -547,20 +539,16 @@ impl Pipeline {
     ) -> Option<BuildOutcome> {
         let limits = &spec.limits;
         match run.kind() {
-            OutcomeKind::Succeeded => None,
-            OutcomeKind::TimedOut => Some(BuildOutcome::TimedOut {
-                limit_secs: limits.wall_clock.as_secs(),
-            }),
-            OutcomeKind::OutOfMemory => Some(BuildOutcome::OutOfMemory {
-                limit_mib: limits.memory_bytes.map(|bytes| bytes >> 20),
-            }),
-            OutcomeKind::OutputTooLarge => Some(BuildOutcome::OutputTooLarge {
-                limit_mib: limits.output_cap_bytes >> 20,
-            }),
-            OutcomeKind::DiskLimit => Some(BuildOutcome::DiskLimit {
-                limit_mib: limits.disk_bytes.unwrap_or(0) >> 20,
-            }),
-            OutcomeKind::Failed => {
+            RunKind::Succeeded => None,
+            RunKind::TimedOut => Some(outcome::timed_out(limits.wall_clock.as_secs())),
+            RunKind::OutOfMemory => Some(outcome::out_of_memory(
+                limits.memory_bytes.map(|bytes| bytes >> 20),
+            )),
+            RunKind::OutputTooLarge => {
+                Some(outcome::output_too_large(limits.output_cap_bytes >> 20))
+            }
+            RunKind::DiskLimit => Some(outcome::disk_limit(limits.disk_bytes.unwrap_or(0) >> 20)),
+            RunKind::Failed => {
                 let text = run.log.to_string_lossy();
                 let mib =
                     |bytes: Option<u64>| bytes.map_or("no".to_owned(), |b| (b >> 20).to_string());
@@ -568,12 +556,10 @@ impl Pipeline {
                     // Nothing bounds a build's total disk use yet, so a full disk is this
                     // machine's state, not a verdict on the crate. Decided from the
                     // filesystem, never from the log, which the crate writes.
-                    return Some(BuildOutcome::NodeError {
-                        reason: format!(
-                            "the build failed with the disk nearly full ({} MiB free)",
-                            free >> 20
-                        ),
-                    });
+                    return Some(BuildOutcome::node_error(format!(
+                        "the build failed with the disk nearly full ({} MiB free)",
+                        free >> 20
+                    )));
                 }
                 let limit = if run.pids_limit_hit {
                     Some(format!(
@@ -666,12 +652,10 @@ impl Pipeline {
         }
         let check = check_dependency_cache(&lock, &cargo.cargo_home);
         if check.repaired > 0 {
-            return Ok(Some(BuildOutcome::NodeError {
-                reason: format!(
-                    "the dependency cache {} keeps damaged downloads",
-                    cargo.cargo_home.display()
-                ),
-            }));
+            return Ok(Some(BuildOutcome::node_error(format!(
+                "the dependency cache {} keeps damaged downloads",
+                cargo.cargo_home.display()
+            ))));
         }
         Ok(None)
     }
@@ -838,12 +822,10 @@ fn phase_one_ended(
         )));
     }
     if !traffic.unreachable.is_empty() {
-        return Some(BuildOutcome::NodeError {
-            reason: format!(
-                "fetching dependencies failed (network): the registry at {} did not answer",
-                traffic.unreachable.join(", ")
-            ),
-        });
+        return Some(BuildOutcome::node_error(format!(
+            "fetching dependencies failed (network): the registry at {} did not answer",
+            traffic.unreachable.join(", ")
+        )));
     }
     Some(outcome)
 }
@@ -853,14 +835,12 @@ fn phase_one_ended(
 fn phase_one_failure(run: &RunOutcome, log: &mut CappedLog) -> Option<BuildOutcome> {
     append_run(log, run);
     match run.kind() {
-        OutcomeKind::Succeeded => None,
-        OutcomeKind::TimedOut => Some(BuildOutcome::NodeError {
-            reason: "fetching dependencies timed out".into(),
-        }),
-        OutcomeKind::DiskLimit => Some(failed(
+        RunKind::Succeeded => None,
+        RunKind::TimedOut => Some(BuildOutcome::node_error("fetching dependencies timed out")),
+        RunKind::DiskLimit => Some(failed(
             "fetching dependencies wrote more than the disk limit".into(),
         )),
-        OutcomeKind::OutOfMemory | OutcomeKind::OutputTooLarge | OutcomeKind::Failed => {
+        RunKind::OutOfMemory | RunKind::OutputTooLarge | RunKind::Failed => {
             let text = run.log.to_string_lossy();
             let network = [
                 "Couldn't resolve host",
@@ -871,12 +851,10 @@ fn phase_one_failure(run: &RunOutcome, log: &mut CappedLog) -> Option<BuildOutco
                 "Network is unreachable",
             ];
             if network.iter().any(|marker| text.contains(marker)) {
-                Some(BuildOutcome::NodeError {
-                    reason: format!(
-                        "fetching dependencies failed (network): {}",
-                        last_error_line(&text)
-                    ),
-                })
+                Some(BuildOutcome::node_error(format!(
+                    "fetching dependencies failed (network): {}",
+                    last_error_line(&text)
+                )))
             } else {
                 Some(failed(format!(
                     "dependencies could not be locked or fetched: {}",
@@ -1097,7 +1075,7 @@ fn unpack_source(
 }
 
 fn failed(reason: String) -> BuildOutcome {
-    BuildOutcome::BuildFailed { reason }
+    BuildOutcome::build_failed(reason)
 }
 
 pub(crate) fn push_line(log: &mut CappedLog, text: &str) {

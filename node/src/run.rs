@@ -22,8 +22,8 @@ use anyhow::{Context, Result};
 use buildsrs_blobs::{BlobConfig, BlobNode};
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_protocol::{
-    BlobAddress, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind, Request,
-    Response,
+    Attested, BlobAddress, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind,
+    Request, Response,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::datadir::DataDir;
 use crate::job::JobFields;
 use crate::net::{self, Client};
-use crate::outcome::BuildOutcome;
+use crate::outcome::{BuildOutcome, Built};
 use crate::pipeline::{JobReport, Pipeline};
 use crate::state::NodeState;
 
@@ -356,7 +356,7 @@ impl JobLog {
             summary: format!("node error: {reason}"),
             bytes: Vec::new(),
         };
-        (Outcome::NodeError { reason }, log)
+        (Outcome::node_error(reason), log)
     }
 }
 
@@ -392,52 +392,31 @@ async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
     (keep_and_describe(shared, report).await, log)
 }
 
-/// Adds a built artifact to the blob store (so the coordinator can fetch it) and turns the
-/// node's outcome into the protocol's.
+/// Adds a built artifact to the blob store (so the coordinator can fetch it) and gives the
+/// outcome its wire payload, the signed attestation.
 async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
-    match report.outcome {
-        BuildOutcome::Built { artifact, .. } => {
-            let (Some(archive), Some(attestation)) = (&report.archive, &report.attestation) else {
-                return Outcome::NodeError {
-                    reason: "built, but the archive or attestation is missing".into(),
-                };
-            };
-            match shared.blobs.add_file(archive).await {
-                Ok(added) if added == artifact => {}
-                Ok(added) => {
-                    return Outcome::NodeError {
-                        reason: format!(
-                            "the blob store hashed the archive as {}, the build as {}",
-                            added.blake3, artifact.blake3
-                        ),
-                    };
-                }
-                Err(error) => {
-                    return Outcome::NodeError {
-                        reason: format!("adding the artifact to the blob store: {error}"),
-                    };
-                }
-            }
-            let json = attestation.to_canonical_json();
-            shared.client.publish_attestation(json.clone()).await;
-            Outcome::Built { attestation: json }
+    let artifact = match report.outcome {
+        BuildOutcome::Built(Built { artifact, .. }) => artifact,
+        BuildOutcome::Ended(ended) => return Outcome::Ended(ended),
+    };
+    let (Some(archive), Some(attestation)) = (&report.archive, &report.attestation) else {
+        return Outcome::node_error("built, but the archive or attestation is missing");
+    };
+    match shared.blobs.add_file(archive).await {
+        Ok(added) if added == artifact => {}
+        Ok(added) => {
+            return Outcome::node_error(format!(
+                "the blob store hashed the archive as {}, the build as {}",
+                added.blake3, artifact.blake3
+            ));
         }
-        BuildOutcome::NoBinaries { .. } => Outcome::NoBinaries,
-        BuildOutcome::BuildFailed { reason } => Outcome::BuildFailed { reason },
-        BuildOutcome::TimedOut { .. } => Outcome::TimedOut,
-        BuildOutcome::OutOfMemory { .. } => Outcome::OutOfMemory,
-        BuildOutcome::OutputTooLarge { .. } => Outcome::OutputTooLarge,
-        BuildOutcome::SourceChecksumMismatch { reason } => {
-            Outcome::SourceChecksumMismatch { reason }
+        Err(error) => {
+            return Outcome::node_error(format!("adding the artifact to the blob store: {error}"));
         }
-        outcome @ BuildOutcome::DiskLimit { .. } => Outcome::BuildFailed {
-            reason: outcome.to_string(),
-        },
-        outcome @ BuildOutcome::NeedsNewerToolchain { .. } => Outcome::NodeError {
-            reason: outcome.to_string(),
-        },
-        BuildOutcome::NodeError { reason } => Outcome::NodeError { reason },
     }
+    let json = attestation.to_canonical_json();
+    shared.client.publish_attestation(json.clone()).await;
+    Outcome::Built(Attested { attestation: json })
 }
 
 /// The log as sent: its tail when it is over the protocol's cap (the end says why it failed).

@@ -106,7 +106,7 @@ pub struct JobRecord {
     pub start: JobStart,
     /// `running`, `finished` or `abandoned`.
     pub state: String,
-    /// The outcome's name when finished (e.g. `built`, `build-failed`).
+    /// The outcome's kind when finished (`OutcomeKind::as_str`: `built`, `build_failed`, …).
     pub outcome: Option<String>,
     /// A one-line explanation of the outcome.
     pub detail: Option<String>,
@@ -138,7 +138,7 @@ pub struct ArtifactRecord {
 /// What a finished job produced, recorded atomically with its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobResult {
-    /// `built`, `no-binaries`, `build-failed`, ….
+    /// The outcome's kind (`OutcomeKind::as_str`: `built`, `no_binaries`, …).
     pub outcome: String,
     /// One line for people.
     pub detail: String,
@@ -541,7 +541,7 @@ mod tests {
                 .finish_job(
                     done,
                     &JobResult {
-                        outcome: "no-binaries".into(),
+                        outcome: "no_binaries".into(),
                         detail: String::new(),
                         artifact: None,
                         attestation: None,

@@ -12,12 +12,12 @@ use anyhow::Result;
 use buildsrs_archive::{Limits, unpack_tar_gz};
 use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_keys::{ArtifactId, Bundle, Expectations, Keyring, Policy, verify_bundle};
-use buildsrs_node::outcome::BuildOutcome;
+use buildsrs_node::outcome::{self, BuildOutcome, Built, Ended, OutcomeKind};
 use support::{TARGET, TestNode, fixture_copy};
 
 fn built(report: &buildsrs_node::pipeline::JobReport) -> (ArtifactId, Vec<String>) {
     match &report.outcome {
-        BuildOutcome::Built { artifact, binaries } => (*artifact, binaries.clone()),
+        BuildOutcome::Built(Built { artifact, binaries }) => (*artifact, binaries.clone()),
         other => panic!("expected a build, got {other}\n{}", report.log),
     }
 }
@@ -86,7 +86,7 @@ async fn several_binaries_and_no_binaries() -> Result<()> {
         .build(&registry, &registry.publish("lib-only", "0.1.0")?)
         .await?;
     assert!(
-        matches!(report.outcome, BuildOutcome::NoBinaries { .. }),
+        report.outcome.kind() == OutcomeKind::NoBinaries,
         "{}",
         report.outcome
     );
@@ -119,7 +119,9 @@ async fn metadata_chooses_features_and_binaries_and_warns_about_unknown_keys() -
         .build(&registry, &registry.publish("bad-metadata", "0.1.0")?)
         .await?;
     match &report.outcome {
-        BuildOutcome::BuildFailed { reason } => {
+        BuildOutcome::Ended(ended @ Ended { reason, .. })
+            if ended.kind() == OutcomeKind::BuildFailed =>
+        {
             assert!(reason.contains("does-not-exist"), "{reason}");
         }
         other => panic!("{other}"),
@@ -199,10 +201,14 @@ async fn a_compile_error_is_a_failed_build_and_its_log_ends_with_the_step_timing
         .build(&registry, &registry.publish("compile-error", "0.1.0")?)
         .await?;
     match &report.outcome {
-        BuildOutcome::BuildFailed { reason } => assert!(
-            reason.starts_with("cargo build failed (exit code 101): error[E0308]"),
-            "the reason names the first error: {reason}"
-        ),
+        BuildOutcome::Ended(ended @ Ended { reason, .. })
+            if ended.kind() == OutcomeKind::BuildFailed =>
+        {
+            assert!(
+                reason.starts_with("cargo build failed (exit code 101): error[E0308]"),
+                "the reason names the first error: {reason}"
+            );
+        }
         other => panic!("{other}\n{}", report.log),
     }
     assert!(report.log.contains("error[E0308]"), "{}", report.log);
@@ -228,7 +234,9 @@ async fn a_build_that_prints_node_trouble_is_still_the_crates_failure() -> Resul
     let node = TestNode::new(|_| {}).await?;
     let report = node.build(&registry, &published).await?;
     match &report.outcome {
-        BuildOutcome::BuildFailed { reason } => {
+        BuildOutcome::Ended(ended @ Ended { reason, .. })
+            if ended.kind() == OutcomeKind::BuildFailed =>
+        {
             assert!(reason.contains("exit code 101"), "{reason}");
         }
         other => panic!("{other}\n{}", report.log),
@@ -271,12 +279,16 @@ async fn a_binary_swapped_for_a_link_to_the_node_key_is_never_read() -> Result<(
             report.log
         );
         match &report.outcome {
-            BuildOutcome::BuildFailed { reason } => assert!(
-                reason.contains("x86_64-unknown-linux-gnu/release/a")
-                    && reason.contains(kind)
-                    && reason.contains("not a file the build wrote"),
-                "{reason}"
-            ),
+            BuildOutcome::Ended(ended @ Ended { reason, .. })
+                if ended.kind() == OutcomeKind::BuildFailed =>
+            {
+                assert!(
+                    reason.contains("x86_64-unknown-linux-gnu/release/a")
+                        && reason.contains(kind)
+                        && reason.contains("not a file the build wrote"),
+                    "{reason}"
+                );
+            }
             other => panic!("{mode}: {other}\n{}", report.log),
         }
         assert!(report.archive.is_none() && report.attestation.is_none());
@@ -343,11 +355,15 @@ async fn a_file_over_the_size_limit_is_named_in_the_outcome() -> Result<()> {
         .build(&registry, &registry.publish("big-file", "0.1.0")?)
         .await?;
     match &report.outcome {
-        BuildOutcome::BuildFailed { reason } => assert!(
-            reason.contains("hit the file size limit (16 MiB per file)"),
-            "{reason}\n{}",
-            report.log
-        ),
+        BuildOutcome::Ended(ended @ Ended { reason, .. })
+            if ended.kind() == OutcomeKind::BuildFailed =>
+        {
+            assert!(
+                reason.contains("hit the file size limit (16 MiB per file)"),
+                "{reason}\n{}",
+                report.log
+            );
+        }
         other => panic!("{other}\n{}", report.log),
     }
     // Under the limit the same crate builds.
@@ -374,11 +390,15 @@ async fn too_many_processes_are_named_in_the_outcome() -> Result<()> {
             .build(&registry, &registry.publish("fork-storm", version)?)
             .await?;
         match &report.outcome {
-            BuildOutcome::BuildFailed { reason } => assert!(
-                reason.contains("hit the process limit (64 processes and threads)"),
-                "cgroups {cgroups}: {reason}\n{}",
-                report.log
-            ),
+            BuildOutcome::Ended(ended @ Ended { reason, .. })
+                if ended.kind() == OutcomeKind::BuildFailed =>
+            {
+                assert!(
+                    reason.contains("hit the process limit (64 processes and threads)"),
+                    "cgroups {cgroups}: {reason}\n{}",
+                    report.log
+                );
+            }
             other => panic!("cgroups {cgroups}: {other}\n{}", report.log),
         }
     }
@@ -398,16 +418,11 @@ async fn writing_more_than_the_disk_limit_is_named_in_the_outcome() -> Result<()
     let report = node
         .build(&registry, &registry.publish("disk-filler", "0.1.0")?)
         .await?;
-    assert_eq!(
-        report.outcome,
-        BuildOutcome::DiskLimit { limit_mib: 48 },
-        "{}",
-        report.log
-    );
+    assert_eq!(report.outcome, outcome::disk_limit(48), "{}", report.log);
     assert!(
         report
             .log
-            .ends_with("== outcome: disk limit (more than 48 MiB written)\n"),
+            .ends_with("== outcome: disk limit: more than 48 MiB written\n"),
         "{}",
         report.log
     );
@@ -592,17 +607,14 @@ async fn a_crate_needing_a_newer_rust_is_not_built_and_not_failed() -> Result<()
     let report = node
         .build(&registry, &registry.publish_dir(&crate_dir, "0.1.0")?)
         .await?;
-    match &report.outcome {
-        BuildOutcome::NeedsNewerToolchain {
-            required,
-            available,
-        } => {
-            assert_eq!(required, "1.999.0");
-            assert_eq!(available, &node.pipeline.toolchain().release);
-        }
-        other => panic!("{other}\n{}", report.log),
-    }
-    assert!(!report.outcome.is_node_fault());
+    assert_eq!(
+        report.outcome,
+        outcome::needs_newer_toolchain("1.999.0", &node.pipeline.toolchain().release),
+        "{}",
+        report.log
+    );
+    // Not the crate's failure: the builder's Rust is too old, and that never counts.
+    assert!(report.outcome.is_builder_fault());
     assert!(!report.log.contains("== phase 1"), "nothing was fetched");
     Ok(())
 }
@@ -686,12 +698,7 @@ async fn an_endless_build_times_out() -> Result<()> {
     let report = node
         .build(&registry, &registry.publish("endless-build", "0.1.0")?)
         .await?;
-    assert_eq!(
-        report.outcome,
-        BuildOutcome::TimedOut { limit_secs: 15 },
-        "{}",
-        report.log
-    );
+    assert_eq!(report.outcome, outcome::timed_out(15), "{}", report.log);
     Ok(())
 }
 
@@ -721,16 +728,14 @@ async fn a_memory_hog_runs_out_of_memory_with(
         .await?;
     assert_eq!(
         report.outcome,
-        BuildOutcome::OutOfMemory {
-            limit_mib: Some(768)
-        },
+        outcome::out_of_memory(Some(768)),
         "{}",
         report.log
     );
     assert!(
         report
             .log
-            .ends_with("== outcome: out of memory (limit 768 MiB for the whole build)\n"),
+            .ends_with("== outcome: out of memory: limit 768 MiB for the whole build\n"),
         "{}",
         report.log
     );
@@ -749,7 +754,7 @@ async fn a_wrong_checksum_builds_nothing() -> Result<()> {
     let node = TestNode::new(|_| {}).await?;
     let report = node.build(&registry, &lying).await?;
     assert!(
-        matches!(report.outcome, BuildOutcome::SourceChecksumMismatch { .. }),
+        report.outcome.kind() == OutcomeKind::SourceChecksumMismatch,
         "{}",
         report.outcome
     );
@@ -809,7 +814,9 @@ async fn malicious_archives_are_refused() -> Result<()> {
         let published = registry.publish_raw("evil", version, &bytes, None)?;
         let report = node.build(&registry, &published).await?;
         match &report.outcome {
-            BuildOutcome::BuildFailed { reason } => {
+            BuildOutcome::Ended(ended @ Ended { reason, .. })
+                if ended.kind() == OutcomeKind::BuildFailed =>
+            {
                 assert!(reason.contains(expected), "{version}: {reason}");
             }
             other => panic!("{version}: {other}\n{}", report.log),

@@ -101,7 +101,7 @@ async fn init_build_status_and_exit_codes() -> Result<()> {
     let status = node(&data, &["status"])?;
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.contains("2 finished") && text.contains("built") && text.contains("no-binaries"),
+        text.contains("2 finished") && text.contains("built") && text.contains("no_binaries"),
         "{text}"
     );
     Ok(())

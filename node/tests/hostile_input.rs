@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use buildsrs_fixture_registry::{FixtureRegistry, Published, fixtures_dir, pack};
 use buildsrs_node::job::JobFields;
-use buildsrs_node::outcome::BuildOutcome;
+use buildsrs_node::outcome::{self, BuildOutcome, Ended, OutcomeKind};
 use support::{TARGET, TestNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -107,7 +107,9 @@ async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in
             "the job took {took:?}"
         );
         match &report.outcome {
-            BuildOutcome::NodeError { reason } => {
+            BuildOutcome::Ended(ended @ Ended { reason, .. })
+                if ended.kind() == OutcomeKind::NodeError =>
+            {
                 assert!(
                     reason.contains("downloading the crate") && reason.contains(says),
                     "{reason}"
@@ -138,7 +140,7 @@ async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in
         .build(&registry, &registry.publish("hello-bin", "0.1.0")?)
         .await?;
     assert!(
-        matches!(report.outcome, BuildOutcome::Built { .. }),
+        report.outcome.kind() == OutcomeKind::Built,
         "{}",
         report.outcome
     );
@@ -201,7 +203,7 @@ async fn cargo_metadata_reads_nothing_of_the_host_and_names_no_host_path() -> Re
         let published = publish_manifest(&registry, version, &manifest);
         let report = node.build(&registry, &published).await?;
         assert!(
-            matches!(report.outcome, BuildOutcome::BuildFailed { .. }),
+            report.outcome.kind() == OutcomeKind::BuildFailed,
             "{version}: the crate's manifest, the crate's failure: {}\n{}",
             report.outcome,
             report.log
@@ -239,12 +241,7 @@ async fn cargo_metadata_past_its_limit_times_out() -> Result<()> {
     let published = registry.publish("hello-bin", "0.1.0")?;
     let node = TestNode::new(|c| c.limits.metadata_secs = 0).await?;
     let report = node.build(&registry, &published).await?;
-    assert_eq!(
-        report.outcome,
-        BuildOutcome::TimedOut { limit_secs: 0 },
-        "{}",
-        report.log
-    );
+    assert_eq!(report.outcome, outcome::timed_out(0), "{}", report.log);
     assert!(
         report
             .log

@@ -69,7 +69,8 @@ use buildsrs_keys::{ArtifactId, Identity, PublicKey};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
 use buildsrs_store::testing::TestStore;
 use buildsrs_store::{
-    BuildOutcome, DEFAULT_POOL_SIZE, IndexVersion, NewBuilder, Page, Policy, Store, Submission,
+    BuildOutcome, DEFAULT_POOL_SIZE, IndexVersion, NewBuilder, Page, Policy, Store, StoredBuild,
+    Submission,
 };
 use buildsrs_web::{WebConfig, WebState, router, serve};
 use jiff::Timestamp;
@@ -413,10 +414,10 @@ async fn seed(store: &Store, storage: &ArtifactStorage, knobs: &Knobs) -> Result
                     lease_id: lease.lease_id,
                     epoch: lease.epoch,
                     builder: key(n),
-                    outcome: BuildOutcome::Built {
+                    outcome: BuildOutcome::Built(StoredBuild {
                         artifact,
                         signed: br#"{"statement":"bench"}"#.to_vec(),
-                    },
+                    }),
                     log: Some(b"   Compiling\n    Finished release\n".to_vec()),
                 },
                 now,

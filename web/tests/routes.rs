@@ -429,7 +429,7 @@ store_test!(
                 lease_id: lease.lease_id,
                 epoch: lease.epoch,
                 builder,
-                outcome: buildsrs_store::BuildOutcome::NoBinaries,
+                outcome: buildsrs_store::BuildOutcome::no_binaries(""),
                 log: None,
             };
             scene.store.submit(submission, now).await.unwrap();

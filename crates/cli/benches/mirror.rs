@@ -57,7 +57,9 @@ use buildsrs_blobs::{BlobConfig, BlobNode};
 use buildsrs_keys::{ArtifactId, Bundle, Identity, PublicKey};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
 use buildsrs_store::testing::TestStore;
-use buildsrs_store::{BuildOutcome, IndexVersion, NewBuilder, Policy, Store, Submission};
+use buildsrs_store::{
+    BuildOutcome, IndexVersion, NewBuilder, Policy, Store, StoredBuild, Submission,
+};
 use buildsrs_web::{BlobProviders, WebConfig, WebState};
 use clap::Parser;
 use futures::StreamExt;
@@ -493,10 +495,10 @@ async fn verify_all(store: &Store, artifacts: &[ArtifactId]) -> anyhow::Result<(
                         lease_id: lease.lease_id,
                         epoch: lease.epoch,
                         builder: *builder,
-                        outcome: BuildOutcome::Built {
+                        outcome: BuildOutcome::Built(StoredBuild {
                             artifact,
                             signed: br#"{"statement":"mirror bench"}"#.to_vec(),
-                        },
+                        }),
                         log: None,
                     },
                     now,

@@ -51,7 +51,7 @@ pub enum Role {
 #[derive(NetworkBehaviour)]
 #[allow(missing_debug_implementations)] // the derived behaviour's parts have no Debug
 pub struct Behaviour {
-    /// `/buildsrs/jobs/1`.
+    /// `/buildsrs/jobs/2`.
     pub jobs: request_response::Behaviour<JobCodec>,
     /// Attestations and announcements.
     pub gossip: gossipsub::Behaviour,

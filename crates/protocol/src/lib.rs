@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The request-response protocol for jobs, version 1.
-pub const JOBS_PROTOCOL: &str = "/buildsrs/jobs/1";
+pub const JOBS_PROTOCOL: &str = "/buildsrs/jobs/2";
 /// Gossipsub topic of signed attestations (each message: a `SignedAttestation` as JSON).
 pub const ATTESTATIONS_TOPIC: &str = "buildsrs/attestations/1";
 /// Gossipsub topic of [`VerifiedAnnouncement`]s.
@@ -211,39 +211,16 @@ pub struct JobResult {
     pub log: Vec<u8>,
 }
 
-/// What a build came to.
+/// What a build came to: the one outcome of `buildsrs-domain`, whose built result carries the
+/// signed attestation.
+pub type Outcome = buildsrs_domain::Outcome<Attested>;
+
+/// A built result on the wire: the artifact is in the node's blob store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Built; the artifact is in the node's blob store.
-    Built {
-        /// The signed attestation, as JSON (`buildsrs_keys::SignedAttestation`).
-        #[serde(with = "serde_bytes")]
-        attestation: Vec<u8>,
-    },
-    /// The crate builds but has no binaries.
-    NoBinaries,
-    /// The build failed.
-    BuildFailed {
-        /// Why, in a line or two.
-        reason: String,
-    },
-    /// The build ran out of time.
-    TimedOut,
-    /// The build ran out of memory.
-    OutOfMemory,
-    /// The output was too large.
-    OutputTooLarge,
-    /// The `.crate` did not match the checksum.
-    SourceChecksumMismatch {
-        /// What the node found.
-        reason: String,
-    },
-    /// The node failed for its own reasons.
-    NodeError {
-        /// What went wrong.
-        reason: String,
-    },
+pub struct Attested {
+    /// The signed attestation, as JSON (`buildsrs_keys::SignedAttestation`).
+    #[serde(with = "serde_bytes")]
+    pub attestation: Vec<u8>,
 }
 
 /// The coordinator's signed statement that an artifact is verified and where to get it.

@@ -47,18 +47,16 @@ fn every_request_round_trips() {
             task_id: 7,
             lease_id: 1,
             epoch: 2,
-            outcome: Outcome::Built {
+            outcome: Outcome::Built(Attested {
                 attestation: b"{\"statement\":{}}".to_vec(),
-            },
+            }),
             log: b"Compiling hello-bin".to_vec(),
         }),
         Request::Submit(JobResult {
             task_id: 7,
             lease_id: 1,
             epoch: 2,
-            outcome: Outcome::BuildFailed {
-                reason: "error[E0425]".into(),
-            },
+            outcome: Outcome::build_failed("error[E0425]"),
             log: vec![],
         }),
         Request::Goodbye,
@@ -127,7 +125,7 @@ fn logs_travel_as_byte_strings() {
         task_id: 7,
         lease_id: 1,
         epoch: 1,
-        outcome: Outcome::TimedOut,
+        outcome: Outcome::timed_out("after 1800 s"),
         log,
     });
     let bytes = request.to_cbor().unwrap();
@@ -140,7 +138,7 @@ fn oversized_messages_are_refused_both_ways() {
         task_id: 7,
         lease_id: 1,
         epoch: 1,
-        outcome: Outcome::TimedOut,
+        outcome: Outcome::timed_out("after 1800 s"),
         log: vec![b'x'; MAX_REQUEST_BYTES],
     });
     assert!(matches!(
@@ -160,9 +158,9 @@ fn a_log_at_the_cap_fits_in_a_request() {
         task_id: i64::MAX,
         lease_id: i64::MAX,
         epoch: i64::MAX,
-        outcome: Outcome::Built {
+        outcome: Outcome::Built(Attested {
             attestation: vec![b'a'; 4096],
-        },
+        }),
         log: vec![b'x'; MAX_LOG_BYTES],
     });
     assert!(request.to_cbor().is_ok());

@@ -21,7 +21,7 @@
 //! ```no_run
 //! # async fn build(data_dir: std::path::PathBuf, job: buildsrs_sandbox::CargoLayout)
 //! # -> Result<(), buildsrs_sandbox::SandboxError> {
-//! use buildsrs_sandbox::{OutcomeKind, Sandbox, layout};
+//! use buildsrs_sandbox::{RunKind, Sandbox, layout};
 //!
 //! // Once at start: does bubblewrap work here, and which limits are available?
 //! let (sandbox, capabilities) = Sandbox::detect(vec![data_dir]).await?;
@@ -44,12 +44,12 @@
 //! let settings = sandbox.settings_description(&spec); // hashed into the attestation
 //! let outcome = sandbox.run(&spec).await?;
 //! match outcome.kind() {
-//!     OutcomeKind::Succeeded => { /* pack job.target/…/release binaries */ }
-//!     OutcomeKind::Failed
-//!     | OutcomeKind::TimedOut
-//!     | OutcomeKind::OutOfMemory
-//!     | OutcomeKind::OutputTooLarge
-//!     | OutcomeKind::DiskLimit => { /* a build result, with outcome.log */ }
+//!     RunKind::Succeeded => { /* pack job.target/…/release binaries */ }
+//!     RunKind::Failed
+//!     | RunKind::TimedOut
+//!     | RunKind::OutOfMemory
+//!     | RunKind::OutputTooLarge
+//!     | RunKind::DiskLimit => { /* a build result, with outcome.log */ }
 //! }
 //! # Ok(()) }
 //! ```
@@ -66,7 +66,7 @@ mod watchdog;
 
 pub use cargo::CargoLayout;
 pub use error::SandboxError;
-pub use outcome::{CappedLog, ExitStatus, OutcomeKind, RunOutcome};
+pub use outcome::{CappedLog, ExitStatus, RunKind, RunOutcome};
 pub use sandbox::{
     BwrapConfig, SANDBOX_HOSTNAME, SANDBOX_UID, Sandbox, SandboxCapabilities, StaleRemoved,
 };

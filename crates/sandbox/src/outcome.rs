@@ -34,7 +34,7 @@ impl fmt::Display for ExitStatus {
 /// printed too much is reported as timed out, whatever limit the kernel hit first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
+pub enum RunKind {
     /// Exited with code 0 within every limit.
     Succeeded,
     /// Exited (or was killed) otherwise, within the limits we watch.
@@ -76,26 +76,26 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// The summary: see [`OutcomeKind`] for the precedence.
-    pub fn kind(&self) -> OutcomeKind {
+    /// The summary: see [`RunKind`] for the precedence.
+    pub fn kind(&self) -> RunKind {
         if self.timed_out {
-            OutcomeKind::TimedOut
+            RunKind::TimedOut
         } else if self.out_of_memory {
-            OutcomeKind::OutOfMemory
+            RunKind::OutOfMemory
         } else if self.output_too_large {
-            OutcomeKind::OutputTooLarge
+            RunKind::OutputTooLarge
         } else if self.disk_limit_hit {
-            OutcomeKind::DiskLimit
+            RunKind::DiskLimit
         } else if self.status == ExitStatus::Exited(0) {
-            OutcomeKind::Succeeded
+            RunKind::Succeeded
         } else {
-            OutcomeKind::Failed
+            RunKind::Failed
         }
     }
 
     /// Exited with code 0 and no limit stopped it.
     pub fn success(&self) -> bool {
-        self.kind() == OutcomeKind::Succeeded
+        self.kind() == RunKind::Succeeded
     }
 }
 

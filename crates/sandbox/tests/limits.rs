@@ -13,7 +13,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use buildsrs_sandbox::OutcomeKind;
+use buildsrs_sandbox::RunKind;
 use support::{bwrap as with_cgroups, bwrap_without_cgroups as without_cgroups, run, sh};
 
 /// Bytes under `dir`, as the host sees them.
@@ -49,7 +49,7 @@ async fn many_files_under_the_file_size_limit_hit_the_disk_limit() {
         spec.limits.file_size_bytes = Some(16 << 20);
         spec.limits.disk_bytes = Some(32 << 20);
         let (outcome, log) = run(&sandbox, &spec).await;
-        assert_eq!(outcome.kind(), OutcomeKind::DiskLimit, "{outcome:?} {log}");
+        assert_eq!(outcome.kind(), RunKind::DiskLimit, "{outcome:?} {log}");
         assert!(outcome.disk_limit_hit);
         // Stopped within a few walks of the limit, however fast the disk is.
         let written = bytes_under(target.path()) + bytes_under(source.path()) - (4 << 20);
@@ -74,7 +74,7 @@ async fn a_burst_between_two_walks_still_hits_the_disk_limit() {
         .rw_bind(target.path(), "/buildsrs/target");
     spec.limits.disk_bytes = Some(16 << 20);
     let (outcome, log) = run(&without_cgroups(), &spec).await;
-    assert_eq!(outcome.kind(), OutcomeKind::DiskLimit, "{outcome:?} {log}");
+    assert_eq!(outcome.kind(), RunKind::DiskLimit, "{outcome:?} {log}");
 }
 
 #[tokio::test]
@@ -144,7 +144,7 @@ async fn without_cgroups_a_memory_hog_is_out_of_memory() {
     spec.limits.memory_bytes = Some(128 << 20);
     let (outcome, log) = run(&without_cgroups(), &spec).await;
     assert!(outcome.out_of_memory, "{outcome:?} {log}");
-    assert_eq!(outcome.kind(), OutcomeKind::OutOfMemory);
+    assert_eq!(outcome.kind(), RunKind::OutOfMemory);
 }
 
 #[tokio::test]

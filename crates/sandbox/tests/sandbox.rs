@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use buildsrs_sandbox::{BwrapConfig, OutcomeKind, Sandbox, SandboxError, SandboxSpec};
+use buildsrs_sandbox::{BwrapConfig, RunKind, Sandbox, SandboxError, SandboxSpec};
 use support::{bwrap, run, sh};
 
 fn cgroups_writable() -> bool {
@@ -198,7 +198,7 @@ async fn wall_clock_kills_the_whole_tree() {
     spec.limits.wall_clock = Duration::from_millis(500);
     let (outcome, log) = run(&bwrap(), &spec).await;
     assert!(outcome.timed_out, "{outcome:?}");
-    assert_eq!(outcome.kind(), OutcomeKind::TimedOut);
+    assert_eq!(outcome.kind(), RunKind::TimedOut);
     assert!(outcome.wall_time < Duration::from_secs(10), "{log}");
 }
 
@@ -226,7 +226,7 @@ async fn memory_hog_is_out_of_memory() {
     spec.limits.memory_bytes = Some(64 << 20);
     let (outcome, log) = run(&bwrap(), &spec).await;
     assert!(outcome.out_of_memory, "{outcome:?} {log}");
-    assert_eq!(outcome.kind(), OutcomeKind::OutOfMemory);
+    assert_eq!(outcome.kind(), RunKind::OutOfMemory);
     assert!(
         outcome.peak_memory_bytes.unwrap() >= 60 << 20,
         "{outcome:?}"
@@ -270,7 +270,7 @@ async fn output_cap_kills_and_keeps_head_and_tail() {
     spec.limits.log_keep_bytes = 4096;
     let (outcome, log) = run(&bwrap(), &spec).await;
     assert!(outcome.output_too_large, "{outcome:?}");
-    assert_eq!(outcome.kind(), OutcomeKind::OutputTooLarge);
+    assert_eq!(outcome.kind(), RunKind::OutputTooLarge);
     assert!(log.starts_with("FIRST-LINE\n"), "{log}");
     assert!(log.contains(" bytes omitted …]\n"), "{log}");
     assert!(log.trim_end().ends_with("output"), "{log}");
@@ -323,7 +323,7 @@ async fn node_faults_are_errors_not_outcomes() {
     // A program that fails on its own is an outcome, even with bwrap's favourite exit code.
     let (outcome, _) = run(&bwrap(), &sh("exit 1")).await;
     assert_eq!(outcome.status, buildsrs_sandbox::ExitStatus::Exited(1));
-    assert_eq!(outcome.kind(), OutcomeKind::Failed);
+    assert_eq!(outcome.kind(), RunKind::Failed);
 }
 
 #[tokio::test]

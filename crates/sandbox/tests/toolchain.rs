@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use buildsrs_sandbox::{
-    BwrapConfig, CargoLayout, Limits, OutcomeKind, RunOutcome, Sandbox, SandboxSpec, clock, layout,
+    BwrapConfig, CargoLayout, Limits, RunKind, RunOutcome, Sandbox, SandboxSpec, clock, layout,
 };
 use tempfile::TempDir;
 
@@ -307,7 +307,7 @@ async fn endless_build_script_times_out() {
         ..Limits::default()
     };
     let (outcome, log) = build(&b, limits).await;
-    assert_eq!(outcome.kind(), OutcomeKind::TimedOut, "{outcome:?} {log}");
+    assert_eq!(outcome.kind(), RunKind::TimedOut, "{outcome:?} {log}");
     assert!(outcome.wall_time < Duration::from_secs(40), "{outcome:?}");
 }
 
@@ -324,11 +324,7 @@ async fn memory_hog_build_script_is_out_of_memory() {
         ..quick_limits()
     };
     let (outcome, log) = build(&b, limits).await;
-    assert_eq!(
-        outcome.kind(),
-        OutcomeKind::OutOfMemory,
-        "{outcome:?} {log}"
-    );
+    assert_eq!(outcome.kind(), RunKind::OutOfMemory, "{outcome:?} {log}");
     assert!(log.contains("failed to run custom build command"), "{log}");
 }
 

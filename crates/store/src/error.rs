@@ -90,6 +90,12 @@ impl StoreError {
     }
 }
 
+impl From<buildsrs_domain::UnknownOutcomeKind> for StoreError {
+    fn from(error: buildsrs_domain::UnknownOutcomeKind) -> Self {
+        StoreError::corrupt(error.to_string())
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Backend(Box::new(error))

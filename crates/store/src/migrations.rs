@@ -47,6 +47,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "planning",
         sql: include_str!("../migrations/sqlite/0006_planning.sql"),
     },
+    Migration {
+        version: 7,
+        name: "outcome_kinds",
+        sql: include_str!("../migrations/sqlite/0007_outcome_kinds.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -81,10 +86,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "planning",
         sql: include_str!("../migrations/postgres/0006_planning.sql"),
     },
+    Migration {
+        version: 7,
+        name: "outcome_kinds",
+        sql: include_str!("../migrations/postgres/0007_outcome_kinds.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 #[cfg(test)]
 mod tests {

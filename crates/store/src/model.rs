@@ -9,6 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use buildsrs_domain::Outcome;
+pub use buildsrs_domain::OutcomeKind;
 use buildsrs_keys::{ArtifactId, PublicKey};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -144,43 +146,6 @@ text_enum!(
     }
 );
 
-text_enum!(
-    /// The kind of a recorded result, as stored.
-    OutcomeKind {
-        /// An artifact was built and attested.
-        Built => "built",
-        /// The crate built but has no binaries.
-        NoBinaries => "no_binaries",
-        /// The build failed (the crate's fault).
-        BuildFailed => "build_failed",
-        /// The build exceeded the time limit.
-        TimedOut => "timed_out",
-        /// The build exceeded the memory limit.
-        OutOfMemory => "out_of_memory",
-        /// The build output exceeded the size limit.
-        OutputTooLarge => "output_too_large",
-        /// The downloaded `.crate` did not match the index checksum.
-        SourceChecksumMismatch => "source_checksum_mismatch",
-        /// The node failed for its own reasons; never held against the crate.
-        NodeError => "node_error",
-    }
-);
-
-impl OutcomeKind {
-    /// Whether this kind says the crate does not build (as opposed to a built artifact, no
-    /// binaries, or a node-side error).
-    pub const fn is_build_failure(self) -> bool {
-        matches!(
-            self,
-            OutcomeKind::BuildFailed
-                | OutcomeKind::TimedOut
-                | OutcomeKind::OutOfMemory
-                | OutcomeKind::OutputTooLarge
-                | OutcomeKind::SourceChecksumMismatch
-        )
-    }
-}
-
 /// One version line from the registry index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexVersion {
@@ -279,67 +244,18 @@ pub struct Lease {
     pub toolchain: String,
 }
 
-/// What a builder reports for a lease.
+/// What a builder reports for a lease: the one outcome of `buildsrs-domain`, whose built
+/// result carries [`StoredBuild`].
+pub type BuildOutcome = Outcome<StoredBuild>;
+
+/// A built result as the store keeps it: the artifact and the signed attestation bytes
+/// (verified by the coordinator, not by the store).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BuildOutcome {
-    /// Built: the artifact and the signed attestation bytes (verified by the coordinator, not
-    /// by the store).
-    Built {
-        /// BLAKE3 and size of the archive.
-        artifact: ArtifactId,
-        /// The signed attestation, as received.
-        signed: Vec<u8>,
-    },
-    /// The crate builds but has no binaries.
-    NoBinaries,
-    /// The build failed.
-    BuildFailed {
-        /// Why, in a line or two.
-        reason: String,
-    },
-    /// The build exceeded the time limit.
-    TimedOut,
-    /// The build exceeded the memory limit.
-    OutOfMemory,
-    /// The output exceeded the size limit.
-    OutputTooLarge,
-    /// The `.crate` did not match the index checksum.
-    SourceChecksumMismatch {
-        /// What the node found.
-        reason: String,
-    },
-    /// The node failed for its own reasons (disk full, crashed sandbox, ...). Counts toward the
-    /// task's retry limit, never toward a decision.
-    NodeError {
-        /// What went wrong.
-        reason: String,
-    },
-}
-
-impl BuildOutcome {
-    /// The stored kind.
-    pub fn kind(&self) -> OutcomeKind {
-        match self {
-            BuildOutcome::Built { .. } => OutcomeKind::Built,
-            BuildOutcome::NoBinaries => OutcomeKind::NoBinaries,
-            BuildOutcome::BuildFailed { .. } => OutcomeKind::BuildFailed,
-            BuildOutcome::TimedOut => OutcomeKind::TimedOut,
-            BuildOutcome::OutOfMemory => OutcomeKind::OutOfMemory,
-            BuildOutcome::OutputTooLarge => OutcomeKind::OutputTooLarge,
-            BuildOutcome::SourceChecksumMismatch { .. } => OutcomeKind::SourceChecksumMismatch,
-            BuildOutcome::NodeError { .. } => OutcomeKind::NodeError,
-        }
-    }
-
-    /// The free-text reason, if the outcome carries one.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            BuildOutcome::BuildFailed { reason }
-            | BuildOutcome::SourceChecksumMismatch { reason }
-            | BuildOutcome::NodeError { reason } => Some(reason),
-            _ => None,
-        }
-    }
+pub struct StoredBuild {
+    /// BLAKE3 and size of the archive.
+    pub artifact: ArtifactId,
+    /// The signed attestation, as received.
+    pub signed: Vec<u8>,
 }
 
 /// A builder's result for a lease.

@@ -46,7 +46,7 @@ pub(crate) enum Class {
 }
 
 impl Class {
-    /// The class of a result kind; `None` for node errors, which never count.
+    /// The class of a result kind; `None` for the builder's own faults, which never count.
     pub(crate) fn of(kind: OutcomeKind, artifact: Option<ArtifactId>) -> Option<Class> {
         match kind {
             OutcomeKind::Built => artifact.map(|a| Class::Built {
@@ -54,7 +54,7 @@ impl Class {
                 size: a.size,
             }),
             OutcomeKind::NoBinaries => Some(Class::NoBinaries),
-            OutcomeKind::NodeError => None,
+            kind if kind.is_builder_fault() => None,
             _ => Some(Class::DoesNotBuild),
         }
     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use buildsrs_store::{
     BuildOutcome, BuilderStatus, Decision, LeaseState, NewBuilder, NotCounted, OutcomeKind, Page,
-    Policy, SCHEMA_VERSION, Store, StoreError, Submission, TaskState, VersionPlan, store_test,
+    Policy, SCHEMA_VERSION, Store, StoreError, StoredBuild, Submission, TaskState, VersionPlan,
+    store_test,
 };
 use common::*;
 
@@ -516,7 +517,7 @@ store_test!(
                 &store,
                 &held,
                 key,
-                BuildOutcome::NoBinaries,
+                BuildOutcome::no_binaries(""),
                 t(3 + i as i64),
             )
             .await;
@@ -857,9 +858,7 @@ store_test!(
             &store,
             &first,
             &keys[0],
-            BuildOutcome::NodeError {
-                reason: "disk full".into(),
-            },
+            BuildOutcome::node_error("disk full"),
             t(1),
         )
         .await;
@@ -874,9 +873,7 @@ store_test!(
             &store,
             &second,
             &keys[0],
-            BuildOutcome::NodeError {
-                reason: "sandbox crashed".into(),
-            },
+            BuildOutcome::node_error("sandbox crashed"),
             t(12),
         )
         .await;
@@ -1075,15 +1072,13 @@ store_test!(
         let a = lease(&store, &keys[0], t(1)).await;
         let b = lease(&store, &keys[1], t(1)).await;
         assert_eq!(a.task_id, b.task_id);
-        let fail = BuildOutcome::BuildFailed {
-            reason: "error[E0425]: cannot find value".into(),
-        };
+        let fail = BuildOutcome::build_failed("error[E0425]: cannot find value");
         assert_eq!(
             submit(&store, &a, &keys[0], fail, t(2)).await.task_state,
             TaskState::Building,
             "the other builder is still at it"
         );
-        let report = submit(&store, &b, &keys[1], BuildOutcome::TimedOut, t(3)).await;
+        let report = submit(&store, &b, &keys[1], BuildOutcome::timed_out(""), t(3)).await;
         assert_eq!(report.task_state, TaskState::Failed);
         let Some(Decision::Failed { reason }) = report.decision else {
             panic!("{report:?}");
@@ -1097,8 +1092,8 @@ store_test!(
         // Version 1.1.0: no binaries.
         let a = lease(&store, &keys[0], t(4)).await;
         let b = lease(&store, &keys[1], t(4)).await;
-        submit(&store, &a, &keys[0], BuildOutcome::NoBinaries, t(5)).await;
-        let report = submit(&store, &b, &keys[1], BuildOutcome::NoBinaries, t(6)).await;
+        submit(&store, &a, &keys[0], BuildOutcome::no_binaries(""), t(5)).await;
+        let report = submit(&store, &b, &keys[1], BuildOutcome::no_binaries(""), t(6)).await;
         assert_eq!(report.decision, Some(Decision::NoBinaries));
         let stats = store.queue_stats(t(7)).await.unwrap();
         assert_eq!((stats.failed, stats.no_binaries), (1, 1));
@@ -1127,10 +1122,10 @@ store_test!(
             .await
             .unwrap_err();
         assert!(matches!(error, StoreError::Conflict(_)), "{error}");
-        let empty_signature = BuildOutcome::Built {
+        let empty_signature = BuildOutcome::Built(StoredBuild {
             artifact: artifact(1),
             signed: Vec::new(),
-        };
+        });
         let error = store
             .submit(submission(keys[0], held.epoch, empty_signature), t(2))
             .await
@@ -1182,9 +1177,7 @@ store_test!(
                     lease_id: held.lease_id,
                     epoch: held.epoch,
                     builder: keys[0],
-                    outcome: BuildOutcome::BuildFailed {
-                        reason: "linker".into(),
-                    },
+                    outcome: BuildOutcome::build_failed("linker"),
                     log: Some(b"compiling...\nerror: boom".to_vec()),
                 },
                 t(2),
@@ -1297,9 +1290,7 @@ store_test!(
     |store: Store| async move {
         let keys = world(&store, 1, 1).await;
         let held = lease(&store, &keys[0], t(1)).await;
-        let error = || BuildOutcome::NodeError {
-            reason: "disk full".into(),
-        };
+        let error = || BuildOutcome::node_error("disk full");
         let first = submit(&store, &held, &keys[0], error(), t(2)).await;
         assert_eq!(first.not_counted, Some(NotCounted::NodeError));
         let retry = submit(&store, &held, &keys[0], error(), t(3)).await;
@@ -1319,6 +1310,37 @@ store_test!(
             .to_string(),
             "the task was cancelled: version yanked"
         );
+    }
+);
+
+store_test!(
+    the_newer_outcome_kinds_are_stored_and_a_toolchain_too_old_never_counts,
+    |store: Store| async move {
+        let keys = world(&store, 2, 1).await;
+        let a = lease(&store, &keys[0], t(1)).await;
+        let b = lease(&store, &keys[1], t(1)).await;
+        let old = BuildOutcome::needs_newer_toolchain("the crate's rust-version is 1.99");
+        let report = submit(&store, &a, &keys[0], old, t(2)).await;
+        assert_eq!(report.not_counted, Some(NotCounted::NodeError));
+        assert!(!report.counted);
+        let disk = BuildOutcome::disk_limit("more than 48 MiB written");
+        let report = submit(&store, &b, &keys[1], disk, t(3)).await;
+        assert!(report.counted, "{report:?}");
+        assert_eq!(
+            report.decision,
+            Some(Decision::Pending {
+                counted: 1,
+                wanted: 2
+            }),
+            "the too-old toolchain did not count, the disk limit did"
+        );
+        let detail = store.task(a.task_id).await.unwrap().unwrap();
+        let kinds: Vec<OutcomeKind> = detail.results.iter().map(|r| r.outcome).collect();
+        assert!(
+            kinds.contains(&OutcomeKind::NeedsNewerToolchain),
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&OutcomeKind::DiskLimit), "{kinds:?}");
     }
 );
 
@@ -1577,7 +1599,7 @@ store_test!(
             submit(&store, lease, key, built(3), t(3)).await;
         }
         for (key, lease) in held.iter().filter(|(_, l)| l.target == TARGET) {
-            submit(&store, lease, key, BuildOutcome::NoBinaries, t(4)).await;
+            submit(&store, lease, key, BuildOutcome::no_binaries(""), t(4)).await;
         }
         let info = store.crate_info("arm-only").await.unwrap().unwrap();
         assert_eq!(info.binaries, Some(true));

@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use buildsrs_keys::bundle::Bundle;
 use buildsrs_keys::{ArtifactId, Blake3Hash, Identity, PublicKey};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
-use buildsrs_store::{BuildOutcome, IndexVersion, Lease, NewBuilder, Store, Submission, TaskId};
+use buildsrs_store::{
+    BuildOutcome, IndexVersion, Lease, NewBuilder, Store, StoredBuild, Submission, TaskId,
+};
 use buildsrs_web::{WebConfig, WebState, router};
 use jiff::Timestamp;
 use tower::ServiceExt;
@@ -143,10 +145,10 @@ impl Scene {
                         lease_id: lease.lease_id,
                         epoch: lease.epoch,
                         builder,
-                        outcome: BuildOutcome::Built {
+                        outcome: BuildOutcome::Built(StoredBuild {
                             artifact,
                             signed: br#"{"statement":"seeded"}"#.to_vec(),
-                        },
+                        }),
                         log: Some(b"   Compiling demo v1.0.0\n    Finished release\n".to_vec()),
                     },
                     now,

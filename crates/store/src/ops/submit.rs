@@ -23,14 +23,15 @@
 //! last decision was "no binaries", see `ops/plan.rs`) marks the crate as having binaries and
 //! plans the rest of that version's matrix, in the same transaction.
 
+use buildsrs_domain::Outcome;
 use jiff::Timestamp;
 use serde_json::json;
 
 use crate::db::{Db, Dialect, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{
-    AttestationId, BuildOutcome, BuilderStatus, LeaseState, NotCounted, OutcomeKind, Submission,
-    SubmitReport, TaskState, VersionPlan,
+    AttestationId, BuildOutcome, BuilderStatus, LeaseState, NotCounted, OutcomeKind, StoredBuild,
+    Submission, SubmitReport, TaskState, VersionPlan,
 };
 use crate::ops::plan::{Mode, plan_versions};
 use crate::ops::{Credits, TaskRow, apply_verdict, counted_results, event};
@@ -41,7 +42,7 @@ use crate::rules::{Class, cap_log, cap_reason, decide};
 pub(crate) const MAX_SIGNED_BYTES: usize = 64 * 1024;
 
 fn check_outcome(outcome: &BuildOutcome) -> Result<()> {
-    if let BuildOutcome::Built { artifact, signed } = outcome {
+    if let Outcome::Built(StoredBuild { artifact, signed }) = outcome {
         if signed.is_empty() || signed.len() > MAX_SIGNED_BYTES {
             return Err(StoreError::invalid(format!(
                 "a signed attestation is 1 to {MAX_SIGNED_BYTES} bytes, got {}",
@@ -131,7 +132,7 @@ pub(crate) async fn submit(
     }
 
     let kind = submission.outcome.kind();
-    let not_counted = if kind == OutcomeKind::NodeError {
+    let not_counted = if kind.is_builder_fault() {
         Some(NotCounted::NodeError)
     } else if status != BuilderStatus::Approved {
         Some(NotCounted::BuilderNotApproved { status })
@@ -161,17 +162,19 @@ pub(crate) async fn submit(
     mine.seen = Some(now);
     match kind {
         OutcomeKind::Built => mine.built += 1,
-        OutcomeKind::NodeError => mine.failed += 1,
+        kind if kind.is_builder_fault() => mine.failed += 1,
         _ => {}
     }
 
     let mut decision = None;
-    if kind == OutcomeKind::NodeError {
+    if kind.is_builder_fault() {
         if !late && task.is_open() {
-            let what = submission.outcome.reason().map_or_else(
-                || "node error".to_owned(),
-                |r| format!("node error: {}", cap_reason(r)),
-            );
+            let what = match submission.outcome.reason() {
+                Some(reason) if !reason.is_empty() => {
+                    format!("{}: {}", kind.label(), cap_reason(reason))
+                }
+                _ => kind.label().to_owned(),
+            };
             task.node_failure(db, policy, &what, now).await?;
         }
     } else if counted {
@@ -276,7 +279,7 @@ async fn record(
     now: Timestamp,
 ) -> Result<AttestationId> {
     let (hash, size, signed) = match &submission.outcome {
-        BuildOutcome::Built { artifact, signed } => (
+        Outcome::Built(StoredBuild { artifact, signed }) => (
             Some(artifact.blake3.to_hex()),
             i64::try_from(artifact.size).ok(),
             Some(signed.as_slice()),
@@ -343,7 +346,7 @@ async fn judge_late(
         _ => None,
     };
     let artifact = match &submission.outcome {
-        BuildOutcome::Built { artifact, .. } => Some(*artifact),
+        Outcome::Built(StoredBuild { artifact, .. }) => Some(*artifact),
         _ => None,
     };
     if let (Some(decided), Some(mine)) = (decided, Class::of(submission.outcome.kind(), artifact)) {

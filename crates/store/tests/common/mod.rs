@@ -3,7 +3,7 @@
 
 use buildsrs_keys::{ArtifactId, Blake3Hash, Identity, PublicKey};
 use buildsrs_store::{
-    BuildOutcome, IndexVersion, Lease, NewBuilder, Store, Submission, SubmitReport,
+    BuildOutcome, IndexVersion, Lease, NewBuilder, Store, StoredBuild, Submission, SubmitReport,
 };
 use jiff::Timestamp;
 
@@ -103,10 +103,10 @@ pub fn artifact(n: u8) -> ArtifactId {
 }
 
 pub fn built(n: u8) -> BuildOutcome {
-    BuildOutcome::Built {
+    BuildOutcome::Built(StoredBuild {
         artifact: artifact(n),
         signed: format!("signed attestation for artifact {n}").into_bytes(),
-    }
+    })
 }
 
 pub async fn lease(store: &Store, builder: &PublicKey, now: Timestamp) -> Lease {

@@ -1,0 +1,20 @@
+//! The domain vocabulary: one type per concept, parsed once by one rule, used by every crate
+//! that speaks of it (protocol, store, index, node, coordinator, web, CLI).
+//!
+//! - From `buildsrs-keys`, which owns what signatures need and keeps its dependency set small
+//!   enough to audit: [`CrateName`], [`CrateVersion`], [`TargetTriple`] (parsed by the
+//!   statement's rules), the digests [`Blake3Hash`] and [`Sha256Digest`], [`ArtifactId`], a
+//!   builder's [`PublicKey`], the [`Toolchain`] and [`RustRelease`].
+//! - Here: how a build ended, [`Outcome`] and its [`OutcomeKind`].
+//!
+//! **Invariant:** no other crate declares these concepts again; a layer that needs more (the
+//! node's archive path, the store's signed bytes) puts it in the `Built` payload of
+//! [`Outcome`], never in a second outcome enum.
+
+pub mod outcome;
+
+pub use buildsrs_keys::{
+    ArtifactId, Blake3Hash, CrateName, CrateVersion, InvalidName, PublicKey, RustRelease,
+    Sha256Digest, TargetTriple, Toolchain,
+};
+pub use outcome::{BuiltWithoutPayload, Ended, Outcome, OutcomeKind, UnknownOutcomeKind};
