@@ -116,17 +116,7 @@ async fn follow_git(
 /// Writes one crate's versions to the store, retrying while the store is unavailable.
 /// Returns false when stopped by `cancel` before the update was stored.
 async fn ingest(store: &Store, update: &CrateUpdate, cancel: &CancellationToken) -> bool {
-    let batch: Vec<IndexVersion> = update
-        .versions
-        .iter()
-        .map(|v| IndexVersion {
-            name: v.name.clone(),
-            version: v.version.clone(),
-            cksum: v.cksum.clone(),
-            yanked: v.yanked,
-            rust_version: v.rust_version.clone(),
-        })
-        .collect();
+    let batch: Vec<IndexVersion> = update.versions.clone();
     let mut backoff = Duration::from_millis(200);
     loop {
         match store

@@ -27,8 +27,6 @@ use buildsrs_store::{
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::registry::DownloadUrls;
-
 /// How long a node waits before asking again when there is nothing for it.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
@@ -93,7 +91,6 @@ impl Sessions {
 pub struct JobService {
     store: Store,
     sessions: Sessions,
-    urls: DownloadUrls,
     auto_approve: bool,
     verified: Arc<Notify>,
 }
@@ -102,7 +99,6 @@ impl JobService {
     /// A service over `store`. `verified` is notified whenever an artifact becomes verified.
     pub fn new(
         store: Store,
-        urls: DownloadUrls,
         auto_approve: bool,
         sessions: Sessions,
         verified: Arc<Notify>,
@@ -110,7 +106,6 @@ impl JobService {
         Self {
             store,
             sessions,
-            urls,
             auto_approve,
             verified,
         }
@@ -193,25 +188,22 @@ impl JobService {
             Err(StoreError::NotApproved { .. }) => return Ok(no_job(NoJobReason::NotApproved)),
             Err(other) => return Err(other),
         };
-        let download_url = match self
-            .urls
-            .download_url(&lease.crate_name, &lease.version, &lease.cksum)
-            .await
-        {
-            Ok(url) => url,
-            Err(error) => {
-                // The lease stays with the builder until it expires; giving it back would need
-                // a store operation for a case that only a broken registry causes.
-                tracing::warn!(
-                    "no download URL for {} {}: {error:#}",
-                    lease.crate_name,
-                    lease.version
-                );
-                return Ok(Response::rejected(
-                    RejectKind::Unavailable,
-                    format!("{error:#}"),
-                ));
-            }
+        let Some(download_url) = lease.download_url.clone() else {
+            // Stored before versions kept their URL, and not seen in the index since: the
+            // next poll that lists the crate fills it. The lease stays with the builder until
+            // it expires; giving it back would need a store operation for a transient case.
+            tracing::warn!(
+                "no download URL stored for {} {} yet",
+                lease.crate_name,
+                lease.version
+            );
+            return Ok(Response::rejected(
+                RejectKind::Unavailable,
+                format!(
+                    "no download URL stored for {} {} yet",
+                    lease.crate_name, lease.version
+                ),
+            ));
         };
         tracing::info!(
             "lease {} (task {}, epoch {}): {} {} for {} to {}",

@@ -6,7 +6,6 @@
 //! - [`ingest`]: the index follower feeding the store.
 //! - [`jobs`]: what the coordinator answers to each job-protocol request.
 //! - [`network`]: the libp2p peer serving [`jobs`] and gossiping announcements.
-//! - [`registry`]: download URLs from the registry's `config.json`.
 //! - [`publish`]: verified artifacts from builders' blob servers into object storage.
 //! - the web UI, JSON API and downloads come from `buildsrs-web`, served by [`run`] on
 //!   `--http`.
@@ -20,7 +19,6 @@ pub mod ingest;
 pub mod jobs;
 pub mod network;
 pub mod publish;
-pub mod registry;
 
 use std::sync::Arc;
 
@@ -174,7 +172,6 @@ async fn start_network(
     let verified = Arc::new(Notify::new());
     let service = jobs::JobService::new(
         store.clone(),
-        registry::DownloadUrls::for_config(config),
         config.auto_approve,
         sessions.clone(),
         Arc::clone(&verified),

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 
 use buildsrs_coordinator::jobs::{JobService, Sessions};
-use buildsrs_coordinator::registry::DownloadUrls;
-use buildsrs_coordinator::{Config, IndexSource};
 use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_keys::{
     ArtifactId, Identity, SCHEMA_VERSION, SignedAttestation, Statement, Toolchain,
@@ -40,22 +38,20 @@ async fn scene(store: &Store, auto_approve: bool) -> Scene {
     store
         .upsert_versions(
             vec![IndexVersion {
-                name: "hello-bin".into(),
-                version: "0.1.0".into(),
-                cksum: published.cksum.clone(),
+                name: "hello-bin".parse().unwrap(),
+                version: "0.1.0".parse().unwrap(),
+                cksum: published.cksum.parse().unwrap(),
                 yanked: false,
+                download_url: published.download_url.clone(),
                 rust_version: None,
             }],
             now,
         )
         .await
         .unwrap();
-    let mut config = Config::new("/nonexistent");
-    config.index = IndexSource::Sparse(registry.index_url());
     let verified = Arc::new(Notify::new());
     let service = JobService::new(
         store.clone(),
-        DownloadUrls::for_config(&config),
         auto_approve,
         Sessions::default(),
         Arc::clone(&verified),

@@ -122,11 +122,12 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
         );
     }
     let pipeline = Pipeline::new(dir, sandbox, Arc::new(state), lock).await?;
+    let cksum = found.cksum.to_hex();
     let fields = JobFields {
         crate_name: &args.name,
         version: &args.version,
         target: &target,
-        source_sha256: &found.cksum,
+        source_sha256: &cksum,
         download_url: &found.download_url,
     };
     let request = pipeline.accept(&fields, &registry, None).await?;
@@ -185,7 +186,7 @@ async fn find_version(
     registry: &str,
     name: &str,
     version: &str,
-) -> Result<buildsrs_index::IndexedVersion> {
+) -> Result<buildsrs_index::IndexVersion> {
     let mut follower =
         SparseFollower::new(registry).with_context(|| format!("registry {registry}"))?;
     let report = follower

@@ -343,9 +343,12 @@ fn index_lines(knobs: &Knobs, crates: std::ops::Range<usize>) -> Vec<IndexVersio
         let name = crate_name(c);
         for v in 0..knobs.per_crate {
             lines.push(IndexVersion {
-                name: name.clone(),
-                version: format!("{}.{}.0", v / 5, v % 5),
-                cksum: format!("{:064x}", (c as u64) << 16 | v as u64),
+                name: name.parse().expect("a crate name"),
+                version: format!("{}.{}.0", v / 5, v % 5).parse().expect("a version"),
+                cksum: format!("{:064x}", (c as u64) << 16 | v as u64)
+                    .parse()
+                    .expect("a sha256"),
+                download_url: format!("https://registry.test/dl/{name}/{v}/download"),
                 yanked: (c + v) % 25 == 0,
                 rust_version: None,
             });

@@ -875,9 +875,12 @@ async fn cached_scene(store: Store, ttl: std::time::Duration) -> Scene {
 /// or another coordinator would).
 async fn index(store: &Store, name: &str, version: &str) {
     let line = buildsrs_store::IndexVersion {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        cksum: format!("{:064x}", version.len() * 97 + name.len()),
+        name: name.parse().unwrap(),
+        version: version.parse().unwrap(),
+        cksum: format!("{:064x}", version.len() * 97 + name.len())
+            .parse()
+            .unwrap(),
+        download_url: format!("https://registry.test/dl/{name}/{version}/download"),
         yanked: false,
         rust_version: None,
     };

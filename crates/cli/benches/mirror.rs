@@ -449,9 +449,10 @@ async fn verify_all(store: &Store, artifacts: &[ArtifactId]) -> anyhow::Result<(
     store.watch_crate(CRATE, backfill, now).await?;
     let versions = (0..artifacts.len())
         .map(|i| IndexVersion {
-            name: CRATE.to_owned(),
-            version: format!("1.{i}.0"),
-            cksum: format!("{i:064x}"),
+            name: CRATE.parse().expect("a crate name"),
+            version: format!("1.{i}.0").parse().expect("a version"),
+            cksum: format!("{i:064x}").parse().expect("a sha256"),
+            download_url: format!("https://registry.test/dl/{CRATE}/1.{i}.0/download"),
             yanked: false,
             rust_version: None,
         })

@@ -5,16 +5,19 @@
 //!   enough to audit: [`CrateName`], [`CrateVersion`], [`TargetTriple`] (parsed by the
 //!   statement's rules), the digests [`Blake3Hash`] and [`Sha256Digest`], [`ArtifactId`], a
 //!   builder's [`PublicKey`], the [`Toolchain`] and [`RustRelease`].
-//! - Here: how a build ended, [`Outcome`] and its [`OutcomeKind`].
+//! - Here: how a build ended, [`Outcome`] and its [`OutcomeKind`]; a version line of the
+//!   registry index, [`IndexVersion`].
 //!
 //! **Invariant:** no other crate declares these concepts again; a layer that needs more (the
 //! node's archive path, the store's signed bytes) puts it in the `Built` payload of
 //! [`Outcome`], never in a second outcome enum.
 
+pub mod index;
 pub mod outcome;
 
 pub use buildsrs_keys::{
     ArtifactId, Blake3Hash, CrateName, CrateVersion, InvalidName, PublicKey, RustRelease,
     Sha256Digest, TargetTriple, Toolchain,
 };
+pub use index::IndexVersion;
 pub use outcome::{BuiltWithoutPayload, Ended, Outcome, OutcomeKind, UnknownOutcomeKind};

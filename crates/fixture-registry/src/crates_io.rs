@@ -10,12 +10,12 @@
 
 use std::time::Duration;
 
-use buildsrs_index::{IndexedVersion, SparseFollower};
+use buildsrs_index::{IndexVersion, SparseFollower};
 
 pub use buildsrs_index::crates_io::INDEX;
 
 /// Reads `name`'s versions from crates.io (the same follower the coordinator uses).
-pub async fn versions(name: &str) -> Result<Vec<IndexedVersion>, String> {
+pub async fn versions(name: &str) -> Result<Vec<IndexVersion>, String> {
     let mut follower = SparseFollower::new(INDEX).map_err(|e| e.to_string())?;
     let report = tokio::time::timeout(Duration::from_secs(60), follower.poll(&[name]))
         .await

@@ -257,7 +257,7 @@ fn poll_blocking(
             .map(|bytes| parse_index_lines(&name, &bytes, &config).0)
             .unwrap_or_default();
         let changes = diff_versions(&before, &versions);
-        let published = versions.first().map_or(name, |v| v.name.clone());
+        let published = versions.first().map_or(name, |v| v.name.to_string());
         tracing::info!(krate = %published, "git index: {published}: {}", changes.summary());
         report.updates.push(CrateUpdate {
             name: published,

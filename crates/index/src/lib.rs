@@ -50,7 +50,7 @@ pub use git::{GitFollower, GitPollReport};
 pub use layout::index_path;
 pub use sparse::{DEFAULT_CONCURRENCY, PollReport, SparseFollower, default_client};
 pub use versions::{
-    CrateUpdate, IndexedVersion, SkippedLine, VersionChanges, diff_versions, parse_index_file,
+    CrateUpdate, IndexVersion, SkippedLine, VersionChanges, diff_versions, parse_index_file,
 };
 pub use watch::{
     NamesError, WatchEntry, WatchList, parse_names_file, parse_watch_file, read_names_file,

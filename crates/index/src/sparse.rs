@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::IndexConfig;
 use crate::error::IndexError;
-use crate::versions::{CrateUpdate, IndexedVersion, diff_versions, parse_index_file};
+use crate::versions::{CrateUpdate, IndexVersion, diff_versions, parse_index_file};
 
 /// How many index files are fetched at once unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -81,7 +81,7 @@ struct CrateState {
     etag: Option<String>,
     last_modified: Option<String>,
     body_sha256: [u8; 32],
-    versions: Vec<IndexedVersion>,
+    versions: Vec<IndexVersion>,
 }
 
 /// The answer to one index file request.
@@ -168,7 +168,7 @@ impl SparseFollower {
     }
 
     /// The versions seen at the last successful fetch of `name`.
-    pub fn known_versions(&self, name: &str) -> Option<&[IndexedVersion]> {
+    pub fn known_versions(&self, name: &str) -> Option<&[IndexVersion]> {
         self.crates
             .get(&name.to_ascii_lowercase())
             .map(|s| s.versions.as_slice())
@@ -316,7 +316,7 @@ impl SparseFollower {
                 let changes = diff_versions(previous, &versions);
                 let published_name = versions
                     .first()
-                    .map_or_else(|| name.to_owned(), |v| v.name.clone());
+                    .map_or_else(|| name.to_owned(), |v| v.name.to_string());
                 tracing::info!(
                     krate = %published_name,
                     "index changed for {published_name}: {}",

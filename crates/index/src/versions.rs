@@ -10,26 +10,12 @@
 
 use std::collections::HashMap;
 
+use buildsrs_domain::{CrateName, CrateVersion, InvalidName, Sha256Digest};
 use serde::Deserialize;
 
 use crate::config::IndexConfig;
 
-/// One version of a crate, as the index lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct IndexedVersion {
-    /// The crate name, as published (its case may differ from the one watched).
-    pub name: String,
-    /// The version, exactly as in the index.
-    pub version: String,
-    /// The sha256 of the `.crate` file: 64 lowercase hex digits.
-    pub cksum: String,
-    /// Whether the version is yanked.
-    pub yanked: bool,
-    /// Where the `.crate` file is downloaded from (the index `config.json` `dl` template).
-    pub download_url: String,
-    /// The manifest's `rust-version` (`1.70`, `1.70.1`): the oldest Rust that builds it.
-    pub rust_version: Option<String>,
-}
+pub use buildsrs_domain::IndexVersion;
 
 /// A crate whose index file changed since the last poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +23,7 @@ pub struct CrateUpdate {
     /// The crate name: as published when the file lists a version, else as watched.
     pub name: String,
     /// The crate's full current version list, in index order.
-    pub versions: Vec<IndexedVersion>,
+    pub versions: Vec<IndexVersion>,
     /// What changed against the list this follower saw before (everything is new the first
     /// time a follower sees a crate).
     pub changes: VersionChanges,
@@ -47,15 +33,15 @@ pub struct CrateUpdate {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VersionChanges {
     /// Versions that were not listed before.
-    pub added: Vec<IndexedVersion>,
+    pub added: Vec<IndexVersion>,
     /// Versions listed before, now yanked.
-    pub yanked: Vec<IndexedVersion>,
+    pub yanked: Vec<IndexVersion>,
     /// Versions yanked before, now not.
-    pub unyanked: Vec<IndexedVersion>,
+    pub unyanked: Vec<IndexVersion>,
     /// Versions listed before and gone now (registries delete very rarely).
-    pub removed: Vec<IndexedVersion>,
+    pub removed: Vec<IndexVersion>,
     /// Versions whose checksum changed: never legitimate on crates.io, worth an alarm.
-    pub cksum_changed: Vec<IndexedVersion>,
+    pub cksum_changed: Vec<IndexVersion>,
 }
 
 impl VersionChanges {
@@ -71,7 +57,7 @@ impl VersionChanges {
     /// A short human summary for logs, e.g. `+1.2.0 yanked:1.1.0`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
-        let mut list = |label: &str, versions: &[IndexedVersion]| {
+        let mut list = |label: &str, versions: &[IndexVersion]| {
             // A crate seen for the first time may list hundreds of versions: name a few.
             const SHOWN: usize = 8;
             if !versions.is_empty() {
@@ -102,8 +88,8 @@ impl VersionChanges {
 
 /// Compares two version lists of one crate (matched by version string). Results keep the
 /// order of `current` (and of `previous` for removals).
-pub fn diff_versions(previous: &[IndexedVersion], current: &[IndexedVersion]) -> VersionChanges {
-    let before: HashMap<&str, &IndexedVersion> =
+pub fn diff_versions(previous: &[IndexVersion], current: &[IndexVersion]) -> VersionChanges {
+    let before: HashMap<&str, &IndexVersion> =
         previous.iter().map(|v| (v.version.as_str(), v)).collect();
     let mut changes = VersionChanges::default();
     for now in current {
@@ -158,7 +144,7 @@ pub fn parse_index_file(
     crate_name: &str,
     body: &[u8],
     config: &IndexConfig,
-) -> (Vec<IndexedVersion>, Vec<SkippedLine>) {
+) -> (Vec<IndexVersion>, Vec<SkippedLine>) {
     let (versions, skipped) = parse_index_lines(crate_name, body, config);
     for SkippedLine { line, reason } in &skipped {
         tracing::warn!(
@@ -175,8 +161,8 @@ pub(crate) fn parse_index_lines(
     crate_name: &str,
     body: &[u8],
     config: &IndexConfig,
-) -> (Vec<IndexedVersion>, Vec<SkippedLine>) {
-    let mut versions: Vec<IndexedVersion> = Vec::new();
+) -> (Vec<IndexVersion>, Vec<SkippedLine>) {
+    let mut versions: Vec<IndexVersion> = Vec::new();
     let mut skipped = Vec::new();
     for (index, line) in body.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -197,27 +183,35 @@ fn parse_line(
     crate_name: &str,
     line: &[u8],
     config: &IndexConfig,
-    seen: &[IndexedVersion],
-) -> Result<IndexedVersion, String> {
+    seen: &[IndexVersion],
+) -> Result<IndexVersion, String> {
     let parsed: IndexLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     if !parsed.name.eq_ignore_ascii_case(crate_name) {
         return Err(format!("names crate {:?}", parsed.name));
     }
-    buildsrs_keys::statement::validate_crate_name(&parsed.name)?;
-    semver::Version::parse(&parsed.vers)
-        .map_err(|e| format!("version {:?} is not semver: {e}", parsed.vers))?;
-    let cksum_ok = parsed.cksum.len() == 64
-        && parsed
-            .cksum
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !cksum_ok {
-        return Err(format!(
-            "cksum {:?} is not 64 lowercase hex digits",
-            parsed.cksum
-        ));
-    }
-    if seen.iter().any(|v| v.version == parsed.vers) {
+    let name: CrateName = parsed
+        .name
+        .parse()
+        .map_err(|e: InvalidName| e.to_string())?;
+    let version: CrateVersion = parsed
+        .vers
+        .parse()
+        .map_err(|e: InvalidName| e.to_string())?;
+    // The index writes checksums in lowercase; anything else is not what the registry wrote.
+    let lowercase = parsed
+        .cksum
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let cksum: Sha256Digest = match parsed.cksum.parse() {
+        Ok(cksum) if lowercase => cksum,
+        _ => {
+            return Err(format!(
+                "cksum {:?} is not 64 lowercase hex digits",
+                parsed.cksum
+            ));
+        }
+    };
+    if seen.iter().any(|v| v.version == version) {
         return Err(format!("version {} listed twice", parsed.vers));
     }
     let download_url = config
@@ -241,10 +235,10 @@ fn parse_line(
             None
         }
     };
-    Ok(IndexedVersion {
-        name: parsed.name,
-        version: parsed.vers,
-        cksum: parsed.cksum,
+    Ok(IndexVersion {
+        name,
+        version,
+        cksum,
         yanked: parsed.yanked,
         download_url,
         rust_version,
@@ -260,11 +254,11 @@ mod tests {
             .unwrap()
     }
 
-    fn version(vers: &str, yanked: bool, cksum: char) -> IndexedVersion {
-        IndexedVersion {
-            name: "x".into(),
-            version: vers.into(),
-            cksum: cksum.to_string().repeat(64),
+    fn version(vers: &str, yanked: bool, cksum: char) -> IndexVersion {
+        IndexVersion {
+            name: "x".parse().unwrap(),
+            version: vers.parse().unwrap(),
+            cksum: cksum.to_string().repeat(64).parse().unwrap(),
             yanked,
             download_url: String::new(),
             rust_version: None,
@@ -286,7 +280,7 @@ mod tests {
             version("2.0.0", false, 'f'),
         ];
         let changes = diff_versions(&before, &after);
-        let names = |v: &[IndexedVersion]| v.iter().map(|v| v.version.clone()).collect::<Vec<_>>();
+        let names = |v: &[IndexVersion]| v.iter().map(|v| v.version.clone()).collect::<Vec<_>>();
         assert_eq!(names(&changes.added), ["2.0.0"]);
         assert_eq!(names(&changes.yanked), ["1.0.0"]);
         assert_eq!(names(&changes.unyanked), ["1.1.0"]);
@@ -298,7 +292,7 @@ mod tests {
         );
         assert!(diff_versions(&after, &after).is_empty());
 
-        let many: Vec<IndexedVersion> = (0..10)
+        let many: Vec<IndexVersion> = (0..10)
             .map(|i| version(&format!("0.{i}.0"), false, 'a'))
             .collect();
         assert_eq!(

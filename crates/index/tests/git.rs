@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use buildsrs_fixture_registry::{FixtureRegistry, ServeOptions};
-use buildsrs_index::{CrateUpdate, FollowEnd, FollowOptions, GitFollower, IndexedVersion};
+use buildsrs_index::{CrateUpdate, FollowEnd, FollowOptions, GitFollower, IndexVersion};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,7 @@ async fn git_registry() -> FixtureRegistry {
     .unwrap()
 }
 
-fn listed(versions: &[IndexedVersion]) -> Vec<&str> {
+fn listed(versions: &[IndexVersion]) -> Vec<&str> {
     versions.iter().map(|v| v.version.as_str()).collect()
 }
 
@@ -61,7 +61,7 @@ async fn publishes_and_yanks_are_seen_as_commits() {
     assert_eq!(listed(&hello.changes.added), ["0.2.0"]);
     assert_eq!(listed(&hello.changes.yanked), ["0.1.0"]);
     assert_eq!(listed(&hello.versions), ["0.1.0", "0.2.0"]);
-    assert_eq!(hello.versions[0].cksum, first.cksum);
+    assert_eq!(hello.versions[0].cksum.to_hex(), first.cksum);
     assert_eq!(hello.versions[1].download_url, second.download_url);
     let multi = by_name(&report.updates, "multi-bin");
     assert_eq!(listed(&multi.changes.added), ["0.1.0"]);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use buildsrs_fixture_registry::{FixtureRegistry, ServeOptions};
 use buildsrs_index::{
-    CrateUpdate, FollowEnd, FollowOptions, IndexedVersion, SparseFollower, WatchList,
+    CrateUpdate, FollowEnd, FollowOptions, IndexVersion, SparseFollower, WatchList,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,11 +18,11 @@ fn versions(update: &CrateUpdate) -> Vec<(String, bool)> {
     update
         .versions
         .iter()
-        .map(|v| (v.version.clone(), v.yanked))
+        .map(|v| (v.version.to_string(), v.yanked))
         .collect()
 }
 
-fn listed(versions: &[IndexedVersion]) -> Vec<&str> {
+fn listed(versions: &[IndexVersion]) -> Vec<&str> {
     versions.iter().map(|v| v.version.as_str()).collect()
 }
 
@@ -54,7 +54,7 @@ async fn new_versions_are_detected_with_cksum_and_download_url() {
     assert_eq!(update.name, "hello-bin");
     assert_eq!(listed(&update.changes.added), ["0.1.0"]);
     let v = &update.versions[0];
-    assert_eq!(v.cksum, first.cksum);
+    assert_eq!(v.cksum.to_hex(), first.cksum);
     assert_eq!(v.download_url, first.download_url);
     assert!(!v.yanked);
 
@@ -68,7 +68,10 @@ async fn new_versions_are_detected_with_cksum_and_download_url() {
         .bytes()
         .await
         .unwrap();
-    assert_eq!(buildsrs_fixture_registry::sha256_hex(&bytes), v.cksum);
+    assert_eq!(
+        buildsrs_fixture_registry::sha256_hex(&bytes),
+        v.cksum.to_hex()
+    );
 
     registry.publish("hello-bin", "0.2.0").unwrap();
     let report = follower.poll(&["hello-bin"]).await.unwrap();
@@ -109,7 +112,7 @@ async fn rust_version_comes_from_the_published_manifest() {
         .updates
         .iter()
         .flat_map(|u| &u.versions)
-        .map(|v| (v.name.clone(), v.rust_version.clone()))
+        .map(|v| (v.name.to_string(), v.rust_version.clone()))
         .collect();
     found.sort();
     assert_eq!(

@@ -42,9 +42,12 @@ fn index(crates: usize, per_crate: usize) -> Vec<IndexVersion> {
     for c in 0..crates {
         for v in 0..per_crate {
             lines.push(IndexVersion {
-                name: format!("bench-crate-{c:05}"),
-                version: format!("0.{v}.0"),
-                cksum: cksum(c, v),
+                name: format!("bench-crate-{c:05}").parse().expect("a crate name"),
+                version: format!("0.{v}.0").parse().expect("a version"),
+                cksum: cksum(c, v).parse().expect("a sha256"),
+                download_url: format!(
+                    "https://registry.test/dl/bench-crate-{c:05}/0.{v}.0/download"
+                ),
                 // Every 20th version is yanked, as a sprinkling of real yanks.
                 yanked: (c + v) % 20 == 0,
                 // Half of them name one, as crates.io's recent versions mostly do.

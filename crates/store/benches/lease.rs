@@ -43,9 +43,12 @@ async fn setup(store: &Store, tasks: usize) -> Vec<buildsrs_keys::PublicKey> {
     store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
     let lines: Vec<IndexVersion> = (0..tasks)
         .map(|i| IndexVersion {
-            name: format!("lease-bench-{:04}", i / 100),
-            version: format!("1.{}.0", i % 100),
-            cksum: format!("{i:064x}"),
+            name: format!("lease-bench-{:04}", i / 100)
+                .parse()
+                .expect("a crate name"),
+            version: format!("1.{}.0", i % 100).parse().expect("a version"),
+            cksum: format!("{i:064x}").parse().expect("a sha256"),
+            download_url: format!("https://registry.test/dl/{i}/download"),
             yanked: false,
             rust_version: None,
         })

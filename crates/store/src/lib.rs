@@ -25,7 +25,7 @@
 //! | table | holds |
 //! |---|---|
 //! | `crates` | name, watched?, first seen, backfill (older versions asked for), binaries? (its latest decision said) |
-//! | `versions` | crate, version, source sha256 (`cksum`), yanked?, first seen, `rust-version`, plan (not chosen / probe / matrix), plan note (why nothing was planned) |
+//! | `versions` | crate, version, source sha256 (`cksum`), yanked?, first seen, `rust-version`, plan (not chosen / probe / matrix), plan note (why nothing was planned), download URL (from the index, handed out with the lease) |
 //! | `targets`, `toolchains` | the build matrix, each entry enabled or not |
 //! | `tasks` | version × target × toolchain: state, reason, priority, quorum, results wanted and counted, lease limit and active leases, fencing epoch, node-side failures, backoff (`not_before`), verified artifact, decision time |
 //! | `leases` | task, builder, epoch, state (active / completed / expired / cancelled), deadline |

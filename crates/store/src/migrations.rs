@@ -52,6 +52,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "outcome_kinds",
         sql: include_str!("../migrations/sqlite/0007_outcome_kinds.sql"),
     },
+    Migration {
+        version: 8,
+        name: "download_url",
+        sql: include_str!("../migrations/sqlite/0008_download_url.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -91,10 +96,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "outcome_kinds",
         sql: include_str!("../migrations/postgres/0007_outcome_kinds.sql"),
     },
+    Migration {
+        version: 8,
+        name: "download_url",
+        sql: include_str!("../migrations/postgres/0008_download_url.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use buildsrs_domain::Outcome;
-pub use buildsrs_domain::OutcomeKind;
+pub use buildsrs_domain::{IndexVersion, OutcomeKind};
 use buildsrs_keys::{ArtifactId, PublicKey};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -146,22 +146,6 @@ text_enum!(
     }
 );
 
-/// One version line from the registry index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexVersion {
-    /// Crate name as the index spells it.
-    pub name: String,
-    /// Version string.
-    pub version: String,
-    /// SHA-256 of the `.crate` file: 64 lowercase hex digits.
-    pub cksum: String,
-    /// Whether the version is yanked.
-    pub yanked: bool,
-    /// The manifest's `rust-version` (`1.70` or `1.70.1`): the oldest Rust that builds it.
-    /// Toolchains older than this are not planned for the version.
-    pub rust_version: Option<String>,
-}
-
 /// What one [`crate::Store::upsert_versions`] batch changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct IngestReport {
@@ -242,6 +226,10 @@ pub struct Lease {
     pub target: String,
     /// Toolchain.
     pub toolchain: String,
+    /// Where the `.crate` is downloaded from, as the index said when the version was
+    /// ingested (`None` only for a version stored before the store kept it and not seen in
+    /// the index since).
+    pub download_url: Option<String>,
 }
 
 /// What a builder reports for a lease: the one outcome of `buildsrs-domain`, whose built

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use buildsrs_store::{
-    BuildOutcome, BuilderStatus, Decision, LeaseState, NewBuilder, NotCounted, OutcomeKind, Page,
-    Policy, SCHEMA_VERSION, Store, StoreError, StoredBuild, Submission, TaskState, VersionPlan,
-    store_test,
+    BuildOutcome, BuilderStatus, Decision, IndexVersion, LeaseState, NewBuilder, NotCounted,
+    OutcomeKind, Page, Policy, SCHEMA_VERSION, Store, StoreError, StoredBuild, Submission,
+    TaskState, VersionPlan, store_test,
 };
 use common::*;
 
@@ -110,12 +110,17 @@ store_test!(
     a_bad_line_refuses_the_whole_batch,
     |store: Store| async move {
         matrix(&store).await;
+        // Names, versions and checksums are types: a line cannot hold a bad one (the one rule
+        // each is `buildsrs_domain`'s). What is left to the store is refused here.
+        let with_url = |url: &str| IndexVersion {
+            download_url: url.to_owned(),
+            ..line("ok", "1.0.0", false)
+        };
         for bad in [
-            line("ok", "1.0.0", false).with_cksum("ABC"),
-            line("ok", "1.0.0", false).with_cksum(&"A".repeat(64)),
-            line("bad name", "1.0.0", false),
-            line("ok", "", false),
-            line("ok", "1.0.0 beta", false),
+            with_url(""),
+            with_url("file:///etc/passwd"),
+            with_url("https://registry.test/dl/ok 1.0.0"),
+            with_url(&format!("https://{}", "x".repeat(2100))),
             line_needing("ok", "1.0.0", "1.x"),
             line_needing("ok", "1.0.0", "1.70.0.1"),
             line_needing("ok", "1.0.0", ""),
@@ -128,19 +133,10 @@ store_test!(
         }
         assert!(store.crate_info("fine").await.unwrap().is_none());
         assert_eq!(store.queue_stats(t(1)).await.unwrap().versions, 0);
+        assert!("bad name".parse::<buildsrs_domain::CrateName>().is_err());
+        assert!("ABC".parse::<buildsrs_domain::Sha256Digest>().is_err());
     }
 );
-
-trait WithCksum {
-    fn with_cksum(self, cksum: &str) -> Self;
-}
-
-impl WithCksum for buildsrs_store::IndexVersion {
-    fn with_cksum(mut self, cksum: &str) -> Self {
-        self.cksum = cksum.to_owned();
-        self
-    }
-}
 
 store_test!(
     yank_cancels_open_tasks_and_unyank_requeues,
@@ -1341,6 +1337,42 @@ store_test!(
             "{kinds:?}"
         );
         assert!(kinds.contains(&OutcomeKind::DiskLimit), "{kinds:?}");
+    }
+);
+
+store_test!(
+    a_lease_carries_the_download_url_the_index_gave_and_follows_it,
+    |store: Store| async move {
+        let keys = world(&store, 1, 1).await;
+        let held = lease(&store, &keys[0], t(1)).await;
+        let first = line(&held.crate_name, &held.version, false);
+        assert_eq!(
+            held.download_url.as_deref(),
+            Some(first.download_url.as_str())
+        );
+        // The registry's `dl` moves: the stored URL follows the index, nothing else changes.
+        let moved = IndexVersion {
+            download_url: format!("https://mirror.test/{}/{}", held.crate_name, held.version),
+            ..first
+        };
+        let report = store
+            .upsert_versions(vec![moved.clone()], t(2))
+            .await
+            .unwrap();
+        assert_eq!(report.versions_added + report.tasks_planned, 0);
+        let detail = store.task(held.task_id).await.unwrap().unwrap();
+        assert_eq!(detail.task.state, TaskState::Building);
+        let refused = store
+            .upsert_versions(
+                vec![IndexVersion {
+                    download_url: "file:///etc/passwd".into(),
+                    ..moved
+                }],
+                t(3),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
     }
 );
 

@@ -78,13 +78,15 @@ async fn an_unreachable_postgres_is_a_clear_error() {
 
 /// Undoes migration 6 (the planning columns) by hand. Migrations apply above the highest
 /// one recorded, so undoing an older one means undoing the later ones too (7 rebuilds the
-/// attestations' checks; applying it again keeps every row).
+/// attestations' checks, which applying again keeps; 8 adds the download URL column).
 const UNDO_6_SQLITE: &str = "ALTER TABLE crates DROP COLUMN backfill; \
      ALTER TABLE crates DROP COLUMN binaries; ALTER TABLE versions DROP COLUMN rust_version; \
      ALTER TABLE versions DROP COLUMN plan; ALTER TABLE versions DROP COLUMN plan_note; \
+     ALTER TABLE versions DROP COLUMN download_url; \
      DELETE FROM schema_migrations WHERE version >= 6;";
 const UNDO_6_POSTGRES: &str = "ALTER TABLE crates DROP COLUMN backfill, DROP COLUMN binaries; \
-     ALTER TABLE versions DROP COLUMN rust_version, DROP COLUMN plan, DROP COLUMN plan_note; \
+     ALTER TABLE versions DROP COLUMN rust_version, DROP COLUMN plan, DROP COLUMN plan_note, \
+     DROP COLUMN download_url; \
      DELETE FROM schema_migrations WHERE version >= 6;";
 
 /// Stores a crate with a verified version and an unplanned one as schema 5 knew them, then

@@ -105,11 +105,12 @@ impl TestNode {
             .into_iter()
             .find(|v| v.version == version)
             .with_context(|| format!("{name} {version} is not on crates.io"))?;
+        let cksum = found.cksum.to_hex();
         let fields = JobFields {
             crate_name: name,
             version,
             target: TARGET,
-            source_sha256: &found.cksum,
+            source_sha256: &cksum,
             download_url: &found.download_url,
         };
         Ok(self

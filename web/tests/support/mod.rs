@@ -48,9 +48,10 @@ pub fn index_line(name: &str, version: &str, n: u64) -> IndexVersion {
 
 fn version(name: &str, version: &str, n: u64, yanked: bool) -> IndexVersion {
     IndexVersion {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        cksum: format!("{n:064x}"),
+        name: name.parse().expect("a crate name"),
+        version: version.parse().expect("a version"),
+        cksum: format!("{n:064x}").parse().expect("a sha256"),
+        download_url: format!("https://registry.test/dl/{name}/{version}/download"),
         yanked,
         rust_version: None,
     }

@@ -36,52 +36,35 @@ use crate::model::{IndexVersion, IngestReport, MatrixEntry};
 use crate::ops::plan::{Mode, Release, newest, plan_versions};
 use crate::ops::{check_name, event, for_versions, query_ids};
 use crate::policy::Policy;
+use buildsrs_domain::CrateName;
 use buildsrs_keys::release::MAX_RUST_VERSION_LEN;
 
 /// The most versions one batch may hold.
 pub(crate) const MAX_BATCH: usize = 50_000;
 
-/// Checks a crate name the way the registry spells them: 1 to 64 ASCII letters, digits, `-`
-/// and `_`.
+/// Checks a crate name by the one rule (`buildsrs_domain::CrateName`: crates.io's).
 pub(crate) fn check_crate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::invalid(format!(
-            "crate name {:?} is not 1 to 64 ASCII letters, digits, '-' or '_'",
-            name.chars().take(80).collect::<String>()
-        )))
-    }
+    name.parse::<CrateName>()
+        .map(|_| ())
+        .map_err(|error| StoreError::invalid(error.to_string()))
 }
 
+/// The longest download URL stored.
+const MAX_DOWNLOAD_URL_LEN: usize = 2048;
+
+/// What the types of an [`IndexVersion`] leave to check: its download URL and `rust-version`.
 fn check_version(line: &IndexVersion) -> Result<()> {
-    check_crate_name(&line.name)?;
-    let version_ok = !line.version.is_empty()
-        && line.version.len() <= 128
-        && line.version.bytes().all(|b| b.is_ascii_graphic());
-    if !version_ok {
+    let url = &line.download_url;
+    let url_ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= MAX_DOWNLOAD_URL_LEN
+        && url.bytes().all(|b| b.is_ascii_graphic());
+    if !url_ok {
         return Err(StoreError::invalid(format!(
-            "{}: version {:?} is not 1 to 128 printable ASCII characters",
-            line.name,
-            line.version.chars().take(130).collect::<String>()
-        )));
-    }
-    let cksum_ok = line.cksum.len() == 64
-        && line
-            .cksum
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !cksum_ok {
-        return Err(StoreError::invalid(format!(
-            "{} {}: cksum {:?} is not 64 lowercase hex digits",
+            "{} {}: download URL {:?} is not an http(s) URL of at most \
+             {MAX_DOWNLOAD_URL_LEN} printable characters",
             line.name,
             line.version,
-            line.cksum.chars().take(80).collect::<String>()
+            url.chars().take(80).collect::<String>()
         )));
     }
     if let Some(rust_version) = &line.rust_version
@@ -330,7 +313,7 @@ async fn upsert_bulk(
     now: Timestamp,
     report: &mut IngestReport,
 ) -> Result<Upserted> {
-    let mut names: Vec<String> = lines.iter().map(|l| l.name.clone()).collect();
+    let mut names: Vec<String> = lines.iter().map(|l| l.name.to_string()).collect();
     names.dedup();
     report.crates_added = db
         .execute(
@@ -360,28 +343,49 @@ async fn upsert_bulk(
     let mut cksums = Vec::with_capacity(lines.len());
     let mut yanked = Vec::with_capacity(lines.len());
     let mut rust_versions = Vec::with_capacity(lines.len());
+    let mut urls = Vec::with_capacity(lines.len());
     for line in lines {
         let state = by_name
-            .get(&line.name)
+            .get(line.name.as_str())
             .ok_or_else(|| StoreError::corrupt(format!("crate {} vanished", line.name)))?;
         crate_ids.push(state.id);
-        versions.push(line.version.clone());
-        cksums.push(line.cksum.clone());
+        versions.push(line.version.to_string());
+        cksums.push(line.cksum.to_hex());
         yanked.push(line.yanked);
         rust_versions.push(line.rust_version.clone());
+        urls.push(line.download_url.clone());
     }
     let rows = db
         .query(
-            "INSERT INTO versions (crate_id, version, cksum, yanked, rust_version, first_seen) \
-             SELECT c, v, k, y, r, $6::bigint \
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[]) \
-                  AS u(c, v, k, y, r) \
+            "INSERT INTO versions (crate_id, version, cksum, yanked, rust_version, first_seen, \
+                                   download_url) \
+             SELECT c, v, k, y, r, $6::bigint, d \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::text[], \
+                         $7::text[]) AS u(c, v, k, y, r, d) \
              ON CONFLICT (crate_id, version) DO UPDATE SET yanked = excluded.yanked \
              WHERE versions.yanked <> excluded.yanked \
              RETURNING id, crate_id, yanked, (xmax = 0) AS inserted, version",
-            params![&crate_ids, &versions, &cksums, &yanked, &rust_versions, now],
+            params![
+                &crate_ids,
+                &versions,
+                &cksums,
+                &yanked,
+                &rust_versions,
+                now,
+                &urls
+            ],
         )
         .await?;
+    // Known versions keep their row; their download URL follows the index (stored before
+    // the column existed, or the registry's `dl` moved).
+    db.execute(
+        "UPDATE versions SET download_url = u.d \
+         FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(c, v, d) \
+         WHERE versions.crate_id = u.c AND versions.version = u.v \
+           AND versions.download_url IS DISTINCT FROM u.d",
+        params![&crate_ids, &versions, &urls],
+    )
+    .await?;
     let mut changes = Vec::with_capacity(rows.len());
     for row in rows {
         let is_yanked: bool = row.get(2)?;
@@ -424,7 +428,7 @@ async fn upsert_rows(
                         "SELECT id, watched, backfill, \
                                 EXISTS (SELECT 1 FROM versions v WHERE v.crate_id = crates.id) \
                          FROM crates WHERE name = $1",
-                        params![&line.name],
+                        params![line.name.as_str()],
                     )
                     .await?;
                 let state = match found {
@@ -434,7 +438,7 @@ async fn upsert_rows(
                             .query_one(
                                 "INSERT INTO crates (name, watched, first_seen) \
                                  VALUES ($1, false, $2) RETURNING id",
-                                params![&line.name, now],
+                                params![line.name.as_str(), now],
                             )
                             .await?;
                         report.crates_added += 1;
@@ -446,30 +450,33 @@ async fn upsert_rows(
                         }
                     }
                 };
-                by_name.insert(&line.name, state);
+                by_name.insert(line.name.as_str(), state);
                 state.id
             }
         };
         let existing = db
             .query_opt(
-                "SELECT id, yanked FROM versions WHERE crate_id = $1 AND version = $2",
-                params![crate_id, &line.version],
+                "SELECT id, yanked, download_url FROM versions \
+                 WHERE crate_id = $1 AND version = $2",
+                params![crate_id, line.version.as_str()],
             )
             .await?;
         let change = match existing {
             None => {
+                let cksum = line.cksum.to_hex();
                 let row = db
                     .query_one(
                         "INSERT INTO versions (crate_id, version, cksum, yanked, rust_version, \
-                                               first_seen) \
-                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                                               first_seen, download_url) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
                         params![
                             crate_id,
-                            &line.version,
-                            &line.cksum,
+                            line.version.as_str(),
+                            cksum.as_str(),
                             line.yanked,
                             line.rust_version.as_deref(),
-                            now
+                            now,
+                            line.download_url.as_str()
                         ],
                     )
                     .await?;
@@ -483,6 +490,14 @@ async fn upsert_rows(
             Some(row) => {
                 let id: i64 = row.get(0)?;
                 let was_yanked: bool = row.get(1)?;
+                let stored_url: Option<String> = row.get(2)?;
+                if stored_url.as_deref() != Some(line.download_url.as_str()) {
+                    db.execute(
+                        "UPDATE versions SET download_url = $2 WHERE id = $1",
+                        params![id, line.download_url.as_str()],
+                    )
+                    .await?;
+                }
                 if was_yanked == line.yanked {
                     None
                 } else {
@@ -505,7 +520,7 @@ async fn upsert_rows(
             changes.push(Changed {
                 id,
                 crate_id,
-                version: line.version.clone(),
+                version: line.version.to_string(),
                 change,
             });
         }

@@ -85,11 +85,12 @@ pub(crate) async fn lease_next(
         cksum: grant.get(5)?,
         target: grant.get(6)?,
         toolchain: grant.get(7)?,
+        download_url: grant.get(8)?,
     }))
 }
 
 /// Postgres: one call of the leasing function. Returns the granted lease as
-/// `task, lease, epoch, crate, version, cksum, target, toolchain`.
+/// `task, lease, epoch, crate, version, cksum, target, toolchain, download URL`.
 async fn postgres_lease(
     db: &mut dyn Db,
     key: &str,
@@ -99,7 +100,7 @@ async fn postgres_lease(
     let row = db
         .query_one(
             "SELECT r_outcome, r_status, r_task, r_lease, r_epoch, r_crate, r_version, r_cksum, \
-             r_target, r_toolchain FROM buildsrs_lease_next($1, $2, $3)",
+             r_target, r_toolchain, r_download_url FROM buildsrs_lease_next($1, $2, $3)",
             params![key, now, deadline],
         )
         .await?;
@@ -161,7 +162,8 @@ async fn sqlite_lease(
     )
     .await?;
     db.query_opt(
-        "SELECT t.id, l.id, l.epoch, c.name, v.version, v.cksum, tg.name, tc.name \
+        "SELECT t.id, l.id, l.epoch, c.name, v.version, v.cksum, tg.name, tc.name, \
+                v.download_url \
          FROM leases l JOIN tasks t ON t.id = l.task_id \
          JOIN versions v ON v.id = t.version_id JOIN crates c ON c.id = v.crate_id \
          JOIN targets tg ON tg.id = t.target_id JOIN toolchains tc ON tc.id = t.toolchain_id \

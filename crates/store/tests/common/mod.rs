@@ -28,10 +28,11 @@ pub fn cksum(n: u64) -> String {
 pub fn line(name: &str, version: &str, yanked: bool) -> IndexVersion {
     let n = name.len() as u64 * 1_000_003 + version.len() as u64 * 7 + u64::from(yanked);
     IndexVersion {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        cksum: cksum(n),
+        name: name.parse().expect("a crate name"),
+        version: version.parse().expect("a version"),
+        cksum: cksum(n).parse().expect("a sha256"),
         yanked,
+        download_url: format!("https://registry.test/dl/{name}/{version}/download"),
         rust_version: None,
     }
 }
