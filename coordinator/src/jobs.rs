@@ -234,7 +234,6 @@ impl JobService {
             download_url,
             target: lease.target,
             toolchain: lease.toolchain,
-            features: Vec::new(),
         }))
     }
 

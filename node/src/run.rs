@@ -419,7 +419,6 @@ async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
                 }
             }
             let json = attestation.to_canonical_json();
-            shared.client.publish_attestation(json.clone()).await;
             Outcome::Built { attestation: json }
         }
         BuildOutcome::NoBinaries { .. } => Outcome::NoBinaries,
