@@ -8,6 +8,7 @@
 //! - [`network`]: the libp2p peer serving [`jobs`] and gossiping announcements.
 //! - [`registry`]: download URLs from the registry's `config.json`.
 //! - [`publish`]: verified artifacts from builders' blob servers into object storage.
+//! - [`sessions`]: who said hello and where they serve blobs (in memory).
 //! - the web UI, JSON API and downloads come from `buildsrs-web`, served by [`run`] on
 //!   `--http`.
 //! - [`cli`]: the `buildsrs-coordinator` command line.
@@ -21,6 +22,7 @@ pub mod jobs;
 pub mod network;
 pub mod publish;
 pub mod registry;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -55,7 +57,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let storage_config = config.storage_config();
     let storage = ArtifactStorage::open(&storage_config)
         .with_context(|| format!("opening {}", storage_config.describe()))?;
-    let providers = jobs::FeedProviders::default();
+    let providers = sessions::FeedProviders::default();
     let web = match config.http {
         Some(addr) => Some(
             start_web(
@@ -111,7 +113,7 @@ async fn start_web(
     addr: std::net::SocketAddr,
     store: &Store,
     storage: &ArtifactStorage,
-    providers: jobs::FeedProviders,
+    providers: sessions::FeedProviders,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -165,7 +167,7 @@ async fn start_network(
     config: &Config,
     store: &Store,
     storage: ArtifactStorage,
-    providers: jobs::FeedProviders,
+    providers: sessions::FeedProviders,
     shutdown: CancellationToken,
 ) -> Result<Running> {
     let identity = load_or_create_identity(&config.identity_path())?;

@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use buildsrs_coordinator::jobs::{JobService, Sessions};
+use buildsrs_coordinator::jobs::JobService;
 use buildsrs_coordinator::registry::DownloadUrls;
+use buildsrs_coordinator::sessions::Sessions;
 use buildsrs_coordinator::{Config, IndexSource};
 use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_keys::{
