@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buildsrs_store::testing::TestStore;
-use buildsrs_store::{IndexVersion, Policy, Store, StoreConfig};
+use buildsrs_store::{IndexVersion, Policy, Store, StoreConfig, store_test};
 use common::*;
 
 const CHILD_URL: &str = "BUILDSRS_CRASH_CHILD_URL";
@@ -158,21 +158,18 @@ async fn crash_rounds(db: &TestStore) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_writer_leaves_whole_batches_sqlite() {
-    let db = TestStore::sqlite_with(policy()).await;
-    let path = db.url.trim_start_matches("sqlite:").to_owned();
-    crash_rounds(&db).await;
-    // And the file itself is sound.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let verdict: String = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(verdict, "ok");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_writer_leaves_whole_batches_postgres() {
-    let db = TestStore::postgres_with(policy(), 4).await;
-    crash_rounds(&db).await;
-}
+store_test!(
+    killed_writer_leaves_whole_batches,
+    policy = policy(),
+    |db: TestStore| async move {
+        crash_rounds(&db).await;
+        // And a SQLite file itself is sound.
+        if let Some(path) = db.url.strip_prefix("sqlite:") {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            let verdict: String = conn
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(verdict, "ok");
+        }
+    }
+);
