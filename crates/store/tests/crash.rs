@@ -62,8 +62,14 @@ async fn crash_child() {
 /// Runs the child until it has committed a few batches, kills it at a random moment, and
 /// returns the last batch it reported.
 fn run_and_kill(url: &str, round: u32) -> u32 {
+    // The child test's name as the harness knows it: its module path without the crate's
+    // name (`crash_child` when this file is a test binary of its own).
+    let name = module_path!().split_once("::").map_or_else(
+        || "crash_child".to_owned(),
+        |(_, m)| format!("{m}::crash_child"),
+    );
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_URL, url)
         .env(CHILD_ROUND, round.to_string())
         .stdout(Stdio::piped())

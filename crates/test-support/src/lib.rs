@@ -74,6 +74,40 @@ pub fn skip_or_panic(test: &str, why: &str) {
     }
 }
 
+/// For a crate whose integration tests are linked into one binary by `tests/it.rs` (with
+/// `autotests = false`, so cargo no longer finds test files by itself): panics unless every
+/// `tests/*.rs` file is a module of `it.rs` (`#[path = "file.rs"]`) or one of
+/// `own_binaries`, so that a new test file cannot be silently left out of the run.
+/// `it_source` is `include_str!("it.rs")`.
+#[track_caller]
+pub fn assert_every_test_file_is_linked(
+    manifest_dir: &str,
+    it_source: &str,
+    own_binaries: &[&str],
+) {
+    let tests = std::path::Path::new(manifest_dir).join("tests");
+    let entries =
+        std::fs::read_dir(&tests).unwrap_or_else(|e| panic!("reading {}: {e}", tests.display()));
+    let mut missing = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let linked = it_source.contains(&format!("#[path = \"{name}\"]"));
+        if name.ends_with(".rs")
+            && name != "it.rs"
+            && !linked
+            && !own_binaries.contains(&name.as_str())
+        {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{}: {missing:?} not linked into the `it` test binary: add `#[path = \"FILE\"] mod NAME;` \
+         to tests/it.rs (or a [[test]] target to Cargo.toml)",
+        tests.display()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
