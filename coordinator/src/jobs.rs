@@ -12,13 +12,11 @@
 //!   anything else is refused and changes nothing;
 //! - a result that makes an artifact verified wakes the publisher.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use buildsrs_keys::{PublicKey, SignedAttestation};
 use buildsrs_protocol::{
-    Attested, BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request,
-    Response, Standing,
+    Attested, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request, Response, Standing,
 };
 use buildsrs_store::{
     BuildOutcome, BuilderStatus, Decision, LeaseId, NewBuilder, Store, StoreError, StoredBuild,
@@ -27,64 +25,10 @@ use buildsrs_store::{
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
+use crate::sessions::{Session, Sessions};
+
 /// How long a node waits before asking again when there is nothing for it.
 pub const RETRY_AFTER_SECS: u32 = 5;
-
-/// What the coordinator knows of a connected node beyond the store.
-#[derive(Clone, Debug)]
-pub struct Session {
-    /// Its hello.
-    pub hello: Hello,
-    /// When it said hello.
-    pub since: Timestamp,
-}
-
-/// Where connected (and recently connected) builders serve blobs, by key. Shared with the
-/// publisher, which fetches verified artifacts from the builders that attested them.
-#[derive(Clone, Debug, Default)]
-pub struct Sessions(Arc<Mutex<HashMap<PublicKey, Session>>>);
-
-impl Sessions {
-    fn insert(&self, key: PublicKey, session: Session) {
-        self.lock().insert(key, session);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Session>> {
-        // A panic while holding this lock cannot leave the map half-updated (every use is a
-        // single insert/get), so a poisoned lock is still good to use.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The hello a builder sent, if it said hello since the coordinator started.
-    pub fn get(&self, key: &PublicKey) -> Option<Session> {
-        self.lock().get(key).cloned()
-    }
-
-    /// The blob address of a builder, if known.
-    pub fn blob_address(&self, key: &PublicKey) -> Option<BlobAddress> {
-        self.get(key).map(|s| s.hello.blobs)
-    }
-
-    /// The blob addresses of those of `keys` that said hello, in the order given.
-    pub fn blob_addresses(&self, keys: &[PublicKey]) -> Vec<BlobAddress> {
-        let sessions = self.lock();
-        keys.iter()
-            .filter_map(|k| sessions.get(k).map(|s| s.hello.blobs.clone()))
-            .collect()
-    }
-
-    /// How many builders said hello.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no builder said hello yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Answers job-protocol requests from the store. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -226,7 +170,6 @@ impl JobService {
             download_url,
             target: lease.target,
             toolchain: lease.toolchain,
-            features: Vec::new(),
         }))
     }
 
@@ -436,27 +379,4 @@ fn check_attestation(
         ));
     }
     Ok(signed)
-}
-
-/// The blob addresses the feed of verified artifacts lists for mirrors: the coordinator's
-/// own blob store first (it holds every artifact it published; set once the network is up),
-/// then the attesting builders that said hello.
-#[derive(Clone, Debug, Default)]
-pub struct FeedProviders {
-    /// Who said hello, with their blob addresses.
-    pub sessions: Sessions,
-    /// The coordinator's own blob address.
-    pub own: Arc<OnceLock<BlobAddress>>,
-}
-
-impl buildsrs_web::BlobProviders for FeedProviders {
-    fn addresses(&self, attesters: &[PublicKey]) -> Vec<serde_json::Value> {
-        self.own
-            .get()
-            .cloned()
-            .into_iter()
-            .chain(self.sessions.blob_addresses(attesters))
-            .filter_map(|addr| serde_json::to_value(addr).ok())
-            .collect()
-    }
 }

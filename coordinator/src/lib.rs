@@ -7,6 +7,7 @@
 //! - [`jobs`]: what the coordinator answers to each job-protocol request.
 //! - [`network`]: the libp2p peer serving [`jobs`] and gossiping announcements.
 //! - [`publish`]: verified artifacts from builders' blob servers into object storage.
+//! - [`sessions`]: who said hello and where they serve blobs (in memory).
 //! - the web UI, JSON API and downloads come from `buildsrs-web`, served by [`run`] on
 //!   `--http`.
 //! - [`cli`]: the `buildsrs-coordinator` command line.
@@ -19,6 +20,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod network;
 pub mod publish;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -53,7 +55,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let storage_config = config.storage_config();
     let storage = ArtifactStorage::open(&storage_config)
         .with_context(|| format!("opening {}", storage_config.describe()))?;
-    let providers = jobs::FeedProviders::default();
+    let providers = sessions::FeedProviders::default();
     let web = match config.http {
         Some(addr) => Some(
             start_web(
@@ -109,7 +111,7 @@ async fn start_web(
     addr: std::net::SocketAddr,
     store: &Store,
     storage: &ArtifactStorage,
-    providers: jobs::FeedProviders,
+    providers: sessions::FeedProviders,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -163,7 +165,7 @@ async fn start_network(
     config: &Config,
     store: &Store,
     storage: ArtifactStorage,
-    providers: jobs::FeedProviders,
+    providers: sessions::FeedProviders,
     shutdown: CancellationToken,
 ) -> Result<Running> {
     let identity = load_or_create_identity(&config.identity_path())?;

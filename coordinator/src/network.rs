@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use buildsrs_keys::{Identity, PublicKey};
 use buildsrs_p2p::libp2p::{
-    Multiaddr, PeerId, gossipsub, identify,
+    Multiaddr, PeerId,
     request_response::{self, ResponseChannel},
     swarm::SwarmEvent,
 };
@@ -190,24 +190,6 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Jobs(
                 request_response::Event::InboundFailure { peer, error, .. },
             )) => tracing::debug!("job request from {peer} failed: {error}"),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
-                message,
-                ..
-            })) => tracing::debug!(
-                "gossip on {} from {:?} ({} bytes)",
-                message.topic,
-                message.source,
-                message.data.len()
-            ),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 tracing::debug!("libp2p: {peer_id} connected");
             }

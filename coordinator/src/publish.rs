@@ -19,8 +19,8 @@ use buildsrs_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::Sessions;
 use crate::network::NetworkHandle;
+use crate::sessions::Sessions;
 
 /// How often the backlog is looked at without being woken.
 const POLL: Duration = Duration::from_secs(5);

@@ -13,7 +13,7 @@ use buildsrs_coordinator::{Config, IndexSource, run};
 use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_store::model::TaskState;
 use buildsrs_store::testing::TestStore;
-use buildsrs_store::{Policy, Store};
+use buildsrs_store::{Policy, Store, store_test};
 use tokio_util::sync::CancellationToken;
 
 const TOOLCHAIN: &str = "1.95.0";
@@ -116,15 +116,10 @@ async fn follows_new_versions_yanks_and_restarts(db: TestStore) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_follows_new_versions_yanks_and_restarts() -> Result<()> {
-    follows_new_versions_yanks_and_restarts(TestStore::sqlite().await).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_follows_new_versions_yanks_and_restarts() -> Result<()> {
-    follows_new_versions_yanks_and_restarts(TestStore::postgres().await).await
-}
+store_test!(
+    follows_new_versions_yanks_and_restarts,
+    follows_new_versions_yanks_and_restarts
+);
 
 /// A crate's whole history at its first sight: watching plans its newest version and the
 /// backfill asked for (`NAME:N`), not every version; a version whose `rust-version` no enabled
@@ -193,15 +188,10 @@ async fn first_sight_plans_the_newest_and_the_backfill(db: TestStore) -> Result<
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_first_sight_plans_the_newest_and_the_backfill() -> Result<()> {
-    first_sight_plans_the_newest_and_the_backfill(TestStore::sqlite().await).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_first_sight_plans_the_newest_and_the_backfill() -> Result<()> {
-    first_sight_plans_the_newest_and_the_backfill(TestStore::postgres().await).await
-}
+store_test!(
+    first_sight_plans_the_newest_and_the_backfill,
+    first_sight_plans_the_newest_and_the_backfill
+);
 
 /// Git mode follows every crate of a git index from the head it first sees, and resumes from
 /// its cursor after a restart.

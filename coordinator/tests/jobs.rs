@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use buildsrs_coordinator::jobs::{JobService, Sessions};
+use buildsrs_coordinator::jobs::JobService;
+use buildsrs_coordinator::sessions::Sessions;
 use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_keys::{
     ArtifactId, Identity, SCHEMA_VERSION, SignedAttestation, Statement, Toolchain,
@@ -14,12 +15,10 @@ use buildsrs_protocol::{
     Attested, BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request,
     Response, Standing,
 };
+use buildsrs_store::testing::{TARGET, TOOLCHAIN, matrix};
 use buildsrs_store::{IndexVersion, Store, TaskId, TaskState, store_test};
 use jiff::Timestamp;
 use tokio::sync::Notify;
-
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-const TOOLCHAIN: &str = "1.95.0";
 
 struct Scene {
     service: JobService,
@@ -32,8 +31,7 @@ async fn scene(store: &Store, auto_approve: bool) -> Scene {
     let registry = FixtureRegistry::start().await.unwrap();
     let published = registry.publish("hello-bin", "0.1.0").unwrap();
     let now = Timestamp::now();
-    store.set_target(TARGET, true, now).await.unwrap();
-    store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
+    matrix(store, now).await;
     store.watch_crate("hello-bin", 0, now).await.unwrap();
     store
         .upsert_versions(

@@ -14,7 +14,7 @@ use buildsrs_keys::Identity;
 use buildsrs_p2p::libp2p::{
     Multiaddr, PeerId, Swarm, multiaddr::Protocol, request_response, swarm::SwarmEvent,
 };
-use buildsrs_p2p::{Behaviour, BehaviourEvent, Role, attestations_topic, build_swarm};
+use buildsrs_p2p::{Behaviour, BehaviourEvent, Role, build_swarm};
 use buildsrs_protocol::{Hello, NoJobReason, Request, Response, Standing};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,7 +37,6 @@ pub enum Link {
 #[derive(Clone, Debug)]
 pub struct Client {
     requests: mpsc::Sender<(Request, oneshot::Sender<Result<Response>>)>,
-    gossip: mpsc::Sender<Vec<u8>>,
     link: watch::Receiver<Link>,
 }
 
@@ -52,16 +51,6 @@ impl Client {
             .map_err(|_| anyhow!("the network actor has stopped"))?;
         rx.await
             .map_err(|_| anyhow!("the network actor has stopped"))?
-    }
-
-    /// Gossips a signed attestation (best effort).
-    pub async fn publish_attestation(&self, json: Vec<u8>) {
-        let _ = self.gossip.send(json).await;
-    }
-
-    /// The current link state.
-    pub fn link(&self) -> Link {
-        *self.link.borrow()
     }
 
     /// Waits until the coordinator has welcomed the node (or `shutdown` fires).
@@ -93,7 +82,6 @@ pub fn start(
     };
     let swarm = build_swarm(identity, Role::Node, agent).context("setting up libp2p")?;
     let (requests, requests_rx) = mpsc::channel(16);
-    let (gossip, gossip_rx) = mpsc::channel(16);
     let (link_tx, link) = watch::channel(Link::Down);
     let actor = Actor {
         swarm,
@@ -102,21 +90,13 @@ pub fn start(
         hello,
         link: link_tx,
         requests: requests_rx,
-        gossip: gossip_rx,
         pending: HashMap::new(),
         hello_request: None,
         backoff: Duration::from_millis(250),
         connected: false,
         shutdown,
     };
-    Ok((
-        Client {
-            requests,
-            gossip,
-            link,
-        },
-        tokio::spawn(actor.run()),
-    ))
+    Ok((Client { requests, link }, tokio::spawn(actor.run())))
 }
 
 struct Actor {
@@ -126,7 +106,6 @@ struct Actor {
     hello: Hello,
     link: watch::Sender<Link>,
     requests: mpsc::Receiver<(Request, oneshot::Sender<Result<Response>>)>,
-    gossip: mpsc::Receiver<Vec<u8>>,
     pending: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Response>>>,
     hello_request: Option<request_response::OutboundRequestId>,
     backoff: Duration,
@@ -151,11 +130,6 @@ impl Actor {
                     // Every handle is gone: nobody can use the connection any more.
                     None => break,
                 },
-                Some(json) = self.gossip.recv() => {
-                    if let Err(error) = self.swarm.behaviour_mut().gossip.publish(attestations_topic(), json) {
-                        tracing::debug!("attestation not gossiped: {error}");
-                    }
-                }
                 event = self.swarm.select_next_some() => {
                     if let Some(wait) = self.event(event) {
                         redial.as_mut().reset(tokio::time::Instant::now() + wait);

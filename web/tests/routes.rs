@@ -817,7 +817,10 @@ store_test!(
     downloads_redirect_to_presigned_s3_urls,
     |store: Store| async move {
         let Some(storage) = support::s3_storage().await else {
-            eprintln!("skipped: BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/test starts moto)");
+            buildsrs_test_support::skip_or_panic(
+                "downloads_redirect_to_presigned_s3_urls",
+                "BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/test starts moto)",
+            );
             return;
         };
         let config = buildsrs_web::WebConfig {

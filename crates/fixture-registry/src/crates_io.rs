@@ -4,9 +4,10 @@
 //! test binaries (`node/tests/crates_io.rs`, `crates/cli/tests/crates_io.rs`) build small real
 //! crates from the real registry, because fixtures once hid that a fresh node could not build
 //! a single real crate. Those tests call [`available`] first: when the registry cannot be
-//! reached at all they print a loud SKIPPED line and pass, except under `CI=true`, where an
-//! unreachable registry is a failure (every machine of ours reaches it). A registry that
-//! answers wrongly is always a failure.
+//! reached at all they skip by the rule of every test that needs something from the machine
+//! (`buildsrs_test_support::skip`: a loud SKIPPED line, and a failure under `CI=true`; every
+//! machine of ours reaches the registry). A registry that answers wrongly is always a
+//! failure.
 
 use std::time::Duration;
 
@@ -33,10 +34,10 @@ pub async fn versions(name: &str) -> Result<Vec<IndexVersion>, String> {
 }
 
 /// Whether the test `test` can use crates.io: `Ok(true)` when a TCP connection to the index
-/// host opens and the index answers for `probe`; `Ok(false)` after printing a loud SKIPPED
-/// line when no connection opens at all; `Err` when no connection opens and `CI` is `true`
-/// (CI must never pass by skipping), and `Err` whenever the index is reachable but answers
-/// wrongly (that is a failure, not an outage).
+/// host opens and the index answers for `probe`; when no connection opens at all,
+/// `buildsrs_test_support::skip` decides (`Ok(false)` after a loud SKIPPED line, or `Err`
+/// under `CI=true`); and `Err` whenever the index is reachable but answers wrongly (that is a
+/// failure, not an outage).
 pub async fn available(test: &str, probe: &str) -> Result<bool, String> {
     let connect = tokio::time::timeout(
         Duration::from_secs(20),
@@ -50,17 +51,14 @@ pub async fn available(test: &str, probe: &str) -> Result<bool, String> {
     };
     match unreachable {
         None => versions(probe).await.map(|_| true),
-        Some(error) if std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false") => {
-            Err(format!(
-                "{test}: crates.io is unreachable and CI is set, so this is a failure: {error}"
-            ))
-        }
-        Some(error) => {
-            eprintln!(
-                "\n*** SKIPPED {test}: crates.io is unreachable ({error}). This group builds \
-                 real crates from the real registry; run it where the registry answers. ***\n"
-            );
-            Ok(false)
-        }
+        Some(error) => buildsrs_test_support::skip(
+            test,
+            &format!(
+                "crates.io is unreachable ({error}). This group builds real crates from the \
+                 real registry; run it where the registry answers"
+            ),
+        )
+        .map(|()| false)
+        .map_err(|must_run| must_run.to_string()),
     }
 }

@@ -1,8 +1,7 @@
 //! The libp2p side of buildsrs: one swarm definition for nodes and coordinators.
 //!
-//! - [`Behaviour`]: the job protocol (request-response over [`JobCodec`]), gossipsub for
-//!   attestations and verified-artifact announcements, identify, ping, and a private Kademlia
-//!   DHT for peer routing.
+//! - [`Behaviour`]: the job protocol (request-response over [`JobCodec`]), gossipsub for the
+//!   coordinator's verified-artifact announcements, identify and ping.
 //! - [`build_swarm`]: TCP + noise + yamux, keyed by the node's one ed25519 identity, so a
 //!   connection's `PeerId` *is* the builder's public key (noise proves possession). The
 //!   coordinator relies on that: an attestation counts only when its signer is the key of the
@@ -10,15 +9,15 @@
 //!
 //! *Architecture invariant:* network hygiene. Nothing here discovers peers on its own: no
 //! mDNS, no UPnP, no relays, no AutoNAT, no public bootstrap list, no DNS transport. A swarm
-//! talks to the addresses its owner dials and to peers that dial it. The Kademlia protocol
-//! name is private (`/buildsrs/kad/1`), so the DHT never mixes with the public IPFS one.
+//! talks to the addresses its owner dials and to peers that dial it. There is no DHT either:
+//! nodes dial the coordinator's configured address and nothing else.
 
 use std::time::Duration;
 
 use buildsrs_keys::Identity;
-use buildsrs_protocol::{ATTESTATIONS_TOPIC, JOBS_PROTOCOL, MAX_GOSSIP_BYTES, VERIFIED_TOPIC};
+use buildsrs_protocol::{JOBS_PROTOCOL, MAX_GOSSIP_BYTES, VERIFIED_TOPIC};
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, kad, noise, ping,
+    StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, noise, ping,
     request_response::{self, ProtocolSupport},
     swarm::NetworkBehaviour,
     tcp, yamux,
@@ -31,8 +30,6 @@ pub use libp2p;
 
 /// Identify's protocol version string: peers speaking anything else are not buildsrs peers.
 pub const IDENTIFY_PROTOCOL: &str = "/buildsrs/1";
-/// The private Kademlia protocol name.
-pub const KAD_PROTOCOL: &str = "/buildsrs/kad/1";
 
 /// How long a job-protocol request may take before the asker gives up. Submitting a result
 /// writes to the store, so this is generous.
@@ -41,9 +38,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Which side of the job protocol a swarm is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Serves the job protocol; a Kademlia server.
+    /// Serves the job protocol.
     Coordinator,
-    /// Asks for jobs; a Kademlia client.
+    /// Asks for jobs.
     Node,
 }
 
@@ -53,14 +50,12 @@ pub enum Role {
 pub struct Behaviour {
     /// `/buildsrs/jobs/2`.
     pub jobs: request_response::Behaviour<JobCodec>,
-    /// Attestations and announcements.
+    /// The coordinator's verified-artifact announcements.
     pub gossip: gossipsub::Behaviour,
     /// Learns peers' listen addresses and agent versions.
     pub identify: identify::Behaviour,
     /// Liveness.
     pub ping: ping::Behaviour,
-    /// Peer routing among buildsrs peers.
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
 }
 
 /// Errors building a swarm.
@@ -74,17 +69,12 @@ pub enum P2pError {
     Behaviour(String),
 }
 
-/// The gossip topic of signed attestations.
-pub fn attestations_topic() -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(ATTESTATIONS_TOPIC)
-}
-
 /// The gossip topic of verified-artifact announcements.
 pub fn verified_topic() -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(VERIFIED_TOPIC)
 }
 
-/// Builds a swarm for `identity`, subscribed to both gossip topics. It listens nowhere and
+/// Builds a swarm for `identity`, subscribed to the verified-artifact topic. It listens nowhere and
 /// dials no one until told to.
 pub fn build_swarm(
     identity: &Identity,
@@ -105,17 +95,11 @@ pub fn build_swarm(
         .map_err(|e| P2pError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build();
-    let gossip = &mut swarm.behaviour_mut().gossip;
-    for topic in [attestations_topic(), verified_topic()] {
-        gossip
-            .subscribe(&topic)
-            .map_err(|e| P2pError::Behaviour(e.to_string()))?;
-    }
-    let mode = match role {
-        Role::Coordinator => kad::Mode::Server,
-        Role::Node => kad::Mode::Client,
-    };
-    swarm.behaviour_mut().kad.set_mode(Some(mode));
+    swarm
+        .behaviour_mut()
+        .gossip
+        .subscribe(&verified_topic())
+        .map_err(|e| P2pError::Behaviour(e.to_string()))?;
     Ok(swarm)
 }
 
@@ -145,18 +129,11 @@ fn behaviour(
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public()).with_agent_version(agent),
     );
-    let peer_id = key.public().to_peer_id();
-    let kad = kad::Behaviour::with_config(
-        peer_id,
-        kad::store::MemoryStore::new(peer_id),
-        kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
-    );
     Ok(Behaviour {
         jobs,
         gossip,
         identify,
         ping: ping::Behaviour::default(),
-        kad,
     })
 }
 

@@ -3,8 +3,8 @@
 //! Two channels carry them (see `buildsrs-p2p` for the libp2p side):
 //! - the job protocol [`JOBS_PROTOCOL`], request-response: a node sends a [`Request`], the
 //!   coordinator answers with a [`Response`];
-//! - gossip: signed attestations on [`ATTESTATIONS_TOPIC`] and the coordinator's signed
-//!   [`VerifiedAnnouncement`]s on [`VERIFIED_TOPIC`].
+//! - gossip: the coordinator's signed [`VerifiedAnnouncement`]s on [`VERIFIED_TOPIC`]
+//!   (informational: nothing is counted from gossip).
 //!
 //! Every message is CBOR (serde via `ciborium`) with a hard size limit checked before decoding,
 //! so a peer can never make the other side allocate more than the limit. The protocol's major
@@ -22,8 +22,6 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The request-response protocol for jobs, version 1.
 pub const JOBS_PROTOCOL: &str = "/buildsrs/jobs/2";
-/// Gossipsub topic of signed attestations (each message: a `SignedAttestation` as JSON).
-pub const ATTESTATIONS_TOPIC: &str = "buildsrs/attestations/1";
 /// Gossipsub topic of [`VerifiedAnnouncement`]s.
 pub const VERIFIED_TOPIC: &str = "buildsrs/verified/1";
 
@@ -187,12 +185,8 @@ pub struct Job {
     pub download_url: String,
     /// Target triple.
     pub target: String,
-    /// Toolchain.
+    /// Toolchain. (The crate's `[package.metadata.buildsrs]` decides the features.)
     pub toolchain: String,
-    /// Cargo features to enable, on top of what the crate's `[package.metadata.buildsrs]`
-    /// asks for. Empty means the crate decides.
-    #[serde(default)]
-    pub features: Vec<String>,
 }
 
 /// A job's result.

@@ -30,7 +30,6 @@ fn job() -> Job {
         download_url: "http://127.0.0.1:1/dl/hello-bin/0.1.0/download".into(),
         target: "x86_64-unknown-linux-gnu".into(),
         toolchain: "1.95.0".into(),
-        features: vec![],
     }
 }
 
@@ -192,20 +191,26 @@ fn unknown_message_types_are_malformed_not_panics() {
     ));
 }
 
+/// `Job` had a `features` field (always empty: nothing filled it) until it was dropped. Both
+/// directions still decode: a coordinator that sends it to a newer node (unknown fields are
+/// ignored), and a newer coordinator's job at a node that expects it (it was
+/// `#[serde(default)]`).
 #[test]
-fn a_job_without_features_from_an_older_coordinator_decodes() {
-    #[derive(Serialize)]
-    struct OldJob<'a> {
+fn jobs_with_and_without_the_dropped_features_field_decode() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OldJob {
         task_id: i64,
         lease_id: i64,
         epoch: i64,
         deadline_unix: i64,
-        crate_name: &'a str,
-        version: &'a str,
-        source_sha256: &'a str,
-        download_url: &'a str,
-        target: &'a str,
-        toolchain: &'a str,
+        crate_name: String,
+        version: String,
+        source_sha256: String,
+        download_url: String,
+        target: String,
+        toolchain: String,
+        #[serde(default)]
+        features: Vec<String>,
     }
     let j = job();
     let old = OldJob {
@@ -213,19 +218,27 @@ fn a_job_without_features_from_an_older_coordinator_decodes() {
         lease_id: j.lease_id,
         epoch: j.epoch,
         deadline_unix: j.deadline_unix,
-        crate_name: &j.crate_name,
-        version: &j.version,
-        source_sha256: &j.source_sha256,
-        download_url: &j.download_url,
-        target: &j.target,
-        toolchain: &j.toolchain,
+        crate_name: j.crate_name.clone(),
+        version: j.version.clone(),
+        source_sha256: j.source_sha256.clone(),
+        download_url: j.download_url.clone(),
+        target: j.target.clone(),
+        toolchain: j.toolchain.clone(),
+        features: vec![],
     };
-    let bytes = encode(
-        &std::collections::BTreeMap::from([("job", old)]),
+    let from_old = encode(
+        &std::collections::BTreeMap::from([("job", &old)]),
         MAX_RESPONSE_BYTES,
     )
     .unwrap();
-    assert_eq!(Response::from_cbor(&bytes).unwrap(), Response::Job(j));
+    assert_eq!(
+        Response::from_cbor(&from_old).unwrap(),
+        Response::Job(j.clone())
+    );
+    let from_new = Response::Job(j).to_cbor().unwrap();
+    let at_old: std::collections::BTreeMap<String, OldJob> =
+        decode(&from_new, MAX_RESPONSE_BYTES).unwrap();
+    assert_eq!(at_old["job"], old);
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use buildsrs_sandbox::{BwrapConfig, RunKind, Sandbox, SandboxError, SandboxSpec};
+use buildsrs_test_support::skip_or_panic;
 use support::{bwrap, run, sh};
 
 fn cgroups_writable() -> bool {
@@ -218,7 +219,10 @@ async fn cpu_time_limit_counts_as_timed_out() {
 #[tokio::test]
 async fn memory_hog_is_out_of_memory() {
     if !cgroups_writable() {
-        eprintln!("skipped: cgroups are not writable here");
+        skip_or_panic(
+            "memory_hog_is_out_of_memory",
+            "cgroups are not writable here",
+        );
         return;
     }
     // `tail` keeps a line in memory until its newline, which never comes.
@@ -293,7 +297,10 @@ async fn file_size_limit_stops_a_huge_file() {
 #[tokio::test]
 async fn pids_limit_stops_a_fork_bomb() {
     if !cgroups_writable() {
-        eprintln!("skipped: cgroups are not writable here");
+        skip_or_panic(
+            "pids_limit_stops_a_fork_bomb",
+            "cgroups are not writable here",
+        );
         return;
     }
     let mut spec = sh("for i in $(seq 1 100); do sleep 3 & done; wait");

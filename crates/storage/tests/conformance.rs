@@ -1,9 +1,9 @@
 //! Every test body runs against both backends: `local::*` in a temporary directory, `s3::*`
 //! against the S3 server at `BUILDSRS_TEST_S3_ENDPOINT` (moto, see `scripts/ensure-moto`),
 //! each test in a fresh bucket that is emptied and deleted when the test passes. Without
-//! `BUILDSRS_TEST_S3_ENDPOINT` the S3 tests print a note and pass without running.
+//! `BUILDSRS_TEST_S3_ENDPOINT` the S3 tests skip (`buildsrs_test_support::skip`: a loud
+//! SKIPPED line locally, a failure under `CI=true`).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -40,16 +40,11 @@ impl Backend {
 
     async fn s3(test: &str) -> Result<Option<Backend>> {
         let Ok(endpoint) = std::env::var("BUILDSRS_TEST_S3_ENDPOINT") else {
-            // Once per run, and past libtest's output capture (which only takes `eprintln!`).
-            static NOTE: std::sync::Once = std::sync::Once::new();
-            NOTE.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: BUILDSRS_TEST_S3_ENDPOINT is not set: the s3::* tests (first: \
-                     s3::{test}) pass without running; scripts/ensure-moto starts a moto \
-                     server and prints the URL to set"
-                );
-            });
+            buildsrs_test_support::skip(
+                &format!("s3::{test}"),
+                "BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/ensure-moto starts a moto \
+                 server and prints the URL to set)",
+            )?;
             return Ok(None);
         };
         let endpoint = endpoint.trim_end_matches('/').to_owned();

@@ -11,9 +11,16 @@
 
 use async_trait::async_trait;
 use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
+use futures::future::BoxFuture;
 use jiff::Timestamp;
 
 use crate::error::{Result, StoreError};
+use crate::policy::Policy;
+
+/// An operation as the backends run it: a plain function (so Postgres can retry it) over an
+/// open transaction, the policy and the operation's arguments.
+pub(crate) type Op<A, T> =
+    for<'a> fn(&'a mut dyn Db, &'a Policy, &'a A) -> BoxFuture<'a, Result<T>>;
 
 /// Which SQL dialect a [`Db`] speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,11 +21,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use crate::db::{Cell, Db, Dialect, Param, Row};
+use crate::db::{Cell, Db, Dialect, Op, Param, Row};
 use crate::error::{Result, StoreError};
 use crate::migrations::{POSTGRES, SCHEMA_VERSION};
 use crate::policy::Policy;
-use crate::store::Op;
 
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6275_696c_6473_7273; // "buildsrs"

@@ -27,11 +27,10 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::db::{Cell, Db, Dialect, Param, Row, sqlite_sql};
+use crate::db::{Cell, Db, Dialect, Op, Param, Row, sqlite_sql};
 use crate::error::{Result, StoreError};
 use crate::migrations::{Migration, SCHEMA_VERSION, SQLITE};
 use crate::policy::Policy;
-use crate::store::Op;
 
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

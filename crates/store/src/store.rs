@@ -9,10 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
-use futures::future::BoxFuture;
 use jiff::Timestamp;
 
-use crate::db::Db;
+use crate::db::Op;
 use crate::error::{Result, StoreError};
 use crate::model::{
     ArtifactInfo, AttestationId, BuildLog, BuilderInfo, BuilderResult, CrateInfo, CrateSummary,
@@ -25,11 +24,6 @@ use crate::ops::ingest::Matrix;
 use crate::policy::Policy;
 use crate::postgres::PgBackend;
 use crate::sqlite::{SqliteBackend, SqliteSync};
-
-/// An operation as the backends run it: a plain function (so Postgres can retry it) over an
-/// open transaction, the policy and the operation's arguments.
-pub(crate) type Op<A, T> =
-    for<'a> fn(&'a mut dyn Db, &'a Policy, &'a A) -> BoxFuture<'a, Result<T>>;
 
 /// Which database a store uses.
 #[derive(Clone, PartialEq, Eq)]

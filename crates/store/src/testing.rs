@@ -1,5 +1,5 @@
-//! Test harness (feature `testing`): fresh stores on both backends, and [`crate::store_test!`] to
-//! run one test body on each.
+//! Test harness (feature `testing`): fresh stores on both backends, [`crate::store_test!`] to
+//! run one test body on each, and the seeding every crate's tests share.
 //!
 //! - [`TestStore::sqlite`] opens a store in a new temporary directory.
 //! - [`TestStore::postgres`] creates a uniquely named database through the admin URL
@@ -7,6 +7,10 @@
 //!   drops the database when the `TestStore` is dropped — also when the test panics.
 //!   If the server cannot be reached the test fails with a message saying so: Postgres tests
 //!   never skip silently.
+//! - Seeding: builder keys ([`key`]), the build matrix ([`matrix`]: [`TARGET`] and
+//!   [`TOOLCHAIN`]), registrations ([`register`], [`builder`]), leases ([`lease`]) and
+//!   results ([`submit`]), each written once here for the store's, the coordinator's and the
+//!   web layer's tests. They panic, saying what failed, instead of returning errors.
 //!
 //! From another crate (with `buildsrs-store = { features = ["testing"] }` and tokio in its
 //! dev-dependencies):
@@ -19,13 +23,22 @@
 //! ```
 //!
 //! generates `plans_watched_crates::sqlite` and `plans_watched_crates::postgres`.
-//! `store_test!(name, policy = expr, |store| ...)` opens both with that [`Policy`].
+//! `store_test!(name, policy = expr, |store| ...)` opens both with that [`Policy`]. A body
+//! that needs more than the store (its URL, for a second store or a child process) takes the
+//! whole [`TestStore`] instead: `|db: TestStore| async move { .. }`. A body may return
+//! `Result<(), E>`; an error fails the test.
 
+use std::fmt::Debug;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use buildsrs_keys::{Identity, PublicKey};
+use jiff::Timestamp;
 use tempfile::TempDir;
 
-use crate::{Policy, Store, StoreConfig};
+use crate::{
+    BuildOutcome, Lease, NewBuilder, Policy, Store, StoreConfig, Submission, SubmitReport,
+};
 
 /// The admin URL used when `BUILDSRS_TEST_DATABASE_URL` is not set.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -207,8 +220,63 @@ fn database_url(admin_url: &str, name: &str) -> String {
     }
 }
 
+/// A test body [`crate::store_test!`] runs: a closure taking the [`Store`] or the whole
+/// [`TestStore`] (`Arg` tells the two apart, from the closure's argument type), returning
+/// `()` or a `Result`.
+pub trait StoreTestBody<Arg> {
+    /// Runs the body on `db`, which lives until the body is done.
+    fn run(self, db: TestStore) -> impl Future<Output = ()>;
+}
+
+impl<F, Fut> StoreTestBody<Store> for F
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output: BodyOutput>,
+{
+    async fn run(self, db: TestStore) {
+        let store = db.store.clone();
+        (self)(store).await.check();
+        drop(db);
+    }
+}
+
+impl<F, Fut> StoreTestBody<TestStore> for F
+where
+    F: FnOnce(TestStore) -> Fut,
+    Fut: Future<Output: BodyOutput>,
+{
+    async fn run(self, db: TestStore) {
+        (self)(db).await.check();
+    }
+}
+
+/// What a [`crate::store_test!`] body may return: `()`, or a `Result` whose error fails the
+/// test.
+pub trait BodyOutput {
+    /// Panics on an error.
+    fn check(self);
+}
+
+impl BodyOutput for () {
+    fn check(self) {}
+}
+
+impl<E: Debug> BodyOutput for Result<(), E> {
+    fn check(self) {
+        if let Err(error) = self {
+            panic!("the test failed: {error:?}");
+        }
+    }
+}
+
+/// Runs `body` on `db` (what [`crate::store_test!`] expands to).
+pub async fn run_body<Arg>(db: TestStore, body: impl StoreTestBody<Arg>) {
+    body.run(db).await;
+}
+
 /// Runs one async test body against SQLite and against Postgres: generates a module `name`
-/// with tests `sqlite` and `postgres`. The body is a closure taking a [`Store`].
+/// with tests `sqlite` and `postgres`. The body is a closure taking a [`Store`] or a
+/// [`TestStore`] (see [`StoreTestBody`]).
 #[macro_export]
 macro_rules! store_test {
     ($name:ident, policy = $policy:expr, $body:expr) => {
@@ -219,19 +287,109 @@ macro_rules! store_test {
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 let db = $crate::testing::TestStore::sqlite_with($policy).await;
-                ($body)(db.store.clone()).await;
+                $crate::testing::run_body(db, $body).await;
             }
 
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let db = $crate::testing::TestStore::postgres_with($policy, 4).await;
-                ($body)(db.store.clone()).await;
+                $crate::testing::run_body(db, $body).await;
             }
         }
     };
     ($name:ident, $body:expr) => {
         $crate::store_test!($name, policy = $crate::Policy::default(), $body);
     };
+}
+
+// ---- seeding ----------------------------------------------------------------------------
+
+/// The target triple the seeding helpers enable and register builders for.
+pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The toolchain the seeding helpers enable and register builders for.
+pub const TOOLCHAIN: &str = "1.95.0";
+
+/// Builder number `n`'s key (the public half of the seed `[n; 32]`, as the tests' nodes use).
+pub fn key(n: u8) -> PublicKey {
+    Identity::from_seed([n; 32]).public_key()
+}
+
+/// A distinct, well-formed source checksum per `n`.
+pub fn cksum(n: u64) -> String {
+    format!("{n:064x}")
+}
+
+/// Enables [`TARGET`] and [`TOOLCHAIN`].
+pub async fn matrix(store: &Store, now: Timestamp) {
+    store
+        .set_target(TARGET, true, now)
+        .await
+        .unwrap_or_else(|e| panic!("enabling {TARGET}: {e}"));
+    store
+        .set_toolchain(TOOLCHAIN, true, now)
+        .await
+        .unwrap_or_else(|e| panic!("enabling {TOOLCHAIN}: {e}"));
+}
+
+/// Registers builder `n` ([`key`]) as `name` for [`TARGET`] and [`TOOLCHAIN`]; it waits for
+/// approval.
+pub async fn register(store: &Store, n: u8, name: &str, now: Timestamp) -> PublicKey {
+    let public_key = key(n);
+    store
+        .register_builder(
+            NewBuilder {
+                public_key,
+                name: name.to_owned(),
+                targets: vec![TARGET.to_owned()],
+                toolchains: vec![TOOLCHAIN.to_owned()],
+            },
+            now,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("registering builder {n}: {e}"));
+    public_key
+}
+
+/// Registers builder `n` as `builder-n` (see [`register`]) and approves it.
+pub async fn builder(store: &Store, n: u8, now: Timestamp) -> PublicKey {
+    let public_key = register(store, n, &format!("builder-{n}"), now).await;
+    store
+        .approve_builder(&public_key, now)
+        .await
+        .unwrap_or_else(|e| panic!("approving builder {n}: {e}"));
+    public_key
+}
+
+/// The next lease for `builder`; panics when there is none.
+pub async fn lease(store: &Store, builder: &PublicKey, now: Timestamp) -> Lease {
+    store
+        .lease_next(builder, now)
+        .await
+        .unwrap_or_else(|e| panic!("leasing for {}: {e}", builder.fingerprint()))
+        .unwrap_or_else(|| panic!("no task to lease for {}", builder.fingerprint()))
+}
+
+/// Submits `outcome` under `lease` (no log).
+pub async fn submit(
+    store: &Store,
+    lease: &Lease,
+    builder: &PublicKey,
+    outcome: BuildOutcome,
+    now: Timestamp,
+) -> SubmitReport {
+    store
+        .submit(
+            Submission {
+                lease_id: lease.lease_id,
+                epoch: lease.epoch,
+                builder: *builder,
+                outcome,
+                log: None,
+            },
+            now,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("submitting under lease {}: {e}", lease.lease_id.0))
 }
 
 #[cfg(test)]

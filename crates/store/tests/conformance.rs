@@ -619,19 +619,7 @@ store_test!(
 
 store_test!(only_approved_builders_get_work, |store: Store| async move {
     world(&store, 0, 1).await;
-    let pending = key(7);
-    store
-        .register_builder(
-            NewBuilder {
-                public_key: pending,
-                name: "newcomer".into(),
-                targets: vec![TARGET.into()],
-                toolchains: vec![TOOLCHAIN.into()],
-            },
-            t(1),
-        )
-        .await
-        .unwrap();
+    let pending = buildsrs_store::testing::register(&store, 7, "newcomer", t(1)).await;
     let before = store.builder(&pending).await.unwrap().unwrap();
     let error = store.lease_next(&pending, t(2)).await.unwrap_err();
     assert!(matches!(error, StoreError::NotApproved { .. }), "{error}");

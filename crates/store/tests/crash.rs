@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use buildsrs_store::testing::TestStore;
-use buildsrs_store::{IndexVersion, Policy, Store, StoreConfig};
+use buildsrs_store::{IndexVersion, Policy, Store, StoreConfig, store_test};
 use common::*;
 
 const CHILD_URL: &str = "BUILDSRS_CRASH_CHILD_URL";
@@ -62,8 +62,14 @@ async fn crash_child() {
 /// Runs the child until it has committed a few batches, kills it at a random moment, and
 /// returns the last batch it reported.
 fn run_and_kill(url: &str, round: u32) -> u32 {
+    // The child test's name as the harness knows it: its module path without the crate's
+    // name (`crash_child` when this file is a test binary of its own).
+    let name = module_path!().split_once("::").map_or_else(
+        || "crash_child".to_owned(),
+        |(_, m)| format!("{m}::crash_child"),
+    );
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_URL, url)
         .env(CHILD_ROUND, round.to_string())
         .stdout(Stdio::piped())
@@ -158,21 +164,18 @@ async fn crash_rounds(db: &TestStore) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_writer_leaves_whole_batches_sqlite() {
-    let db = TestStore::sqlite_with(policy()).await;
-    let path = db.url.trim_start_matches("sqlite:").to_owned();
-    crash_rounds(&db).await;
-    // And the file itself is sound.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let verdict: String = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(verdict, "ok");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_writer_leaves_whole_batches_postgres() {
-    let db = TestStore::postgres_with(policy(), 4).await;
-    crash_rounds(&db).await;
-}
+store_test!(
+    killed_writer_leaves_whole_batches,
+    policy = policy(),
+    |db: TestStore| async move {
+        crash_rounds(&db).await;
+        // And a SQLite file itself is sound.
+        if let Some(path) = db.url.strip_prefix("sqlite:") {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            let verdict: String = conn
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(verdict, "ok");
+        }
+    }
+);

@@ -7,8 +7,16 @@
 mod common;
 
 use buildsrs_store::testing::TestStore;
-use buildsrs_store::{SCHEMA_VERSION, Store, StoreError, VersionPlan};
+use buildsrs_store::{BackendKind, SCHEMA_VERSION, Store, StoreError, VersionPlan, store_test};
 use common::*;
+
+/// The SQL of the test database's backend: `sqlite` or `postgres`.
+fn by_backend<'a>(db: &TestStore, sqlite: &'a str, postgres: &'a str) -> &'a str {
+    match db.store.backend() {
+        BackendKind::Sqlite => sqlite,
+        BackendKind::Postgres => postgres,
+    }
+}
 
 /// Runs SQL on the test database with the backend's own client; returns the error text.
 async fn raw(db: &TestStore, sql: &str) -> Result<(), String> {
@@ -29,7 +37,7 @@ async fn raw(db: &TestStore, sql: &str) -> Result<(), String> {
     result
 }
 
-async fn schema_guarantees(db: TestStore) {
+store_test!(schema_guarantees, |db: TestStore| async move {
     // Reopening applies nothing twice.
     let again = Store::open_url(&db.url).await.unwrap();
     assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
@@ -55,17 +63,7 @@ async fn schema_guarantees(db: TestStore) {
         matches!(error, StoreError::SchemaTooNew { found: 999, .. }),
         "{error}"
     );
-}
-
-#[tokio::test]
-async fn schema_guarantees_sqlite() {
-    schema_guarantees(TestStore::sqlite().await).await;
-}
-
-#[tokio::test]
-async fn schema_guarantees_postgres() {
-    schema_guarantees(TestStore::postgres().await).await;
-}
+});
 
 #[tokio::test]
 async fn an_unreachable_postgres_is_a_clear_error() {
@@ -89,109 +87,84 @@ const UNDO_6_POSTGRES: &str = "ALTER TABLE crates DROP COLUMN backfill, DROP COL
      DROP COLUMN download_url; \
      DELETE FROM schema_migrations WHERE version >= 6;";
 
-/// Stores a crate with a verified version and an unplanned one as schema 5 knew them, then
-/// runs migration 6 on them: versions that had tasks were planned with the whole matrix,
-/// others not; crates get their latest decision as `binaries`.
-async fn planning_columns_cover_what_was_stored_before_them(db: TestStore, undo: &str) {
-    let keys = world(&db.store, 2, 2).await;
-    for key in &keys {
-        let held = lease(&db.store, key, t(1)).await;
-        assert_eq!(held.version, "1.0.0");
-        submit(&db.store, &held, key, built(1), t(2)).await;
-    }
-    db.store
-        .upsert_versions(vec![line("other", "1.0.0", false)], t(3))
-        .await
-        .unwrap();
-    raw(&db, undo).await.unwrap();
-    let reopened = Store::open_url(&db.url).await.unwrap();
-    assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
-    let demo = reopened.crate_info("demo").await.unwrap().unwrap();
-    assert_eq!((demo.binaries, demo.backfill), (Some(true), 0));
-    let plans: Vec<_> = demo
-        .versions
-        .iter()
-        .map(|v| (v.plan, v.rust_version.clone()))
-        .collect();
-    assert_eq!(
-        plans,
-        [
-            (Some(VersionPlan::Matrix), None),
-            (Some(VersionPlan::Matrix), None)
-        ]
-    );
-    let other = reopened.crate_info("other").await.unwrap().unwrap();
-    assert_eq!(other.binaries, None);
-    assert_eq!(other.versions[0].plan, None);
-}
-
-#[tokio::test]
-async fn planning_columns_cover_what_was_stored_before_them_sqlite() {
-    planning_columns_cover_what_was_stored_before_them(TestStore::sqlite().await, UNDO_6_SQLITE)
-        .await;
-}
-
-#[tokio::test]
-async fn planning_columns_cover_what_was_stored_before_them_postgres() {
-    planning_columns_cover_what_was_stored_before_them(
-        TestStore::postgres().await,
-        UNDO_6_POSTGRES,
-    )
-    .await;
-}
-
-/// Undoes migration 5 (the crate name trigram index) by hand, adds a crate while the index is
-/// missing, and reopens: the migration runs again and search finds the crate through the
-/// index built from the rows already there.
-async fn search_index_covers_crates_from_before_it(db: TestStore, undo: &str) {
-    raw(&db, undo).await.unwrap();
-    let no = if db.url.starts_with("sqlite:") {
-        "0"
-    } else {
-        "false"
-    };
-    raw(
-        &db,
-        &format!("INSERT INTO crates (name, watched, first_seen) VALUES ('Older-Crate', {no}, 0)"),
-    )
-    .await
-    .unwrap();
-    let reopened = Store::open_url(&db.url).await.unwrap();
-    assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
-    for text in ["older", "der_cr", "OLDER-CRATE", "ol"] {
-        let found = reopened
-            .search_crates(text, buildsrs_store::Page::first(5))
+// Stores a crate with a verified version and an unplanned one as schema 5 knew them, then
+// runs migration 6 on them: versions that had tasks were planned with the whole matrix,
+// others not; crates get their latest decision as `binaries`.
+store_test!(
+    planning_columns_cover_what_was_stored_before_them,
+    |db: TestStore| async move {
+        let undo = by_backend(&db, UNDO_6_SQLITE, UNDO_6_POSTGRES);
+        let keys = world(&db.store, 2, 2).await;
+        for key in &keys {
+            let held = lease(&db.store, key, t(1)).await;
+            assert_eq!(held.version, "1.0.0");
+            submit(&db.store, &held, key, built(1), t(2)).await;
+        }
+        db.store
+            .upsert_versions(vec![line("other", "1.0.0", false)], t(3))
             .await
             .unwrap();
-        let names: Vec<_> = found.items.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["Older-Crate"], "{text}");
+        raw(&db, undo).await.unwrap();
+        let reopened = Store::open_url(&db.url).await.unwrap();
+        assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+        let demo = reopened.crate_info("demo").await.unwrap().unwrap();
+        assert_eq!((demo.binaries, demo.backfill), (Some(true), 0));
+        let plans: Vec<_> = demo
+            .versions
+            .iter()
+            .map(|v| (v.plan, v.rust_version.clone()))
+            .collect();
+        assert_eq!(
+            plans,
+            [
+                (Some(VersionPlan::Matrix), None),
+                (Some(VersionPlan::Matrix), None)
+            ]
+        );
+        let other = reopened.crate_info("other").await.unwrap().unwrap();
+        assert_eq!(other.binaries, None);
+        assert_eq!(other.versions[0].plan, None);
     }
-}
+);
 
-#[tokio::test]
-async fn search_index_covers_crates_from_before_it_sqlite() {
-    let undo_5 = "DROP TRIGGER crates_trigrams_insert; DROP TRIGGER crates_trigrams_delete; \
-         DROP TRIGGER crates_trigrams_rename; DROP TABLE crate_name_trigrams; \
-         CREATE INDEX crates_lower_name ON crates (lower(name)); \
-         DELETE FROM schema_migrations WHERE version = 5;";
-    search_index_covers_crates_from_before_it(
-        TestStore::sqlite().await,
-        &format!("{UNDO_6_SQLITE} {undo_5}"),
-    )
-    .await;
-}
+const UNDO_5_SQLITE: &str = "DROP TRIGGER crates_trigrams_insert; \
+     DROP TRIGGER crates_trigrams_delete; DROP TRIGGER crates_trigrams_rename; \
+     DROP TABLE crate_name_trigrams; CREATE INDEX crates_lower_name ON crates (lower(name)); \
+     DELETE FROM schema_migrations WHERE version = 5;";
+const UNDO_5_POSTGRES: &str = "DROP INDEX IF EXISTS crates_name_trigrams; \
+     CREATE INDEX crates_lower_name ON crates (lower(name) text_pattern_ops); \
+     DELETE FROM schema_migrations WHERE version = 5;";
 
-#[tokio::test]
-async fn search_index_covers_crates_from_before_it_postgres() {
-    let undo_5 = "DROP INDEX IF EXISTS crates_name_trigrams; \
-         CREATE INDEX crates_lower_name ON crates (lower(name) text_pattern_ops); \
-         DELETE FROM schema_migrations WHERE version = 5;";
-    search_index_covers_crates_from_before_it(
-        TestStore::postgres().await,
-        &format!("{UNDO_6_POSTGRES} {undo_5}"),
-    )
-    .await;
-}
+// Undoes migration 5 (the crate name trigram index) by hand, adds a crate while the index is
+// missing, and reopens: the migration runs again and search finds the crate through the
+// index built from the rows already there.
+store_test!(
+    search_index_covers_crates_from_before_it,
+    |db: TestStore| async move {
+        let undo_5 = by_backend(&db, UNDO_5_SQLITE, UNDO_5_POSTGRES);
+        let undo_6 = by_backend(&db, UNDO_6_SQLITE, UNDO_6_POSTGRES);
+        raw(&db, &format!("{undo_6} {undo_5}")).await.unwrap();
+        let no = by_backend(&db, "0", "false");
+        raw(
+            &db,
+            &format!(
+                "INSERT INTO crates (name, watched, first_seen) VALUES ('Older-Crate', {no}, 0)"
+            ),
+        )
+        .await
+        .unwrap();
+        let reopened = Store::open_url(&db.url).await.unwrap();
+        assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+        for text in ["older", "der_cr", "OLDER-CRATE", "ol"] {
+            let found = reopened
+                .search_crates(text, buildsrs_store::Page::first(5))
+                .await
+                .unwrap();
+            let names: Vec<_> = found.items.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!(names, ["Older-Crate"], "{text}");
+        }
+    }
+);
 
 #[tokio::test]
 async fn postgres_migration_builds_the_trigram_index_where_pg_trgm_exists() {

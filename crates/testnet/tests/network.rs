@@ -332,7 +332,10 @@ async fn fresh_bucket() -> Result<Option<StorageConfig>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_verify_two_versions_on_postgres_and_s3() -> Result<()> {
     let Some(storage) = fresh_bucket().await? else {
-        eprintln!("skipped: BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/test starts moto)");
+        buildsrs_test_support::skip(
+            "three_nodes_verify_two_versions_on_postgres_and_s3",
+            "BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/test starts moto)",
+        )?;
         return Ok(());
     };
     let database = buildsrs_store::testing::FreshDatabase::create().await;

@@ -7,17 +7,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use buildsrs_keys::bundle::Bundle;
-use buildsrs_keys::{ArtifactId, Blake3Hash, Identity, PublicKey};
+use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
-use buildsrs_store::{
-    BuildOutcome, IndexVersion, Lease, NewBuilder, Store, StoredBuild, Submission, TaskId,
-};
+pub use buildsrs_store::testing::TARGET;
+use buildsrs_store::testing::{lease, matrix, register};
+use buildsrs_store::{BuildOutcome, IndexVersion, Store, StoredBuild, Submission, TaskId};
 use buildsrs_web::{WebConfig, WebState, router};
 use jiff::Timestamp;
 use tower::ServiceExt;
 
-pub const TARGET: &str = "x86_64-unknown-linux-gnu";
-pub const TOOLCHAIN: &str = "1.95.0";
 pub const ADMIN_TOKEN: &str = "correct horse battery staple";
 
 /// A seeded coordinator, as the web layer sees it.
@@ -37,10 +35,6 @@ pub struct Scene {
     _storage_dir: tempfile::TempDir,
 }
 
-pub fn key(n: u8) -> PublicKey {
-    Identity::from_seed([n; 32]).public_key()
-}
-
 /// An index line for `name` `version`, not yanked, with a checksum from `n`.
 pub fn index_line(name: &str, version: &str, n: u64) -> IndexVersion {
     self::version(name, version, n, false)
@@ -55,26 +49,6 @@ fn version(name: &str, version: &str, n: u64, yanked: bool) -> IndexVersion {
         yanked,
         rust_version: None,
     }
-}
-
-async fn register(store: &Store, n: u8, name: &str, now: Timestamp) -> PublicKey {
-    store
-        .register_builder(
-            NewBuilder {
-                public_key: key(n),
-                name: name.to_owned(),
-                targets: vec![TARGET.to_owned()],
-                toolchains: vec![TOOLCHAIN.to_owned()],
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    key(n)
-}
-
-async fn lease(store: &Store, builder: &PublicKey, now: Timestamp) -> Lease {
-    store.lease_next(builder, now).await.unwrap().unwrap()
 }
 
 impl Scene {
@@ -110,8 +84,7 @@ impl Scene {
         scratch: tempfile::TempDir,
     ) -> Scene {
         let now = Timestamp::now();
-        store.set_target(TARGET, true, now).await.unwrap();
-        store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
+        matrix(&store, now).await;
         store.watch_crate("demo", 1, now).await.unwrap();
         store
             .upsert_versions(

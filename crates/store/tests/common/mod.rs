@@ -1,28 +1,15 @@
 //! Fixtures shared by the integration tests.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
-use buildsrs_keys::{ArtifactId, Blake3Hash, Identity, PublicKey};
-use buildsrs_store::{
-    BuildOutcome, IndexVersion, Lease, NewBuilder, Store, StoredBuild, Submission, SubmitReport,
-};
+use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
+use buildsrs_store::{BuildOutcome, IndexVersion, Store, StoredBuild};
 use jiff::Timestamp;
 
-pub const TARGET: &str = "x86_64-unknown-linux-gnu";
-pub const TOOLCHAIN: &str = "1.95.0";
+pub use buildsrs_store::testing::{TARGET, TOOLCHAIN, cksum, key, lease, submit};
 
 /// A fixed point in time plus `seconds`.
 pub fn t(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + seconds).unwrap()
-}
-
-/// Builder number `n`'s key.
-pub fn key(n: u8) -> PublicKey {
-    Identity::from_seed([n; 32]).public_key()
-}
-
-/// A distinct, well-formed checksum per `n`.
-pub fn cksum(n: u64) -> String {
-    format!("{n:064x}")
 }
 
 pub fn line(name: &str, version: &str, yanked: bool) -> IndexVersion {
@@ -45,29 +32,14 @@ pub fn line_needing(name: &str, version: &str, rust_version: &str) -> IndexVersi
     }
 }
 
-/// One target and one toolchain.
+/// One target and one toolchain, at `t(0)`.
 pub async fn matrix(store: &Store) {
-    store.set_target(TARGET, true, t(0)).await.unwrap();
-    store.set_toolchain(TOOLCHAIN, true, t(0)).await.unwrap();
+    buildsrs_store::testing::matrix(store, t(0)).await;
 }
 
-/// Registers and approves builder `n` for the default target and toolchain.
+/// Registers and approves builder `n` for the default target and toolchain, at `t(0)`.
 pub async fn builder(store: &Store, n: u8) -> PublicKey {
-    let public_key = key(n);
-    store
-        .register_builder(
-            NewBuilder {
-                public_key,
-                name: format!("builder-{n}"),
-                targets: vec![TARGET.to_owned()],
-                toolchains: vec![TOOLCHAIN.to_owned()],
-            },
-            t(0),
-        )
-        .await
-        .unwrap();
-    store.approve_builder(&public_key, t(0)).await.unwrap();
-    public_key
+    buildsrs_store::testing::builder(store, n, t(0)).await
 }
 
 /// Matrix, `builders` approved builders, and one watched crate `demo` with versions
@@ -108,34 +80,4 @@ pub fn built(n: u8) -> BuildOutcome {
         artifact: artifact(n),
         signed: format!("signed attestation for artifact {n}").into_bytes(),
     })
-}
-
-pub async fn lease(store: &Store, builder: &PublicKey, now: Timestamp) -> Lease {
-    store
-        .lease_next(builder, now)
-        .await
-        .unwrap()
-        .expect("a task to lease")
-}
-
-pub async fn submit(
-    store: &Store,
-    lease: &Lease,
-    builder: &PublicKey,
-    outcome: BuildOutcome,
-    now: Timestamp,
-) -> SubmitReport {
-    store
-        .submit(
-            Submission {
-                lease_id: lease.lease_id,
-                epoch: lease.epoch,
-                builder: *builder,
-                outcome,
-                log: None,
-            },
-            now,
-        )
-        .await
-        .unwrap()
 }
