@@ -7,7 +7,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use buildsrs_keys::bundle::Bundle;
-use buildsrs_keys::{ArtifactId, Blake3Hash, Identity, PublicKey};
+use buildsrs_keys::{
+    ArtifactId, Blake3Hash, Identity, PublicKey, SCHEMA_VERSION, SignedAttestation, Statement,
+    Toolchain,
+};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
 use buildsrs_store::{BuildOutcome, IndexVersion, Lease, NewBuilder, Store, Submission, TaskId};
 use buildsrs_web::{WebConfig, WebState, router};
@@ -68,6 +71,36 @@ async fn register(store: &Store, n: u8, name: &str, now: Timestamp) -> PublicKey
         .await
         .unwrap();
     key(n)
+}
+
+/// The signed attestation of `demo 1.0.0` by the builder `key(n)`, as a node sends it.
+pub fn attestation(builder: &PublicKey, artifact: ArtifactId) -> Vec<u8> {
+    let identity = (1..=u8::MAX)
+        .map(|n| Identity::from_seed([n; 32]))
+        .find(|identity| identity.public_key() == *builder)
+        .expect("a builder of the scene");
+    let statement = Statement {
+        schema: SCHEMA_VERSION,
+        crate_name: "demo".to_owned(),
+        version: "1.0.0".to_owned(),
+        source_sha256: Some(format!("{:064x}", 1).parse().unwrap()),
+        cargo_lock_sha256: None,
+        target: TARGET.to_owned(),
+        toolchain: Toolchain {
+            release: TOOLCHAIN.to_owned(),
+            commit_hash: "0000000".to_owned(),
+            host: TARGET.to_owned(),
+        },
+        features: Vec::new(),
+        settings_digest: None,
+        artifact,
+        builder: *builder,
+        build_started: 1_700_000_000,
+        build_finished: 1_700_000_060,
+    };
+    SignedAttestation::sign(statement, &identity)
+        .unwrap()
+        .to_canonical_json()
 }
 
 async fn lease(store: &Store, builder: &PublicKey, now: Timestamp) -> Lease {
@@ -145,7 +178,7 @@ impl Scene {
                         builder,
                         outcome: BuildOutcome::Built {
                             artifact,
-                            signed: br#"{"statement":"seeded"}"#.to_vec(),
+                            signed: attestation(&builder, artifact),
                         },
                         log: Some(b"   Compiling demo v1.0.0\n    Finished release\n".to_vec()),
                     },
