@@ -18,6 +18,6 @@ pub mod openapi;
 pub mod params;
 pub mod routes;
 pub mod schema;
-pub mod text;
+mod text;
 
 pub use answers::ErrorBody;

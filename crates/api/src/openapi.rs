@@ -8,6 +8,8 @@
 //! clients and for stateful testing.
 
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 use crate::answers::{
     ArtifactAnswer, Builder, BuilderAnswer, CrateAnswer, CrateList, ErrorBody, FeedPage,
@@ -19,8 +21,20 @@ use crate::params::{
 use crate::schema::OpenApiDocument;
 
 /// The document.
+///
+/// Every field of every answer is always written (`null` where there is nothing), so every
+/// property is required, nullable ones included: a client can tell a missing field from an
+/// empty one, and the contract test catches an answer that leaves one out.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    if let Some(components) = doc.components.as_mut() {
+        for schema in components.schemas.values_mut() {
+            if let RefOr::T(Schema::Object(object)) = schema {
+                object.required = object.properties.keys().cloned().collect();
+            }
+        }
+    }
+    doc
 }
 
 #[derive(OpenApi)]
@@ -332,5 +346,20 @@ mod tests {
             );
         }
         assert!(matches!(schemas["CrateName"]["pattern"], Value::String(_)));
+        let task = &schemas["Task"];
+        let required: Vec<&str> = task["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            required.contains(&"decided_at"),
+            "nullable and always written"
+        );
+        assert_eq!(
+            required.len(),
+            task["properties"].as_object().unwrap().len()
+        );
     }
 }
