@@ -99,7 +99,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(WebError::BadRequest(rejection.body_text())),
+            // "Failed to deserialize query string: limit: …": the parameter and why is enough.
+            Err(rejection) => {
+                let text = rejection.body_text();
+                Err(WebError::BadRequest(
+                    text.strip_prefix("Failed to deserialize query string: ")
+                        .map_or_else(|| text.clone(), str::to_owned),
+                ))
+            }
         }
     }
 }

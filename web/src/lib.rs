@@ -17,7 +17,8 @@
 //! - [`assets`]: htmx and the stylesheet, served from the binary, and security headers.
 //!
 //! **This crate never writes to the store except through admin actions and download counts,
-//! and never trusts a parameter it has not parsed into one of [`params`]' types.**
+//! and never trusts a parameter it has not parsed into one of [`params`]' types (under
+//! `/api/v1`, `buildsrs_api::params`').**
 
 pub mod admin;
 mod answers;

@@ -418,7 +418,7 @@ store_test!(every_api_error_is_json, |store: Store| async move {
         (
             "/api/v1/crates?limit=".into(),
             StatusCode::BAD_REQUEST,
-            "limit",
+            "limit: \"\" is not a number from 1 to 200",
         ),
         (
             "/api/v1/crates?limit=%FF".into(),
@@ -473,7 +473,7 @@ store_test!(every_api_error_is_json, |store: Store| async move {
         (
             "/api/v1/artifacts/XYZ".into(),
             StatusCode::BAD_REQUEST,
-            "64 lowercase hex",
+            "not a BLAKE3 hash",
         ),
         (
             format!("/api/v1/builders/{no_point}"),

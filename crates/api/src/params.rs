@@ -355,20 +355,20 @@ bounded!(
 bounded!(
     /// How many items of a list to skip.
     Offset(u64), 0, 1_000_000,
-    |text| format!("offset {text:?} is not a number from 0 to 1000000"),
+    |text| format!("{text:?} is not a number from 0 to 1000000"),
     "How many items to skip."
 );
 bounded!(
     /// How many items a page holds at most.
     Limit(u32), 1, 200,
-    |text| format!("limit {text:?} is not a number from 1 to 200"),
+    |text| format!("{text:?} is not a number from 1 to 200"),
     "How many items a page holds at most."
 );
 bounded!(
     /// Where a reader of the feed of verified artifacts stands: the `next` of the page it read
     /// last, 0 at first.
     Cursor(i64), 0, i64::MAX,
-    |text| format!("since {text:?} is not a cursor (a number from a previous answer, or 0)"),
+    |text| format!("{text:?} is not a cursor (a number from a previous answer, or 0)"),
     "The `next` of the previous page of the feed; 0 to start."
 );
 
@@ -410,7 +410,19 @@ pub struct TaskPath {
 pub struct ArtifactPath {
     /// The artifact's BLAKE3 hash.
     #[param(value_type = schema::Blake3Hash, inline)]
+    #[serde(deserialize_with = "blake3_param")]
     pub hash: Blake3Hash,
+}
+
+/// A BLAKE3 hash in a URL, refused with a message that names it.
+fn blake3_param<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Blake3Hash, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "{:?} is not a BLAKE3 hash (64 lowercase hex digits)",
+            echo(&text)
+        ))
+    })
 }
 
 /// `{key}` of a builder.
