@@ -317,6 +317,160 @@ mod tests {
         out
     }
 
+    /// Whether the schema of `T` (pattern and length) allows a text.
+    fn allows<T: PartialSchema>() -> impl Fn(&str) -> bool {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        let pattern = regex::Regex::new(schema["pattern"].as_str().unwrap()).unwrap();
+        let max = schema["maxLength"].as_u64();
+        let min = schema["minLength"].as_u64();
+        move |text| {
+            let chars = text.chars().count() as u64;
+            pattern.is_match(text)
+                && max.is_none_or(|max| chars <= max)
+                && min.is_none_or(|min| chars >= min)
+        }
+    }
+
+    /// Versions from pieces that parsers and patterns get wrong: leading zeros, numbers
+    /// that overflow, empty and numeric identifiers.
+    fn tricky_versions() -> Vec<String> {
+        let numbers = [
+            "0",
+            "1",
+            "01",
+            "00",
+            "10",
+            "1234567890123456789",
+            "99999999999999999999",
+        ];
+        let pre = [
+            "", "-alpha", "-0", "-00", "-01", "-0a", "--", "-a.1", "-a..1", "-", "-a.", "-x.01",
+        ];
+        let build = ["", "+build", "+001", "+", "+a..b", "+a.b-c", "+b.", "+é"];
+        let mut out = vec![
+            String::new(),
+            "1".into(),
+            "1.0".into(),
+            "v1.0.0".into(),
+            "1.0.0 ".into(),
+        ];
+        for major in numbers {
+            for minor in ["0", "01", "99999999999999999999"] {
+                for pre in pre {
+                    for build in build {
+                        out.push(format!("{major}.{minor}.0{pre}{build}"));
+                    }
+                }
+            }
+        }
+        out.push(format!("1.0.0-{}", "a".repeat(122)));
+        out.push(format!("1.0.0-{}", "a".repeat(123)));
+        out
+    }
+
+    #[test]
+    fn patterns_allow_exactly_what_the_parsers_take() {
+        use buildsrs_keys::statement::{validate_crate_name, validate_target, validate_version};
+        let version_ok = allows::<CrateVersion>();
+        let version_ref_ok = allows::<crate::params::VersionRef>();
+        let name_ok = allows::<CrateName>();
+        let target_ok = allows::<TargetTriple>();
+        let key_ok = allows::<crate::params::BuilderKey>();
+        let hash_ok = allows::<Blake3Hash>();
+        let search_ok = allows::<crate::params::SearchText>();
+        for version in tricky_versions() {
+            assert_eq!(
+                version_ok(&version),
+                validate_version(&version).is_ok(),
+                "{version:?}"
+            );
+            assert_eq!(
+                version_ref_ok(&version),
+                version.parse::<crate::params::VersionRef>().is_ok(),
+                "{version:?}"
+            );
+        }
+        assert!(version_ref_ok("latest"));
+        let names = [
+            "a",
+            "A-b_c9",
+            "9a",
+            "-a",
+            "_a",
+            "a.b",
+            "a b",
+            "é",
+            "",
+            &"a".repeat(64),
+            &"a".repeat(65),
+        ];
+        for name in names {
+            assert_eq!(name_ok(name), validate_crate_name(name).is_ok(), "{name:?}");
+        }
+        let targets = [
+            "x86_64-unknown-linux-gnu",
+            "a",
+            "_",
+            "a.",
+            "a.b",
+            "a..b",
+            ".a",
+            "-a",
+            "a.-b",
+            "A",
+            "a/b",
+            "",
+            "wasm32-wasip1",
+            &"a".repeat(80),
+            &"a".repeat(81),
+        ];
+        for target in targets {
+            assert_eq!(
+                target_ok(target),
+                validate_target(target).is_ok(),
+                "{target:?}"
+            );
+        }
+        let hex = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
+        for key in [
+            hex.to_owned(),
+            format!("ed25519:{hex}"),
+            hex.to_uppercase(),
+            format!("{hex}0"),
+            format!("ed25519:{}", &hex[1..]),
+            "ed25519:".into(),
+        ] {
+            assert_eq!(
+                key_ok(&key),
+                key.parse::<crate::params::BuilderKey>().is_ok(),
+                "{key:?}"
+            );
+            assert_eq!(
+                hash_ok(&key),
+                key.parse::<buildsrs_keys::Blake3Hash>().is_ok(),
+                "{key:?}"
+            );
+        }
+        let searches = [
+            "",
+            "grep",
+            " a ",
+            "a\u{0}b",
+            "a\tb",
+            "a\u{85}b",
+            "é",
+            &"é".repeat(64),
+            &"a".repeat(65),
+        ];
+        for search in searches {
+            assert_eq!(
+                search_ok(search),
+                search.parse::<crate::params::SearchText>().is_ok(),
+                "{search:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_attestation_schema_has_the_fields_keys_writes() {
         let identity = Identity::from_seed([7; 32]);
