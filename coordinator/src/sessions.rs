@@ -80,13 +80,16 @@ pub struct FeedProviders {
 }
 
 impl buildsrs_web::BlobProviders for FeedProviders {
-    fn addresses(&self, attesters: &[PublicKey]) -> Vec<serde_json::Value> {
+    fn addresses(&self, attesters: &[PublicKey]) -> Vec<buildsrs_web::BlobAddress> {
         self.own
             .get()
             .cloned()
             .into_iter()
             .chain(self.sessions.blob_addresses(attesters))
-            .filter_map(|addr| serde_json::to_value(addr).ok())
+            .map(|addr| buildsrs_web::BlobAddress {
+                endpoint_id: addr.endpoint_id,
+                addrs: addr.addrs,
+            })
             .collect()
     }
 }

@@ -1,200 +1,238 @@
 //! The JSON API under `/api/v1/`: the same reads as the pages, for programs (the `buildsrs`
-//! CLI, mirrors). Errors are `{"error": {"status", "message"}}`; [`crate::openapi`]
-//! describes every route here, and a test keeps the two in step.
+//! CLI, mirrors). Its contract is the `buildsrs-api` crate: every parameter is extracted as
+//! one of its [`params`](buildsrs_api::params) types, every answer is one of its
+//! [`answers`](buildsrs_api::answers) (built from store rows in [`crate::answers`]), and
+//! `/api/v1/openapi.json` is its document.
+//!
+//! Every error here is JSON, `{"error": {"status", "message"}}`: bad parameters (the
+//! extractors' rejections included: a malformed or repeated query parameter), unknown
+//! routes, methods other than GET and HEAD.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
+use axum::http::Method;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use buildsrs_api::answers::{
+    ArtifactAnswer, Builder, BuilderAnswer, CrateAnswer, CrateList, FeedItem, FeedPage,
+    QueueAnswer, TaskAnswer, VersionAnswer,
+};
+use buildsrs_api::params::{
+    ArtifactPath, BuilderPath, CratePath, CrateSearch, FeedQuery, Limit, PageQuery, TaskPath,
+    VersionPath,
+};
+use buildsrs_api::routes;
+use buildsrs_store::{Page, TaskId};
+use serde::de::DeserializeOwned;
 
 use crate::error::WebError;
-use crate::params::{
-    CrateName, ListQuery, VersionParam, parse_builder_key, parse_hash, parse_task_id,
-};
-use crate::{WebState, load};
+use crate::params::{CrateName, VersionParam};
+use crate::{WebState, answers, load};
 
-type ApiResult = Result<Json<Value>, WebError>;
+type ApiResult<T> = Result<Json<T>, WebError>;
 
-/// Every API route, relative to `/api/v1` (the OpenAPI test reads this list).
-pub const ROUTES: &[&str] = &[
-    "/crates",
-    "/crates/{name}",
-    "/crates/{name}/{version}",
-    "/tasks/{id}",
-    "/artifacts/{hash}",
-    "/builders",
-    "/builders/{key}",
-    "/queue",
-    "/verified",
-    "/openapi.json",
-];
+/// The default page sizes.
+const CRATES_PER_PAGE: u32 = 50;
+const TASKS_PER_PAGE: u32 = 50;
+const FEED_PER_PAGE: u32 = 100;
 
 pub(crate) fn routes() -> Router<WebState> {
     Router::new()
-        .route(ROUTES[0], get(crates))
-        .route(ROUTES[1], get(crate_info))
-        .route(ROUTES[2], get(version))
-        .route(ROUTES[3], get(task))
-        .route(ROUTES[4], get(artifact))
-        .route(ROUTES[5], get(builders))
-        .route(ROUTES[6], get(builder))
-        .route(ROUTES[7], get(queue))
-        .route(ROUTES[8], get(verified))
+        .route(routes::CRATES, get(crates))
+        .route(routes::CRATE, get(crate_info))
+        .route(routes::VERSION, get(version))
+        .route(routes::TASK, get(task))
+        .route(routes::ARTIFACT, get(artifact))
+        .route(routes::BUILDERS, get(builders))
+        .route(routes::BUILDER, get(builder))
+        .route(routes::QUEUE, get(queue))
+        .route(routes::VERIFIED, get(verified))
         .route(
-            ROUTES[9],
-            get(|| async { Json(crate::openapi::document()) }),
+            routes::OPENAPI,
+            get(|| async { Json(buildsrs_api::openapi::document()) }),
         )
+        // After the routes: it applies to those registered before it.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(crate::error::not_found)
 }
 
-/// Serializes a store value, turning the signed attestation bytes (canonical JSON) into
-/// JSON rather than an array of numbers.
-fn to_json(value: impl serde::Serialize) -> ApiResult {
-    let mut value =
-        serde_json::to_value(value).map_err(|e| WebError::Internal(format!("json: {e}")))?;
-    inline_signed(&mut value);
-    Ok(Json(value))
+/// A path parameter of the API; a value that does not parse is a JSON 400 with the
+/// parameter's own message.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                Err(WebError::BadRequest(match error.kind() {
+                    ErrorKind::Message(message) => message.clone(),
+                    _ => error.body_text(),
+                }))
+            }
+            // The route and the type disagree: our bug, not the client's.
+            Err(other) => Err(WebError::Internal(other.body_text())),
+        }
+    }
 }
 
-fn inline_signed(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, inner) in map.iter_mut() {
-                if key == "signed"
-                    && let Value::Array(numbers) = inner
-                {
-                    let bytes: Option<Vec<u8>> = numbers
-                        .iter()
-                        .map(|n| n.as_u64().and_then(|n| u8::try_from(n).ok()))
-                        .collect();
-                    if let Some(parsed) = bytes.and_then(|b| serde_json::from_slice(&b).ok()) {
-                        *inner = parsed;
-                    }
-                } else {
-                    inline_signed(inner);
-                }
+/// The query string of an API request; a malformed one (a bad value, a parameter given
+/// twice) is a JSON 400 that says which parameter and why.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            // "Failed to deserialize query string: limit: …": the parameter and why is enough.
+            Err(rejection) => {
+                let text = rejection.body_text();
+                Err(WebError::BadRequest(
+                    text.strip_prefix("Failed to deserialize query string: ")
+                        .map_or_else(|| text.clone(), str::to_owned),
+                ))
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(inline_signed),
-        _ => {}
+    }
+}
+
+/// A method other than GET (and HEAD) on an API route: a JSON 405 (axum adds `Allow`).
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Response {
+    WebError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}: the API answers GET and HEAD",
+        uri.path()
+    ))
+    .into_response()
+}
+
+fn page(offset: Option<buildsrs_api::params::Offset>, limit: Option<Limit>, default: u32) -> Page {
+    Page {
+        offset: offset.map_or(0, |offset| offset.get()),
+        limit: limit.map_or(default, Limit::get),
     }
 }
 
 /// `GET /crates?q=&offset=&limit=`: crates whose name contains `q`.
-async fn crates(State(state): State<WebState>, Query(query): Query<ListQuery>) -> ApiResult {
-    let q = query.search()?;
-    let page = query.page(50)?;
-    to_json(state.store().search_crates(&q, page).await?)
+async fn crates(
+    State(state): State<WebState>,
+    ApiQuery(query): ApiQuery<CrateSearch>,
+) -> ApiResult<CrateList> {
+    let q = query.q.as_ref().map_or("", |q| q.trimmed());
+    let page = page(query.offset, query.limit, CRATES_PER_PAGE);
+    let found = state.store().search_crates(q, page).await?;
+    Ok(Json(answers::crate_list(&found)?))
 }
 
 /// `GET /crates/{name}`: the crate, its versions, and which is `latest`.
-async fn crate_info(State(state): State<WebState>, Path(name): Path<String>) -> ApiResult {
-    let name = CrateName::parse(&name)?;
-    let info = load::krate(&state, &name).await?;
-    let latest = crate::params::latest(&info.versions).map(|v| v.version.clone());
-    let mut value = to_json(&info)?.0;
-    value["latest"] = json!(latest);
-    Ok(Json(value))
+async fn crate_info(
+    State(state): State<WebState>,
+    ApiPath(path): ApiPath<CratePath>,
+) -> ApiResult<CrateAnswer> {
+    let info = load::krate(&state, &CrateName::from(&path.name)).await?;
+    Ok(Json(answers::crate_answer(&info)?))
 }
 
 /// `GET /crates/{name}/{version}` (`latest` allowed): the version and its tasks, each with
 /// its results, and the download and bundle paths of verified ones.
 async fn version(
     State(state): State<WebState>,
-    Path((name, version)): Path<(String, String)>,
-) -> ApiResult {
-    let name = CrateName::parse(&name)?;
-    let version = VersionParam::parse(&version)?;
-    let (info, details) = load::version_details(&state, &name, &version).await?;
-    let mut targets = Vec::new();
-    for detail in details {
-        let task = &detail.task;
-        let links = task
-            .artifact
-            .filter(|_| task.state == buildsrs_store::TaskState::Verified)
-            .map(|artifact| {
-                json!({
-                    "download": format!("/crates/{}/{}/{}", info.crate_name, info.version.version, task.target),
-                    "blob": format!("/blobs/{}", artifact.blake3),
-                    "bundle": format!("/attestations/{}", artifact.blake3),
-                })
-            });
-        targets.push(json!({ "task": detail.task, "results": detail.results, "links": links }));
-    }
-    to_json(json!({
-        "crate_name": info.crate_name,
-        "version": info.version,
-        "targets": targets,
-    }))
+    ApiPath(path): ApiPath<VersionPath>,
+) -> ApiResult<VersionAnswer> {
+    let (info, details) = load::version_details(
+        &state,
+        &CrateName::from(&path.name),
+        &VersionParam::from(&path.version),
+    )
+    .await?;
+    Ok(Json(answers::version_answer(&info, &details)?))
 }
 
 /// `GET /tasks/{id}`.
-async fn task(State(state): State<WebState>, Path(id): Path<String>) -> ApiResult {
-    let id = parse_task_id(&id)?;
-    to_json(load::task(&state, id).await?)
+async fn task(
+    State(state): State<WebState>,
+    ApiPath(path): ApiPath<TaskPath>,
+) -> ApiResult<TaskAnswer> {
+    let detail = load::task(&state, TaskId(path.id.get())).await?;
+    Ok(Json(answers::task_answer(&detail)?))
 }
 
 /// `GET /artifacts/{hash}`.
-async fn artifact(State(state): State<WebState>, Path(hash): Path<String>) -> ApiResult {
-    let hash = parse_hash(&hash)?;
-    to_json(load::artifact(&state, &hash).await?)
+async fn artifact(
+    State(state): State<WebState>,
+    ApiPath(path): ApiPath<ArtifactPath>,
+) -> ApiResult<ArtifactAnswer> {
+    let info = load::artifact(&state, &path.hash).await?;
+    Ok(Json(answers::artifact_answer(&info)?))
 }
 
 /// `GET /builders`.
-async fn builders(State(state): State<WebState>) -> ApiResult {
-    to_json(state.store().builders().await?)
+async fn builders(State(state): State<WebState>) -> ApiResult<Vec<Builder>> {
+    let builders = state.store().builders().await?;
+    Ok(Json(
+        builders
+            .iter()
+            .map(answers::builder)
+            .collect::<Result<_, _>>()?,
+    ))
 }
 
-/// `GET /builders/{key}`: the builder and its 50 most recent results.
-async fn builder(State(state): State<WebState>, Path(key): Path<String>) -> ApiResult {
-    let key = parse_builder_key(&key)?;
-    to_json(load::builder(&state, &key).await?)
+/// `GET /builders/{key}`: the builder and its 50 most recent results. 32 bytes that are no
+/// ed25519 key cannot be a builder's: not found.
+async fn builder(
+    State(state): State<WebState>,
+    ApiPath(path): ApiPath<BuilderPath>,
+) -> ApiResult<BuilderAnswer> {
+    let key = path
+        .key
+        .public_key()
+        .ok_or_else(|| WebError::not_found(format!("builder {}", path.key)))?;
+    let view = load::builder(&state, &key).await?;
+    Ok(Json(answers::builder_answer(&view)?))
 }
 
 /// `GET /queue?offset=&limit=`: statistics and the open tasks.
-async fn queue(State(state): State<WebState>, Query(query): Query<ListQuery>) -> ApiResult {
-    to_json(load::queue(&state, query.page(50)?).await?)
-}
-
-/// `?since=&limit=` of the verified feed.
-#[derive(Debug, Deserialize)]
-struct FeedQuery {
-    since: Option<String>,
-    limit: Option<String>,
+async fn queue(
+    State(state): State<WebState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<QueueAnswer> {
+    let view = load::queue(&state, page(query.offset, query.limit, TASKS_PER_PAGE)).await?;
+    Ok(Json(answers::queue_answer(&view)?))
 }
 
 /// `GET /verified?since=N&limit=L`: artifacts in object storage with a feed number above
 /// `since`, in order, and the cursor to ask with next. What mirrors follow.
-async fn verified(State(state): State<WebState>, Query(query): Query<FeedQuery>) -> ApiResult {
-    let since = match query.since.as_deref() {
-        None | Some("") => 0,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                WebError::BadRequest(format!(
-                    "since {text:?} is not a cursor (a number from a previous answer, or 0)"
-                ))
-            })?,
-    };
-    let limit = ListQuery {
-        limit: query.limit,
-        ..ListQuery::default()
-    }
-    .page(100)?
-    .limit;
-    let items = state.store().published_since(since, limit).await?;
-    let next = items.last().map_or(since, |item| item.seq);
-    let mut answer = Vec::with_capacity(items.len());
-    for item in &items {
+async fn verified(
+    State(state): State<WebState>,
+    ApiQuery(query): ApiQuery<FeedQuery>,
+) -> ApiResult<FeedPage> {
+    let since = query.since.map_or(0, |since| since.get());
+    let limit = query.limit.map_or(FEED_PER_PAGE, Limit::get);
+    let published = state.store().published_since(since, limit).await?;
+    let next = published.last().map_or(since, |item| item.seq);
+    let mut items = Vec::with_capacity(published.len());
+    for item in &published {
+        let hash = item.artifact.blake3;
         // Who holds it over iroh-blobs: the builders that attested it, when connected.
         let providers = match state.providers() {
             Some(providers) => {
                 let attesters: Vec<_> = state
                     .store()
-                    .artifact(&item.artifact.blake3)
+                    .artifact(&hash)
                     .await?
                     .map(|info| info.attestations.iter().map(|a| a.builder).collect())
                     .unwrap_or_default();
@@ -202,15 +240,15 @@ async fn verified(State(state): State<WebState>, Query(query): Query<FeedQuery>)
             }
             None => Vec::new(),
         };
-        answer.push(json!({
-            "seq": item.seq,
-            "hash": item.artifact.blake3,
-            "size": item.artifact.size,
-            "verified_at": item.verified_at,
-            "blob": format!("/blobs/{}", item.artifact.blake3),
-            "bundle": format!("/attestations/{}", item.artifact.blake3),
-            "providers": providers,
-        }));
+        items.push(FeedItem {
+            seq: item.seq,
+            hash,
+            size: item.artifact.size,
+            verified_at: item.verified_at,
+            blob: format!("/blobs/{hash}"),
+            bundle: format!("/attestations/{hash}"),
+            providers,
+        });
     }
-    to_json(json!({ "items": answer, "next": next }))
+    Ok(Json(FeedPage { items, next }))
 }

@@ -1,5 +1,6 @@
 //! One error type for every handler. Under `/api/` (and for downloads, which curl reads) the
-//! body is JSON, `{"error": {"status": 404, "message": "…"}}`; pages get a small HTML page.
+//! body is JSON, `{"error": {"status": 404, "message": "…"}}` (`buildsrs_api::ErrorBody`);
+//! pages get a small HTML page.
 //! Bad input is always a 4xx with a message that says what was wrong; a 500 says nothing
 //! about internals (the details go to the log).
 
@@ -7,9 +8,9 @@ use axum::Json;
 use axum::extract::OriginalUri;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use buildsrs_api::ErrorBody;
 use buildsrs_storage::StorageError;
 use buildsrs_store::StoreError;
-use serde_json::json;
 
 /// What went wrong, as HTTP sees it.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,9 @@ pub enum WebError {
     /// A form without a valid CSRF token, or admin disabled.
     #[error("{0}")]
     Forbidden(String),
+    /// A method the route does not answer (`Allow` says which it does).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A Range that starts past the end of the blob (with its size).
     #[error("range not satisfiable")]
     RangeNotSatisfiable(u64),
@@ -46,6 +50,7 @@ impl WebError {
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             WebError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,13 +92,8 @@ impl WebError {
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (
-            status,
-            Json(
-                json!({ "error": { "status": status.as_u16(), "message": self.public_message() } }),
-            ),
-        )
-            .into_response();
+        let body = ErrorBody::new(status.as_u16(), self.public_message());
+        let mut response = (status, Json(body)).into_response();
         if let WebError::RangeNotSatisfiable(size) = self
             && let Ok(value) = format!("bytes */{size}").parse()
         {

@@ -9,16 +9,19 @@
 //! - `load`: what a page and its API twin both read from the store.
 //! - [`cache`]: a short-lived cache of the public pages' and API's answers.
 //! - [`pages`]: the HTML pages (minijinja templates from [`templates`], htmx for liveness).
-//! - [`api`] and [`openapi`]: `/api/v1/…` and the document describing it.
+//! - [`api`]: `/api/v1/…`, the contract of `buildsrs-api` (its parameters, answers and
+//!   OpenAPI document); `answers` turns store rows into its answers.
 //! - [`downloads`]: archives, blobs (ETag, HEAD, Range), bundles and the keyring.
 //! - [`admin`]: the operator's actions behind a token, with CSRF protection.
 //! - [`metrics`]: Prometheus text and the health check.
 //! - [`assets`]: htmx and the stylesheet, served from the binary, and security headers.
 //!
 //! **This crate never writes to the store except through admin actions and download counts,
-//! and never trusts a parameter it has not parsed into one of [`params`]' types.**
+//! and never trusts a parameter it has not parsed into one of [`params`]' types (under
+//! `/api/v1`, `buildsrs_api::params`').**
 
 pub mod admin;
+mod answers;
 pub mod api;
 pub mod assets;
 pub mod cache;
@@ -26,7 +29,6 @@ pub mod downloads;
 pub mod error;
 mod load;
 pub mod metrics;
-pub mod openapi;
 pub mod pages;
 pub mod params;
 pub mod templates;
@@ -39,15 +41,16 @@ use buildsrs_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use buildsrs_api::answers::BlobAddress;
 pub use error::WebError;
 
 /// Where holders of artifacts serve them over iroh-blobs, so mirrors can fetch from peers.
 /// The coordinator implements it over the builders that said hello (and its own blob
 /// store); the web layer only passes the addresses on.
 pub trait BlobProviders: Send + Sync + std::fmt::Debug {
-    /// The blob addresses (`{"endpoint_id": …, "addrs": [...]}`) of those of `attesters`
-    /// whose address is known, and of the server itself if it serves blobs.
-    fn addresses(&self, attesters: &[buildsrs_keys::PublicKey]) -> Vec<serde_json::Value>;
+    /// The blob addresses of those of `attesters` whose address is known, and of the server
+    /// itself if it serves blobs.
+    fn addresses(&self, attesters: &[buildsrs_keys::PublicKey]) -> Vec<BlobAddress>;
 }
 
 /// What the web layer is told by its process.

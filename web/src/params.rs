@@ -5,6 +5,7 @@
 //! The rules are the registry's and the attestation format's own (`buildsrs_keys::statement`),
 //! so the web layer accepts exactly what the rest of the system can hold.
 
+use buildsrs_api::params::{SearchText, VersionRef};
 use buildsrs_keys::statement::{validate_crate_name, validate_target, validate_version};
 use buildsrs_keys::{Blake3Hash, PublicKey};
 use buildsrs_store::{CrateInfo, Page, TaskId, VersionSummary};
@@ -26,6 +27,13 @@ impl CrateName {
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<&buildsrs_keys::CrateName> for CrateName {
+    /// A name the API's parameters parsed (by the same rules).
+    fn from(name: &buildsrs_keys::CrateName) -> Self {
+        CrateName(name.to_string())
     }
 }
 
@@ -53,6 +61,16 @@ impl VersionParam {
         match self {
             VersionParam::Exact(version) => info.versions.iter().find(|v| &v.version == version),
             VersionParam::Latest => latest(&info.versions),
+        }
+    }
+}
+
+impl From<&VersionRef> for VersionParam {
+    /// A version the API's parameters parsed (by the same rules).
+    fn from(version: &VersionRef) -> Self {
+        match version {
+            VersionRef::Latest => VersionParam::Latest,
+            VersionRef::Exact(version) => VersionParam::Exact(version.to_string()),
         }
     }
 }
@@ -176,15 +194,14 @@ impl ListQuery {
         Ok(Page { offset, limit })
     }
 
-    /// The search text, trimmed; at most 64 characters.
+    /// The search text, trimmed: at most 64 characters, no control characters (the API's
+    /// rule, [`SearchText`]).
     pub fn search(&self) -> Result<String, WebError> {
-        let q = self.q.as_deref().unwrap_or("").trim();
-        if q.chars().count() > 64 {
-            return Err(WebError::BadRequest(
-                "a search is at most 64 characters".to_owned(),
-            ));
-        }
-        Ok(q.to_owned())
+        let q: SearchText =
+            self.q.as_deref().unwrap_or("").parse().map_err(
+                |e: buildsrs_api::params::ParamError| WebError::BadRequest(e.to_string()),
+            )?;
+        Ok(q.trimmed().to_owned())
     }
 }
 

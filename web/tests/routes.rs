@@ -285,8 +285,8 @@ store_test!(the_api_answers_json, |store: Store| async move {
     assert_eq!(target["links"]["blob"], format!("/blobs/{hash}"));
     assert_eq!(target["results"].as_array().unwrap().len(), 2);
     assert_eq!(
-        target["results"][0]["signed"]["statement"], "seeded",
-        "signed bytes inlined"
+        target["results"][0]["signed"]["statement"]["crate"], "demo",
+        "the signed attestation, as JSON"
     );
     let latest = scene.get("/api/v1/crates/demo/latest").await.json();
     assert_eq!(latest["version"]["version"], "1.1.0");
@@ -337,12 +337,206 @@ store_test!(the_api_answers_json, |store: Store| async move {
             ["schema"]["$ref"],
         "#/components/schemas/VersionAnswer"
     );
-    let fields = doc["components"]["schemas"]["Version"]["properties"]
+    let fields = doc["components"]["schemas"]["VersionSummary"]["properties"]
         .as_object()
         .unwrap();
     for field in ["rust_version", "plan", "plan_note"] {
         assert!(fields.contains_key(field), "{field} documented");
     }
+});
+
+// Every answer reads back as its `buildsrs-api` type, the one the CLI and mirrors read.
+store_test!(
+    the_api_answers_are_the_api_crates_types,
+    |store: Store| async move {
+        use buildsrs_api::answers as api;
+        use serde::de::DeserializeOwned;
+
+        let scene = Scene::seed(store).await;
+        async fn read<T: DeserializeOwned>(scene: &Scene, path: &str) -> T {
+            let answer = scene.get(path).await;
+            assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
+            serde_json::from_slice(&answer.body)
+                .unwrap_or_else(|e| panic!("{path}: {e}: {}", answer.text()))
+        }
+        let hash = scene.hash();
+        let list: api::CrateList = read(&scene, "/api/v1/crates?q=demo").await;
+        assert_eq!(list.total, 2);
+        let krate: api::CrateAnswer = read(&scene, "/api/v1/crates/demo").await;
+        assert_eq!(krate.latest.as_deref(), Some("1.1.0"));
+        let version: api::VersionAnswer = read(&scene, "/api/v1/crates/demo/1.0.0").await;
+        let target = &version.targets[0];
+        assert_eq!(target.task.state, api::TaskState::Verified);
+        let signed = target.results[0].signed.as_ref().unwrap();
+        signed.verify_signature().unwrap();
+        assert_eq!(signed.statement.artifact, scene.artifact);
+        let task: api::TaskAnswer = read(&scene, &format!("/api/v1/tasks/{}", scene.task)).await;
+        assert_eq!(task.leases.len(), 2);
+        let artifact: api::ArtifactAnswer =
+            read(&scene, &format!("/api/v1/artifacts/{hash}")).await;
+        assert_eq!(artifact.artifact, scene.artifact);
+        let builders: Vec<api::Builder> = read(&scene, "/api/v1/builders").await;
+        assert_eq!(builders.len(), 3);
+        let alpha: api::BuilderAnswer =
+            read(&scene, &format!("/api/v1/builders/{}", scene.approved[0])).await;
+        assert_eq!(alpha.builder.status, api::BuilderStatus::Approved);
+        let queue: api::QueueAnswer = read(&scene, "/api/v1/queue").await;
+        assert_eq!(queue.stats.verified, 1);
+        let feed: api::FeedPage = read(&scene, "/api/v1/verified").await;
+        assert_eq!(feed.items[0].hash, scene.artifact.blake3);
+        // The document served is the one the API crate generates.
+        let doc: serde_json::Value = read(&scene, "/api/v1/openapi.json").await;
+        assert_eq!(
+            doc,
+            serde_json::to_value(buildsrs_api::openapi::document()).unwrap()
+        );
+    }
+);
+
+// Whatever goes wrong under `/api/v1`, the answer is JSON with the error body: bad values,
+// the extractors' own rejections, unknown routes, wrong methods.
+store_test!(every_api_error_is_json, |store: Store| async move {
+    use axum::body::Body;
+    use axum::http::Request;
+
+    let scene = Scene::seed(store).await;
+    // (request, status, words the message must contain)
+    let long_id = "9".repeat(30);
+    let no_point = (0..=255u8)
+        .map(|b| format!("{b:02x}").repeat(32))
+        .find(|hex| {
+            let key: buildsrs_api::params::BuilderKey = hex.parse().unwrap();
+            key.public_key().is_none()
+        })
+        .unwrap();
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        (
+            "/api/v1/crates?limit=1&limit=2".into(),
+            StatusCode::BAD_REQUEST,
+            "duplicate field",
+        ),
+        (
+            "/api/v1/crates?limit=".into(),
+            StatusCode::BAD_REQUEST,
+            "limit: \"\" is not a number from 1 to 200",
+        ),
+        (
+            "/api/v1/crates?limit=%FF".into(),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/api/v1/crates?offset=1000001".into(),
+            StatusCode::BAD_REQUEST,
+            "offset",
+        ),
+        (
+            "/api/v1/crates?q=a%00b".into(),
+            StatusCode::BAD_REQUEST,
+            "control characters",
+        ),
+        (
+            format!("/api/v1/crates?q={}", "a".repeat(65)),
+            StatusCode::BAD_REQUEST,
+            "at most 64",
+        ),
+        (
+            "/api/v1/queue?offset=x&offset=y".into(),
+            StatusCode::BAD_REQUEST,
+            "offset",
+        ),
+        (
+            "/api/v1/verified?since=-1".into(),
+            StatusCode::BAD_REQUEST,
+            "not a cursor",
+        ),
+        (
+            "/api/v1/verified?since=1.5".into(),
+            StatusCode::BAD_REQUEST,
+            "not a cursor",
+        ),
+        (
+            format!("/api/v1/tasks/{long_id}"),
+            StatusCode::BAD_REQUEST,
+            "not a task id",
+        ),
+        (
+            "/api/v1/tasks/%2F".into(),
+            StatusCode::BAD_REQUEST,
+            "not a task id",
+        ),
+        (
+            "/api/v1/crates/demo/01.0.0".into(),
+            StatusCode::BAD_REQUEST,
+            "semver",
+        ),
+        (
+            "/api/v1/artifacts/XYZ".into(),
+            StatusCode::BAD_REQUEST,
+            "not a BLAKE3 hash",
+        ),
+        (
+            format!("/api/v1/builders/{no_point}"),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        (
+            "/api/v1/crates/".into(),
+            StatusCode::NOT_FOUND,
+            "no page at",
+        ),
+        ("/api/v1".into(), StatusCode::NOT_FOUND, "no page at"),
+        (
+            "/api/v1/crates/demo/1.0.0/extra".into(),
+            StatusCode::NOT_FOUND,
+            "no page at",
+        ),
+    ];
+    for (path, status, words) in &cases {
+        let answer = scene.get(path).await;
+        assert_eq!(answer.status, *status, "{path}: {}", answer.text());
+        assert_eq!(answer.header("content-type"), "application/json", "{path}");
+        let body: buildsrs_api::ErrorBody = serde_json::from_slice(&answer.body)
+            .unwrap_or_else(|e| panic!("{path}: {e}: {}", answer.text()));
+        assert_eq!(body.error.status, status.as_u16(), "{path}");
+        assert!(
+            body.error.message.contains(words),
+            "{path}: {}",
+            body.error.message
+        );
+    }
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        for path in [
+            "/api/v1/crates",
+            "/api/v1/crates/demo",
+            "/api/v1/openapi.json",
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            let answer = scene.send(request).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(answer.header("allow"), "GET,HEAD", "{method} {path}");
+            assert_eq!(answer.header("content-type"), "application/json");
+            assert_eq!(answer.json()["error"]["status"], 405);
+        }
+    }
+    // HEAD is GET without the body.
+    let head = scene
+        .send(
+            Request::head("/api/v1/crates/demo")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
 });
 
 store_test!(

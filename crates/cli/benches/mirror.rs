@@ -60,7 +60,7 @@ use buildsrs_store::testing::TestStore;
 use buildsrs_store::{
     BuildOutcome, IndexVersion, NewBuilder, Policy, Store, StoredBuild, Submission,
 };
-use buildsrs_web::{BlobProviders, WebConfig, WebState};
+use buildsrs_web::{BlobAddress, BlobProviders, WebConfig, WebState};
 use clap::Parser;
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -110,10 +110,10 @@ struct MirrorCommand {
 
 /// The feed lists the provider node for every artifact.
 #[derive(Debug)]
-struct OneProvider(serde_json::Value);
+struct OneProvider(BlobAddress);
 
 impl BlobProviders for OneProvider {
-    fn addresses(&self, _attesters: &[PublicKey]) -> Vec<serde_json::Value> {
+    fn addresses(&self, _attesters: &[PublicKey]) -> Vec<BlobAddress> {
         vec![self.0.clone()]
     }
 }
@@ -380,8 +380,10 @@ impl Scene {
             std::fs::remove_file(path)?;
         }
 
-        let providers: Arc<dyn BlobProviders> =
-            Arc::new(OneProvider(serde_json::to_value(provider.addr())?));
+        let providers: Arc<dyn BlobProviders> = Arc::new(OneProvider(BlobAddress {
+            endpoint_id: provider.addr().endpoint_id,
+            addrs: provider.addr().addrs,
+        }));
         let state = WebState::new(
             store.store.clone(),
             storage,

@@ -1,4 +1,5 @@
-//! The coordinator as a client sees it: version lookups in the JSON API, and downloads.
+//! The coordinator as a client sees it: version lookups and the feed in the JSON API (its
+//! answers are the `buildsrs-api` types), and downloads.
 //!
 //! Nothing read here is trusted: the API says which artifact to fetch and where, and the
 //! caller checks the bytes against signatures. Answers are size-capped so a hostile server
@@ -7,9 +8,14 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
+use buildsrs_api::ErrorBody;
+use buildsrs_api::answers::{FeedPage, VersionAnswer};
+use buildsrs_api::params::{Cursor, Limit, VersionRef};
+use buildsrs_api::routes;
+use buildsrs_keys::CrateName;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
@@ -21,80 +27,6 @@ const MAX_SMALL_BODY: usize = 16 << 20;
 pub struct Coordinator {
     base: Url,
     http: reqwest::Client,
-}
-
-/// `GET /api/v1/crates/{name}/{version}`, the parts we use.
-#[derive(Clone, Debug, Deserialize)]
-pub struct VersionAnswer {
-    /// The crate.
-    pub crate_name: String,
-    /// The version.
-    pub version: VersionSummary,
-    /// One entry per target × toolchain.
-    pub targets: Vec<TargetAnswer>,
-}
-
-/// A version's identity.
-#[derive(Clone, Debug, Deserialize)]
-pub struct VersionSummary {
-    /// The version string.
-    pub version: String,
-    /// Yanked by its authors.
-    pub yanked: bool,
-}
-
-/// One task of a version.
-#[derive(Clone, Debug, Deserialize)]
-pub struct TargetAnswer {
-    /// The task.
-    pub task: TaskAnswer,
-    /// Download paths, for verified tasks.
-    pub links: Option<Links>,
-}
-
-/// The task's state.
-#[derive(Clone, Debug, Deserialize)]
-pub struct TaskAnswer {
-    /// Target triple.
-    pub target: String,
-    /// Toolchain.
-    pub toolchain: String,
-    /// `verified`, `queued`, `building`, `failed`, …
-    pub state: String,
-    /// Why it failed, when it did.
-    pub reason: Option<String>,
-    /// When it was decided (RFC 3339), for picking the newest of several toolchains.
-    pub decided_at: Option<String>,
-    /// The verified artifact.
-    pub artifact: Option<ArtifactAnswer>,
-}
-
-/// An artifact as the API names it.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ArtifactAnswer {
-    /// BLAKE3, hex.
-    pub blake3: String,
-    /// Bytes.
-    pub size: u64,
-}
-
-/// Where a verified artifact is.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Links {
-    /// `/crates/{name}/{version}/{target}`.
-    pub download: String,
-    /// `/attestations/{hash}`.
-    pub bundle: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    message: String,
 }
 
 impl Coordinator {
@@ -126,12 +58,24 @@ impl Coordinator {
     }
 
     /// The version `version` (or `latest`) of `name`.
-    pub async fn version(&self, name: &str, version: &str) -> Result<VersionAnswer> {
-        let bytes = self
-            .get_small(&format!("/api/v1/crates/{name}/{version}"))
-            .await?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not the answer of a buildsrs coordinator", self.base))
+    pub async fn version(&self, name: &CrateName, version: &VersionRef) -> Result<VersionAnswer> {
+        self.get_json(&routes::version(name, version)).await
+    }
+
+    /// A page of the feed of verified artifacts after `since`.
+    pub async fn feed(&self, since: Cursor, limit: Limit) -> Result<FeedPage> {
+        self.get_json(&routes::feed(since, limit)).await
+    }
+
+    /// An API answer, read as its `buildsrs-api` type.
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let bytes = self.get_small(path).await?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{}{path}: not the answer of a buildsrs coordinator",
+                self.base.as_str().trim_end_matches('/')
+            )
+        })
     }
 
     /// A small body (JSON, a bundle, a keyring), read whole.

@@ -9,11 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use buildsrs_keys::statement::{validate_crate_name, validate_target, validate_version};
-use buildsrs_keys::{ArtifactId, Bundle, Expectations, Keyring, Policy, verify_bundle};
+use buildsrs_api::answers::{TargetAnswer, TaskState};
+use buildsrs_api::params::VersionRef;
+use buildsrs_keys::{
+    ArtifactId, Bundle, CrateName, Expectations, Keyring, Policy, TargetTriple, verify_bundle,
+};
 use clap::Args;
 
-use crate::api::{Coordinator, TargetAnswer};
+use crate::api::Coordinator;
 use crate::install::{Expected, install_archive};
 
 /// The coordinator used when none is given.
@@ -81,29 +84,24 @@ pub fn host_target() -> Option<&'static str> {
     })
 }
 
-/// Splits `name[@version]` and checks both parts.
-fn parse_spec(spec: &str) -> Result<(String, String)> {
+/// Splits `name[@version]` and parses both parts.
+fn parse_spec(spec: &str) -> Result<(CrateName, VersionRef)> {
     let (name, version) = match spec.split_once('@') {
         Some((name, version)) => (name, version),
         None => (spec, "latest"),
     };
-    validate_crate_name(name).map_err(anyhow::Error::msg)?;
-    if version != "latest" {
-        validate_version(version).map_err(anyhow::Error::msg)?;
-    }
-    Ok((name.to_owned(), version.to_owned()))
+    Ok((name.parse()?, version.parse()?))
 }
 
 /// Runs `buildsrs fetch`.
 pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
     let (name, version) = parse_spec(&args.spec)?;
-    let target = match &args.target {
-        Some(target) => target.clone(),
+    let target: TargetTriple = match &args.target {
+        Some(target) => target.parse()?,
         None => host_target()
             .context("this platform has no default target: pass --target")?
-            .to_owned(),
+            .parse()?,
     };
-    validate_target(&target).map_err(anyhow::Error::msg)?;
     let install_dir = match &args.install_dir {
         Some(dir) => dir.clone(),
         None => dirs::home_dir()
@@ -123,7 +121,7 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
             .filter(|t| t.task.target == target)
             .map(|t| match &t.task.reason {
                 Some(reason) => format!("{} ({reason})", t.task.state),
-                None => t.task.state.clone(),
+                None => t.task.state.to_string(),
             })
             .collect();
         if states.is_empty() {
@@ -182,9 +180,9 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
     let policy = Policy {
         threshold: args.threshold as usize,
         expect: Expectations {
-            crate_name: Some(name.clone()),
-            version: Some(version.clone()),
-            target: Some(target.clone()),
+            crate_name: Some(name.to_string()),
+            version: Some(version.to_string()),
+            target: Some(target.to_string()),
         },
     };
     let report = verify_bundle(artifact, &bundle, &keyring, &policy);
@@ -208,10 +206,12 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
 }
 
 /// The verified entry for `target`; of several toolchains, the most recently decided.
-fn pick_target<'a>(targets: &'a [TargetAnswer], target: &str) -> Option<&'a TargetAnswer> {
+fn pick_target<'a>(targets: &'a [TargetAnswer], target: &TargetTriple) -> Option<&'a TargetAnswer> {
     targets
         .iter()
-        .filter(|t| t.task.target == target && t.task.state == "verified" && t.links.is_some())
+        .filter(|t| {
+            t.task.target == *target && t.task.state == TaskState::Verified && t.links.is_some()
+        })
         .max_by(|a, b| a.task.decided_at.cmp(&b.task.decided_at))
 }
 
@@ -267,13 +267,12 @@ mod tests {
 
     #[test]
     fn specs_parse_and_bad_ones_are_refused() {
+        let (name, version) = parse_spec("ripgrep").unwrap();
+        assert_eq!((name.as_str(), version), ("ripgrep", VersionRef::Latest));
+        let (name, version) = parse_spec("ripgrep@14.1.0").unwrap();
         assert_eq!(
-            parse_spec("ripgrep").unwrap(),
-            ("ripgrep".into(), "latest".into())
-        );
-        assert_eq!(
-            parse_spec("ripgrep@14.1.0").unwrap(),
-            ("ripgrep".into(), "14.1.0".into())
+            (name.as_str(), version.to_string().as_str()),
+            ("ripgrep", "14.1.0")
         );
         for bad in [
             "",

@@ -19,17 +19,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use buildsrs_api::answers::FeedItem;
+use buildsrs_api::params::{Cursor, Limit};
 use buildsrs_blobs::{BlobAddr, BlobConfig, BlobNode};
 use buildsrs_keys::{ArtifactId, Blake3Hash, Bundle, Identity, Keyring, Policy, verify_bundle};
 use buildsrs_storage::{ArtifactStorage, PutOutcome, StorageConfig, StorageError};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Coordinator;
 use crate::fetch::DEFAULT_COORDINATOR;
+
+/// Feed items asked for per page.
+const FEED_PAGE: Limit = match Limit::new(100) {
+    Some(limit) => limit,
+    None => panic!("100 is a page size"),
+};
 
 /// `buildsrs mirror`.
 #[derive(Debug, Args)]
@@ -101,24 +108,6 @@ pub struct ServeArgs {
     /// Where to listen.
     #[arg(long, default_value = "127.0.0.1:8090", value_name = "ADDR")]
     pub http: std::net::SocketAddr,
-}
-
-/// One entry of the feed.
-#[derive(Clone, Debug, Deserialize)]
-struct FeedItem {
-    seq: i64,
-    hash: String,
-    size: u64,
-    blob: String,
-    bundle: String,
-    /// Peers holding the blob (older coordinators list none).
-    #[serde(default)]
-    providers: Vec<BlobAddr>,
-}
-
-#[derive(Debug, Deserialize)]
-struct FeedPage {
-    items: Vec<FeedItem>,
 }
 
 /// What happened to one artifact.
@@ -302,16 +291,13 @@ impl Mirror {
             progress.set_style(style);
         }
         while !shutdown.is_cancelled() {
-            let page: FeedPage = serde_json::from_slice(
-                &self
-                    .coordinator
-                    .get_small(&format!(
-                        "/api/v1/verified?since={}&limit=100",
-                        summary.cursor
-                    ))
-                    .await?,
-            )
-            .context("the coordinator's feed does not parse")?;
+            let since = Cursor::new(summary.cursor)
+                .with_context(|| format!("{} is not a feed cursor", summary.cursor))?;
+            let page = self
+                .coordinator
+                .feed(since, FEED_PAGE)
+                .await
+                .context("reading the coordinator's feed")?;
             if page.items.is_empty() {
                 break;
             }
@@ -358,10 +344,7 @@ impl Mirror {
 
     /// Fetches one artifact unless it is here already.
     async fn copy(&self, item: &FeedItem) -> Result<Done> {
-        let hash: Blake3Hash = item
-            .hash
-            .parse()
-            .with_context(|| format!("the feed lists {:?}, not a hash", item.hash))?;
+        let hash = item.hash;
         let hex = hash.to_hex();
         if self.storage.has_blob(&hex).await? && self.storage.has_bundle(&hex).await? {
             return Ok(Done::Present);
@@ -409,7 +392,11 @@ impl Mirror {
     /// Gets the blob into `part` from peers or over HTTP, as `--from` says; returns the
     /// bytes written and whether peers served it.
     async fn fetch(&self, item: &FeedItem, hash: &Blake3Hash, part: &Path) -> (Result<u64>, bool) {
-        let providers: Vec<BlobAddr> = self.peers.iter().chain(&item.providers).cloned().collect();
+        let listed = item.providers.iter().map(|p| BlobAddr {
+            endpoint_id: p.endpoint_id.clone(),
+            addrs: p.addrs.clone(),
+        });
+        let providers: Vec<BlobAddr> = self.peers.iter().cloned().chain(listed).collect();
         if let Some(blobs) = &self.blobs
             && (self.source == Source::Peers || !providers.is_empty())
         {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a build ended, without its details: the stored and displayed kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {
     /// Binaries were built, packed and attested.

@@ -6,10 +6,13 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
+use buildsrs_keys::Identity;
 use buildsrs_keys::bundle::Bundle;
-use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
+use buildsrs_keys::{
+    ArtifactId, Blake3Hash, PublicKey, SCHEMA_VERSION, SignedAttestation, Statement, Toolchain,
+};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
-pub use buildsrs_store::testing::TARGET;
+pub use buildsrs_store::testing::{TARGET, TOOLCHAIN};
 use buildsrs_store::testing::{lease, matrix, register};
 use buildsrs_store::{BuildOutcome, IndexVersion, Store, StoredBuild, Submission, TaskId};
 use buildsrs_web::{WebConfig, WebState, router};
@@ -49,6 +52,36 @@ fn version(name: &str, version: &str, n: u64, yanked: bool) -> IndexVersion {
         yanked,
         rust_version: None,
     }
+}
+
+/// The signed attestation of `demo 1.0.0` by the builder `key(n)`, as a node sends it.
+pub fn attestation(builder: &PublicKey, artifact: ArtifactId) -> Vec<u8> {
+    let identity = (1..=u8::MAX)
+        .map(|n| Identity::from_seed([n; 32]))
+        .find(|identity| identity.public_key() == *builder)
+        .expect("a builder of the scene");
+    let statement = Statement {
+        schema: SCHEMA_VERSION,
+        crate_name: "demo".to_owned(),
+        version: "1.0.0".to_owned(),
+        source_sha256: Some(format!("{:064x}", 1).parse().unwrap()),
+        cargo_lock_sha256: None,
+        target: TARGET.to_owned(),
+        toolchain: Toolchain {
+            release: TOOLCHAIN.to_owned(),
+            commit_hash: "0000000".to_owned(),
+            host: TARGET.to_owned(),
+        },
+        features: Vec::new(),
+        settings_digest: None,
+        artifact,
+        builder: *builder,
+        build_started: 1_700_000_000,
+        build_finished: 1_700_000_060,
+    };
+    SignedAttestation::sign(statement, &identity)
+        .unwrap()
+        .to_canonical_json()
 }
 
 impl Scene {
@@ -121,7 +154,7 @@ impl Scene {
                         builder,
                         outcome: BuildOutcome::Built(StoredBuild {
                             artifact,
-                            signed: br#"{"statement":"seeded"}"#.to_vec(),
+                            signed: attestation(&builder, artifact),
                         }),
                         log: Some(b"   Compiling demo v1.0.0\n    Finished release\n".to_vec()),
                     },
