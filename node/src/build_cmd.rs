@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::datadir::DataDir;
 use crate::job::JobFields;
-use crate::outcome::{BuildOutcome, OutcomeKind};
+use crate::outcome::{BuildOutcome, Built, OutcomeKind};
 use crate::pipeline::{Pipeline, Stage};
 use crate::state::NodeState;
 
@@ -161,7 +161,12 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
     let log_path = args.out.join(format!("{stem}.log"));
     std::fs::write(&log_path, &report.log)?;
     println!("outcome: {}", report.outcome);
-    if let (Some(archive), Some(attestation)) = (&report.archive, &report.attestation) {
+    if let Some(Built {
+        archive,
+        attestation,
+        ..
+    }) = report.outcome.built()
+    {
         let out = args.out.join(format!("{stem}.tar.gz"));
         std::fs::copy(archive, &out).with_context(|| format!("writing {}", out.display()))?;
         let bundle_path = Bundle::path_for(&out);

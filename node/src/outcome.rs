@@ -13,20 +13,26 @@
 //! the reason the coordinator stores).
 
 use std::fmt;
+use std::path::PathBuf;
 
 pub use buildsrs_domain::{Ended, Outcome, OutcomeKind};
-use buildsrs_keys::ArtifactId;
+use buildsrs_keys::{ArtifactId, SignedAttestation};
 
 /// How a node's build ended.
 pub type BuildOutcome = Outcome<Built>;
 
-/// What a build that succeeded made.
+/// What a build that succeeded made: the archive, what it is, and the node's signed word
+/// for it, together.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Built {
     /// The archive's hash and size.
     pub artifact: ArtifactId,
     /// The binaries in it.
     pub binaries: Vec<String>,
+    /// Where the archive is, in the data dir.
+    pub archive: PathBuf,
+    /// The node's signed attestation of it.
+    pub attestation: SignedAttestation,
 }
 
 impl fmt::Display for Built {

@@ -81,14 +81,22 @@ pub enum Stage {
 pub struct JobReport {
     /// The node-state job id.
     pub job_id: i64,
-    /// How it ended.
+    /// How it ended; a built outcome holds the archive and the attestation.
     pub outcome: BuildOutcome,
-    /// The signed attestation, when it built.
-    pub attestation: Option<SignedAttestation>,
-    /// The archive in the data dir, when it built.
-    pub archive: Option<PathBuf>,
     /// The capped build log. It ends with the step timings and the outcome.
     pub log: String,
+}
+
+impl JobReport {
+    /// The archive in the data dir, when it built.
+    pub fn archive(&self) -> Option<&Path> {
+        self.outcome.built().map(|built| built.archive.as_path())
+    }
+
+    /// The signed attestation, when it built.
+    pub fn attestation(&self) -> Option<&SignedAttestation> {
+        self.outcome.built().map(|built| &built.attestation)
+    }
 }
 
 /// Builds crates for one node. Cheap to share: the state is behind an `Arc`.
@@ -225,41 +233,32 @@ impl Pipeline {
         {
             tracing::warn!("removing {}: {error}", work.display());
         }
-        let (outcome, attestation, archive) = match result {
-            Ok(done) => done,
-            Err(error) => (BuildOutcome::node_error(format!("{error:#}")), None, None),
-        };
+        let outcome = result.unwrap_or_else(|error| BuildOutcome::node_error(format!("{error:#}")));
         steps.end();
         push_line(&mut log, &format!("== steps: {steps}"));
         push_line(&mut log, &format!("== outcome: {outcome}"));
-        let artifact = match (&outcome, &archive) {
-            (BuildOutcome::Built(Built { artifact, .. }), Some(path)) => {
-                Some((*artifact, path.clone()))
-            }
-            _ => None,
-        };
+        let built = outcome.built();
         self.state.finish_job(
             job_id,
             &JobResult {
                 outcome: outcome.kind().as_str().to_owned(),
                 detail: outcome.to_string(),
-                artifact,
-                attestation: attestation
-                    .as_ref()
-                    .map(|a| String::from_utf8_lossy(&a.to_canonical_json()).into_owned()),
+                artifact: built.map(|b| (b.artifact, b.archive.clone())),
+                attestation: built.map(|b| {
+                    String::from_utf8_lossy(&b.attestation.to_canonical_json()).into_owned()
+                }),
             },
         )?;
         Ok(JobReport {
             job_id,
             outcome,
-            attestation,
-            archive,
             log: log.to_string_lossy(),
         })
     }
 
-    /// The steps. `Err` means the node failed (disk, sandbox); the caller turns it into a
-    /// `NodeError` outcome.
+    /// The steps, in order; each either hands the next what it needs or ends the job with
+    /// an outcome (`Ok(Err(outcome))`). `Err` means the node failed (disk, sandbox); the
+    /// caller turns it into a node error.
     async fn run_job(
         &self,
         request: &BuildRequest,
@@ -268,80 +267,39 @@ impl Pipeline {
         steps: &mut Steps,
         started: jiff::Timestamp,
         progress: &(dyn Fn(Stage) + Sync),
-    ) -> Result<(BuildOutcome, Option<SignedAttestation>, Option<PathBuf>)> {
+    ) -> Result<BuildOutcome> {
+        /// The value of a step, or the end of the job with its outcome.
+        macro_rules! step {
+            ($step:expr) => {
+                match $step {
+                    Ok(value) => value,
+                    Err(outcome) => return Ok(outcome),
+                }
+            };
+        }
         let top = format!("{}-{}", request.crate_name, request.version);
         std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
         let crate_file = work.join(format!("{top}.crate"));
 
         steps.begin("download");
-        push_line(log, &format!("== downloading {}", request.download_url));
-        let limits = DownloadLimits::new(
-            self.config.limits.crate_mib << 20,
-            Duration::from_secs(self.config.limits.download_secs),
-        );
-        let downloaded = download_crate(
-            &self.http,
-            request.download_url.as_str(),
-            &request.source_sha256,
-            limits,
-            &crate_file,
-            |received, total| progress(Stage::Downloading(received, total)),
-        )
-        .await;
-        match downloaded {
-            Ok(bytes) => push_line(
-                log,
-                &format!("   {bytes} bytes, sha256 {}", request.source_sha256),
-            ),
-            Err(error @ FetchError::ChecksumMismatch { .. }) => {
-                push_line(log, &error.to_string());
-                return Ok((
-                    BuildOutcome::source_checksum_mismatch(error.to_string()),
-                    None,
-                    None,
-                ));
-            }
-            Err(error @ FetchError::TooLarge { .. }) => {
-                push_line(log, &error.to_string());
-                return Ok((failed(error.to_string()), None, None));
-            }
-            Err(error) => {
-                // The registry's or the network's trouble (a stall, the time limit, an error
-                // status): never the crate's.
-                push_line(log, &error.to_string());
-                return Err(error).context("downloading the crate");
-            }
-        }
-        steps.begin("unpack");
+        step!(self.download(request, &crate_file, log, progress).await?);
 
+        steps.begin("unpack");
         progress(Stage::Planning);
         let unpack_dir = work.join("src");
-        let source = match unpack_source(&crate_file, &unpack_dir, &top, log)? {
-            Ok(source) => source,
-            Err(outcome) => return Ok((outcome, None, None)),
-        };
-        steps.begin("plan");
+        let source = step!(unpack_source(&crate_file, &unpack_dir, &top, log)?);
 
-        let plan = match self.plan(&source, work, log).await? {
-            Ok(plan) => plan,
-            Err(outcome) => return Ok((outcome, None, None)),
-        };
+        steps.begin("plan");
+        let plan = step!(self.plan(&source, work, log).await?);
         if let Some(outcome) = self.cannot_build(&plan, &request.target) {
             push_line(log, &format!("== not building: {outcome}"));
-            return Ok((outcome, None, None));
+            return Ok(outcome);
         }
+
         steps.begin("check sources");
+        step!(check_sources(&source, request, log)?);
 
-        match check_unpacked(&source, &JobRegistry::new(&request.registry))? {
-            Ok(()) => push_line(log, "== sources: only the job's registry"),
-            Err(refused) => {
-                let reason = format!("refused before phase 1: {refused}");
-                push_line(log, &reason);
-                return Ok((failed(reason), None, None));
-            }
-        }
         steps.begin("phase 1");
-
         let cargo = CargoLayout {
             source: source.clone(),
             cargo_home: self.cargo_home(&request.registry)?,
@@ -351,7 +309,6 @@ impl Pipeline {
             clock_shim: self.clock_shim.clone(),
         };
         cargo.create_dirs()?;
-
         progress(Stage::FetchingDependencies);
         let lock_path = source.join("Cargo.lock");
         let shipped_lock = lock_path.is_file();
@@ -369,12 +326,12 @@ impl Pipeline {
             .fetch_dependencies(&cargo, shipped_lock, request, log)
             .await?
         {
-            return Ok((outcome, None, None));
+            return Ok(outcome);
         }
+
         steps.begin("phase 2");
         // Read before phase 2, which may write into the source.
         let lock_sha256 = sha256_file(&lock_path)?;
-
         progress(Stage::Compiling);
         let spec = self.build_spec(&cargo, &plan, &request.target);
         let settings = BuildSettings {
@@ -383,6 +340,93 @@ impl Pipeline {
             compile: self.sandbox.settings_description(&spec),
             clock: BuildSettings::frozen_clock(SOURCE_DATE_EPOCH),
         };
+        let phase_one = PhaseOne {
+            crate_file: &crate_file,
+            unpack_dir: &unpack_dir,
+            top: &top,
+            shipped_lock,
+            cached,
+        };
+        step!(
+            self.compile(request, &cargo, &spec, &phase_one, work, log, steps)
+                .await?
+        );
+
+        steps.begin("pack and sign");
+        progress(Stage::Packing);
+        let signed = Signed {
+            plan: &plan,
+            settings: &settings,
+            lock_sha256,
+            started,
+        };
+        let built = step!(self.pack_and_sign(request, &cargo, &signed, work, log)?);
+        Ok(BuildOutcome::Built(built))
+    }
+
+    /// Downloads the `.crate` to `crate_file`, capped in size and time and checked against
+    /// the index checksum.
+    async fn download(
+        &self,
+        request: &BuildRequest,
+        crate_file: &Path,
+        log: &mut CappedLog,
+        progress: &(dyn Fn(Stage) + Sync),
+    ) -> Result<Result<(), BuildOutcome>> {
+        push_line(log, &format!("== downloading {}", request.download_url));
+        let limits = DownloadLimits::new(
+            self.config.limits.crate_mib << 20,
+            Duration::from_secs(self.config.limits.download_secs),
+        );
+        let downloaded = download_crate(
+            &self.http,
+            request.download_url.as_str(),
+            &request.source_sha256,
+            limits,
+            crate_file,
+            |received, total| progress(Stage::Downloading(received, total)),
+        )
+        .await;
+        match downloaded {
+            Ok(bytes) => {
+                push_line(
+                    log,
+                    &format!("   {bytes} bytes, sha256 {}", request.source_sha256),
+                );
+                Ok(Ok(()))
+            }
+            Err(error @ FetchError::ChecksumMismatch { .. }) => {
+                push_line(log, &error.to_string());
+                Ok(Err(BuildOutcome::source_checksum_mismatch(
+                    error.to_string(),
+                )))
+            }
+            Err(error @ FetchError::TooLarge { .. }) => {
+                push_line(log, &error.to_string());
+                Ok(Err(failed(error.to_string())))
+            }
+            Err(error) => {
+                // The registry's or the network's trouble (a stall, the time limit, an error
+                // status): never the crate's.
+                push_line(log, &error.to_string());
+                Err(error).context("downloading the crate")
+            }
+        }
+    }
+
+    /// Phase 2 in the sandbox. When phase 1 was skipped (every dependency cached) and cargo
+    /// still wanted something, fetches as usual and builds again from a fresh source.
+    #[allow(clippy::too_many_arguments)] // The job's state, passed along rather than bundled.
+    async fn compile(
+        &self,
+        request: &BuildRequest,
+        cargo: &CargoLayout,
+        spec: &SandboxSpec,
+        phase_one: &PhaseOne<'_>,
+        work: &Path,
+        log: &mut CappedLog,
+        steps: &mut Steps,
+    ) -> Result<Result<(), BuildOutcome>> {
         push_line(
             log,
             &format!(
@@ -390,9 +434,9 @@ impl Pipeline {
                 spec.args.join(" ")
             ),
         );
-        let mut run = self.sandbox.run(&spec).await?;
+        let mut run = self.sandbox.run(spec).await?;
         append_run(log, &run);
-        if cached && run.kind() == RunKind::Failed && missed_offline(&run) {
+        if phase_one.cached && run.kind() == RunKind::Failed && missed_offline(&run) {
             // The cache looked complete but cargo still wanted something (an index entry,
             // say): fetch as usual and build again from a fresh source and clean dirs (the
             // failed run may have written into all of them).
@@ -400,36 +444,56 @@ impl Pipeline {
                 log,
                 "== phase 2 needed something not cached; fetching and building again",
             );
-            for dir in [&unpack_dir, &cargo.dependency_sources, &cargo.target] {
+            for dir in [
+                phase_one.unpack_dir,
+                &cargo.dependency_sources,
+                &cargo.target,
+            ] {
                 std::fs::remove_dir_all(dir)
                     .with_context(|| format!("removing {}", dir.display()))?;
             }
-            if let Err(outcome) = unpack_source(&crate_file, &unpack_dir, &top, log)? {
-                return Ok((outcome, None, None));
+            if let Err(outcome) = unpack_source(
+                phase_one.crate_file,
+                phase_one.unpack_dir,
+                phase_one.top,
+                log,
+            )? {
+                return Ok(Err(outcome));
             }
             cargo.create_dirs()?;
             steps.begin("phase 1 (again)");
             if let Some(outcome) = self
-                .fetch_dependencies(&cargo, shipped_lock, request, log)
+                .fetch_dependencies(cargo, phase_one.shipped_lock, request, log)
                 .await?
             {
-                return Ok((outcome, None, None));
+                return Ok(Err(outcome));
             }
             steps.begin("phase 2 (again)");
-            run = self.sandbox.run(&spec).await?;
+            run = self.sandbox.run(spec).await?;
             append_run(log, &run);
         }
-        if let Some(outcome) = self.compile_failure(&run, &spec, work) {
-            return Ok((outcome, None, None));
-        }
-        steps.begin("pack and sign");
+        Ok(match self.compile_failure(&run, spec, work) {
+            Some(outcome) => Err(outcome),
+            None => Ok(()),
+        })
+    }
 
-        progress(Stage::Packing);
-        let files = match self.take_binaries(&cargo.target, &request.target, &plan, work)? {
+    /// Takes the binaries out of the target dir (without following links), packs them into
+    /// the data dir's artifacts, and signs the attestation.
+    fn pack_and_sign(
+        &self,
+        request: &BuildRequest,
+        cargo: &CargoLayout,
+        signed: &Signed<'_>,
+        work: &Path,
+        log: &mut CappedLog,
+    ) -> Result<Result<Built, BuildOutcome>> {
+        let plan = signed.plan;
+        let files = match self.take_binaries(&cargo.target, &request.target, plan, work)? {
             Ok(files) => files,
             Err(reason) => {
                 push_line(log, &reason);
-                return Ok((failed(reason), None, None));
+                return Ok(Err(failed(reason)));
             }
         };
         let staged = work.join("artifact.tar.gz");
@@ -456,22 +520,23 @@ impl Pipeline {
             crate_name: request.crate_name.to_string(),
             version: request.version.to_string(),
             source_sha256: Some(request.source_sha256),
-            cargo_lock_sha256: Some(lock_sha256),
+            cargo_lock_sha256: Some(signed.lock_sha256),
             target: request.target.to_string(),
             toolchain: self.toolchain.clone(),
             features: plan.enabled_features.clone(),
-            settings_digest: Some(settings.digest()),
+            settings_digest: Some(signed.settings.digest()),
             artifact: packed.id,
             builder: self.identity.public_key(),
-            build_started: unix_seconds(started),
+            build_started: unix_seconds(signed.started),
             build_finished: unix_seconds(jiff::Timestamp::now()),
         };
         let attestation = SignedAttestation::sign(statement, &self.identity)?;
-        let outcome = BuildOutcome::Built(Built {
+        Ok(Ok(Built {
             artifact: packed.id,
             binaries: plan.binaries.clone(),
-        });
-        Ok((outcome, Some(attestation), Some(archive)))
+            archive,
+            attestation,
+        }))
     }
 
     /// Copies the planned binaries out of the build's target dir into `work/binaries/` for
@@ -1071,6 +1136,43 @@ fn unpack_source(
             Ok(Err(failed(reason)))
         }
         Err(error) => Err(error).context("unpacking the crate"),
+    }
+}
+
+/// What phase 2 needs to know of phase 1, to run it again when the cache fell short.
+struct PhaseOne<'a> {
+    crate_file: &'a Path,
+    unpack_dir: &'a Path,
+    top: &'a str,
+    shipped_lock: bool,
+    cached: bool,
+}
+
+/// What the attestation states besides the artifact.
+struct Signed<'a> {
+    plan: &'a BuildPlan,
+    settings: &'a BuildSettings,
+    lock_sha256: Sha256Digest,
+    started: jiff::Timestamp,
+}
+
+/// Refuses, before phase 1, a crate whose manifest or shipped lock names any source but the
+/// job's registry.
+fn check_sources(
+    source: &Path,
+    request: &BuildRequest,
+    log: &mut CappedLog,
+) -> Result<Result<(), BuildOutcome>> {
+    match check_unpacked(source, &JobRegistry::new(&request.registry))? {
+        Ok(()) => {
+            push_line(log, "== sources: only the job's registry");
+            Ok(Ok(()))
+        }
+        Err(refused) => {
+            let reason = format!("refused before phase 1: {refused}");
+            push_line(log, &reason);
+            Ok(Err(failed(reason)))
+        }
     }
 }
 

@@ -395,14 +395,16 @@ async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
 /// Adds a built artifact to the blob store (so the coordinator can fetch it) and gives the
 /// outcome its wire payload, the signed attestation.
 async fn keep_and_describe(shared: &Shared, report: JobReport) -> Outcome {
-    let artifact = match report.outcome {
-        BuildOutcome::Built(Built { artifact, .. }) => artifact,
+    let Built {
+        artifact,
+        archive,
+        attestation,
+        ..
+    } = match report.outcome {
+        BuildOutcome::Built(built) => built,
         BuildOutcome::Ended(ended) => return Outcome::Ended(ended),
     };
-    let (Some(archive), Some(attestation)) = (&report.archive, &report.attestation) else {
-        return Outcome::node_error("built, but the archive or attestation is missing");
-    };
-    match shared.blobs.add_file(archive).await {
+    match shared.blobs.add_file(&archive).await {
         Ok(added) if added == artifact => {}
         Ok(added) => {
             return Outcome::node_error(format!(

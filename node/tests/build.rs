@@ -17,7 +17,9 @@ use support::{TARGET, TestNode, fixture_copy};
 
 fn built(report: &buildsrs_node::pipeline::JobReport) -> (ArtifactId, Vec<String>) {
     match &report.outcome {
-        BuildOutcome::Built(Built { artifact, binaries }) => (*artifact, binaries.clone()),
+        BuildOutcome::Built(Built {
+            artifact, binaries, ..
+        }) => (*artifact, binaries.clone()),
         other => panic!("expected a build, got {other}\n{}", report.log),
     }
 }
@@ -31,7 +33,7 @@ async fn one_binary_builds_runs_and_its_attestation_verifies() -> Result<()> {
     let (artifact, binaries) = built(&report);
     assert_eq!(binaries, ["hello-bin"]);
 
-    let archive = report.archive.clone().unwrap();
+    let archive = report.archive().unwrap().to_path_buf();
     assert_eq!(ArtifactId::of_file(&archive)?, artifact);
     let out = tempfile::tempdir()?;
     let top = format!("hello-bin-0.1.0-{TARGET}");
@@ -45,7 +47,7 @@ async fn one_binary_builds_runs_and_its_attestation_verifies() -> Result<()> {
     assert!(run.status.success());
     assert!(!run.stdout.is_empty());
 
-    let attestation = report.attestation.unwrap();
+    let attestation = report.attestation().unwrap().clone();
     let statement = &attestation.statement;
     assert_eq!(statement.source_sha256.unwrap().to_hex(), published.cksum);
     assert!(statement.cargo_lock_sha256.is_some() && statement.settings_digest.is_some());
@@ -90,7 +92,7 @@ async fn several_binaries_and_no_binaries() -> Result<()> {
         "{}",
         report.outcome
     );
-    assert!(report.attestation.is_none() && report.archive.is_none());
+    assert!(report.attestation().is_none() && report.archive().is_none());
     Ok(())
 }
 
@@ -108,7 +110,7 @@ async fn metadata_chooses_features_and_binaries_and_warns_about_unknown_keys() -
         "{}",
         report.log
     );
-    let features = &report.attestation.unwrap().statement.features;
+    let features = &report.attestation().unwrap().clone().statement.features;
     assert!(
         features.contains(&"shout".to_owned()) && features.contains(&"greet".to_owned()),
         "{features:?}"
@@ -291,7 +293,7 @@ async fn a_binary_swapped_for_a_link_to_the_node_key_is_never_read() -> Result<(
             }
             other => panic!("{mode}: {other}\n{}", report.log),
         }
-        assert!(report.archive.is_none() && report.attestation.is_none());
+        assert!(report.archive().is_none() && report.attestation().is_none());
     }
     for held in std::fs::read_dir(node.dir.artifacts_dir())? {
         let bytes = std::fs::read(held?.path())?;
@@ -476,7 +478,7 @@ async fn retention_prunes_old_artifacts_and_keeps_fresh_ones() -> Result<()> {
         .build(&registry, &registry.publish("hello-bin", "0.1.0")?)
         .await?;
     let (artifact, _) = built(&report);
-    let archive = report.archive.clone().expect("an archive");
+    let archive = report.archive().expect("an archive").to_path_buf();
     let blob_dir = tempfile::tempdir()?;
     let blobs = buildsrs_blobs::BlobNode::spawn(buildsrs_blobs::BlobConfig {
         secret_key: node.dir.identity()?.iroh_secret_key(),
@@ -842,12 +844,12 @@ async fn two_nodes_build_identical_archives_and_rebuilds_are_byte_identical() ->
             published.name
         );
         assert_eq!(
-            a.attestation.as_ref().unwrap().statement.settings_digest,
-            b.attestation.as_ref().unwrap().statement.settings_digest
+            a.attestation().unwrap().statement.settings_digest,
+            b.attestation().unwrap().statement.settings_digest
         );
-        let bytes = std::fs::read(a.archive.as_ref().unwrap())?;
+        let bytes = std::fs::read(a.archive().unwrap())?;
         let again = first.build(&registry, published).await?;
-        assert_eq!(std::fs::read(again.archive.as_ref().unwrap())?, bytes);
+        assert_eq!(std::fs::read(again.archive().unwrap())?, bytes);
     }
     Ok(())
 }
@@ -860,9 +862,8 @@ async fn an_extra_rustflag_changes_the_settings_digest() -> Result<()> {
     let odd = TestNode::new(|c| c.extra_rustflags = vec!["-Cmetadata=odd-builder".into()]).await?;
     let a = plain.build(&registry, &hello).await?;
     let b = odd.build(&registry, &hello).await?;
-    let digest = |r: &buildsrs_node::pipeline::JobReport| {
-        r.attestation.as_ref().unwrap().statement.settings_digest
-    };
+    let digest =
+        |r: &buildsrs_node::pipeline::JobReport| r.attestation().unwrap().statement.settings_digest;
     assert_ne!(digest(&a), digest(&b));
     assert_ne!(built(&a).0, built(&b).0);
     Ok(())

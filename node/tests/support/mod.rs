@@ -134,7 +134,7 @@ pub fn run_built(
     use std::io::Write;
     let out = tempfile::tempdir().unwrap();
     let unpacked = buildsrs_archive::unpack_tar_gz(
-        std::fs::File::open(report.archive.as_ref().expect("an archive")).unwrap(),
+        std::fs::File::open(report.archive().expect("an archive")).unwrap(),
         out.path(),
         &format!("{name}-{version}-{TARGET}"),
         buildsrs_archive::Limits::CRATE_SOURCE,
