@@ -1,7 +1,9 @@
 //! The node's libp2p client: one connection to a coordinator, kept up, and a way to ask.
 //!
-//! An actor owns the swarm; [`Client`] is its cheap handle. [`Client::request`] sends one
-//! job-protocol request and waits for the answer. The actor dials the configured coordinator
+//! An actor owns the swarm; [`Client`] is its cheap handle, with one typed method per request
+//! of the job protocol ([`Client::request_job`], [`Client::renew`], [`Client::submit`],
+//! [`Client::goodbye`]), each waiting for the answer and turning it into what the caller can
+//! act on; an answer that does not belong to the request is an error. The actor dials the configured coordinator
 //! addresses (and nothing else), redials with exponential backoff when the connection drops,
 //! and sends the node's hello first on every new connection, so the coordinator always knows
 //! who is asking before it is asked for work.
@@ -15,7 +17,9 @@ use buildsrs_p2p::libp2p::{
     Multiaddr, PeerId, Swarm, multiaddr::Protocol, request_response, swarm::SwarmEvent,
 };
 use buildsrs_p2p::{Behaviour, BehaviourEvent, Role, build_swarm};
-use buildsrs_protocol::{Hello, NoJobReason, Request, Response, Standing};
+use buildsrs_protocol::{
+    Hello, Job, JobResult, NoJobReason, RejectKind, Request, Response, Standing,
+};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -40,10 +44,102 @@ pub struct Client {
     link: watch::Receiver<Link>,
 }
 
+/// The answer to a job request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobAnswer {
+    /// A job, under a fresh lease.
+    Job(Job),
+    /// Nothing now; ask again after `retry_after` (clamped to 1 s – 5 min, whatever the
+    /// coordinator said).
+    NoJob {
+        /// Why.
+        reason: NoJobReason,
+        /// When to ask again.
+        retry_after: Duration,
+    },
+}
+
+/// The answer to a lease renewal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// The lease now runs until this time (seconds since the Unix epoch).
+    Renewed(i64),
+    /// Not renewed: the task went elsewhere or the lease ended.
+    Refused {
+        /// What kind of refusal.
+        kind: RejectKind,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The answer to a submitted result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Recorded; `counted` says whether it counts toward the decision, `reason` why not.
+    Recorded {
+        /// Whether it counts.
+        counted: bool,
+        /// Why it does not, when it does not.
+        reason: Option<String>,
+    },
+    /// Refused; nothing changed. `Unavailable` is worth retrying, the rest is not.
+    Refused {
+        /// What kind of refusal.
+        kind: RejectKind,
+        /// Why.
+        reason: String,
+    },
+}
+
 impl Client {
+    /// Asks for a job. A refusal is an error (the coordinator could not answer now).
+    pub async fn request_job(&self) -> Result<JobAnswer> {
+        match self.request(Request::RequestJob).await? {
+            Response::Job(job) => Ok(JobAnswer::Job(job)),
+            Response::NoJob {
+                reason,
+                retry_after_secs,
+            } => Ok(JobAnswer::NoJob {
+                reason,
+                retry_after: Duration::from_secs(u64::from(retry_after_secs.clamp(1, 300))),
+            }),
+            other => unexpected("a job request", other),
+        }
+    }
+
+    /// Renews a lease.
+    pub async fn renew(&self, lease_id: i64, epoch: i64) -> Result<Renewal> {
+        match self
+            .request(Request::RenewLease { lease_id, epoch })
+            .await?
+        {
+            Response::Renewed { deadline_unix } => Ok(Renewal::Renewed(deadline_unix)),
+            Response::Rejected { kind, reason } => Ok(Renewal::Refused { kind, reason }),
+            other => unexpected("a renewal", other),
+        }
+    }
+
+    /// Submits a job's result.
+    pub async fn submit(&self, result: JobResult) -> Result<Submitted> {
+        match self.request(Request::Submit(result)).await? {
+            Response::Accepted { counted, reason } => Ok(Submitted::Recorded { counted, reason }),
+            Response::Rejected { kind, reason } => Ok(Submitted::Refused { kind, reason }),
+            other => unexpected("a result", other),
+        }
+    }
+
+    /// Says the node is leaving.
+    pub async fn goodbye(&self) -> Result<()> {
+        match self.request(Request::Goodbye).await? {
+            Response::Farewell => Ok(()),
+            other => unexpected("a goodbye", other),
+        }
+    }
+
     /// Sends one request and waits for the answer. Fails when the coordinator is not
     /// connected or the request fails in transit; the caller decides whether to retry.
-    pub async fn request(&self, request: Request) -> Result<Response> {
+    async fn request(&self, request: Request) -> Result<Response> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send((request, tx))
@@ -65,6 +161,16 @@ impl Client {
                 changed = link.changed() => if changed.is_err() { return None },
             }
         }
+    }
+}
+
+/// An answer that does not belong to the request.
+fn unexpected<T>(what: &str, answer: Response) -> Result<T> {
+    match answer {
+        Response::Rejected { kind, reason } => {
+            bail!("the coordinator refused {what} ({kind:?}): {reason}")
+        }
+        other => bail!("unexpected answer to {what}: {other:?}"),
     }
 }
 

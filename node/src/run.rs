@@ -23,7 +23,6 @@ use buildsrs_blobs::{BlobConfig, BlobNode};
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_protocol::{
     Attested, BlobAddress, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind,
-    Request, Response,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -31,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::datadir::DataDir;
 use crate::job::JobFields;
-use crate::net::{self, Client};
+use crate::net::{self, Client, JobAnswer, Renewal, Submitted};
 use crate::outcome::{BuildOutcome, Built};
 use crate::pipeline::{JobReport, Pipeline};
 use crate::state::NodeState;
@@ -240,8 +239,8 @@ async fn job_loop(
         if shared.client.wait_welcomed(shutdown).await.is_none() {
             return jobs;
         }
-        let wait = match shared.client.request(Request::RequestJob).await {
-            Ok(Response::Job(job)) => {
+        let wait = match shared.client.request_job().await {
+            Ok(JobAnswer::Job(job)) => {
                 told_pending = false;
                 let shared = Arc::clone(shared);
                 jobs.spawn(async move {
@@ -250,19 +249,15 @@ async fn job_loop(
                 });
                 continue;
             }
-            Ok(Response::NoJob {
+            Ok(JobAnswer::NoJob {
                 reason,
-                retry_after_secs,
+                retry_after,
             }) => {
                 if reason == NoJobReason::NotApproved && !told_pending {
                     tracing::warn!("the coordinator has not approved this node; waiting");
                     told_pending = true;
                 }
-                Duration::from_secs(u64::from(retry_after_secs.clamp(1, 300)))
-            }
-            Ok(other) => {
-                tracing::warn!("unexpected answer to a job request: {other:?}");
-                Duration::from_secs(5)
+                retry_after
             }
             Err(error) => {
                 tracing::debug!("job request failed: {error:#}");
@@ -278,9 +273,7 @@ async fn job_loop(
 
 /// Says goodbye and lets running jobs finish within `grace`.
 async fn finish(mut jobs: JoinSet<()>, client: &Client, grace: Duration) {
-    if let Ok(Ok(_)) =
-        tokio::time::timeout(Duration::from_secs(5), client.request(Request::Goodbye)).await
-    {
+    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(5), client.goodbye()).await {
         tracing::info!("told the coordinator we are leaving");
     }
     if jobs.is_empty() {
@@ -444,17 +437,13 @@ async fn renew_until(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        match client
-            .request(Request::RenewLease { lease_id, epoch })
-            .await
-        {
-            Ok(Response::Renewed { deadline_unix }) => deadline = deadline_unix,
-            Ok(Response::Rejected { kind, reason }) => {
+        match client.renew(lease_id, epoch).await {
+            Ok(Renewal::Renewed(deadline_unix)) => deadline = deadline_unix,
+            Ok(Renewal::Refused { kind, reason }) => {
                 // The task went to someone else; our result will still be recorded, late.
                 tracing::warn!("lease {lease_id} not renewed ({kind:?}): {reason}");
                 return;
             }
-            Ok(other) => tracing::warn!("unexpected answer to a renewal: {other:?}"),
             Err(error) => tracing::debug!("renewing lease {lease_id}: {error:#}"),
         }
     }
@@ -465,12 +454,12 @@ async fn submit(shared: &Shared, result: JobResult) {
     let lease = result.lease_id;
     let mut wait = Duration::from_secs(1);
     for _ in 0..12 {
-        match shared.client.request(Request::Submit(result.clone())).await {
-            Ok(Response::Accepted { counted: true, .. }) => {
+        match shared.client.submit(result.clone()).await {
+            Ok(Submitted::Recorded { counted: true, .. }) => {
                 tracing::info!("lease {lease}: result accepted and counted");
                 return;
             }
-            Ok(Response::Accepted {
+            Ok(Submitted::Recorded {
                 counted: false,
                 reason,
             }) => {
@@ -480,11 +469,15 @@ async fn submit(shared: &Shared, result: JobResult) {
                 tracing::warn!("lease {lease}: result recorded but not counted: {reason}");
                 return;
             }
-            Ok(Response::Rejected { kind, reason }) if kind != RejectKind::Unavailable => {
+            Ok(Submitted::Refused { kind, reason }) if kind != RejectKind::Unavailable => {
                 tracing::warn!("lease {lease}: result refused ({kind:?}): {reason}");
                 return;
             }
-            Ok(other) => tracing::warn!("lease {lease}: submitting: {other:?}; retrying"),
+            Ok(Submitted::Refused { reason, .. }) => {
+                tracing::warn!(
+                    "lease {lease}: submitting: the coordinator is unavailable ({reason}); retrying"
+                );
+            }
             Err(error) => tracing::debug!("lease {lease}: submitting: {error:#}; retrying"),
         }
         tokio::time::sleep(wait).await;
