@@ -195,7 +195,7 @@ async fn start_network(
     })
     .await
     .context("starting the blob client")?;
-    let _ = providers.own.set(blobs.addr().into());
+    let _ = providers.own.set(blobs.addr());
     tracing::info!(
         "coordinator {} ready; artifacts go to {}",
         identity.fingerprint(),

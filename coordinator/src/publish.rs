@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use buildsrs_blobs::{BlobAddr, BlobNode};
+use buildsrs_blobs::BlobNode;
 use buildsrs_keys::{ArtifactId, Bundle, SignedAttestation};
-use buildsrs_protocol::{BlobAddress, VerifiedAnnouncement};
+use buildsrs_protocol::VerifiedAnnouncement;
 use buildsrs_storage::ArtifactStorage;
 use buildsrs_store::Store;
 use tokio::sync::Notify;
@@ -93,7 +93,7 @@ impl Publisher {
             let signed = SignedAttestation::from_json(signed)?;
             bundle.push(&signed)?;
             if let Some(addr) = self.sessions.blob_address(&attestation.builder) {
-                providers.push(BlobAddr::from(addr));
+                providers.push(addr);
             }
         }
         if !self.blobs.has(&hash).await? {
@@ -125,7 +125,7 @@ impl Publisher {
                 toolchain: task.toolchain.clone(),
                 blake3: hex,
                 size: artifact.size,
-                providers: providers.into_iter().map(BlobAddress::from).collect(),
+                providers,
             };
             network.announce(&announcement).await?;
         }

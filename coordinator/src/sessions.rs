@@ -86,10 +86,6 @@ impl buildsrs_web::BlobProviders for FeedProviders {
             .cloned()
             .into_iter()
             .chain(self.sessions.blob_addresses(attesters))
-            .map(|addr| buildsrs_web::BlobAddress {
-                endpoint_id: addr.endpoint_id,
-                addrs: addr.addrs,
-            })
             .collect()
     }
 }

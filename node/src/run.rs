@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use buildsrs_blobs::{BlobConfig, BlobNode};
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_protocol::{
-    Attested, BlobAddress, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind,
+    Attested, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -144,7 +144,7 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         targets: config.targets.clone(),
         toolchains: vec![pipeline.toolchain().release.clone()],
         capacity: config.capacity,
-        blobs: BlobAddress::from(blob_addr),
+        blobs: blob_addr,
     };
     // The network outlives the job loop: jobs still finishing after a shutdown signal must
     // be able to submit.

@@ -4,8 +4,6 @@
 //! Every field is always written (`null` where there is nothing), and readers ignore fields
 //! they do not know, so fields can be added within v1.
 
-use std::net::SocketAddr;
-
 use buildsrs_keys::{
     ArtifactId, Blake3Hash, CrateName, CrateVersion, PublicKey, Sha256Digest, SignedAttestation,
     TargetTriple,
@@ -504,15 +502,8 @@ pub struct QueueAnswer {
     pub next: Option<u64>,
 }
 
-/// Where a peer serves blobs over iroh-blobs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct BlobAddress {
-    /// Its iroh endpoint id (an ed25519 public key, 64 lowercase hex digits).
-    pub endpoint_id: String,
-    /// The UDP socket addresses it listens on (`IP:PORT`).
-    #[schema(value_type = Vec<String>)]
-    pub addrs: Vec<SocketAddr>,
-}
+/// Where a peer serves blobs over iroh-blobs: the one type of `buildsrs-domain`.
+pub use buildsrs_domain::BlobAddress;
 
 /// An artifact in object storage, in the order of publication.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

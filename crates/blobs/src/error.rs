@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use buildsrs_keys::Blake3Hash;
 
-use crate::BlobAddr;
+use crate::BlobAddress;
 
 /// Why a blob operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ impl fmt::Display for FailureKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderFailure {
     /// The provider, as it was given to `fetch`.
-    pub provider: BlobAddr,
+    pub provider: BlobAddress,
     /// The kind of failure, for callers that react differently (e.g. distrust a peer that
     /// sent corrupt data, retry one that was unreachable).
     pub kind: FailureKind,

@@ -3,7 +3,7 @@
 //!
 //! A [`BlobNode`] is one process's blob server and client: an iroh endpoint, a blob store
 //! (on disk, or in memory for tests) and a router serving that store. A builder node adds
-//! its artifact ([`BlobNode::add_file`]) and hands its [`BlobAddr`] to the coordinator; the
+//! its artifact ([`BlobNode::add_file`]) and hands its [`BlobAddress`] to the coordinator; the
 //! coordinator (or a mirror) calls [`BlobNode::fetch`] with the artifact's hash and the
 //! addresses of everyone who claims to have it, and gets the bytes from the first provider
 //! that delivers them intact. The hash is the BLAKE3 of the artifact, the same digest the
@@ -24,7 +24,7 @@ mod addr;
 mod error;
 mod node;
 
-pub use addr::BlobAddr;
+pub use addr::{BlobAddress, IrohAddress};
 pub use error::{BlobError, FailureKind, ProviderFailure};
 pub use node::{BlobConfig, BlobNode, FetchTimeouts};
 

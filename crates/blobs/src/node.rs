@@ -24,7 +24,7 @@ use iroh_blobs::{ALPN, BlobsProtocol, Hash, HashAndFormat};
 use tracing::{debug, warn};
 
 use crate::error::{FailureKind, ProviderFailure};
-use crate::{BlobAddr, BlobError};
+use crate::{BlobAddress, BlobError, IrohAddress};
 
 /// How to start a [`BlobNode`].
 pub struct BlobConfig {
@@ -151,8 +151,8 @@ impl BlobNode {
     /// This node's address, to hand to others: its endpoint id and the direct addresses
     /// of its socket. Bound to `127.0.0.1:0` that is exactly `127.0.0.1:<port>`; bound to
     /// `0.0.0.0` iroh lists the machine's interface addresses instead.
-    pub fn addr(&self) -> BlobAddr {
-        BlobAddr::from_endpoint_addr(&self.router.endpoint().addr())
+    pub fn addr(&self) -> BlobAddress {
+        BlobAddress::from_endpoint_addr(&self.router.endpoint().addr())
     }
 
     /// The underlying iroh endpoint (for diagnostics and tests).
@@ -243,8 +243,8 @@ impl BlobNode {
     pub async fn fetch(
         &self,
         hash: &Blake3Hash,
-        providers: &[BlobAddr],
-    ) -> Result<BlobAddr, BlobError> {
+        providers: &[BlobAddress],
+    ) -> Result<BlobAddress, BlobError> {
         let iroh_hash = to_iroh(hash);
         if self.complete_size(iroh_hash).await?.is_some() {
             self.keep(iroh_hash).await?;
@@ -394,7 +394,7 @@ impl BlobNode {
     async fn fetch_from(
         &self,
         hash: Hash,
-        provider: &BlobAddr,
+        provider: &BlobAddress,
     ) -> Result<(), (FailureKind, String)> {
         let addr = provider
             .to_endpoint_addr()

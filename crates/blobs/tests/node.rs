@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use buildsrs_blobs::{BlobAddr, BlobError, FailureKind};
+use buildsrs_blobs::{BlobAddress, BlobError, FailureKind};
 use buildsrs_keys::{ArtifactId, Blake3Hash};
 use support::*;
 
@@ -258,12 +258,12 @@ async fn fetch_with_all_providers_failing_names_each() {
     let fetcher = mem_node().await;
 
     let unreachable = unreachable_addr();
-    let malformed = BlobAddr {
+    let malformed = BlobAddress {
         endpoint_id: "not-an-endpoint-id".to_owned(),
         addrs: holder.addr().addrs,
     };
     // The holder's socket, but another key: the TLS handshake fails.
-    let wrong_key = BlobAddr {
+    let wrong_key = BlobAddress {
         endpoint_id: unreachable_addr().endpoint_id,
         addrs: holder.addr().addrs,
     };
@@ -377,11 +377,11 @@ async fn addr_lists_only_the_loopback_socket_it_was_bound_to() {
             addr.endpoint_id, addr.addrs[0]
         )
     );
-    assert_eq!(serde_json::from_str::<BlobAddr>(&json).unwrap(), addr);
+    assert_eq!(serde_json::from_str::<BlobAddress>(&json).unwrap(), addr);
     let mut cbor = Vec::new();
     ciborium::into_writer(&addr, &mut cbor).unwrap();
     assert_eq!(
-        ciborium::from_reader::<BlobAddr, _>(cbor.as_slice()).unwrap(),
+        ciborium::from_reader::<BlobAddress, _>(cbor.as_slice()).unwrap(),
         addr
     );
     node.shutdown().await.unwrap();

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use buildsrs_api::answers::FeedItem;
 use buildsrs_api::params::{Cursor, Limit};
-use buildsrs_blobs::{BlobAddr, BlobConfig, BlobNode};
+use buildsrs_blobs::{BlobAddress, BlobConfig, BlobNode};
 use buildsrs_keys::{ArtifactId, Blake3Hash, Bundle, Identity, Keyring, Policy, verify_bundle};
 use buildsrs_storage::{ArtifactStorage, PutOutcome, StorageConfig, StorageError};
 use clap::{Args, Subcommand};
@@ -73,7 +73,7 @@ pub struct MirrorArgs {
     /// A peer that serves blobs over iroh-blobs (`ENDPOINT_ID@IP:PORT[,IP:PORT]`,
     /// repeatable); asked before those the coordinator lists.
     #[arg(long = "peer", value_name = "ADDR")]
-    pub peers: Vec<BlobAddr>,
+    pub peers: Vec<BlobAddress>,
     /// Where blobs come from: peers first with HTTP as the fallback, or only one of them.
     #[arg(long, value_enum, default_value_t = Source::Auto)]
     pub from: Source,
@@ -197,7 +197,7 @@ struct Mirror {
     keyring: Option<(Keyring, u32)>,
     jobs: usize,
     source: Source,
-    peers: Vec<BlobAddr>,
+    peers: Vec<BlobAddress>,
     /// The iroh-blobs client (not for `--from http`), with a scratch store under `tmp/`.
     blobs: Option<BlobNode>,
 }
@@ -392,11 +392,8 @@ impl Mirror {
     /// Gets the blob into `part` from peers or over HTTP, as `--from` says; returns the
     /// bytes written and whether peers served it.
     async fn fetch(&self, item: &FeedItem, hash: &Blake3Hash, part: &Path) -> (Result<u64>, bool) {
-        let listed = item.providers.iter().map(|p| BlobAddr {
-            endpoint_id: p.endpoint_id.clone(),
-            addrs: p.addrs.clone(),
-        });
-        let providers: Vec<BlobAddr> = self.peers.iter().cloned().chain(listed).collect();
+        let providers: Vec<BlobAddress> =
+            self.peers.iter().chain(&item.providers).cloned().collect();
         if let Some(blobs) = &self.blobs
             && (self.source == Source::Peers || !providers.is_empty())
         {

@@ -6,15 +6,17 @@
 //!   statement's rules), the digests [`Blake3Hash`] and [`Sha256Digest`], [`ArtifactId`], a
 //!   builder's [`PublicKey`], the [`Toolchain`] and [`RustRelease`].
 //! - Here: how a build ended, [`Outcome`] and its [`OutcomeKind`]; a version line of the
-//!   registry index, [`IndexVersion`].
+//!   registry index, [`IndexVersion`]; where a peer serves blobs, [`BlobAddress`].
 //!
 //! **Invariant:** no other crate declares these concepts again; a layer that needs more (the
 //! node's archive path, the store's signed bytes) puts it in the `Built` payload of
 //! [`Outcome`], never in a second outcome enum.
 
+pub mod blob;
 pub mod index;
 pub mod outcome;
 
+pub use blob::{BlobAddress, InvalidBlobAddress};
 pub use buildsrs_keys::{
     ArtifactId, Blake3Hash, CrateName, CrateVersion, InvalidName, PublicKey, RustRelease,
     Sha256Digest, TargetTriple, Toolchain,

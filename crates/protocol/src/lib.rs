@@ -16,8 +16,6 @@
 //! plain data, so the node, the coordinator, the fuzzers and any future client share one
 //! definition of the wire.
 
-use std::net::SocketAddr;
-
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The request-response protocol for jobs, version 1.
@@ -73,14 +71,7 @@ pub struct Hello {
     pub blobs: BlobAddress,
 }
 
-/// Where a node's blob server can be reached: its iroh endpoint id and direct addresses.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobAddress {
-    /// The iroh endpoint id (the node's public key, in iroh's text form).
-    pub endpoint_id: String,
-    /// Direct socket addresses.
-    pub addrs: Vec<SocketAddr>,
-}
+pub use buildsrs_domain::BlobAddress;
 
 /// The coordinator's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

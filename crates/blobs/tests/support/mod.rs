@@ -13,7 +13,7 @@ use buildsrs_blobs::iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use buildsrs_blobs::iroh::{Endpoint, NetReportConfig, RelayMode, SecretKey};
 use buildsrs_blobs::iroh_blobs::protocol::{ChunkRanges, Request};
 use buildsrs_blobs::iroh_blobs::store::mem::MemStore;
-use buildsrs_blobs::{BlobAddr, BlobConfig, BlobNode, FetchTimeouts};
+use buildsrs_blobs::{BlobAddress, BlobConfig, BlobNode, FetchTimeouts, IrohAddress};
 use buildsrs_keys::Blake3Hash;
 
 pub const LOOPBACK: &str = "127.0.0.1:0";
@@ -70,13 +70,13 @@ pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// An address where nothing answers: a UDP port that was free a moment ago, with a key
 /// nobody holds.
-pub fn unreachable_addr() -> BlobAddr {
+pub fn unreachable_addr() -> BlobAddress {
     let port = UdpSocket::bind(LOOPBACK)
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    BlobAddr {
+    BlobAddress {
         endpoint_id: secret_key().public().to_string(),
         addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
     }
@@ -113,7 +113,7 @@ pub struct LyingProvider {
 impl LyingProvider {
     /// Serves corrupted copies of `blobs` on a fresh endpoint with the same network
     /// settings as `BlobNode`. Keep the router alive while it should answer.
-    pub async fn spawn(blobs: &[Vec<u8>]) -> (BlobAddr, Router) {
+    pub async fn spawn(blobs: &[Vec<u8>]) -> (BlobAddress, Router) {
         let store = MemStore::new();
         for blob in blobs {
             store.add_slice(blob).await.unwrap();
@@ -134,7 +134,7 @@ impl LyingProvider {
             .accept(buildsrs_blobs::iroh_blobs::ALPN, Self { store })
             .spawn();
         (
-            BlobAddr::from_endpoint_addr(&router.endpoint().addr()),
+            BlobAddress::from_endpoint_addr(&router.endpoint().addr()),
             router,
         )
     }
