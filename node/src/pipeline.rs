@@ -34,7 +34,7 @@ use crate::plan::{BuildPlan, plan_from_metadata};
 use crate::registry_proxy::{ProxyGrant, RegistryProxy};
 use crate::settings::BuildSettings;
 use crate::sources::{JobRegistry, check_unpacked};
-use crate::state::{JobResult, JobStart, NodeState};
+use crate::state::{JobEnd, JobStart, NodeState};
 
 /// `SOURCE_DATE_EPOCH` for every build: a fixed instant, so that nothing depends on when or
 /// where a crate was built.
@@ -240,7 +240,7 @@ impl Pipeline {
         let built = outcome.built();
         self.state.finish_job(
             job_id,
-            &JobResult {
+            &JobEnd {
                 outcome: outcome.kind().as_str().to_owned(),
                 detail: outcome.to_string(),
                 artifact: built.map(|b| (b.artifact, b.archive.clone())),

@@ -137,7 +137,7 @@ pub struct ArtifactRecord {
 
 /// What a finished job produced, recorded atomically with its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobResult {
+pub struct JobEnd {
     /// The outcome's kind (`OutcomeKind::as_str`: `built`, `no_binaries`, …).
     pub outcome: String,
     /// One line for people.
@@ -255,7 +255,7 @@ impl NodeState {
     }
 
     /// Records a job's outcome, artifact and attestation in one transaction.
-    pub fn finish_job(&self, job_id: i64, result: &JobResult) -> Result<(), StateError> {
+    pub fn finish_job(&self, job_id: i64, result: &JobEnd) -> Result<(), StateError> {
         let mut conn = self.conn();
         let sqlite = self.sqlite();
         let now = jiff::Timestamp::now().as_second();
@@ -491,7 +491,7 @@ mod tests {
         state
             .finish_job(
                 id,
-                &JobResult {
+                &JobEnd {
                     outcome: "built".into(),
                     detail: "2 binaries".into(),
                     artifact: Some((artifact, dir.path().join("a.tar.gz"))),
@@ -514,7 +514,7 @@ mod tests {
         assert!(matches!(
             state.finish_job(
                 id,
-                &JobResult {
+                &JobEnd {
                     outcome: "x".into(),
                     detail: String::new(),
                     artifact: None,
@@ -540,7 +540,7 @@ mod tests {
             state
                 .finish_job(
                     done,
-                    &JobResult {
+                    &JobEnd {
                         outcome: "no_binaries".into(),
                         detail: String::new(),
                         artifact: None,
