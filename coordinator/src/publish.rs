@@ -6,7 +6,7 @@
 //! finds the artifact still waiting at its next start and publishes it then. Every step is
 //! idempotent (object storage writes by content hash), so doing one twice is harmless.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::network::NetworkHandle;
 use crate::sessions::Sessions;
+
+/// Puts a verified artifact (its bytes in `file`, which is removed whatever happens) and its
+/// bundle into object storage, then records where it went: the blob first, so that a bundle
+/// or a recorded key always has its blob. Storage streams the file and checks its hash again.
+pub async fn store_published(
+    store: &Store,
+    storage: &ArtifactStorage,
+    artifact: ArtifactId,
+    file: &Path,
+    bundle: &Bundle,
+) -> Result<()> {
+    let hex = artifact.blake3.to_hex();
+    let stored = storage.put_blob_file(&hex, file).await;
+    let _ = tokio::fs::remove_file(file).await;
+    stored?;
+    storage
+        .put_bundle(&hex, bundle.to_json_pretty().into())
+        .await?;
+    let key = ArtifactStorage::blob_key(&hex)?;
+    store
+        .set_artifact_storage_key(&artifact.blake3, key.as_ref())
+        .await?;
+    Ok(())
+}
 
 /// How often the backlog is looked at without being woken.
 const POLL: Duration = Duration::from_secs(5);
@@ -107,16 +131,7 @@ impl Publisher {
         tokio::fs::create_dir_all(&self.scratch).await?;
         let file = self.scratch.join(&hex);
         self.blobs.export(&hash, &file).await?;
-        let stored = self.storage.put_blob_file(&hex, &file).await;
-        let _ = tokio::fs::remove_file(&file).await;
-        stored?;
-        self.storage
-            .put_bundle(&hex, bundle.to_json_pretty().into())
-            .await?;
-        let key = ArtifactStorage::blob_key(&hex)?;
-        self.store
-            .set_artifact_storage_key(&hash, key.as_ref())
-            .await?;
+        store_published(&self.store, &self.storage, artifact, &file, &bundle).await?;
         if let (Some(network), Some(task)) = (&self.network, info.tasks.first()) {
             let announcement = VerifiedAnnouncement {
                 crate_name: task.crate_name.clone(),

@@ -105,11 +105,11 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
         );
     }
     let (sandbox, capabilities) =
-        crate::datadir::sandbox_for(&dir, args.insecure_no_sandbox).await?;
+        crate::datadir::sandbox_for(&dir, &config, args.insecure_no_sandbox).await?;
     for note in &capabilities.notes {
         eprintln!("note: {note}");
     }
-    let limits = crate::limits::report(&dir.config()?.limits, &capabilities);
+    let limits = crate::limits::report(&config.limits, &capabilities);
     for missing in limits.missing() {
         eprintln!("warning: this build runs without a {missing} limit");
     }

@@ -323,10 +323,11 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// The sandbox builds run in: bubblewrap, set up to hide `dir`'s secrets (with cgroups unless
-/// the config switches them off), or none at all when `insecure_no_sandbox` (the caller has
+/// `config` switches them off), or none at all when `insecure_no_sandbox` (the caller has
 /// warned); and what it can enforce here, with notes worth telling the volunteer.
 pub async fn sandbox_for(
     dir: &DataDir,
+    config: &NodeConfig,
     insecure_no_sandbox: bool,
 ) -> anyhow::Result<(
     buildsrs_sandbox::Sandbox,
@@ -338,7 +339,6 @@ pub async fn sandbox_for(
         let capabilities = sandbox.check().await?;
         return Ok((sandbox, capabilities));
     }
-    let config = dir.config()?;
     let (sandbox, capabilities) =
         buildsrs_sandbox::Sandbox::detect_with(buildsrs_sandbox::BwrapConfig {
             protected_paths: dir.protected_paths(),

@@ -102,7 +102,7 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         );
     }
     let (sandbox, capabilities) =
-        crate::datadir::sandbox_for(&dir, options.insecure_no_sandbox).await?;
+        crate::datadir::sandbox_for(&dir, &config, options.insecure_no_sandbox).await?;
     for note in &capabilities.notes {
         tracing::info!("sandbox: {note}");
     }

@@ -197,7 +197,7 @@ impl Sandbox {
     /// and reports which limits are available. The error says what to install or enable.
     pub async fn check(&self) -> Result<SandboxCapabilities, SandboxError> {
         let parents = self.cgroup_parents();
-        let watchdog = crate::watchdog::measure_tree(std::process::id(), 4096).tasks > 0;
+        let watchdog = crate::watchdog::available();
         let mut capabilities = SandboxCapabilities {
             strategy: self.name(),
             isolated: matches!(self, Sandbox::Bubblewrap(_)),

@@ -156,6 +156,11 @@ impl Watchdog {
     }
 }
 
+/// Whether this machine lets the watchdog see process trees (a readable `/proc`).
+pub(crate) fn available() -> bool {
+    measure_tree(std::process::id(), rustix::param::page_size() as u64).tasks > 0
+}
+
 /// The size of a process tree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct TreeSize {

@@ -199,7 +199,7 @@ impl Seeder {
         .await
     }
 
-    /// Puts a verified artifact and its bundle into object storage, as the publisher does.
+    /// Puts a verified artifact and its bundle into object storage, the way the publisher does.
     async fn publish(&self, bytes: &[u8], scratch: &Path) -> Result<ArtifactId> {
         let artifact = ArtifactId::of_bytes(bytes);
         let hash = artifact.blake3;
@@ -217,15 +217,14 @@ impl Seeder {
         }
         let file = scratch.join(&hex);
         std::fs::write(&file, bytes)?;
-        self.storage.put_blob_file(&hex, &file).await?;
-        std::fs::remove_file(&file)?;
-        self.storage
-            .put_bundle(&hex, bundle.to_json_pretty().into())
-            .await?;
-        let key = ArtifactStorage::blob_key(&hex)?;
-        self.store
-            .set_artifact_storage_key(&hash, key.as_ref())
-            .await?;
+        buildsrs_coordinator::publish::store_published(
+            &self.store,
+            &self.storage,
+            artifact,
+            &file,
+            &bundle,
+        )
+        .await?;
         Ok(artifact)
     }
 }

@@ -51,7 +51,7 @@ impl TestNode {
     /// Starts a pipeline over `dir` the way the node does: the config decides whether cgroups
     /// are used; the lock is taken before the state is opened.
     async fn open(dir: DataDir, temp: tempfile::TempDir) -> Result<Self> {
-        let (sandbox, _) = buildsrs_node::datadir::sandbox_for(&dir, false).await?;
+        let (sandbox, _) = buildsrs_node::datadir::sandbox_for(&dir, &dir.config()?, false).await?;
         let lock = dir.lock()?;
         let (state, _) = NodeState::open(&dir.state_path())?;
         let state = Arc::new(state);
