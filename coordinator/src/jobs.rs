@@ -14,13 +14,13 @@
 
 use std::sync::Arc;
 
-use buildsrs_keys::{PublicKey, SignedAttestation};
+use buildsrs_keys::{PublicKey, SignedAttestation, Statement};
 use buildsrs_protocol::{
     Attested, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request, Response, Standing,
 };
 use buildsrs_store::{
-    BuildOutcome, BuilderStatus, Decision, LeaseId, NewBuilder, Store, StoreError, StoredBuild,
-    Submission, TaskId, TaskState,
+    BuildOutcome, BuilderStatus, Decision, LeaseId, LeasedTask, NewBuilder, Store, StoreError,
+    StoredBuild, Submission, TaskState,
 };
 use jiff::Timestamp;
 use tokio::sync::Notify;
@@ -151,8 +151,8 @@ impl JobService {
         };
         tracing::info!(
             "lease {} (task {}, epoch {}): {} {} for {} to {}",
-            lease.lease_id.0,
-            lease.task_id.0,
+            lease.lease_id,
+            lease.task_id,
             lease.epoch,
             lease.crate_name,
             lease.version,
@@ -160,8 +160,8 @@ impl JobService {
             peer.fingerprint()
         );
         Ok(Response::Job(Job {
-            task_id: lease.task_id.0,
-            lease_id: lease.lease_id.0,
+            task_id: lease.task_id,
+            lease_id: lease.lease_id,
             epoch: lease.epoch,
             deadline_unix: lease.deadline.as_second(),
             crate_name: lease.crate_name,
@@ -176,15 +176,11 @@ impl JobService {
     async fn renew(
         &self,
         peer: PublicKey,
-        lease_id: i64,
+        lease_id: LeaseId,
         epoch: i64,
         now: Timestamp,
     ) -> Result<Response, StoreError> {
-        match self
-            .store
-            .renew_lease(&peer, LeaseId(lease_id), epoch, now)
-            .await
-        {
+        match self.store.renew_lease(&peer, lease_id, epoch, now).await {
             Ok(deadline) => Ok(Response::Renewed {
                 deadline_unix: deadline.as_second(),
             }),
@@ -198,51 +194,45 @@ impl JobService {
         result: JobResult,
         now: Timestamp,
     ) -> Result<Response, StoreError> {
-        let Some(detail) = self.store.task(TaskId(result.task_id)).await? else {
-            return Ok(Response::rejected(
-                RejectKind::StaleLease,
-                format!("no task {}", result.task_id),
-            ));
-        };
-        if !detail.leases.iter().any(|l| l.id.0 == result.lease_id) {
-            return Ok(Response::rejected(
-                RejectKind::StaleLease,
-                format!(
-                    "lease {} is not a lease of task {}",
-                    result.lease_id, result.task_id
-                ),
-            ));
-        }
-        // Only a built result carries more than the store keeps: the attestation, checked
-        // against the task before its artifact is believed.
-        let outcome: BuildOutcome = match result.outcome {
+        // Only a built result carries more than the store keeps: the attestation. Its
+        // signature and signer are checked here; that it describes exactly the leased task is
+        // checked in the store's submit transaction, against the task it locked.
+        let (outcome, statement) = match result.outcome {
             Outcome::Built(Attested { attestation }) => {
-                let cksum = self
-                    .store
-                    .version_info(&detail.task.crate_name, &detail.task.version)
-                    .await?
-                    .map(|v| v.version.cksum)
-                    .unwrap_or_default();
-                match check_attestation(&peer, &attestation, &detail.task, &cksum) {
-                    Ok(signed) => BuildOutcome::Built(StoredBuild {
-                        artifact: signed.statement.artifact,
-                        signed: attestation,
-                    }),
+                let signed = match verify_signer(&peer, &attestation) {
+                    Ok(signed) => signed,
                     Err(why) => return Ok(Response::rejected(RejectKind::Forbidden, why)),
-                }
+                };
+                let built = StoredBuild {
+                    artifact: signed.statement.artifact,
+                    signed: attestation,
+                };
+                (BuildOutcome::Built(built), Some(signed.statement))
             }
-            Outcome::Ended(ended) => BuildOutcome::Ended(ended),
+            Outcome::Ended(ended) => (BuildOutcome::Ended(ended), None),
+        };
+        let claimed_task = result.task_id;
+        let lease_id = result.lease_id;
+        let check = move |task: &LeasedTask| {
+            if task.task_id != claimed_task {
+                return Err(format!(
+                    "lease {lease_id} is not a lease of task {claimed_task}"
+                ));
+            }
+            statement
+                .as_ref()
+                .map_or(Ok(()), |statement| describes_task(statement, task))
         };
         let node_error = outcome.is_builder_fault();
         let outcome_name = outcome.kind().as_str();
         let submission = Submission {
-            lease_id: LeaseId(result.lease_id),
+            lease_id: result.lease_id,
             epoch: result.epoch,
             builder: peer,
             outcome,
             log: (!result.log.is_empty()).then_some(result.log),
         };
-        let report = match self.store.submit(submission, now).await {
+        let report = match self.store.submit_checked(submission, now, check).await {
             Ok(report) => report,
             Err(error) => return refusal(error),
         };
@@ -270,7 +260,7 @@ impl JobService {
             None => None,
         };
         if let Some(ended) = ended {
-            let task = &detail.task;
+            let task = &report.task;
             tracing::info!(
                 "task {} ({} {} for {}, {}) ended: {ended}",
                 result.task_id,
@@ -330,35 +320,37 @@ fn refusal(error: StoreError) -> Result<Response, StoreError> {
         StoreError::StaleEpoch { .. } | StoreError::LeaseEnded { .. } | StoreError::NotFound(_) => {
             RejectKind::StaleLease
         }
-        StoreError::NotApproved { .. } | StoreError::Conflict(_) => RejectKind::Forbidden,
+        StoreError::NotApproved { .. } | StoreError::Conflict(_) | StoreError::Refused(_) => {
+            RejectKind::Forbidden
+        }
         StoreError::Invalid(_) => RejectKind::BadRequest,
         _ => return Err(error),
     };
     Ok(Response::rejected(kind, error.to_string()))
 }
 
-/// Checks a submitted attestation: well-formed, validly signed, signed by the connection's
-/// key, and about exactly the task the lease is for, built from the source the index names.
-fn check_attestation(
-    peer: &PublicKey,
-    bytes: &[u8],
-    task: &buildsrs_store::TaskInfo,
-    cksum: &str,
-) -> Result<SignedAttestation, String> {
+/// Checks a submitted attestation's form and signature, and that the connection's key
+/// signed it.
+fn verify_signer(peer: &PublicKey, bytes: &[u8]) -> Result<SignedAttestation, String> {
     let signed = SignedAttestation::from_json_verified(bytes)
         .map_err(|e| format!("attestation refused: {e}"))?;
-    let s = &signed.statement;
-    if s.builder != *peer {
+    if signed.statement.builder != *peer {
         return Err(format!(
             "attestation is signed by {}, not by the submitting builder {}",
-            s.builder.fingerprint(),
+            signed.statement.builder.fingerprint(),
             peer.fingerprint()
         ));
     }
-    let matches = s.crate_name == task.crate_name
-        && s.version == task.version
-        && s.target == task.target
-        && s.toolchain.release == task.toolchain;
+    Ok(signed)
+}
+
+/// Checks that a statement is about exactly the leased task (crate, version, target,
+/// toolchain), built from the source the index names.
+fn describes_task(s: &Statement, task: &LeasedTask) -> Result<(), String> {
+    let matches = task.crate_name == s.crate_name.as_str()
+        && task.version == s.version.as_str()
+        && task.target == s.target.as_str()
+        && task.toolchain == s.toolchain.release.as_str();
     if !matches {
         return Err(format!(
             "attestation is for {} {} ({}, {}), the task is {} {} ({}, {})",
@@ -372,11 +364,12 @@ fn check_attestation(
             task.toolchain
         ));
     }
-    let source = s.source_sha256.map(|d| d.to_hex()).unwrap_or_default();
-    if !source.eq_ignore_ascii_case(cksum) {
+    if s.source_sha256 != Some(task.cksum) {
+        let named = s.source_sha256.map(|d| d.to_hex()).unwrap_or_default();
         return Err(format!(
-            "attestation names source sha256 {source:?}, the index says {cksum:?}"
+            "attestation names source sha256 {named:?}, the index says {}",
+            task.cksum
         ));
     }
-    Ok(signed)
+    Ok(())
 }

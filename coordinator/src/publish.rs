@@ -138,7 +138,7 @@ impl Publisher {
                 version: task.version.clone(),
                 target: task.target.clone(),
                 toolchain: task.toolchain.clone(),
-                blake3: hex,
+                blake3: artifact.blake3,
                 size: artifact.size,
                 providers,
             };

@@ -9,14 +9,14 @@ use buildsrs_coordinator::jobs::JobService;
 use buildsrs_coordinator::sessions::Sessions;
 use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_keys::{
-    ArtifactId, Identity, SCHEMA_VERSION, SignedAttestation, Statement, Toolchain,
+    ArtifactId, Identity, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement, Toolchain,
 };
 use buildsrs_protocol::{
     Attested, BlobAddress, Hello, Job, JobResult, NoJobReason, Outcome, RejectKind, Request,
     Response, Standing,
 };
 use buildsrs_store::testing::{TARGET, TOOLCHAIN, matrix};
-use buildsrs_store::{IndexVersion, Store, TaskId, TaskState, store_test};
+use buildsrs_store::{IndexVersion, LeaseId, Store, TaskId, TaskState, store_test};
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
@@ -85,10 +85,10 @@ fn attestation(
     let statement = Statement {
         schema: SCHEMA_VERSION,
         crate_name: crate_name.into(),
-        version: job.version.clone(),
-        source_sha256: Some(job.source_sha256.parse().unwrap()),
+        version: job.version.to_string(),
+        source_sha256: Some(job.source_sha256),
         cargo_lock_sha256: None,
-        target: job.target.clone(),
+        target: job.target.to_string(),
         toolchain: format!("{TOOLCHAIN}/abc/{TARGET}")
             .parse::<Toolchain>()
             .unwrap(),
@@ -255,7 +255,35 @@ store_test!(
             )
             .await;
         assert_refused(&answer, RejectKind::Forbidden);
-        let task = store.task(TaskId(job_a.task_id)).await.unwrap().unwrap();
+        // Built from another source than the index names: refused.
+        let mut trojan = job_a.clone();
+        trojan.source_sha256 = Sha256Digest::from_bytes([9; 32]);
+        let other_source = attestation(&a, &a, &trojan, "hello-bin", b"bin");
+        let answer = s
+            .service
+            .handle(
+                a.public_key(),
+                submit(
+                    &job_a,
+                    Outcome::Built(Attested {
+                        attestation: other_source,
+                    }),
+                ),
+            )
+            .await;
+        assert_refused(&answer, RejectKind::Forbidden);
+        // A result that names another task than its lease is for: refused, even a failure.
+        let mut elsewhere = job_a.clone();
+        elsewhere.task_id = TaskId(job_a.task_id.0 + 1_000);
+        let answer = s
+            .service
+            .handle(
+                a.public_key(),
+                submit(&elsewhere, Outcome::build_failed("E0425")),
+            )
+            .await;
+        assert_refused(&answer, RejectKind::Forbidden);
+        let task = store.task(job_a.task_id).await.unwrap().unwrap();
         assert!(task.results.is_empty(), "refused results change nothing");
 
         // Mallory cannot submit under a's lease either.
@@ -302,7 +330,7 @@ store_test!(
         tokio::time::timeout(std::time::Duration::from_secs(5), woken)
             .await
             .unwrap();
-        let task = store.task(TaskId(job_a.task_id)).await.unwrap().unwrap();
+        let task = store.task(job_a.task_id).await.unwrap().unwrap();
         assert_eq!(task.task.state, TaskState::Verified);
         assert_eq!(task.task.artifact, Some(ArtifactId::of_bytes(b"bin")));
     }
@@ -342,7 +370,7 @@ store_test!(renewals_need_the_leases_epoch, |store: Store| async move {
         .handle(
             node.public_key(),
             Request::RenewLease {
-                lease_id: 999_999,
+                lease_id: LeaseId(999_999),
                 epoch: 1,
             },
         )

@@ -31,7 +31,7 @@ pub use bundle::{Bundle, BundleError};
 pub use hash::{ArtifactId, Blake3Hash, Sha256Digest};
 pub use identity::{Domain, Fingerprint, Identity, KeyError, PublicKey, Signature};
 pub use keyring::{Keyring, KeyringEntry, KeyringError, Revocation};
-pub use names::{CrateName, CrateVersion, InvalidName, TargetTriple};
+pub use names::{CrateName, CrateVersion, InvalidName, TargetTriple, ToolchainRelease};
 pub use release::RustRelease;
 pub use statement::{SCHEMA_VERSION, Statement, StatementError, Toolchain, canonical_json};
 pub use verify::{Expectations, Policy, Report, verify_bundle};

@@ -11,7 +11,11 @@ use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 
-use crate::statement::{validate_crate_name, validate_target, validate_version};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::statement::{
+    validate_crate_name, validate_target, validate_toolchain_release, validate_version,
+};
 
 /// Why a name, version or triple was refused: says what a good one looks like.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +85,21 @@ macro_rules! checked_string {
                 value.0
             }
         }
+
+        /// As its text: the wire and JSON form is the plain string.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        /// Parses by the same rule as [`FromStr`]: nothing unchecked is ever decoded.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
 
@@ -102,6 +121,12 @@ checked_string!(
     TargetTriple,
     validate_target
 );
+checked_string!(
+    /// A toolchain's release as `rustc -vV` reports it and tasks name it (`1.95.0`,
+    /// `1.97.0-nightly`): 1 to 128 of ASCII letters, digits, `.`, `_`, `+`, `-`.
+    ToolchainRelease,
+    validate_toolchain_release
+);
 
 #[cfg(test)]
 mod tests {
@@ -118,6 +143,17 @@ mod tests {
         let triple: TargetTriple = "x86_64-unknown-linux-gnu".parse().unwrap();
         assert_eq!(&*triple, "x86_64-unknown-linux-gnu");
         assert_eq!(String::from(triple), "x86_64-unknown-linux-gnu");
+    }
+
+    #[test]
+    fn serde_uses_the_same_rule() {
+        let name: CrateName = serde_json::from_str("\"ripgrep\"").unwrap();
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"ripgrep\"");
+        let error = serde_json::from_str::<CrateName>("\"../x\"").unwrap_err();
+        assert!(error.to_string().contains("not a crate name"), "{error}");
+        assert!(serde_json::from_str::<CrateVersion>("\"1.0\"").is_err());
+        let release: ToolchainRelease = serde_json::from_str("\"1.97.0-nightly\"").unwrap();
+        assert_eq!(release, "1.97.0-nightly");
     }
 
     #[test]
@@ -149,6 +185,9 @@ mod tests {
             &"a".repeat(81),
         ] {
             assert!(bad.parse::<TargetTriple>().is_err(), "{bad:?}");
+        }
+        for bad in ["", "1.95.0 ", "1.95/0", &"1".repeat(129)] {
+            assert!(bad.parse::<ToolchainRelease>().is_err(), "{bad:?}");
         }
         let error = "../x".parse::<CrateName>().unwrap_err().to_string();
         assert!(error.contains("not a crate name"), "{error}");

@@ -83,23 +83,10 @@ impl Toolchain {
     }
 
     fn validate(&self) -> Result<(), StatementError> {
-        let word = |value: &str, what: &str| {
-            let ok = !value.is_empty()
-                && value.len() <= 128
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
-            if ok {
-                Ok(())
-            } else {
-                Err(invalid(
-                    "toolchain",
-                    format!("{what} {value:?} must be 1-128 of [A-Za-z0-9._+-]"),
-                ))
-            }
-        };
-        word(&self.release, "release")?;
-        word(&self.commit_hash, "commit hash")?;
+        validate_toolchain_release(&self.release)
+            .map_err(|e| invalid("toolchain", format!("release {e}")))?;
+        validate_word(&self.commit_hash)
+            .map_err(|e| invalid("toolchain", format!("commit hash {e}")))?;
         validate_target(&self.host).map_err(|e| invalid("toolchain", format!("host: {e}")))
     }
 }
@@ -251,6 +238,24 @@ pub fn validate_crate_name(name: &str) -> Result<(), String> {
         Err(format!(
             "{name:?} is not a crate name (ASCII letters, digits, `-`, `_`; starts with a letter; at most 64)"
         ))
+    }
+}
+
+/// A toolchain's release: 1 to 128 of ASCII letters, digits, `.`, `_`, `+` and `-`.
+pub fn validate_toolchain_release(release: &str) -> Result<(), String> {
+    validate_word(release)
+}
+
+fn validate_word(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{value:?} must be 1-128 of [A-Za-z0-9._+-]"))
     }
 }
 

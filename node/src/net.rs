@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use buildsrs_domain::LeaseId;
 use buildsrs_keys::Identity;
 use buildsrs_p2p::libp2p::{
     Multiaddr, PeerId, Swarm, multiaddr::Protocol, request_response, swarm::SwarmEvent,
@@ -109,7 +110,7 @@ impl Client {
     }
 
     /// Renews a lease.
-    pub async fn renew(&self, lease_id: i64, epoch: i64) -> Result<Renewal> {
+    pub async fn renew(&self, lease_id: LeaseId, epoch: i64) -> Result<Renewal> {
         match self
             .request(Request::RenewLease { lease_id, epoch })
             .await?

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use buildsrs_blobs::{BlobConfig, BlobNode};
+use buildsrs_domain::LeaseId;
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_protocol::{
     Attested, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind,
@@ -355,14 +356,17 @@ impl JobLog {
 
 async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
     // Everything in the job is input: checked before anything is made from it.
+    // The protocol decoded name, version, target and checksum by the domain's rules; the
+    // gate checks what only this node can (its targets, its registry's download origin).
+    let source_sha256 = job.source_sha256.to_hex();
     let fields = JobFields {
         crate_name: &job.crate_name,
         version: &job.version,
         target: &job.target,
-        source_sha256: &job.source_sha256,
+        source_sha256: &source_sha256,
         download_url: &job.download_url,
     };
-    let lease = Some((job.task_id, job.lease_id.to_string(), job.epoch));
+    let lease = Some((job.task_id.0, job.lease_id.to_string(), job.epoch));
     let request = match shared
         .pipeline
         .accept(&fields, &shared.registry, lease)
@@ -423,7 +427,7 @@ fn capped_log(report: &JobReport) -> Vec<u8> {
 /// Renews the lease at a third of its remaining time until `stop`.
 async fn renew_until(
     client: Client,
-    lease_id: i64,
+    lease_id: LeaseId,
     epoch: i64,
     mut deadline: i64,
     stop: CancellationToken,

@@ -463,8 +463,8 @@ async fn seed(store: &Store, storage: &ArtifactStorage, knobs: &Knobs) -> Result
         matches.push(format!("{q} {}", found.total));
     }
     Ok(Seeded {
-        crate_name: leases[0].crate_name.clone(),
-        version: leases[0].version.clone(),
+        crate_name: leases[0].crate_name.to_string(),
+        version: leases[0].version.to_string(),
         version_path: format!("/crates/{}/{}", leases[0].crate_name, leases[0].version),
         artifact_hex: hex,
         index_took,

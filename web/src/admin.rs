@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use buildsrs_domain::CrateName;
 use buildsrs_keys::Blake3Hash;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -24,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 use crate::WebState;
 use crate::error::{PageError, WebError};
-use crate::params::{CrateName, parse_builder_key, parse_task_id};
+use crate::params::{parse, parse_builder_key, parse_task_id};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "buildsrs_admin";
@@ -386,7 +387,7 @@ async fn watch(
     Form(form): Form<CrateForm>,
 ) -> Result<Response, PageError> {
     act(&state, &headers, &form.csrf, "watched", async {
-        let name = CrateName::parse(form.name.trim())?;
+        let name = parse::<CrateName>(form.name.trim())?;
         let backfill = parse_backfill(form.backfill.as_deref())?;
         state
             .store()
@@ -403,7 +404,7 @@ async fn unwatch(
     Form(form): Form<CrateForm>,
 ) -> Result<Response, PageError> {
     act(&state, &headers, &form.csrf, "unwatched", async {
-        let name = CrateName::parse(form.name.trim())?;
+        let name = parse::<CrateName>(form.name.trim())?;
         state
             .store()
             .unwatch_crate(name.as_str(), Timestamp::now())

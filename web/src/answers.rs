@@ -76,7 +76,7 @@ pub(crate) fn crate_list(
         .iter()
         .map(|krate| {
             Ok(api::CrateSummary {
-                name: parsed(&krate.name, "crate name")?,
+                name: krate.name.clone(),
                 watched: krate.watched,
                 versions: krate.versions,
                 first_seen: krate.first_seen,
@@ -95,8 +95,8 @@ pub(crate) fn version_summary(
     version: &store::VersionSummary,
 ) -> Result<api::VersionSummary, WebError> {
     Ok(api::VersionSummary {
-        version: parsed(&version.version, "version")?,
-        cksum: parsed(&version.cksum, "checksum")?,
+        version: version.version.clone(),
+        cksum: version.cksum,
         yanked: version.yanked,
         first_seen: version.first_seen,
         rust_version: version.rust_version.clone(),
@@ -107,11 +107,9 @@ pub(crate) fn version_summary(
 
 /// A crate, its versions, and the one `latest` names.
 pub(crate) fn crate_answer(info: &store::CrateInfo) -> Result<api::CrateAnswer, WebError> {
-    let latest = crate::params::latest(&info.versions)
-        .map(|v| parsed(&v.version, "version"))
-        .transpose()?;
+    let latest = crate::params::latest(&info.versions).map(|v| v.version.clone());
     Ok(api::CrateAnswer {
-        name: parsed(&info.name, "crate name")?,
+        name: info.name.clone(),
         watched: info.watched,
         first_seen: info.first_seen,
         backfill: info.backfill,
@@ -129,10 +127,10 @@ pub(crate) fn crate_answer(info: &store::CrateInfo) -> Result<api::CrateAnswer, 
 pub(crate) fn task(task: &store::TaskInfo) -> Result<api::Task, WebError> {
     Ok(api::Task {
         id: task.id.0,
-        crate_name: parsed(&task.crate_name, "crate name")?,
-        version: parsed(&task.version, "version")?,
-        target: parsed(&task.target, "target")?,
-        toolchain: task.toolchain.clone(),
+        crate_name: task.crate_name.clone(),
+        version: task.version.clone(),
+        target: task.target.clone(),
+        toolchain: task.toolchain.to_string(),
         state: task_state(task.state),
         reason: task.reason.clone(),
         priority: task.priority,
@@ -237,7 +235,7 @@ pub(crate) fn version_answer(
         })
         .collect::<Result<_, WebError>>()?;
     Ok(api::VersionAnswer {
-        crate_name: parsed(&info.crate_name, "crate name")?,
+        crate_name: info.crate_name.clone(),
         version: version_summary(&info.version)?,
         targets,
     })
@@ -292,10 +290,10 @@ pub(crate) fn builder_answer(
         .iter()
         .map(|recent| {
             Ok(api::BuilderResult {
-                crate_name: parsed(&recent.crate_name, "crate name")?,
-                version: parsed(&recent.version, "version")?,
-                target: parsed(&recent.target, "target")?,
-                toolchain: recent.toolchain.clone(),
+                crate_name: recent.crate_name.clone(),
+                version: recent.version.clone(),
+                target: recent.target.clone(),
+                toolchain: recent.toolchain.to_string(),
                 task_state: task_state(recent.task_state),
                 result: build_result(&recent.result)?,
             })

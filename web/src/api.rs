@@ -27,7 +27,7 @@ use buildsrs_store::{Page, TaskId};
 use serde::de::DeserializeOwned;
 
 use crate::error::WebError;
-use crate::params::{CrateName, VersionParam};
+use crate::params::VersionParam;
 use crate::{WebState, answers, load};
 
 type ApiResult<T> = Result<Json<T>, WebError>;
@@ -143,7 +143,7 @@ async fn crate_info(
     State(state): State<WebState>,
     ApiPath(path): ApiPath<CratePath>,
 ) -> ApiResult<CrateAnswer> {
-    let info = load::krate(&state, &CrateName::from(&path.name)).await?;
+    let info = load::krate(&state, &path.name).await?;
     Ok(Json(answers::crate_answer(&info)?))
 }
 
@@ -153,12 +153,8 @@ async fn version(
     State(state): State<WebState>,
     ApiPath(path): ApiPath<VersionPath>,
 ) -> ApiResult<VersionAnswer> {
-    let (info, details) = load::version_details(
-        &state,
-        &CrateName::from(&path.name),
-        &VersionParam::from(&path.version),
-    )
-    .await?;
+    let (info, details) =
+        load::version_details(&state, &path.name, &VersionParam::from(&path.version)).await?;
     Ok(Json(answers::version_answer(&info, &details)?))
 }
 

@@ -10,13 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use buildsrs_domain::{CrateName, TargetTriple};
 use buildsrs_keys::{Blake3Hash, Keyring};
 use buildsrs_storage::http::{BlobRequest, answer_blob, answer_bundle};
 use buildsrs_store::{BuilderStatus, TaskState};
 use jiff::Timestamp;
 
 use crate::error::WebError;
-use crate::params::{CrateName, Target, VersionParam, parse_hash};
+use crate::params::{VersionParam, parse, parse_hash};
 use crate::{WebState, load};
 
 pub(crate) fn routes() -> Router<WebState> {
@@ -34,9 +35,9 @@ async fn archive(
     headers: HeaderMap,
     Path((name, version, target)): Path<(String, String, String)>,
 ) -> Result<Response, WebError> {
-    let name = CrateName::parse(&name)?;
+    let name = parse::<CrateName>(&name)?;
     let version = VersionParam::parse(&version)?;
-    let target = Target::parse(&target)?;
+    let target = parse::<TargetTriple>(&target)?;
     let info = load::version(&state, &name, &version).await?;
     // Several toolchains may have verified artifacts for one target: the newest decision.
     let artifact = info

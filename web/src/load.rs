@@ -2,7 +2,7 @@
 //! "not found" turned into a 404 that names what was missing. Pages render the result with
 //! a template, the API serializes it.
 
-use buildsrs_keys::{Blake3Hash, PublicKey};
+use buildsrs_domain::{Blake3Hash, CrateName, CrateVersion, PublicKey};
 use buildsrs_store::{
     ArtifactInfo, BuilderInfo, BuilderResult, CrateInfo, Page, Paged, QueueStats, TaskDetail,
     TaskId, TaskInfo, VersionInfo,
@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::WebState;
 use crate::error::WebError;
-use crate::params::{CrateName, VersionParam};
+use crate::params::VersionParam;
 
 /// How many of a builder's recent results its page and API show.
 const RECENT_RESULTS: u32 = 50;
@@ -31,7 +31,7 @@ async fn exact_version(
     state: &WebState,
     name: &CrateName,
     version: &VersionParam,
-) -> Result<String, WebError> {
+) -> Result<CrateVersion, WebError> {
     match version {
         VersionParam::Exact(version) => Ok(version.clone()),
         VersionParam::Latest => version

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use buildsrs_domain::CrateName;
 use buildsrs_keys::bundle::BUNDLE_SUFFIX;
 use buildsrs_store::{AttestationId, TaskDetail, TaskState};
 use jiff::Timestamp;
@@ -14,7 +15,7 @@ use serde_json::json;
 
 use crate::error::{PageError, WebError};
 use crate::params::{
-    CrateName, ListQuery, VersionParam, parse_builder_key, parse_hash, parse_id, parse_task_id,
+    ListQuery, VersionParam, parse, parse_builder_key, parse_hash, parse_id, parse_task_id,
 };
 use crate::{WebState, load};
 
@@ -113,7 +114,7 @@ async fn search(
 }
 
 async fn crate_page(State(state): State<WebState>, Path(name): Path<String>) -> PageResult {
-    let name = CrateName::parse(&name)?;
+    let name = parse::<CrateName>(&name)?;
     let (info, versions) = state
         .store()
         .crate_with_tasks(name.as_str(), CRATE_PAGE_VERSIONS)
@@ -149,7 +150,7 @@ async fn version_page(
     State(state): State<WebState>,
     Path((name, version)): Path<(String, String)>,
 ) -> PageResult {
-    let name = CrateName::parse(&name)?;
+    let name = parse::<CrateName>(&name)?;
     let version = VersionParam::parse(&version)?;
     let (info, details) = load::version_details(&state, &name, &version).await?;
     let base = state.public_url();

@@ -6,35 +6,24 @@
 //! so the web layer accepts exactly what the rest of the system can hold.
 
 use buildsrs_api::params::{SearchText, VersionRef};
-use buildsrs_keys::statement::{validate_crate_name, validate_target, validate_version};
-use buildsrs_keys::{Blake3Hash, PublicKey};
+use std::fmt::Display;
+use std::str::FromStr;
+
+use buildsrs_domain::{Blake3Hash, CrateVersion, PublicKey};
 use buildsrs_store::{CrateInfo, Page, TaskId, VersionSummary};
 use serde::Deserialize;
 
 use crate::error::WebError;
 
-/// A crate name by crates.io's rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CrateName(String);
-
-impl CrateName {
-    /// Parses a name.
-    pub fn parse(text: &str) -> Result<Self, WebError> {
-        validate_crate_name(text).map_err(WebError::BadRequest)?;
-        Ok(CrateName(text.to_owned()))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&buildsrs_keys::CrateName> for CrateName {
-    /// A name the API's parameters parsed (by the same rules).
-    fn from(name: &buildsrs_keys::CrateName) -> Self {
-        CrateName(name.to_string())
-    }
+/// Parses a path or form value into its domain type ([`CrateName`], [`TargetTriple`], ...) by
+/// that type's one rule; a refusal is a 400 that says what a valid value looks like.
+pub fn parse<T>(text: &str) -> Result<T, WebError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    text.parse()
+        .map_err(|error: T::Err| WebError::BadRequest(error.to_string()))
 }
 
 /// A version in a URL: exact semver, or `latest` (the newest non-yanked release).
@@ -43,7 +32,7 @@ pub enum VersionParam {
     /// The newest version that is not yanked (a pre-release only if there is nothing else).
     Latest,
     /// This version.
-    Exact(String),
+    Exact(CrateVersion),
 }
 
 impl VersionParam {
@@ -52,8 +41,7 @@ impl VersionParam {
         if text == "latest" {
             return Ok(VersionParam::Latest);
         }
-        validate_version(text).map_err(WebError::BadRequest)?;
-        Ok(VersionParam::Exact(text.to_owned()))
+        parse(text).map(VersionParam::Exact)
     }
 
     /// The version this names among a crate's versions, if any.
@@ -70,7 +58,7 @@ impl From<&VersionRef> for VersionParam {
     fn from(version: &VersionRef) -> Self {
         match version {
             VersionRef::Latest => VersionParam::Latest,
-            VersionRef::Exact(version) => VersionParam::Exact(version.to_string()),
+            VersionRef::Exact(version) => VersionParam::Exact(version.clone()),
         }
     }
 }
@@ -89,23 +77,6 @@ pub fn latest(versions: &[VersionSummary]) -> Option<&VersionSummary> {
                 .unwrap_or(std::cmp::Ordering::Equal)
         })
         .map(|(_, v)| v)
-}
-
-/// A target triple.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target(String);
-
-impl Target {
-    /// Parses a triple by the attestation format's charset rules.
-    pub fn parse(text: &str) -> Result<Self, WebError> {
-        validate_target(text).map_err(WebError::BadRequest)?;
-        Ok(Target(text.to_owned()))
-    }
-
-    /// The triple.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// A BLAKE3 hash: exactly 64 lowercase hex digits.
@@ -213,11 +184,12 @@ fn truncate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use buildsrs_domain::{CrateName, Sha256Digest, TargetTriple};
 
     fn summary(version: &str, yanked: bool) -> VersionSummary {
         VersionSummary {
-            version: version.to_owned(),
-            cksum: "0".repeat(64),
+            version: version.parse().unwrap(),
+            cksum: Sha256Digest::from_bytes([0; 32]),
             yanked,
             first_seen: jiff::Timestamp::UNIX_EPOCH,
             rust_version: None,
@@ -246,13 +218,13 @@ mod tests {
     #[test]
     fn parameters_refuse_what_storage_must_never_see() {
         for bad in ["", "../etc", "a/b", "-x", "x".repeat(65).as_str(), "é"] {
-            assert!(CrateName::parse(bad).is_err(), "{bad:?}");
+            assert!(parse::<CrateName>(bad).is_err(), "{bad:?}");
         }
         for bad in ["1.0", "v1.0.0", "01.0.0", "latest/..", ""] {
             assert!(VersionParam::parse(bad).is_err(), "{bad:?}");
         }
         for bad in ["X86_64", "a/b", "..%2f", ""] {
-            assert!(Target::parse(bad).is_err(), "{bad:?}");
+            assert!(parse::<TargetTriple>(bad).is_err(), "{bad:?}");
         }
         assert!(parse_hash(&"A".repeat(64)).is_err());
         assert!(parse_hash(&"a".repeat(63)).is_err());

@@ -16,6 +16,10 @@
 //! plain data, so the node, the coordinator, the fuzzers and any future client share one
 //! definition of the wire.
 
+use buildsrs_domain::{
+    Blake3Hash, CrateName, CrateVersion, LeaseId, Sha256Digest, TargetTriple, TaskId,
+    ToolchainRelease,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The request-response protocol for jobs, version 1.
@@ -44,7 +48,7 @@ pub enum Request {
     /// Extends a lease the node holds.
     RenewLease {
         /// The lease.
-        lease_id: i64,
+        lease_id: LeaseId,
         /// Its fencing epoch, as the job gave it.
         epoch: i64,
     },
@@ -159,34 +163,34 @@ pub enum RejectKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     /// The task.
-    pub task_id: i64,
+    pub task_id: TaskId,
     /// The lease to renew and to submit under.
-    pub lease_id: i64,
+    pub lease_id: LeaseId,
     /// The lease's fencing epoch.
     pub epoch: i64,
     /// When the lease ends unless renewed, seconds since the Unix epoch.
     pub deadline_unix: i64,
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Version.
-    pub version: String,
-    /// SHA-256 the `.crate` must have (64 hex digits, from the index).
-    pub source_sha256: String,
+    pub version: CrateVersion,
+    /// SHA-256 the `.crate` must have (from the index).
+    pub source_sha256: Sha256Digest,
     /// Where to download the `.crate`.
     pub download_url: String,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// Toolchain. (The crate's `[package.metadata.buildsrs]` decides the features.)
-    pub toolchain: String,
+    pub toolchain: ToolchainRelease,
 }
 
 /// A job's result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
     /// The task it was for.
-    pub task_id: i64,
+    pub task_id: TaskId,
     /// The lease it ran under.
-    pub lease_id: i64,
+    pub lease_id: LeaseId,
     /// The lease's fencing epoch.
     pub epoch: i64,
     /// What happened.
@@ -212,15 +216,15 @@ pub struct Attested {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedAnnouncement {
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Version.
-    pub version: String,
+    pub version: CrateVersion,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// Toolchain.
-    pub toolchain: String,
-    /// BLAKE3 of the archive, 64 hex digits.
-    pub blake3: String,
+    pub toolchain: ToolchainRelease,
+    /// BLAKE3 of the archive.
+    pub blake3: Blake3Hash,
     /// Size of the archive in bytes.
     pub size: u64,
     /// Blob servers known to hold it.

@@ -20,16 +20,16 @@ fn hello() -> Hello {
 
 fn job() -> Job {
     Job {
-        task_id: 7,
-        lease_id: 9,
+        task_id: TaskId(7),
+        lease_id: LeaseId(9),
         epoch: 3,
         deadline_unix: 1_800_000_000,
-        crate_name: "hello-bin".into(),
-        version: "0.1.0".into(),
-        source_sha256: "0".repeat(64),
+        crate_name: "hello-bin".parse().unwrap(),
+        version: "0.1.0".parse().unwrap(),
+        source_sha256: Sha256Digest::from_bytes([0; 32]),
         download_url: "http://127.0.0.1:1/dl/hello-bin/0.1.0/download".into(),
-        target: "x86_64-unknown-linux-gnu".into(),
-        toolchain: "1.95.0".into(),
+        target: "x86_64-unknown-linux-gnu".parse().unwrap(),
+        toolchain: "1.95.0".parse().unwrap(),
     }
 }
 
@@ -39,12 +39,12 @@ fn every_request_round_trips() {
         Request::Hello(hello()),
         Request::RequestJob,
         Request::RenewLease {
-            lease_id: 1,
+            lease_id: LeaseId(1),
             epoch: 2,
         },
         Request::Submit(JobResult {
-            task_id: 7,
-            lease_id: 1,
+            task_id: TaskId(7),
+            lease_id: LeaseId(1),
             epoch: 2,
             outcome: Outcome::Built(Attested {
                 attestation: b"{\"statement\":{}}".to_vec(),
@@ -52,8 +52,8 @@ fn every_request_round_trips() {
             log: b"Compiling hello-bin".to_vec(),
         }),
         Request::Submit(JobResult {
-            task_id: 7,
-            lease_id: 1,
+            task_id: TaskId(7),
+            lease_id: LeaseId(1),
             epoch: 2,
             outcome: Outcome::build_failed("error[E0425]"),
             log: vec![],
@@ -121,8 +121,8 @@ fn logs_travel_as_byte_strings() {
     // A byte string costs one byte per byte; an array of small integers would cost up to two.
     let log = vec![0xffu8; 10_000];
     let request = Request::Submit(JobResult {
-        task_id: 7,
-        lease_id: 1,
+        task_id: TaskId(7),
+        lease_id: LeaseId(1),
         epoch: 1,
         outcome: Outcome::timed_out("after 1800 s"),
         log,
@@ -134,8 +134,8 @@ fn logs_travel_as_byte_strings() {
 #[test]
 fn oversized_messages_are_refused_both_ways() {
     let request = Request::Submit(JobResult {
-        task_id: 7,
-        lease_id: 1,
+        task_id: TaskId(7),
+        lease_id: LeaseId(1),
         epoch: 1,
         outcome: Outcome::timed_out("after 1800 s"),
         log: vec![b'x'; MAX_REQUEST_BYTES],
@@ -154,8 +154,8 @@ fn oversized_messages_are_refused_both_ways() {
 #[test]
 fn a_log_at_the_cap_fits_in_a_request() {
     let request = Request::Submit(JobResult {
-        task_id: i64::MAX,
-        lease_id: i64::MAX,
+        task_id: TaskId(i64::MAX),
+        lease_id: LeaseId(i64::MAX),
         epoch: i64::MAX,
         outcome: Outcome::Built(Attested {
             attestation: vec![b'a'; 4096],
@@ -191,6 +191,37 @@ fn unknown_message_types_are_malformed_not_panics() {
     ));
 }
 
+/// A coordinator is hostile until checked: a job whose name, version, target, toolchain,
+/// checksum or ids break the domain's rules does not decode, so no node code ever sees it.
+#[test]
+fn a_job_that_breaks_a_domain_rule_does_not_decode() {
+    let good = serde_json::to_value(job()).unwrap();
+    for (field, bad) in [
+        ("crate_name", serde_json::json!("../../etc")),
+        ("version", serde_json::json!("1.0")),
+        ("target", serde_json::json!("X86_64/../x")),
+        ("toolchain", serde_json::json!("1.95.0 --verbose")),
+        ("source_sha256", serde_json::json!("not hex")),
+        ("task_id", serde_json::json!(0)),
+        ("lease_id", serde_json::json!(-4)),
+    ] {
+        let mut hostile = good.clone();
+        hostile[field] = bad;
+        let bytes = encode(
+            &std::collections::BTreeMap::from([("job", &hostile)]),
+            MAX_RESPONSE_BYTES,
+        )
+        .unwrap();
+        assert!(Response::from_cbor(&bytes).is_err(), "{field} decoded");
+    }
+    let bytes = encode(
+        &std::collections::BTreeMap::from([("job", &good)]),
+        MAX_RESPONSE_BYTES,
+    )
+    .unwrap();
+    assert_eq!(Response::from_cbor(&bytes).unwrap(), Response::Job(job()));
+}
+
 /// `Job` had a `features` field (always empty: nothing filled it) until it was dropped. Both
 /// directions still decode: a coordinator that sends it to a newer node (unknown fields are
 /// ignored), and a newer coordinator's job at a node that expects it (it was
@@ -214,16 +245,16 @@ fn jobs_with_and_without_the_dropped_features_field_decode() {
     }
     let j = job();
     let old = OldJob {
-        task_id: j.task_id,
-        lease_id: j.lease_id,
+        task_id: j.task_id.0,
+        lease_id: j.lease_id.0,
         epoch: j.epoch,
         deadline_unix: j.deadline_unix,
-        crate_name: j.crate_name.clone(),
-        version: j.version.clone(),
-        source_sha256: j.source_sha256.clone(),
+        crate_name: j.crate_name.to_string(),
+        version: j.version.to_string(),
+        source_sha256: j.source_sha256.to_hex(),
         download_url: j.download_url.clone(),
-        target: j.target.clone(),
-        toolchain: j.toolchain.clone(),
+        target: j.target.to_string(),
+        toolchain: j.toolchain.to_string(),
         features: vec![],
     };
     let from_old = encode(
@@ -244,11 +275,11 @@ fn jobs_with_and_without_the_dropped_features_field_decode() {
 #[test]
 fn announcements_round_trip() {
     let a = VerifiedAnnouncement {
-        crate_name: "hello-bin".into(),
-        version: "0.1.0".into(),
-        target: "x86_64-unknown-linux-gnu".into(),
-        toolchain: "1.95.0".into(),
-        blake3: "1".repeat(64),
+        crate_name: "hello-bin".parse().unwrap(),
+        version: "0.1.0".parse().unwrap(),
+        target: "x86_64-unknown-linux-gnu".parse().unwrap(),
+        toolchain: "1.95.0".parse().unwrap(),
+        blake3: Blake3Hash::from_bytes([1; 32]),
         size: 1234,
         providers: vec![hello().blobs],
     };
@@ -267,8 +298,8 @@ proptest! {
     }
 
     #[test]
-    fn renewals_round_trip(lease_id in any::<i64>(), epoch in any::<i64>()) {
-        let r = Request::RenewLease { lease_id, epoch };
+    fn renewals_round_trip(lease_id in 1..=i64::MAX, epoch in any::<i64>()) {
+        let r = Request::RenewLease { lease_id: LeaseId(lease_id), epoch };
         prop_assert_eq!(Request::from_cbor(&r.to_cbor().unwrap()).unwrap(), r);
     }
 }

@@ -10,7 +10,10 @@
 //! two backends never disagree about types.
 
 use async_trait::async_trait;
-use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
+use buildsrs_domain::{
+    ArtifactId, Blake3Hash, CrateName, CrateVersion, LeaseId, PublicKey, Sha256Digest,
+    TargetTriple, TaskId, ToolchainRelease,
+};
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
@@ -74,6 +77,30 @@ impl<'a> From<&'a str> for Param<'a> {
 impl<'a> From<&'a String> for Param<'a> {
     fn from(value: &'a String) -> Self {
         Param::Text(value)
+    }
+}
+
+/// The checked strings of the domain go in as their text.
+macro_rules! text_param {
+    ($($name:ty),*) => {$(
+        impl<'a> From<&'a $name> for Param<'a> {
+            fn from(value: &'a $name) -> Self {
+                Param::Text(value.as_str())
+            }
+        }
+    )*};
+}
+text_param!(CrateName, CrateVersion, TargetTriple, ToolchainRelease);
+
+impl From<TaskId> for Param<'_> {
+    fn from(value: TaskId) -> Self {
+        Param::Int(value.0)
+    }
+}
+
+impl From<LeaseId> for Param<'_> {
+    fn from(value: LeaseId) -> Self {
+        Param::Int(value.0)
     }
 }
 
@@ -243,6 +270,40 @@ impl FromCell for Blake3Hash {
             Cell::Text(v) => v.parse().map_err(|_| "a BLAKE3 hash"),
             _ => Err("a BLAKE3 hash"),
         }
+    }
+}
+
+/// Domain values come out of their text column through their one parser: a row the rules
+/// refuse is reported as corrupt, never handed on.
+macro_rules! parsed_cell {
+    ($($name:ty => $what:literal),*) => {$(
+        impl FromCell for $name {
+            fn from_cell(cell: &Cell) -> std::result::Result<Self, &'static str> {
+                match cell {
+                    Cell::Text(v) => v.parse().map_err(|_| $what),
+                    _ => Err($what),
+                }
+            }
+        }
+    )*};
+}
+parsed_cell!(
+    CrateName => "a crate name",
+    CrateVersion => "a crate version",
+    TargetTriple => "a target triple",
+    ToolchainRelease => "a toolchain release",
+    Sha256Digest => "a SHA-256 digest"
+);
+
+impl FromCell for TaskId {
+    fn from_cell(cell: &Cell) -> std::result::Result<Self, &'static str> {
+        i64::from_cell(cell).map(TaskId)
+    }
+}
+
+impl FromCell for LeaseId {
+    fn from_cell(cell: &Cell) -> std::result::Result<Self, &'static str> {
+        i64::from_cell(cell).map(LeaseId)
     }
 }
 

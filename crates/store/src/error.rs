@@ -22,6 +22,11 @@ pub enum StoreError {
     /// The operation does not fit the current state (e.g. approving a revoked builder).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The submitter's own check of a result against its leased task (see
+    /// [`crate::Store::submit_checked`]) refused it: for example an attestation that describes
+    /// another crate.
+    #[error("refused: {0}")]
+    Refused(String),
     /// A lease operation named an epoch other than the lease's own: the caller's lease token
     /// is not the one the store handed out.
     #[error("lease {lease_id}: stale fencing epoch {given}, the lease has epoch {current}")]

@@ -10,8 +10,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use buildsrs_domain::Outcome;
-pub use buildsrs_domain::{IndexVersion, OutcomeKind};
-use buildsrs_keys::{ArtifactId, PublicKey};
+use buildsrs_domain::{
+    ArtifactId, CrateName, CrateVersion, PublicKey, Sha256Digest, TargetTriple, ToolchainRelease,
+};
+pub use buildsrs_domain::{IndexVersion, LeaseId, OutcomeKind, TaskId};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -30,14 +32,6 @@ macro_rules! id_type {
     };
 }
 
-id_type!(
-    /// A task: one crate version × target × toolchain.
-    TaskId
-);
-id_type!(
-    /// A lease: one builder's right to work on one task until a deadline.
-    LeaseId
-);
 id_type!(
     /// One recorded result (an attestation or a failure report).
     AttestationId
@@ -217,15 +211,15 @@ pub struct Lease {
     /// When the lease expires unless renewed.
     pub deadline: Timestamp,
     /// Crate to build.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Version to build.
-    pub version: String,
+    pub version: CrateVersion,
     /// SHA-256 the `.crate` must have.
-    pub cksum: String,
+    pub cksum: Sha256Digest,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// Toolchain.
-    pub toolchain: String,
+    pub toolchain: ToolchainRelease,
     /// Where the `.crate` is downloaded from, as the index said when the version was
     /// ingested (`None` only for a version stored before the store kept it and not seen in
     /// the index since).
@@ -235,6 +229,29 @@ pub struct Lease {
 /// What a builder reports for a lease: the one outcome of `buildsrs-domain`, whose built
 /// result carries [`StoredBuild`].
 pub type BuildOutcome = Outcome<StoredBuild>;
+
+/// What a lease is for, read in the submit transaction and handed to the submitter's check
+/// (see [`crate::Store::submit_checked`]): what a built result's attestation must describe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeasedTask {
+    /// The task the lease is for.
+    pub task_id: TaskId,
+    /// Crate.
+    pub crate_name: CrateName,
+    /// Version.
+    pub version: CrateVersion,
+    /// The `.crate`'s SHA-256, as the index listed it.
+    pub cksum: Sha256Digest,
+    /// Target triple.
+    pub target: TargetTriple,
+    /// Toolchain.
+    pub toolchain: ToolchainRelease,
+}
+
+/// The submitter's check of a result against the task its lease is for; `Err` says why it is
+/// refused ([`crate::StoreError::Refused`]), and nothing is recorded.
+pub type SubmitCheck =
+    std::sync::Arc<dyn Fn(&LeasedTask) -> std::result::Result<(), String> + Send + Sync>;
 
 /// A built result as the store keeps it: the artifact and the signed attestation bytes
 /// (verified by the coordinator, not by the store).
@@ -298,6 +315,8 @@ pub enum Decision {
 pub struct SubmitReport {
     /// The recorded result.
     pub attestation_id: AttestationId,
+    /// The task it was for.
+    pub task: LeasedTask,
     /// Whether it counts toward the task's decision (each builder counts once per task, and
     /// only while approved; node errors never count).
     pub counted: bool,
@@ -417,7 +436,7 @@ pub struct Paged<T> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CrateSummary {
     /// Name.
-    pub name: String,
+    pub name: CrateName,
     /// Whether its new versions get built.
     pub watched: bool,
     /// Versions known.
@@ -430,7 +449,7 @@ pub struct CrateSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CrateInfo {
     /// Name.
-    pub name: String,
+    pub name: CrateName,
     /// Whether its new versions get built.
     pub watched: bool,
     /// When the store first saw it.
@@ -449,9 +468,9 @@ pub struct CrateInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VersionSummary {
     /// Version string.
-    pub version: String,
+    pub version: CrateVersion,
     /// SHA-256 of the `.crate`.
-    pub cksum: String,
+    pub cksum: Sha256Digest,
     /// Yanked?
     pub yanked: bool,
     /// When the store first saw it.
@@ -470,7 +489,7 @@ pub struct VersionSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VersionInfo {
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// The version.
     pub version: VersionSummary,
     /// Its tasks.
@@ -483,13 +502,13 @@ pub struct TaskInfo {
     /// Id.
     pub id: TaskId,
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Version.
-    pub version: String,
+    pub version: CrateVersion,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// Toolchain.
-    pub toolchain: String,
+    pub toolchain: ToolchainRelease,
     /// State.
     pub state: TaskState,
     /// Why it is failed, mismatched or cancelled.
@@ -611,13 +630,13 @@ pub struct VerifiedItem {
     /// The task.
     pub task_id: TaskId,
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Version.
-    pub version: String,
+    pub version: CrateVersion,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// Toolchain.
-    pub toolchain: String,
+    pub toolchain: ToolchainRelease,
     /// The artifact.
     pub artifact: ArtifactId,
     /// When verified.
@@ -719,13 +738,13 @@ pub struct PublishedArtifact {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BuilderResult {
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Version.
-    pub version: String,
+    pub version: CrateVersion,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// Toolchain.
-    pub toolchain: String,
+    pub toolchain: ToolchainRelease,
     /// The task's state now.
     pub task_state: TaskState,
     /// The result.

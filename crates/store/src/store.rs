@@ -15,12 +15,12 @@ use crate::db::Op;
 use crate::error::{Result, StoreError};
 use crate::model::{
     ArtifactInfo, AttestationId, BuildLog, BuilderInfo, BuilderResult, CrateInfo, CrateSummary,
-    Decision, Event, ExpireReport, IndexVersion, IngestReport, Lease, LeaseId, MatrixEntry,
-    NewBuilder, Page, Paged, PublishedArtifact, QueueStats, RevokeReport, Submission, SubmitReport,
-    TaskDetail, TaskId, TaskInfo, VerifiedItem, VersionInfo,
+    Decision, Event, ExpireReport, IndexVersion, IngestReport, Lease, LeaseId, LeasedTask,
+    MatrixEntry, NewBuilder, Page, Paged, PublishedArtifact, QueueStats, RevokeReport, Submission,
+    SubmitCheck, SubmitReport, TaskDetail, TaskId, TaskInfo, VerifiedItem, VersionInfo,
 };
 use crate::ops;
-use crate::ops::ingest::Matrix;
+use crate::ops::Matrix;
 use crate::policy::Policy;
 use crate::postgres::PgBackend;
 use crate::sqlite::{SqliteBackend, SqliteSync};
@@ -431,9 +431,26 @@ impl Store {
 
     /// Records a builder's result and decides its task.
     pub async fn submit(&self, submission: Submission, now: Timestamp) -> Result<SubmitReport> {
-        self.write((submission, now), |db, policy, (submission, now)| {
-            Box::pin(ops::submit::submit(db, policy, submission, *now))
-        })
+        self.submit_checked(submission, now, |_| Ok(())).await
+    }
+
+    /// Like [`Self::submit`], with the caller's check of the result against the task the lease
+    /// is for, run inside the same transaction once the lease and its task are locked: the
+    /// coordinator checks that an attestation describes exactly that task. A refusal records
+    /// nothing ([`StoreError::Refused`]).
+    pub async fn submit_checked(
+        &self,
+        submission: Submission,
+        now: Timestamp,
+        check: impl Fn(&LeasedTask) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Result<SubmitReport> {
+        let check: SubmitCheck = Arc::new(check);
+        self.write(
+            (submission, check, now),
+            |db, policy, (submission, check, now)| {
+                Box::pin(ops::submit::submit(db, policy, submission, check, *now))
+            },
+        )
         .await
     }
 

@@ -203,7 +203,7 @@ async fn planned_versions(store: &Store, name: &str) -> Vec<String> {
             .unwrap()
             .tasks;
         if !tasks.is_empty() {
-            planned.push(v.version.clone());
+            planned.push(v.version.to_string());
         }
     }
     planned.sort();
@@ -692,7 +692,8 @@ store_test!(
         );
         assert_eq!(lease.target, TARGET);
         assert_eq!(lease.toolchain, TOOLCHAIN);
-        assert_eq!(lease.cksum.len(), 64);
+        let stored = store.version_info("demo", "1.0.0").await.unwrap().unwrap();
+        assert_eq!(lease.cksum, stored.version.cksum);
     }
 );
 
@@ -727,7 +728,7 @@ store_test!(priority_first_then_age, |store: Store| async move {
     let order: Vec<String> = {
         let mut order = Vec::new();
         while let Some(lease) = store.lease_next(&keys[0], t(2)).await.unwrap() {
-            order.push(lease.version);
+            order.push(lease.version.to_string());
         }
         order
     };
@@ -1085,6 +1086,53 @@ store_test!(
 );
 
 store_test!(
+    the_submitters_check_sees_the_leased_task_and_its_refusal_changes_nothing,
+    |store: Store| async move {
+        let keys = world(&store, 2, 1).await;
+        let held = lease(&store, &keys[0], t(1)).await;
+        let submission = || Submission {
+            lease_id: held.lease_id,
+            epoch: held.epoch,
+            builder: keys[0],
+            outcome: built(1),
+            log: None,
+        };
+        // The check runs in the submit transaction and sees what the lease is for.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let recorder = std::sync::Arc::clone(&seen);
+        let error = store
+            .submit_checked(submission(), t(2), move |task| {
+                *recorder.lock().unwrap() = Some(task.clone());
+                Err("the attestation describes another crate".into())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(&error, StoreError::Refused(why) if why.contains("another crate")));
+        let task = seen.lock().unwrap().take().expect("the check ran");
+        assert_eq!(task.task_id, held.task_id);
+        assert_eq!(
+            (&task.crate_name, &task.version, &task.cksum),
+            (&held.crate_name, &held.version, &held.cksum)
+        );
+        assert_eq!(
+            (&task.target, &task.toolchain),
+            (&held.target, &held.toolchain)
+        );
+        // The refusal recorded nothing and left the lease as it was.
+        let detail = store.task(held.task_id).await.unwrap().unwrap();
+        assert!(detail.results.is_empty());
+        assert_eq!(detail.leases[0].state, LeaseState::Active);
+        // A check that passes records the result, and the report names the task.
+        let report = store
+            .submit_checked(submission(), t(3), |_| Ok(()))
+            .await
+            .unwrap();
+        assert!(report.counted);
+        assert_eq!(report.task, task);
+    }
+);
+
+store_test!(
     results_are_checked_and_deduplicated,
     |store: Store| async move {
         let keys = world(&store, 2, 1).await;
@@ -1430,7 +1478,8 @@ store_test!(
             async move {
                 let page = store.search_crates(query, Page::first(50)).await.unwrap();
                 assert_eq!(page.total as usize, page.items.len(), "{query}");
-                let mut names: Vec<String> = page.items.into_iter().map(|c| c.name).collect();
+                let mut names: Vec<String> =
+                    page.items.into_iter().map(|c| c.name.to_string()).collect();
                 names.sort();
                 names
             }

@@ -80,10 +80,7 @@ async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<(
             .version_info("hello-bin", &a.version)
             .await?
             .unwrap();
-        assert_eq!(
-            Some(a.blake3.clone()),
-            v.tasks[0].artifact.map(|x| x.blake3.to_hex())
-        );
+        assert_eq!(Some(a.blake3), v.tasks[0].artifact.map(|x| x.blake3));
         heard.push(a.version);
     }
     heard.sort();

@@ -16,7 +16,7 @@ use crate::error::{Result, StoreError};
 use crate::model::{BuilderInfo, BuilderStatus, NewBuilder, RevokeReport, TaskState};
 use crate::ops::reads::load_builder;
 use crate::ops::{
-    TaskRow, apply_verdict, check_name, counted_results, event, withdraw_artifact_if_unused,
+    Matrix, TaskRow, apply_verdict, counted_results, event, withdraw_artifact_if_unused,
 };
 use crate::policy::Policy;
 use crate::rules::{Class, Verdict, decide};
@@ -31,10 +31,11 @@ fn check_builder(builder: &NewBuilder) -> Result<()> {
             "builder name must be 1 to 64 characters without control characters",
         ));
     }
-    for (what, list) in [
-        ("target", &builder.targets),
-        ("toolchain", &builder.toolchains),
+    for (matrix, list) in [
+        (Matrix::Targets, &builder.targets),
+        (Matrix::Toolchains, &builder.toolchains),
     ] {
+        let what = matrix.what();
         if list.len() > MAX_CAPABILITIES {
             return Err(StoreError::invalid(format!(
                 "a builder declares at most {MAX_CAPABILITIES} {what}s, got {}",
@@ -42,7 +43,7 @@ fn check_builder(builder: &NewBuilder) -> Result<()> {
             )));
         }
         for entry in list {
-            check_name(what, entry)?;
+            matrix.check(entry)?;
         }
     }
     Ok(())

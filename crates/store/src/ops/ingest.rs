@@ -34,7 +34,7 @@ use crate::db::{Db, Dialect, params};
 use crate::error::{Result, StoreError};
 use crate::model::{IndexVersion, IngestReport, MatrixEntry};
 use crate::ops::plan::{Mode, Release, newest, plan_versions};
-use crate::ops::{check_name, event, for_versions, query_ids};
+use crate::ops::{Matrix, event, for_versions, query_ids};
 use crate::policy::Policy;
 use buildsrs_domain::CrateName;
 use buildsrs_keys::release::MAX_RUST_VERSION_LEN;
@@ -609,29 +609,6 @@ pub(crate) async fn unwatch_crate(db: &mut dyn Db, name: &str, now: Timestamp) -
     .await
 }
 
-/// Which of the two matrix tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Matrix {
-    Targets,
-    Toolchains,
-}
-
-impl Matrix {
-    fn table(self) -> &'static str {
-        match self {
-            Matrix::Targets => "targets",
-            Matrix::Toolchains => "toolchains",
-        }
-    }
-
-    fn what(self) -> &'static str {
-        match self {
-            Matrix::Targets => "target",
-            Matrix::Toolchains => "toolchain",
-        }
-    }
-}
-
 /// Adds a target or toolchain, or enables/disables it. Disabled entries get no new tasks and
 /// their queued tasks are not leased; existing versions are not planned for a new entry.
 pub(crate) async fn set_matrix_entry(
@@ -641,7 +618,7 @@ pub(crate) async fn set_matrix_entry(
     enabled: bool,
     now: Timestamp,
 ) -> Result<()> {
-    check_name(matrix.what(), name)?;
+    matrix.check(name)?;
     let sql = format!(
         "INSERT INTO {} (name, enabled) VALUES ($1, $2) \
          ON CONFLICT (name) DO UPDATE SET enabled = excluded.enabled",

@@ -29,6 +29,7 @@ pub(crate) mod reads;
 pub(crate) mod submit;
 pub(crate) mod tasks;
 
+use buildsrs_domain::{TargetTriple, ToolchainRelease};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -498,20 +499,36 @@ pub(crate) async fn query_ids(db: &mut dyn Db, ids: &[i64], sql: &str) -> Result
     }
 }
 
-/// Checks a short name (target triple, toolchain, builder name): 1 to 128 printable
-/// characters, no whitespace or control characters.
-pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().count() > 128 {
-        return Err(StoreError::invalid(format!(
-            "{what} must be 1 to 128 characters, got {} characters",
-            name.chars().count()
-        )));
+/// Which entry of the build matrix a name is: a target triple or a toolchain release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Matrix {
+    Targets,
+    Toolchains,
+}
+
+impl Matrix {
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Matrix::Targets => "targets",
+            Matrix::Toolchains => "toolchains",
+        }
     }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(StoreError::invalid(format!(
-            "{what} {:?} contains whitespace or control characters",
-            name.chars().take(130).collect::<String>()
-        )));
+
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Matrix::Targets => "target",
+            Matrix::Toolchains => "toolchain",
+        }
     }
-    Ok(())
+
+    /// Checks a name by the domain's one rule for it ([`TargetTriple`] or
+    /// [`ToolchainRelease`]), the rule attestations are checked by: the store never holds a
+    /// target or toolchain no attestation could name.
+    pub(crate) fn check(self, name: &str) -> Result<()> {
+        let checked = match self {
+            Matrix::Targets => name.parse::<TargetTriple>().map(drop),
+            Matrix::Toolchains => name.parse::<ToolchainRelease>().map(drop),
+        };
+        checked.map_err(|e| StoreError::invalid(format!("{}: {e}", self.what())))
+    }
 }

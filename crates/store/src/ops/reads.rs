@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
+use buildsrs_domain::{ArtifactId, Blake3Hash, CrateVersion, PublicKey};
 use jiff::Timestamp;
 
 use crate::db::{Db, Dialect, Row, artifact_at, params};
@@ -278,7 +278,7 @@ pub(crate) async fn crate_with_tasks(
             params![name, newest],
         )
         .await?;
-    let mut tasks_of: HashMap<String, Vec<TaskInfo>> = HashMap::new();
+    let mut tasks_of: HashMap<CrateVersion, Vec<TaskInfo>> = HashMap::new();
     for row in &tasks {
         let task = task_info(row)?;
         tasks_of.entry(task.version.clone()).or_default().push(task);

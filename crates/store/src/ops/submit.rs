@@ -30,8 +30,8 @@ use serde_json::json;
 use crate::db::{Db, Dialect, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{
-    AttestationId, BuildOutcome, BuilderStatus, LeaseState, NotCounted, OutcomeKind, StoredBuild,
-    Submission, SubmitReport, TaskState, VersionPlan,
+    AttestationId, BuildOutcome, BuilderStatus, LeaseState, LeasedTask, NotCounted, OutcomeKind,
+    StoredBuild, Submission, SubmitCheck, SubmitReport, TaskId, TaskState, VersionPlan,
 };
 use crate::ops::plan::{Mode, plan_versions};
 use crate::ops::{Credits, TaskRow, apply_verdict, counted_results, event};
@@ -56,11 +56,33 @@ fn check_outcome(outcome: &BuildOutcome) -> Result<()> {
     Ok(())
 }
 
+/// What the lease's task is, for the submitter's check.
+async fn leased_task(db: &mut dyn Db, task_id: i64) -> Result<LeasedTask> {
+    let row = db
+        .query_one(
+            "SELECT c.name, v.version, v.cksum, tg.name, tc.name \
+             FROM tasks t JOIN versions v ON v.id = t.version_id \
+             JOIN crates c ON c.id = v.crate_id JOIN targets tg ON tg.id = t.target_id \
+             JOIN toolchains tc ON tc.id = t.toolchain_id WHERE t.id = $1",
+            params![task_id],
+        )
+        .await?;
+    Ok(LeasedTask {
+        task_id: TaskId(task_id),
+        crate_name: row.get(0)?,
+        version: row.get(1)?,
+        cksum: row.get(2)?,
+        target: row.get(3)?,
+        toolchain: row.get(4)?,
+    })
+}
+
 /// Records a result and decides its task.
 pub(crate) async fn submit(
     db: &mut dyn Db,
     policy: &Policy,
     submission: &Submission,
+    check: &SubmitCheck,
     now: Timestamp,
 ) -> Result<SubmitReport> {
     check_outcome(&submission.outcome)?;
@@ -101,6 +123,8 @@ pub(crate) async fn submit(
             current: epoch,
         });
     }
+    let leased = leased_task(db, task_id).await?;
+    check(&leased).map_err(StoreError::Refused)?;
 
     if let Some(row) = db
         .query_opt(
@@ -112,6 +136,7 @@ pub(crate) async fn submit(
         let counted: bool = row.get(1)?;
         return Ok(SubmitReport {
             attestation_id: AttestationId(row.get(0)?),
+            task: leased,
             counted,
             late: row.get(2)?,
             duplicate: true,
@@ -214,6 +239,7 @@ pub(crate) async fn submit(
     credits.flush(db).await?;
     Ok(SubmitReport {
         attestation_id,
+        task: leased,
         counted,
         late,
         duplicate: false,
