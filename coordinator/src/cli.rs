@@ -277,7 +277,7 @@ fn config_from(args: RunArgs) -> Result<Config> {
     config.toolchains = if args.toolchains.is_empty() {
         let local = buildsrs_keys::cli::detect_toolchain()
             .context("no --toolchain given and the local rustc could not be asked")?;
-        vec![local.release]
+        vec![local.release.to_string()]
     } else {
         args.toolchains
     };

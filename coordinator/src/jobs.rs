@@ -347,10 +347,10 @@ fn verify_signer(peer: &PublicKey, bytes: &[u8]) -> Result<SignedAttestation, St
 /// Checks that a statement is about exactly the leased task (crate, version, target,
 /// toolchain), built from the source the index names.
 fn describes_task(s: &Statement, task: &LeasedTask) -> Result<(), String> {
-    let matches = task.crate_name == s.crate_name.as_str()
-        && task.version == s.version.as_str()
-        && task.target == s.target.as_str()
-        && task.toolchain == s.toolchain.release.as_str();
+    let matches = task.crate_name == s.crate_name
+        && task.version == s.version
+        && task.target == s.target
+        && task.toolchain == s.toolchain.release;
     if !matches {
         return Err(format!(
             "attestation is for {} {} ({}, {}), the task is {} {} ({}, {})",

@@ -84,11 +84,11 @@ fn attestation(
 ) -> Vec<u8> {
     let statement = Statement {
         schema: SCHEMA_VERSION,
-        crate_name: crate_name.into(),
-        version: job.version.to_string(),
+        crate_name: crate_name.parse().unwrap(),
+        version: job.version.clone(),
         source_sha256: Some(job.source_sha256),
         cargo_lock_sha256: None,
-        target: job.target.to_string(),
+        target: job.target.clone(),
         toolchain: format!("{TOOLCHAIN}/abc/{TARGET}")
             .parse::<Toolchain>()
             .unwrap(),

@@ -40,11 +40,11 @@ fn main() -> Result<()> {
         keyring.push(identity.public_key(), &format!("builder{n}"))?;
         let statement = Statement {
             schema: SCHEMA_VERSION,
-            crate_name: "bench".into(),
-            version: "1.0.0".into(),
+            crate_name: "bench".parse().expect("a valid literal"),
+            version: "1.0.0".parse().expect("a valid literal"),
             source_sha256: None,
             cargo_lock_sha256: None,
-            target: "x86_64-unknown-linux-gnu".into(),
+            target: "x86_64-unknown-linux-gnu".parse().expect("a valid literal"),
             toolchain: "1.95.0/abc/x86_64-unknown-linux-gnu".parse()?,
             features: vec![],
             settings_digest: None,
@@ -65,7 +65,7 @@ fn main() -> Result<()> {
         bundle: None,
         keyring: keyring_path.clone(),
         threshold: 3,
-        crate_name: Some("bench".into()),
+        crate_name: Some("bench".parse().expect("a valid literal")),
         version: None,
         target: None,
         json: false,

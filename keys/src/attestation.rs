@@ -117,11 +117,11 @@ mod tests {
     fn statement_for(identity: &Identity) -> Statement {
         Statement {
             schema: SCHEMA_VERSION,
-            crate_name: "demo".into(),
-            version: "1.0.0".into(),
+            crate_name: "demo".parse().unwrap(),
+            version: "1.0.0".parse().unwrap(),
             source_sha256: None,
             cargo_lock_sha256: None,
-            target: "x86_64-unknown-linux-gnu".into(),
+            target: "x86_64-unknown-linux-gnu".parse().unwrap(),
             toolchain: "1.95.0/abc/x86_64-unknown-linux-gnu"
                 .parse::<Toolchain>()
                 .unwrap(),
@@ -160,7 +160,7 @@ mod tests {
         let signed = SignedAttestation::sign(statement_for(&alice), &alice).unwrap();
 
         let mut other_version = signed.clone();
-        other_version.statement.version = "1.0.1".into();
+        other_version.statement.version = "1.0.1".parse().unwrap();
         assert!(matches!(
             other_version.verify_signature(),
             Err(AttestationError::BadSignature { .. })

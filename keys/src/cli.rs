@@ -14,6 +14,7 @@ use crate::bundle::Bundle;
 use crate::hash::{ArtifactId, Blake3Hash, Sha256Digest};
 use crate::identity::Identity;
 use crate::keyring::Keyring;
+use crate::names::{CrateName, CrateVersion, TargetTriple};
 use crate::statement::{SCHEMA_VERSION, Statement, Toolchain, canonical_features};
 use crate::verify::{Expectations, Policy, Report, verify_bundle};
 use crate::{PublicKey, SignedAttestation};
@@ -73,13 +74,13 @@ struct AttestArgs {
     artifact: PathBuf,
     /// The crate name.
     #[arg(long = "crate", value_name = "NAME")]
-    crate_name: String,
+    crate_name: CrateName,
     /// The crate version.
     #[arg(long, value_name = "VER")]
-    version: String,
+    version: CrateVersion,
     /// The target triple the artifact is for.
     #[arg(long, value_name = "TRIPLE")]
-    target: String,
+    target: TargetTriple,
     /// SHA-256 of the `.crate` file (the index `cksum`).
     #[arg(long, value_name = "HEX")]
     source_sha256: Option<Sha256Digest>,
@@ -123,13 +124,13 @@ pub struct VerifyArgs {
     pub threshold: u32,
     /// The crate the artifact must be.
     #[arg(long = "crate", value_name = "NAME")]
-    pub crate_name: Option<String>,
+    pub crate_name: Option<CrateName>,
     /// The version the artifact must be.
     #[arg(long, value_name = "VER")]
-    pub version: Option<String>,
+    pub version: Option<CrateVersion>,
     /// The target the artifact must be for.
     #[arg(long, value_name = "TRIPLE")]
-    pub target: Option<String>,
+    pub target: Option<TargetTriple>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::{ArtifactId, Blake3Hash, Sha256Digest};
 use crate::identity::PublicKey;
+use crate::names::{CrateName, CrateVersion, TargetTriple, ToolchainRelease};
 
 /// The statement schema this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -56,11 +57,11 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> StatementError {
 #[serde(deny_unknown_fields)]
 pub struct Toolchain {
     /// `release:`, e.g. `1.95.0`.
-    pub release: String,
+    pub release: ToolchainRelease,
     /// `commit-hash:`, the full hash of the rustc commit.
     pub commit_hash: String,
     /// `host:`, the triple rustc runs on.
-    pub host: String,
+    pub host: TargetTriple,
 }
 
 impl Toolchain {
@@ -73,21 +74,32 @@ impl Toolchain {
                 .map(|value| value.trim().to_owned())
                 .ok_or_else(|| invalid("toolchain", format!("`rustc -vV` output lacks `{name}:`")))
         };
+        Self::from_parts(&field("release")?, &field("commit-hash")?, &field("host")?)
+    }
+
+    /// A toolchain from its three parts, each checked by its rule.
+    pub fn from_parts(
+        release: &str,
+        commit_hash: &str,
+        host: &str,
+    ) -> Result<Self, StatementError> {
         let toolchain = Self {
-            release: field("release")?,
-            commit_hash: field("commit-hash")?,
-            host: field("host")?,
+            release: release
+                .parse()
+                .map_err(|e| invalid("toolchain", format!("release {e}")))?,
+            commit_hash: commit_hash.to_owned(),
+            host: host
+                .parse()
+                .map_err(|e| invalid("toolchain", format!("host: {e}")))?,
         };
         toolchain.validate()?;
         Ok(toolchain)
     }
 
+    /// What the types of the release and host leave to check: the commit hash.
     fn validate(&self) -> Result<(), StatementError> {
-        validate_toolchain_release(&self.release)
-            .map_err(|e| invalid("toolchain", format!("release {e}")))?;
         validate_word(&self.commit_hash)
-            .map_err(|e| invalid("toolchain", format!("commit hash {e}")))?;
-        validate_target(&self.host).map_err(|e| invalid("toolchain", format!("host: {e}")))
+            .map_err(|e| invalid("toolchain", format!("commit hash {e}")))
     }
 }
 
@@ -111,13 +123,7 @@ impl FromStr for Toolchain {
                 format!("expected RELEASE/COMMIT_HASH/HOST, got {text:?}"),
             ));
         };
-        let toolchain = Self {
-            release: release.to_owned(),
-            commit_hash: commit_hash.to_owned(),
-            host: host.to_owned(),
-        };
-        toolchain.validate()?;
-        Ok(toolchain)
+        Self::from_parts(release, commit_hash, host)
     }
 }
 
@@ -130,15 +136,15 @@ pub struct Statement {
     pub schema: u32,
     /// The crate's name on its registry.
     #[serde(rename = "crate")]
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// The crate version (semver).
-    pub version: String,
+    pub version: CrateVersion,
     /// SHA-256 of the `.crate` file, as the registry index lists it (`cksum`).
     pub source_sha256: Option<Sha256Digest>,
     /// SHA-256 of the `Cargo.lock` the build used, when there was one.
     pub cargo_lock_sha256: Option<Sha256Digest>,
     /// The target triple the artifact is for.
-    pub target: String,
+    pub target: TargetTriple,
     /// The compiler.
     pub toolchain: Toolchain,
     /// Enabled cargo features, sorted and without duplicates.
@@ -168,9 +174,7 @@ impl Statement {
                 ),
             ));
         }
-        validate_crate_name(&self.crate_name).map_err(|e| invalid("crate", e))?;
-        validate_version(&self.version).map_err(|e| invalid("version", e))?;
-        validate_target(&self.target).map_err(|e| invalid("target", e))?;
+        // Name, version, target and toolchain release are checked by their types.
         self.toolchain.validate()?;
         for feature in &self.features {
             validate_feature(feature).map_err(|e| invalid("features", e))?;
@@ -309,16 +313,12 @@ mod tests {
     pub(crate) fn sample() -> Statement {
         Statement {
             schema: SCHEMA_VERSION,
-            crate_name: "ripgrep".into(),
-            version: "14.1.1".into(),
+            crate_name: "ripgrep".parse().unwrap(),
+            version: "14.1.1".parse().unwrap(),
             source_sha256: Some(Sha256Digest::from_bytes([1; 32])),
             cargo_lock_sha256: None,
-            target: "x86_64-unknown-linux-gnu".into(),
-            toolchain: Toolchain {
-                release: "1.95.0".into(),
-                commit_hash: "59807616e".into(),
-                host: "x86_64-unknown-linux-gnu".into(),
-            },
+            target: "x86_64-unknown-linux-gnu".parse().unwrap(),
+            toolchain: "1.95.0/59807616e/x86_64-unknown-linux-gnu".parse().unwrap(),
             features: vec!["default".into(), "pcre2".into()],
             settings_digest: None,
             artifact: ArtifactId::of_bytes(b"binary"),

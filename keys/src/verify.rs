@@ -24,17 +24,18 @@ use crate::bundle::Bundle;
 use crate::hash::ArtifactId;
 use crate::identity::PublicKey;
 use crate::keyring::Keyring;
+use crate::names::{CrateName, CrateVersion, TargetTriple};
 
 /// What the user expects the artifact to be. `None` means "whatever the attestations agree on".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Expectations {
     /// The crate name.
     #[serde(rename = "crate")]
-    pub crate_name: Option<String>,
+    pub crate_name: Option<CrateName>,
     /// The crate version.
-    pub version: Option<String>,
+    pub version: Option<CrateVersion>,
     /// The target triple.
-    pub target: Option<String>,
+    pub target: Option<TargetTriple>,
 }
 
 /// How many distinct trusted builders must agree, and on what.
@@ -123,11 +124,11 @@ pub struct AttestationReport {
 pub struct Claims {
     /// The crate name.
     #[serde(rename = "crate")]
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// The version.
-    pub version: String,
+    pub version: CrateVersion,
     /// The target triple.
-    pub target: String,
+    pub target: TargetTriple,
 }
 
 impl fmt::Display for Claims {
@@ -267,17 +268,30 @@ fn judge_one(
 }
 
 fn unexpected(expect: &Expectations, claims: &Claims) -> Option<Rejection> {
+    let text = |value: Option<&str>| value.map(str::to_owned);
     [
-        ("crate", &expect.crate_name, &claims.crate_name),
-        ("version", &expect.version, &claims.version),
-        ("target", &expect.target, &claims.target),
+        (
+            "crate",
+            text(expect.crate_name.as_deref()),
+            claims.crate_name.as_str(),
+        ),
+        (
+            "version",
+            text(expect.version.as_deref()),
+            claims.version.as_str(),
+        ),
+        (
+            "target",
+            text(expect.target.as_deref()),
+            claims.target.as_str(),
+        ),
     ]
     .into_iter()
     .find_map(|(field, expected, found)| match expected {
         Some(expected) if expected != found => Some(Rejection::Unexpected {
             field,
-            expected: expected.clone(),
-            found: found.clone(),
+            expected,
+            found: found.to_owned(),
         }),
         _ => None,
     })

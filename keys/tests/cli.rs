@@ -422,7 +422,7 @@ fn attest_refuses_invalid_statement_fields() -> Result<()> {
         s(&bundle),
     ])?;
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("invalid crate"), "{}", run.stderr);
+    assert!(run.stderr.contains("not a crate name"), "{}", run.stderr);
     assert!(!bundle.exists());
     Ok(())
 }

@@ -22,9 +22,9 @@ fn shipped_example_verifies_three_of_three() -> Result<()> {
     let policy = |threshold| Policy {
         threshold,
         expect: Expectations {
-            crate_name: Some("hello".into()),
-            version: Some("0.1.0".into()),
-            target: Some("x86_64-unknown-linux-gnu".into()),
+            crate_name: Some("hello".parse().unwrap()),
+            version: Some("0.1.0".parse().unwrap()),
+            target: Some("x86_64-unknown-linux-gnu".parse().unwrap()),
         },
     };
     let report = verify_bundle(artifact, &bundle, &keyring, &policy(3));

@@ -46,12 +46,12 @@ prop_compose! {
         let identity = Identity::from_seed(seed);
         let statement = Statement {
             schema: SCHEMA_VERSION,
-            crate_name,
-            version,
+            crate_name: crate_name.parse().unwrap(),
+            version: version.parse().unwrap(),
             source_sha256: source.map(Sha256Digest::from_bytes),
             cargo_lock_sha256: lock.map(Sha256Digest::from_bytes),
-            target: target.clone(),
-            toolchain: Toolchain { release, commit_hash: commit, host: target },
+            target: target.parse().unwrap(),
+            toolchain: Toolchain::from_parts(&release, &commit, &target).unwrap(),
             features: features.into_iter().collect(),
             settings_digest: settings.map(Blake3Hash::from_bytes),
             artifact: ArtifactId { blake3: Blake3Hash::from_bytes(artifact), size },

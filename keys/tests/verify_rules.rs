@@ -242,7 +242,7 @@ fn mismatched_expectations_do_not_count() {
         (
             "crate",
             Expectations {
-                crate_name: Some("other".into()),
+                crate_name: Some("other".parse().unwrap()),
                 ..Default::default()
             },
             "demo",
@@ -250,7 +250,7 @@ fn mismatched_expectations_do_not_count() {
         (
             "version",
             Expectations {
-                version: Some("9.9.9".into()),
+                version: Some("9.9.9".parse().unwrap()),
                 ..Default::default()
             },
             "1.2.3",
@@ -258,7 +258,7 @@ fn mismatched_expectations_do_not_count() {
         (
             "target",
             Expectations {
-                target: Some("aarch64-apple-darwin".into()),
+                target: Some("aarch64-apple-darwin".parse().unwrap()),
                 ..Default::default()
             },
             "x86_64-unknown-linux-gnu",
@@ -287,9 +287,9 @@ fn mismatched_expectations_do_not_count() {
         }
     }
     let all_right = Expectations {
-        crate_name: Some("demo".into()),
-        version: Some("1.2.3".into()),
-        target: Some("x86_64-unknown-linux-gnu".into()),
+        crate_name: Some("demo".parse().unwrap()),
+        version: Some("1.2.3".parse().unwrap()),
+        target: Some("x86_64-unknown-linux-gnu".parse().unwrap()),
     };
     assert!(
         verify_bundle(
@@ -311,7 +311,7 @@ fn attestations_that_disagree_with_each_other_do_not_count() {
     let mut bundle = bundle(artifact(), &[&a, &b]);
     bundle
         .attestations
-        .push(signed_with(&c, |s| s.version = "1.2.4".into()));
+        .push(signed_with(&c, |s| s.version = "1.2.4".parse().unwrap()));
     let keyring = keyring(&[&a, &b, &c]);
     let report = verify_bundle(artifact(), &bundle, &keyring, &policy(1));
     assert!(!report.verified);
@@ -319,7 +319,7 @@ fn attestations_that_disagree_with_each_other_do_not_count() {
 
     // Saying which claim is expected resolves the conflict.
     let expect = Expectations {
-        version: Some("1.2.3".into()),
+        version: Some("1.2.3".parse().unwrap()),
         ..Default::default()
     };
     let report = verify_bundle(
@@ -347,7 +347,7 @@ fn one_builder_claiming_two_things_is_a_disagreement_not_a_duplicate() {
     let mut bundle = bundle(artifact(), &[&a]);
     bundle
         .attestations
-        .push(signed_with(&a, |s| s.crate_name = "other".into()));
+        .push(signed_with(&a, |s| s.crate_name = "other".parse().unwrap()));
     let report = verify_bundle(artifact(), &bundle, &keyring(&[&a]), &policy(1));
     assert!(!report.verified);
     assert_eq!(rejections(&report), vec![Some(Rejection::Disagreement); 2]);

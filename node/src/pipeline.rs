@@ -517,11 +517,11 @@ impl Pipeline {
 
         let statement = Statement {
             schema: SCHEMA_VERSION,
-            crate_name: request.crate_name.to_string(),
-            version: request.version.to_string(),
+            crate_name: request.crate_name.clone(),
+            version: request.version.clone(),
             source_sha256: Some(request.source_sha256),
             cargo_lock_sha256: Some(signed.lock_sha256),
-            target: request.target.to_string(),
+            target: request.target.clone(),
             toolchain: self.toolchain.clone(),
             features: plan.enabled_features.clone(),
             settings_digest: Some(signed.settings.digest()),

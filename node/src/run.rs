@@ -143,7 +143,7 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         agent: agent(),
         name: options.name.clone(),
         targets: config.targets.clone(),
-        toolchains: vec![pipeline.toolchain().release.clone()],
+        toolchains: vec![pipeline.toolchain().release.to_string()],
         capacity: config.capacity,
         blobs: blob_addr,
     };

@@ -59,7 +59,7 @@ async fn one_binary_builds_runs_and_its_attestation_verifies() -> Result<()> {
     let policy = Policy {
         threshold: 1,
         expect: Expectations {
-            crate_name: Some("hello-bin".into()),
+            crate_name: Some("hello-bin".parse().unwrap()),
             ..Default::default()
         },
     };

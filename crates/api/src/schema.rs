@@ -476,16 +476,12 @@ mod tests {
         let identity = Identity::from_seed([7; 32]);
         let statement = buildsrs_keys::Statement {
             schema: buildsrs_keys::SCHEMA_VERSION,
-            crate_name: "demo".to_owned(),
-            version: "1.0.0".to_owned(),
+            crate_name: "demo".parse().unwrap(),
+            version: "1.0.0".parse().unwrap(),
             source_sha256: Some("0".repeat(64).parse().unwrap()),
             cargo_lock_sha256: None,
-            target: "x86_64-unknown-linux-gnu".to_owned(),
-            toolchain: Toolchain {
-                release: "1.95.0".to_owned(),
-                commit_hash: "abc".to_owned(),
-                host: "x86_64-unknown-linux-gnu".to_owned(),
-            },
+            target: "x86_64-unknown-linux-gnu".parse().unwrap(),
+            toolchain: Toolchain::from_parts("1.95.0", "abc", "x86_64-unknown-linux-gnu").unwrap(),
             features: vec![],
             settings_digest: None,
             artifact: ArtifactId::of_bytes(b"x"),

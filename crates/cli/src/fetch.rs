@@ -180,9 +180,9 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
     let policy = Policy {
         threshold: args.threshold as usize,
         expect: Expectations {
-            crate_name: Some(name.to_string()),
-            version: Some(version.to_string()),
-            target: Some(target.to_string()),
+            crate_name: Some(name.clone()),
+            version: Some(version.clone()),
+            target: Some(target.clone()),
         },
     };
     let report = verify_bundle(artifact, &bundle, &keyring, &policy);

@@ -238,16 +238,16 @@ fn attestation(
 ) -> Result<SignedAttestation> {
     let statement = Statement {
         schema: SCHEMA_VERSION,
-        crate_name: name.to_owned(),
-        version: version.to_owned(),
+        crate_name: name.parse()?,
+        version: version.parse()?,
         source_sha256: Some(cksum(name, version).parse()?),
         cargo_lock_sha256: None,
-        target: TARGET.to_owned(),
-        toolchain: Toolchain {
-            release: TOOLCHAIN.to_owned(),
-            commit_hash: "0000000000000000000000000000000000000000".to_owned(),
-            host: TARGET.to_owned(),
-        },
+        target: TARGET.parse()?,
+        toolchain: Toolchain::from_parts(
+            TOOLCHAIN,
+            "0000000000000000000000000000000000000000",
+            TARGET,
+        )?,
         features: Vec::new(),
         settings_digest: None,
         artifact,

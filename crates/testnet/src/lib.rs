@@ -157,7 +157,7 @@ impl Testnet {
             Duration::from_millis(300)
         };
         config.expiry_interval = Duration::from_millis(500);
-        config.toolchains = vec![buildsrs_keys::cli::detect_toolchain()?.release];
+        config.toolchains = vec![buildsrs_keys::cli::detect_toolchain()?.release.to_string()];
         config.policy = Policy {
             quorum: options.quorum,
             lease_duration: options.lease_duration,

@@ -39,8 +39,8 @@ async fn assert_published(net: &Testnet, crate_name: &str, versions: &[&str]) ->
             let policy = Policy {
                 threshold: 2,
                 expect: Expectations {
-                    crate_name: Some(crate_name.into()),
-                    version: Some((*version).into()),
+                    crate_name: Some(crate_name.parse().unwrap()),
+                    version: Some((*version).parse().unwrap()),
                     ..Default::default()
                 },
             };

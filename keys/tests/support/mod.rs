@@ -16,15 +16,15 @@ pub fn identity(n: u8) -> Identity {
 pub fn statement(builder: &Identity, artifact: ArtifactId) -> Statement {
     Statement {
         schema: SCHEMA_VERSION,
-        crate_name: "demo".into(),
-        version: "1.2.3".into(),
+        crate_name: "demo".parse().unwrap(),
+        version: "1.2.3".parse().unwrap(),
         source_sha256: Some(
             "5f0c1fbbf3a0b7d9b31ec6c4b31e81bd5c2c50bd4f6fd25d8f2b1bbf8c8c6c0a"
                 .parse()
                 .unwrap(),
         ),
         cargo_lock_sha256: None,
-        target: "x86_64-unknown-linux-gnu".into(),
+        target: "x86_64-unknown-linux-gnu".parse().unwrap(),
         toolchain: "1.95.0/59807616e/x86_64-unknown-linux-gnu".parse().unwrap(),
         features: vec!["default".into()],
         settings_digest: None,

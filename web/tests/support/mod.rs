@@ -62,16 +62,12 @@ pub fn attestation(builder: &PublicKey, artifact: ArtifactId) -> Vec<u8> {
         .expect("a builder of the scene");
     let statement = Statement {
         schema: SCHEMA_VERSION,
-        crate_name: "demo".to_owned(),
-        version: "1.0.0".to_owned(),
+        crate_name: "demo".parse().unwrap(),
+        version: "1.0.0".parse().unwrap(),
         source_sha256: Some(format!("{:064x}", 1).parse().unwrap()),
         cargo_lock_sha256: None,
-        target: TARGET.to_owned(),
-        toolchain: Toolchain {
-            release: TOOLCHAIN.to_owned(),
-            commit_hash: "0000000".to_owned(),
-            host: TARGET.to_owned(),
-        },
+        target: TARGET.parse().unwrap(),
+        toolchain: Toolchain::from_parts(TOOLCHAIN, "0000000", TARGET).unwrap(),
         features: Vec::new(),
         settings_digest: None,
         artifact,
