@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use buildsrs_keys::{ArtifactId, Blake3Hash};
+use buildsrs_keys::{ArtifactId, Blake3Hash, CrateName, CrateVersion, TargetTriple};
 use flate2::{Compression, GzBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -78,11 +78,11 @@ pub struct Manifest {
     pub buildsrs_manifest: u32,
     /// The crate name.
     #[serde(rename = "crate")]
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// The crate version.
-    pub version: String,
+    pub version: CrateVersion,
     /// The target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// Every file, sorted by path.
     pub files: Vec<ManifestFile>,
 }
@@ -105,9 +105,9 @@ pub struct PackedArtifact {
 
 /// Packs `files` into a deterministic `.tar.gz` at `out` and hashes it while writing.
 pub fn pack_artifact(
-    crate_name: &str,
-    version: &str,
-    target: &str,
+    crate_name: &CrateName,
+    version: &CrateVersion,
+    target: &TargetTriple,
     files: &[ArtifactFile],
     out: &Path,
 ) -> Result<PackedArtifact, PackError> {
@@ -130,9 +130,9 @@ pub fn pack_artifact(
     }
     let manifest = Manifest {
         buildsrs_manifest: MANIFEST_FORMAT,
-        crate_name: crate_name.to_owned(),
-        version: version.to_owned(),
-        target: target.to_owned(),
+        crate_name: crate_name.clone(),
+        version: version.clone(),
+        target: target.clone(),
         files: listed,
     };
     let top = manifest.top_dir();
@@ -270,6 +270,18 @@ impl<W: Write> Write for HashingWriter<W> {
 mod tests {
     use super::*;
 
+    fn name() -> CrateName {
+        "demo".parse().unwrap()
+    }
+
+    fn version() -> CrateVersion {
+        "1.0.0".parse().unwrap()
+    }
+
+    fn target() -> TargetTriple {
+        "x86_64-unknown-linux-gnu".parse().unwrap()
+    }
+
     fn inputs(dir: &Path) -> Vec<ArtifactFile> {
         let mut files = Vec::new();
         for (name, bytes) in [("zeta", &b"second binary"[..]), ("alpha", b"first binary")] {
@@ -289,7 +301,7 @@ mod tests {
         let files = inputs(dir.path());
         let a = dir.path().join("a.tar.gz");
         let b = dir.path().join("b.tar.gz");
-        let first = pack_artifact("demo", "1.0.0", "x86_64-unknown-linux-gnu", &files, &a).unwrap();
+        let first = pack_artifact(&name(), &version(), &target(), &files, &a).unwrap();
         // Different source mtimes and permissions must not matter.
         for file in &files {
             let f = File::options().append(true).open(&file.source).unwrap();
@@ -298,8 +310,7 @@ mod tests {
             std::fs::set_permissions(&file.source, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let reversed: Vec<ArtifactFile> = files.iter().rev().cloned().collect();
-        let second =
-            pack_artifact("demo", "1.0.0", "x86_64-unknown-linux-gnu", &reversed, &b).unwrap();
+        let second = pack_artifact(&name(), &version(), &target(), &reversed, &b).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert_eq!(first, second);
         assert_eq!(first.id, ArtifactId::of_file(&a).unwrap());
@@ -316,14 +327,7 @@ mod tests {
     fn entries_are_sorted_owned_by_root_and_dated_at_the_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("a.tar.gz");
-        pack_artifact(
-            "demo",
-            "1.0.0",
-            "x86_64-unknown-linux-gnu",
-            &inputs(dir.path()),
-            &out,
-        )
-        .unwrap();
+        pack_artifact(&name(), &version(), &target(), &inputs(dir.path()), &out).unwrap();
         let gz = flate2::read::GzDecoder::new(File::open(&out).unwrap());
         let mut archive = tar::Archive::new(gz);
         let mut paths = Vec::new();
@@ -355,11 +359,11 @@ mod tests {
         let mut files = inputs(dir.path());
         files[0].name = "../evil".into();
         assert!(matches!(
-            pack_artifact("demo", "1.0.0", "x86_64-unknown-linux-gnu", &files, &out),
+            pack_artifact(&name(), &version(), &target(), &files, &out),
             Err(PackError::BadName { .. })
         ));
         assert!(!out.exists());
         files[0].name = "alpha".into();
-        assert!(pack_artifact("demo", "1.0.0", "x86_64-unknown-linux-gnu", &files, &out).is_err());
+        assert!(pack_artifact(&name(), &version(), &target(), &files, &out).is_err());
     }
 }

@@ -257,9 +257,9 @@ fn packed_artifacts_round_trip_through_unpack() {
     fs::write(&bin, b"#!/bin/sh\necho hello\n").unwrap();
     let out = scratch.path().join("a.tar.gz");
     let packed = pack_artifact(
-        "hello",
-        "0.1.0",
-        "x86_64-unknown-linux-gnu",
+        &"hello".parse().unwrap(),
+        &"0.1.0".parse().unwrap(),
+        &"x86_64-unknown-linux-gnu".parse().unwrap(),
         &[ArtifactFile {
             name: "hello".into(),
             source: bin,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use buildsrs_archive::pack::MANIFEST_NAME;
 use buildsrs_archive::{Limits, Manifest, unpack_tar_gz};
-use buildsrs_keys::ArtifactId;
+use buildsrs_keys::{ArtifactId, CrateName, CrateVersion, TargetTriple};
 
 /// Limits for artifact archives: binaries can be large, but not unboundedly so.
 pub const ARTIFACT_LIMITS: Limits = Limits {
@@ -26,11 +26,11 @@ pub const ARTIFACT_LIMITS: Limits = Limits {
 #[derive(Clone, Debug)]
 pub struct Expected<'a> {
     /// The crate.
-    pub crate_name: &'a str,
+    pub crate_name: &'a CrateName,
     /// The version.
-    pub version: &'a str,
+    pub version: &'a CrateVersion,
     /// The target.
-    pub target: &'a str,
+    pub target: &'a TargetTriple,
 }
 
 /// Unpacks `archive` (already verified), checks its manifest, and installs every `bin/`
@@ -93,11 +93,8 @@ fn read_manifest(root: &Path, expected: &Expected<'_>) -> Result<Manifest> {
     let bytes = fs::read(&path).context("the archive has no manifest")?;
     let manifest: Manifest =
         serde_json::from_slice(&bytes).context("the archive's manifest does not parse")?;
-    if (
-        manifest.crate_name.as_str(),
-        manifest.version.as_str(),
-        manifest.target.as_str(),
-    ) != (expected.crate_name, expected.version, expected.target)
+    if (&manifest.crate_name, &manifest.version, &manifest.target)
+        != (expected.crate_name, expected.version, expected.target)
     {
         bail!(
             "the archive is {} {} for {}, not {} {} for {}",
