@@ -27,6 +27,7 @@ use buildsrs_keys::{CrateName, CrateVersion, InvalidName, Sha256Digest, TargetTr
 use reqwest::Url;
 
 use crate::pipeline::BuildRequest;
+use crate::state::JobLease;
 
 /// A job's fields as they arrived, unchecked.
 #[derive(Clone, Copy, Debug)]
@@ -204,7 +205,7 @@ impl JobGate {
         &self,
         fields: &JobFields<'_>,
         registry: &str,
-        lease: Option<(i64, String, i64)>,
+        lease: Option<JobLease>,
     ) -> Result<BuildRequest, JobError> {
         let crate_name: CrateName = fields.crate_name.parse().map_err(JobError::CrateName)?;
         let version: CrateVersion = fields.version.parse().map_err(JobError::Version)?;

@@ -34,7 +34,7 @@ use crate::plan::{BuildPlan, plan_from_metadata};
 use crate::registry_proxy::{ProxyGrant, RegistryProxy};
 use crate::settings::BuildSettings;
 use crate::sources::{JobRegistry, check_unpacked};
-use crate::state::{JobEnd, JobStart, NodeState};
+use crate::state::{JobEnd, JobLease, JobStart, NodeState};
 
 /// `SOURCE_DATE_EPOCH` for every build: a fixed instant, so that nothing depends on when or
 /// where a crate was built.
@@ -58,7 +58,7 @@ pub struct BuildRequest {
     /// (`sparse+https://index.crates.io/` for crates.io).
     pub registry: String,
     /// The coordinator's task and lease, when the job came from one.
-    pub lease: Option<(i64, String, i64)>,
+    pub lease: Option<JobLease>,
 }
 
 /// Where a build is at, for progress output.
@@ -187,7 +187,7 @@ impl Pipeline {
         &self,
         fields: &JobFields<'_>,
         registry: &str,
-        lease: Option<(i64, String, i64)>,
+        lease: Option<JobLease>,
     ) -> Result<BuildRequest, JobError> {
         self.gate.accept(fields, registry, lease).await
     }
@@ -210,13 +210,11 @@ impl Pipeline {
         progress: &(dyn Fn(Stage) + Sync),
     ) -> Result<JobReport> {
         let job_id = self.state.begin_job(&JobStart {
-            crate_name: request.crate_name.to_string(),
-            version: request.version.to_string(),
-            target: request.target.to_string(),
-            source_sha256: Some(request.source_sha256.to_hex()),
-            task_id: request.lease.as_ref().map(|l| l.0),
-            lease_id: request.lease.as_ref().map(|l| l.1.clone()),
-            lease_epoch: request.lease.as_ref().map(|l| l.2),
+            crate_name: request.crate_name.clone(),
+            version: request.version.clone(),
+            target: request.target.clone(),
+            source_sha256: Some(request.source_sha256),
+            lease: request.lease,
         })?;
         let work = self.dir.work_dir().join(format!("job-{job_id}"));
         let mut log = CappedLog::new(

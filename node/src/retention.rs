@@ -117,9 +117,9 @@ mod tests {
                 size: size_mib << 20,
             },
             path: format!("/d/artifacts/{seed}.tar.gz").into(),
-            crate_name: "c".into(),
-            version: "1.0.0".into(),
-            target: "x86_64-unknown-linux-gnu".into(),
+            crate_name: "c".parse().unwrap(),
+            version: "1.0.0".parse().unwrap(),
+            target: "x86_64-unknown-linux-gnu".parse().unwrap(),
             job_id: i64::from(seed),
             added_at,
         }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::datadir::DataDir;
 use crate::job::JobFields;
+use crate::state::JobLease;
 use crate::net::{self, Client, JobAnswer, Renewal, Submitted};
 use crate::outcome::{BuildOutcome, Built};
 use crate::pipeline::{JobReport, Pipeline};
@@ -366,7 +367,11 @@ async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
         source_sha256: &source_sha256,
         download_url: &job.download_url,
     };
-    let lease = Some((job.task_id.0, job.lease_id.to_string(), job.epoch));
+    let lease = Some(JobLease {
+        task_id: job.task_id,
+        lease_id: job.lease_id,
+        epoch: job.epoch,
+    });
     let request = match shared
         .pipeline
         .accept(&fields, &shared.registry, lease)

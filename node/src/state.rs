@@ -10,7 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use buildsrs_keys::ArtifactId;
+use std::str::FromStr;
+
+use buildsrs_domain::{
+    ArtifactId, CrateName, CrateVersion, LeaseId, Sha256Digest, TargetTriple, TaskId,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The schema version this code writes (`PRAGMA user_version`).
@@ -79,22 +83,29 @@ pub enum StateError {
 }
 
 /// What a job is about when it starts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobStart {
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Crate version.
-    pub version: String,
+    pub version: CrateVersion,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// The index checksum the source must match.
-    pub source_sha256: Option<String>,
-    /// The coordinator's task, when the job came from one.
-    pub task_id: Option<i64>,
-    /// The lease id, when the job came from a coordinator.
-    pub lease_id: Option<String>,
+    pub source_sha256: Option<Sha256Digest>,
+    /// The coordinator's task and lease, when the job came from one.
+    pub lease: Option<JobLease>,
+}
+
+/// The coordinator's task and lease a job works under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobLease {
+    /// The task.
+    pub task_id: TaskId,
+    /// The lease, to renew and to submit under.
+    pub lease_id: LeaseId,
     /// The lease's fencing epoch.
-    pub lease_epoch: Option<i64>,
+    pub epoch: i64,
 }
 
 /// A job as recorded.
@@ -124,11 +135,11 @@ pub struct ArtifactRecord {
     /// Where the archive is.
     pub path: PathBuf,
     /// Crate name.
-    pub crate_name: String,
+    pub crate_name: CrateName,
     /// Crate version.
-    pub version: String,
+    pub version: CrateVersion,
     /// Target triple.
-    pub target: String,
+    pub target: TargetTriple,
     /// The job that built it.
     pub job_id: i64,
     /// When it was last built here (Unix seconds): retention counts from then.
@@ -240,13 +251,13 @@ impl NodeState {
                                lease_epoch, state, started_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8)",
             params![
-                job.crate_name,
-                job.version,
-                job.target,
-                job.source_sha256,
-                job.task_id,
-                job.lease_id,
-                job.lease_epoch,
+                job.crate_name.as_str(),
+                job.version.as_str(),
+                job.target.as_str(),
+                job.source_sha256.map(|d| d.to_hex()),
+                job.lease.map(|l| l.task_id.0),
+                job.lease.map(|l| l.lease_id.to_string()),
+                job.lease.map(|l| l.epoch),
                 jiff::Timestamp::now().as_second()
             ],
         )
@@ -260,11 +271,11 @@ impl NodeState {
         let sqlite = self.sqlite();
         let now = jiff::Timestamp::now().as_second();
         let tx = conn.transaction().map_err(&sqlite)?;
-        let job: Option<(String, String, String)> = tx
+        let job: Option<(CrateName, CrateVersion, TargetTriple)> = tx
             .query_row(
                 "SELECT crate_name, version, target FROM jobs WHERE id = ?1 AND state = 'running'",
                 [job_id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                |row| Ok((parsed(row, 0)?, parsed(row, 1)?, parsed(row, 2)?)),
             )
             .optional()
             .map_err(&sqlite)?;
@@ -287,9 +298,9 @@ impl NodeState {
                     id.blake3.to_hex(),
                     id.size as i64,
                     path.to_string_lossy(),
-                    crate_name,
-                    version,
-                    target,
+                    crate_name.as_str(),
+                    version.as_str(),
+                    target.as_str(),
                     job_id,
                     now
                 ],
@@ -402,17 +413,51 @@ impl NodeState {
 const JOB_COLUMNS: &str = "id, crate_name, version, target, source_sha256, task_id, lease_id, \
                            lease_epoch, state, outcome, detail, started_at, finished_at";
 
+/// Column `index` parsed by its domain type's one rule: a row this code did not write is an
+/// error, not a value.
+fn parsed<T>(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(index)?;
+    text.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Like [`parsed`], for a column that may be null.
+fn parsed_opt<T>(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    match row.get_ref(index)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => parsed(row, index).map(Some),
+    }
+}
+
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+    let task_id: Option<i64> = row.get(5)?;
+    let lease_id: Option<LeaseId> = parsed_opt(row, 6)?;
+    let epoch: Option<i64> = row.get(7)?;
+    let lease = match (task_id, lease_id, epoch) {
+        (Some(task_id), Some(lease_id), Some(epoch)) => Some(JobLease {
+            task_id: TaskId(task_id),
+            lease_id,
+            epoch,
+        }),
+        _ => None,
+    };
     Ok(JobRecord {
         id: row.get(0)?,
         start: JobStart {
-            crate_name: row.get(1)?,
-            version: row.get(2)?,
-            target: row.get(3)?,
-            source_sha256: row.get(4)?,
-            task_id: row.get(5)?,
-            lease_id: row.get(6)?,
-            lease_epoch: row.get(7)?,
+            crate_name: parsed(row, 1)?,
+            version: parsed(row, 2)?,
+            target: parsed(row, 3)?,
+            source_sha256: parsed_opt(row, 4)?,
+            lease,
         },
         state: row.get(8)?,
         outcome: row.get(9)?,
@@ -423,21 +468,18 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
 }
 
 fn artifact_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ArtifactRecord> {
-    let hash: String = row.get(0)?;
     let size: i64 = row.get(1)?;
     let path: String = row.get(2)?;
-    let blake3 = hash.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let blake3 = parsed(row, 0)?;
     Ok(ArtifactRecord {
         id: ArtifactId {
             blake3,
             size: size as u64,
         },
         path: PathBuf::from(path),
-        crate_name: row.get(3)?,
-        version: row.get(4)?,
-        target: row.get(5)?,
+        crate_name: parsed(row, 3)?,
+        version: parsed(row, 4)?,
+        target: parsed(row, 5)?,
         job_id: row.get(6)?,
         added_at: row.get(7)?,
     })
@@ -473,10 +515,11 @@ mod tests {
 
     fn job(name: &str) -> JobStart {
         JobStart {
-            crate_name: name.into(),
-            version: "1.0.0".into(),
-            target: "x86_64-unknown-linux-gnu".into(),
-            ..JobStart::default()
+            crate_name: name.parse().unwrap(),
+            version: "1.0.0".parse().unwrap(),
+            target: "x86_64-unknown-linux-gnu".parse().unwrap(),
+            source_sha256: None,
+            lease: None,
         }
     }
 
