@@ -1010,11 +1010,7 @@ store_test!(metrics_and_health, |store: Store| async move {
 store_test!(
     downloads_redirect_to_presigned_s3_urls,
     |store: Store| async move {
-        let Some(storage) = support::s3_storage().await else {
-            buildsrs_test_support::skip_or_panic(
-                "downloads_redirect_to_presigned_s3_urls",
-                "BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/test starts moto)",
-            );
+        let Some(storage) = support::s3_storage("downloads_redirect_to_presigned_s3_urls") else {
             return;
         };
         let config = buildsrs_web::WebConfig {

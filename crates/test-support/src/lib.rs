@@ -15,6 +15,11 @@
 //! };
 //! # let _ = endpoint; Ok(()) }
 //! ```
+//!
+//! What several crates' tests need of such a thing lives here too, built on the standard
+//! library alone: [`s3`], a bucket of its own on the test S3 server.
+
+pub mod s3;
 
 use std::fmt;
 use std::io::Write as _;
