@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use anyhow::Result;
+use buildsrs_api::answers::FeedPage;
 use buildsrs_keys::{ArtifactId, Bundle, Expectations, Policy, verify_bundle};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
 use buildsrs_store::TaskState;
@@ -125,12 +126,19 @@ async fn assert_downloadable_over_http(
     };
     let report = verify_bundle(artifact, &bundle, &served, &policy);
     assert!(report.verified, "{report:?}");
-    let feed: serde_json::Value = serde_json::from_slice(&get("/api/v1/verified").await?)?;
+    let feed: FeedPage = serde_json::from_slice(&get("/api/v1/verified").await?)?;
     let published = net.store.published_since(0, 100).await?;
-    assert_eq!(
-        feed["items"].as_array().map(Vec::len),
-        Some(published.len())
-    );
+    // The feed lists what the store published, in its order, by number and hash.
+    let fed: Vec<_> = feed
+        .items
+        .iter()
+        .map(|item| (item.seq, item.hash))
+        .collect();
+    let stored: Vec<_> = published
+        .iter()
+        .map(|p| (p.seq, p.artifact.blake3))
+        .collect();
+    assert_eq!(fed, stored);
     Ok(())
 }
 
