@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use buildsrs_api::answers::QueueAnswer;
 use buildsrs_fixture_registry::FixtureRegistry;
 
 const BIN: &str = env!("CARGO_BIN_EXE_buildsrs-coordinator");
@@ -103,13 +104,13 @@ async fn sigterm_stops_cleanly_and_kill_9_loses_nothing() -> Result<()> {
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let health = reqwest::get(format!("{url}/healthz")).await?;
     assert!(health.status().is_success());
-    let queue: serde_json::Value = serde_json::from_slice(
+    let queue: QueueAnswer = serde_json::from_slice(
         &reqwest::get(format!("{url}/api/v1/queue"))
             .await?
             .bytes()
             .await?,
     )?;
-    assert_eq!(queue["stats"]["queued"], 2, "{queue}");
+    assert_eq!(queue.stats.queued, 2, "{queue:?}");
     signal(&child, "-TERM")?;
     let status = tokio::task::block_in_place(|| wait_exit(&mut child))?;
     assert!(status.success(), "SIGTERM exit: {status:?}");

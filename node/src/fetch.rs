@@ -245,45 +245,8 @@ impl<'a> Clock<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use buildsrs_test_support::stalling_registry::{Sends, StallingRegistry};
     use std::time::Instant;
-    use tokio::io::AsyncReadExt;
-
-    /// A server that answers every request with headers promising 1000 bytes, then sends one
-    /// byte every `every` (or nothing at all, with `None`), forever.
-    async fn hostile_server(every: Option<Duration>) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
-                    if socket.write_all(head).await.is_err() {
-                        return;
-                    }
-                    loop {
-                        match every {
-                            Some(every) => {
-                                tokio::time::sleep(every).await;
-                                if socket.write_all(b"x").await.is_err() {
-                                    return;
-                                }
-                            }
-                            None => tokio::time::sleep(Duration::from_secs(3600)).await,
-                        }
-                    }
-                });
-            }
-        });
-        format!("http://{addr}/dl/x/1.0.0/download")
-    }
 
     async fn download(url: &str, limits: DownloadLimits) -> (Result<u64, FetchError>, PathBuf) {
         let dir = tempfile::tempdir().unwrap().keep();
@@ -303,7 +266,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_stops_sending_is_given_up_on_at_the_stall_limit() {
-        let url = hostile_server(None).await;
+        let registry = StallingRegistry::start(Sends::Nothing).unwrap();
+        let url = registry.download_url("x", "1.0.0");
         let limits = DownloadLimits {
             max_bytes: 1 << 20,
             total: Duration::from_secs(20),
@@ -332,7 +296,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_dribbles_is_given_up_on_at_the_deadline() {
-        let url = hostile_server(Some(Duration::from_millis(20))).await;
+        let registry =
+            StallingRegistry::start(Sends::OneByteEvery(Duration::from_millis(20))).unwrap();
+        let url = registry.download_url("x", "1.0.0");
         let limits = DownloadLimits {
             max_bytes: 1 << 20,
             total: Duration::from_millis(700),

@@ -18,64 +18,8 @@ use anyhow::Result;
 use buildsrs_fixture_registry::{FixtureRegistry, Published, fixtures_dir, pack};
 use buildsrs_node::job::JobFields;
 use buildsrs_node::outcome::{self, BuildOutcome, Ended, OutcomeKind};
+use buildsrs_test_support::stalling_registry::{Sends, StallingRegistry};
 use support::{TARGET, TestNode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// How the fake registry sends a `.crate`.
-#[derive(Clone, Copy)]
-enum Body {
-    /// Headers promising 1000 bytes, then nothing, ever.
-    Stall,
-    /// Headers promising 1000 bytes, then one byte every 100 ms, forever.
-    Dribble,
-}
-
-/// A registry on 127.0.0.1:0 whose `config.json` is in order and whose downloads never end.
-/// Returns its index URL.
-async fn hostile_registry(body: Body) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&request);
-                if text.starts_with("GET /config.json ") {
-                    let config = format!(r#"{{"dl":"http://{addr}/dl","api":null}}"#);
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{config}",
-                        config.len()
-                    );
-                    let _ = socket.write_all(answer.as_bytes()).await;
-                    return;
-                }
-                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
-                if socket.write_all(head).await.is_err() {
-                    return;
-                }
-                loop {
-                    match body {
-                        Body::Stall => tokio::time::sleep(Duration::from_secs(3600)).await,
-                        Body::Dribble => {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            if socket.write_all(b"x").await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    format!("sparse+http://{addr}/")
-}
 
 #[tokio::test]
 async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in_time() -> Result<()>
@@ -85,12 +29,13 @@ async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in
     // The stall limit (30 s) is cut to the total here, so both end at the deadline; the fetch
     // module's tests tell a stall from a dribble.
     let says = "not finished after 2 s (the download limit";
-    for body in [Body::Stall, Body::Dribble] {
-        let registry = hostile_registry(body).await;
-        let url = format!(
-            "{}dl/hello-bin/0.1.0/download",
-            registry.trim_start_matches("sparse+")
-        );
+    for sends in [
+        Sends::Nothing,
+        Sends::OneByteEvery(Duration::from_millis(100)),
+    ] {
+        let registry = StallingRegistry::start(sends)?;
+        let index = registry.index_url();
+        let url = registry.download_url("hello-bin", "0.1.0");
         let fields = JobFields {
             crate_name: "hello-bin",
             version: "0.1.0",
@@ -98,7 +43,7 @@ async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in
             source_sha256: &"ab".repeat(32),
             download_url: &url,
         };
-        let request = node.pipeline.accept(&fields, &registry, None).await?;
+        let request = node.pipeline.accept(&fields, &index, None).await?;
         let started = Instant::now();
         let report = node.pipeline.build(&request, &|_| {}).await?;
         let took = started.elapsed();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 use crate::WebState;
 use crate::error::{PageError, WebError};
-use crate::params::{parse, parse_builder_key, parse_task_id};
+use crate::params::{HtmlQuery, parse, parse_builder_key, parse_task_id};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "buildsrs_admin";
@@ -207,7 +207,7 @@ fn done_message(done: &str) -> Option<&'static str> {
 async fn dashboard(
     State(state): State<WebState>,
     headers: HeaderMap,
-    Query(query): Query<DashboardQuery>,
+    HtmlQuery(query): HtmlQuery<DashboardQuery>,
 ) -> Result<Response, PageError> {
     state.admin().enabled()?;
     let Some((_, session)) = state.admin().session(&headers) else {

@@ -8,7 +8,7 @@
 //! extractors' rejections included: a malformed or repeated query parameter), unknown
 //! routes, methods other than GET and HEAD.
 
-use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, State};
 use axum::http::Method;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -85,8 +85,8 @@ where
     }
 }
 
-/// The query string of an API request; a malformed one (a bad value, a parameter given
-/// twice) is a JSON 400 that says which parameter and why.
+/// The query string of an API request, as [`crate::params::query`] reads it; a malformed one
+/// (a bad value, a parameter given twice) is a JSON 400 that says which parameter and why.
 pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for ApiQuery<T>
@@ -96,18 +96,8 @@ where
 {
     type Rejection = WebError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(value)) => Ok(ApiQuery(value)),
-            // "Failed to deserialize query string: limit: …": the parameter and why is enough.
-            Err(rejection) => {
-                let text = rejection.body_text();
-                Err(WebError::BadRequest(
-                    text.strip_prefix("Failed to deserialize query string: ")
-                        .map_or_else(|| text.clone(), str::to_owned),
-                ))
-            }
-        }
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        crate::params::query(&parts.uri).map(ApiQuery)
     }
 }
 

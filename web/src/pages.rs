@@ -2,7 +2,7 @@
 //! `HX-Request` header), the search and queue pages answer with just the fragment it swaps.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +15,8 @@ use serde_json::json;
 
 use crate::error::{PageError, WebError};
 use crate::params::{
-    ListQuery, VersionParam, parse, parse_builder_key, parse_hash, parse_id, parse_task_id,
+    HtmlQuery, ListQuery, VersionParam, parse, parse_builder_key, parse_hash, parse_id,
+    parse_task_id,
 };
 use crate::{WebState, load};
 
@@ -97,7 +98,7 @@ async fn home(State(state): State<WebState>) -> PageResult {
 async fn search(
     State(state): State<WebState>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    HtmlQuery(query): HtmlQuery<ListQuery>,
 ) -> PageResult {
     let q = query.search()?;
     let page = query.page(20)?;
@@ -229,7 +230,7 @@ async fn builder_page(State(state): State<WebState>, Path(key): Path<String>) ->
 async fn queue_page(
     State(state): State<WebState>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    HtmlQuery(query): HtmlQuery<ListQuery>,
 ) -> PageResult {
     let page = query.page(50)?;
     let queue = load::queue(&state, page).await?;

@@ -9,11 +9,15 @@ use buildsrs_api::params::{SearchText, VersionRef};
 use std::fmt::Display;
 use std::str::FromStr;
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::Uri;
+use axum::http::request::Parts;
 use buildsrs_domain::{Blake3Hash, CrateVersion, PublicKey};
 use buildsrs_store::{CrateInfo, Page, TaskId, VersionSummary};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use crate::error::WebError;
+use crate::error::{PageError, WebError};
 
 /// Parses a path or form value into its domain type ([`CrateName`], [`TargetTriple`], ...) by
 /// that type's one rule; a refusal is a 400 that says what a valid value looks like.
@@ -24,6 +28,41 @@ where
 {
     text.parse()
         .map_err(|error: T::Err| WebError::BadRequest(error.to_string()))
+}
+
+/// The query string of `uri` as `T`. One that does not deserialize (a parameter given twice,
+/// a value of the wrong form) is a 400 that says which parameter and why, never axum's own
+/// plain-text refusal: the API answers it as JSON ([`crate::api::ApiQuery`]), pages as a page
+/// ([`HtmlQuery`]).
+pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, WebError> {
+    match Query::<T>::try_from_uri(uri) {
+        Ok(Query(value)) => Ok(value),
+        // "Failed to deserialize query string: limit: …": the parameter and why is enough.
+        Err(rejection) => {
+            let text = rejection.body_text();
+            Err(WebError::BadRequest(
+                text.strip_prefix("Failed to deserialize query string: ")
+                    .map_or_else(|| text.clone(), str::to_owned),
+            ))
+        }
+    }
+}
+
+/// The query string of an HTML page (public or admin), as [`query`] reads it; a refusal is
+/// the page's 400, an HTML page like every other error of a page.
+#[derive(Debug)]
+pub(crate) struct HtmlQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for HtmlQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(HtmlQuery(query(&parts.uri)?))
+    }
 }
 
 /// A version in a URL: exact semver, or `latest` (the newest non-yanked release).

@@ -5,11 +5,11 @@
 //! SKIPPED line locally, a failure under `CI=true`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
 use buildsrs_storage::object_store::ObjectStoreExt;
 use buildsrs_storage::{ArtifactStorage, PART_SIZE, PutOutcome, StorageConfig, StorageError};
+use buildsrs_test_support::s3::TestBucket;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use tempfile::TempDir;
@@ -19,8 +19,8 @@ struct Backend {
     storage: ArtifactStorage,
     /// The storage root, for the local backend.
     local_root: Option<PathBuf>,
-    /// S3 endpoint and bucket, to delete the bucket afterwards.
-    s3_bucket: Option<(String, String)>,
+    /// The S3 bucket, to delete afterwards.
+    s3_bucket: Option<TestBucket>,
     scratch: TempDir,
 }
 
@@ -38,55 +38,29 @@ impl Backend {
         })
     }
 
-    async fn s3(test: &str) -> Result<Option<Backend>> {
-        let Ok(endpoint) = std::env::var("BUILDSRS_TEST_S3_ENDPOINT") else {
-            buildsrs_test_support::skip(
-                &format!("s3::{test}"),
-                "BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/ensure-moto starts a moto \
-                 server and prints the URL to set)",
-            )?;
+    fn s3(test: &str) -> Result<Option<Backend>> {
+        let Some(bucket) = TestBucket::create(&format!("s3::{test}"))? else {
             return Ok(None);
         };
-        let endpoint = endpoint.trim_end_matches('/').to_owned();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos();
-        let bucket = format!(
-            "buildsrs-test-{}-{nanos}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        // object_store cannot create buckets; moto takes an unsigned PUT.
-        let response = reqwest::Client::new()
-            .put(format!("{endpoint}/{bucket}"))
-            .send()
-            .await
-            .with_context(|| format!("creating bucket {bucket} at {endpoint}"))?;
-        ensure!(
-            response.status().is_success(),
-            "creating bucket {bucket} at {endpoint}: {}",
-            response.status()
-        );
         let storage = ArtifactStorage::open(&StorageConfig::S3 {
-            endpoint: endpoint.clone(),
-            bucket: bucket.clone(),
-            region: "us-east-1".into(),
-            access_key_id: "buildsrs-test".into(),
-            secret_access_key: "buildsrs-test-secret".into(),
+            endpoint: bucket.endpoint.clone(),
+            bucket: bucket.name.clone(),
+            region: TestBucket::REGION.into(),
+            access_key_id: TestBucket::ACCESS_KEY_ID.into(),
+            secret_access_key: TestBucket::SECRET_ACCESS_KEY.into(),
             allow_http: true,
         })?;
         Ok(Some(Backend {
             storage,
             local_root: None,
-            s3_bucket: Some((endpoint, bucket)),
+            s3_bucket: Some(bucket),
             scratch: tempfile::tempdir()?,
         }))
     }
 
     /// Empties and deletes the test's bucket (moto keeps everything in memory).
     async fn cleanup(self) -> Result<()> {
-        let Some((endpoint, bucket)) = &self.s3_bucket else {
+        let Some(bucket) = self.s3_bucket else {
             return Ok(());
         };
         let keys: Vec<_> = self
@@ -99,15 +73,8 @@ impl Backend {
         for key in keys {
             self.storage.object_store().delete(&key).await?;
         }
-        let response = reqwest::Client::new()
-            .delete(format!("{endpoint}/{bucket}"))
-            .send()
-            .await?;
-        ensure!(
-            response.status().is_success(),
-            "deleting {bucket}: {}",
-            response.status()
-        );
+        // S3 deletes only an empty bucket. (A short blocking request to loopback.)
+        bucket.delete()?;
         Ok(())
     }
 
@@ -517,7 +484,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() -> anyhow::Result<()> {
-                    let Some(backend) = super::Backend::s3(stringify!($name)).await? else {
+                    let Some(backend) = super::Backend::s3(stringify!($name))? else {
                         return Ok(());
                     };
                     super::$name(&backend).await?;

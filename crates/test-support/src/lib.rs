@@ -15,6 +15,13 @@
 //! };
 //! # let _ = endpoint; Ok(()) }
 //! ```
+//!
+//! What several crates' tests need of such a thing lives here too, built on the standard
+//! library alone: [`s3`], a bucket of its own on the test S3 server; [`stalling_registry`], a
+//! registry whose downloads stall or dribble (the node's unit and integration tests).
+
+pub mod s3;
+pub mod stalling_registry;
 
 use std::fmt;
 use std::io::Write as _;

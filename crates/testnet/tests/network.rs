@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use anyhow::Result;
+use buildsrs_api::answers::FeedPage;
 use buildsrs_keys::{ArtifactId, Bundle, Expectations, Policy, verify_bundle};
 use buildsrs_storage::{ArtifactStorage, StorageConfig};
 use buildsrs_store::TaskState;
+use buildsrs_test_support::s3::TestBucket;
 use buildsrs_testnet::{Testnet, TestnetOptions};
 use futures::StreamExt;
 
@@ -124,12 +126,19 @@ async fn assert_downloadable_over_http(
     };
     let report = verify_bundle(artifact, &bundle, &served, &policy);
     assert!(report.verified, "{report:?}");
-    let feed: serde_json::Value = serde_json::from_slice(&get("/api/v1/verified").await?)?;
+    let feed: FeedPage = serde_json::from_slice(&get("/api/v1/verified").await?)?;
     let published = net.store.published_since(0, 100).await?;
-    assert_eq!(
-        feed["items"].as_array().map(Vec::len),
-        Some(published.len())
-    );
+    // The feed lists what the store published, in its order, by number and hash.
+    let fed: Vec<_> = feed
+        .items
+        .iter()
+        .map(|item| (item.seq, item.hash))
+        .collect();
+    let stored: Vec<_> = published
+        .iter()
+        .map(|p| (p.seq, p.artifact.blake3))
+        .collect();
+    assert_eq!(fed, stored);
     Ok(())
 }
 
@@ -293,47 +302,19 @@ async fn an_unapproved_node_gets_no_work() -> Result<()> {
     net.stop().await
 }
 
-/// A fresh bucket on the test S3 server (moto), or `None` when the test script did not start
-/// one (`BUILDSRS_TEST_S3_ENDPOINT`).
-async fn fresh_bucket() -> Result<Option<StorageConfig>> {
-    let Ok(endpoint) = std::env::var("BUILDSRS_TEST_S3_ENDPOINT") else {
-        return Ok(None);
-    };
-    let bucket = format!(
-        "testnet-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    );
-    // object_store cannot create buckets; moto takes an unsigned PUT.
-    let answer = reqwest::Client::builder()
-        .no_proxy()
-        .build()?
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        answer.status().is_success(),
-        "creating {bucket}: {}",
-        answer.status()
-    );
-    Ok(Some(StorageConfig::S3 {
-        endpoint,
-        bucket,
-        region: "us-east-1".into(),
-        access_key_id: "testing".into(),
-        secret_access_key: "testing".into(),
-        allow_http: true,
-    }))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_verify_two_versions_on_postgres_and_s3() -> Result<()> {
-    let Some(storage) = fresh_bucket().await? else {
-        buildsrs_test_support::skip(
-            "three_nodes_verify_two_versions_on_postgres_and_s3",
-            "BUILDSRS_TEST_S3_ENDPOINT is not set (scripts/test starts moto)",
-        )?;
+    let Some(bucket) = TestBucket::create("three_nodes_verify_two_versions_on_postgres_and_s3")?
+    else {
         return Ok(());
+    };
+    let storage = StorageConfig::S3 {
+        endpoint: bucket.endpoint,
+        bucket: bucket.name,
+        region: TestBucket::REGION.into(),
+        access_key_id: TestBucket::ACCESS_KEY_ID.into(),
+        secret_access_key: TestBucket::SECRET_ACCESS_KEY.into(),
+        allow_http: true,
     };
     let database = buildsrs_store::testing::FreshDatabase::create().await;
     let options = TestnetOptions {

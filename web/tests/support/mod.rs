@@ -15,6 +15,7 @@ use buildsrs_storage::{ArtifactStorage, StorageConfig};
 pub use buildsrs_store::testing::{TARGET, TOOLCHAIN};
 use buildsrs_store::testing::{lease, matrix, register};
 use buildsrs_store::{BuildOutcome, IndexVersion, Store, StoredBuild, Submission, TaskId};
+use buildsrs_test_support::s3::TestBucket;
 use buildsrs_web::{WebConfig, WebState, router};
 use jiff::Timestamp;
 use tower::ServiceExt;
@@ -283,34 +284,17 @@ impl Scene {
     }
 }
 
-/// Storage in a fresh bucket of the S3 server at `BUILDSRS_TEST_S3_ENDPOINT` (moto, started
-/// by the test script); `None` without one.
-pub async fn s3_storage() -> Option<ArtifactStorage> {
-    let endpoint = std::env::var("BUILDSRS_TEST_S3_ENDPOINT").ok()?;
-    let endpoint = endpoint.trim_end_matches('/').to_owned();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let bucket = format!("buildsrs-web-{}-{nanos}", std::process::id());
-    // object_store cannot create buckets; moto takes an unsigned PUT.
-    let created = reqwest::Client::new()
-        .put(format!("{endpoint}/{bucket}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        created.status().is_success(),
-        "creating {bucket}: {}",
-        created.status()
-    );
+/// Storage in a fresh bucket of the test S3 server ([`TestBucket`]); `None` when the test
+/// `test` skips for want of one (under `CI=true` that panics instead).
+pub fn s3_storage(test: &str) -> Option<ArtifactStorage> {
+    let bucket = TestBucket::create(test).unwrap()?;
     Some(
         ArtifactStorage::open(&StorageConfig::S3 {
-            endpoint,
-            bucket,
-            region: "us-east-1".into(),
-            access_key_id: "buildsrs-test".into(),
-            secret_access_key: "buildsrs-test-secret".into(),
+            endpoint: bucket.endpoint,
+            bucket: bucket.name,
+            region: TestBucket::REGION.into(),
+            access_key_id: TestBucket::ACCESS_KEY_ID.into(),
+            secret_access_key: TestBucket::SECRET_ACCESS_KEY.into(),
             allow_http: true,
         })
         .unwrap(),
