@@ -31,10 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::datadir::DataDir;
 use crate::job::JobFields;
-use crate::state::JobLease;
 use crate::net::{self, Client, JobAnswer, Renewal, Submitted};
 use crate::outcome::{BuildOutcome, Built};
 use crate::pipeline::{JobReport, Pipeline};
+use crate::state::JobLease;
 use crate::state::NodeState;
 
 /// How `run` is set up beyond the data dir's configuration.
