@@ -23,7 +23,7 @@ use buildsrs_api::params::{
     VersionPath,
 };
 use buildsrs_api::routes;
-use buildsrs_store::{Page, TaskId};
+use buildsrs_store::Page;
 use serde::de::DeserializeOwned;
 
 use crate::error::WebError;
@@ -153,7 +153,7 @@ async fn task(
     State(state): State<WebState>,
     ApiPath(path): ApiPath<TaskPath>,
 ) -> ApiResult<TaskAnswer> {
-    let detail = load::task(&state, TaskId(path.id.get())).await?;
+    let detail = load::task(&state, path.id.task_id()).await?;
     Ok(Json(answers::task_answer(&detail)?))
 }
 

@@ -156,7 +156,12 @@ pub fn parse_id(text: &str, what: &str) -> Result<i64, WebError> {
 
 /// A task id.
 pub fn parse_task_id(text: &str) -> Result<TaskId, WebError> {
-    parse_id(text, "task").map(TaskId)
+    text.parse().map_err(|_| {
+        WebError::BadRequest(format!(
+            "{:?} is not a task id (a positive integer)",
+            truncate(text)
+        ))
+    })
 }
 
 /// `?offset=&limit=` and, for searches, `?q=`. Fields are text so that a malformed number

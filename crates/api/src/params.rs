@@ -347,8 +347,9 @@ macro_rules! bounded {
 }
 
 bounded!(
-    /// A task id: a positive integer.
-    TaskId(i64), 1, i64::MAX,
+    /// A task id in a path: a positive integer, as [`buildsrs_domain::TaskId`] is, with the
+    /// refusal and schema a parameter needs; [`TaskIdParam::task_id`] is the domain's id.
+    TaskIdParam(i64), 1, i64::MAX,
     |text| format!("{text:?} is not a task id (a positive integer)"),
     "A task id."
 );
@@ -401,7 +402,14 @@ pub struct VersionPath {
 pub struct TaskPath {
     /// The task's id.
     #[param(inline)]
-    pub id: TaskId,
+    pub id: TaskIdParam,
+}
+
+impl TaskIdParam {
+    /// The task id it names.
+    pub fn task_id(self) -> buildsrs_domain::TaskId {
+        buildsrs_domain::TaskId(self.0)
+    }
 }
 
 /// `{hash}` of an artifact.
@@ -509,7 +517,7 @@ mod tests {
             .find(|key| key.public_key().is_none());
         assert!(no_point.is_some());
 
-        assert_eq!("7".parse::<TaskId>().map(TaskId::get), Ok(7));
+        assert_eq!("7".parse::<TaskIdParam>().map(TaskIdParam::get), Ok(7));
         for bad in [
             "0",
             "-1",
@@ -520,7 +528,7 @@ mod tests {
             "9223372036854775808",
             "1e3",
         ] {
-            let error = bad.parse::<TaskId>().unwrap_err().to_string();
+            let error = bad.parse::<TaskIdParam>().unwrap_err().to_string();
             assert!(error.contains("not a task id"), "{bad:?}: {error}");
         }
         assert!("1000000".parse::<Offset>().is_ok());
