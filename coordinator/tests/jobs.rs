@@ -65,8 +65,8 @@ fn hello(name: &str) -> Request {
     Request::Hello(Hello {
         agent: "test".into(),
         name: name.into(),
-        targets: vec![TARGET.into()],
-        toolchains: vec![TOOLCHAIN.into()],
+        targets: vec![TARGET.parse().unwrap()],
+        toolchains: vec![TOOLCHAIN.parse().unwrap()],
         capacity: 1,
         blobs: BlobAddress {
             endpoint_id: "x".into(),

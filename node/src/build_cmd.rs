@@ -18,7 +18,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::datadir::DataDir;
-use crate::job::JobFields;
+use crate::job::JobSpec;
 use crate::outcome::{BuildOutcome, Built, OutcomeKind};
 use crate::pipeline::{Pipeline, Stage};
 use crate::state::NodeState;
@@ -27,15 +27,15 @@ use crate::state::NodeState;
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The crate's name.
-    pub name: String,
+    pub name: CrateName,
     /// The version to build.
-    pub version: String,
+    pub version: CrateVersion,
     /// The registry's index URL (`sparse+http(s)://…`) [default: the config's registry].
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
     /// The target triple [default: the first target in the config].
     #[arg(long, value_name = "TRIPLE")]
-    pub target: Option<String>,
+    pub target: Option<TargetTriple>,
     /// Where to write the archive, its bundle and the build log.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -86,11 +86,6 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
             .cloned()
             .context("the config lists no targets")?,
     };
-    // The name makes the index path looked up first: parse it (and the rest) before that.
-    // The whole job is checked again, against this node, by `Pipeline::accept` below.
-    args.name.parse::<CrateName>()?;
-    args.version.parse::<CrateVersion>()?;
-    target.parse::<TargetTriple>()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 
@@ -122,15 +117,14 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
         );
     }
     let pipeline = Pipeline::new(dir, sandbox, Arc::new(state), lock).await?;
-    let cksum = found.cksum.to_hex();
-    let fields = JobFields {
-        crate_name: &args.name,
-        version: &args.version,
-        target: &target,
-        source_sha256: &cksum,
-        download_url: &found.download_url,
+    let spec = JobSpec {
+        crate_name: args.name.clone(),
+        version: args.version.clone(),
+        target: target.clone(),
+        source_sha256: found.cksum,
+        download_url: found.download_url.clone(),
     };
-    let request = pipeline.accept(&fields, &registry, None).await?;
+    let request = pipeline.accept(spec, &registry, None).await?;
 
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));

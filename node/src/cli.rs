@@ -165,7 +165,12 @@ fn status(cli: &Cli, args: &StatusArgs) -> Result<()> {
     println!("data dir:    {}", dir.root().display());
     println!("public key:  {}", identity.public_key());
     println!("fingerprint: {}", identity.fingerprint());
-    println!("targets:     {}", config.targets.join(", "));
+    let targets: Vec<&str> = config
+        .targets
+        .iter()
+        .map(buildsrs_domain::TargetTriple::as_str)
+        .collect();
+    println!("targets:     {}", targets.join(", "));
     println!("registry:    {}", config.registry);
     println!(
         "jobs:        {} finished, {} running, {} abandoned",

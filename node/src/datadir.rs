@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use buildsrs_keys::Identity;
+use buildsrs_keys::{Identity, TargetTriple};
 use serde::{Deserialize, Serialize};
 
 /// The node's configuration file, `config.toml` in the data dir.
@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Target triples this node builds for.
-    pub targets: Vec<String>,
+    pub targets: Vec<TargetTriple>,
     /// How many jobs may run at once.
     pub capacity: u32,
     /// The registry to fetch crates from, as a crates-index URL (`sparse+https://…`).
@@ -88,7 +88,7 @@ pub struct LimitsConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            targets: vec![host_target().to_owned()],
+            targets: vec![host_target()],
             capacity: 1,
             registry: buildsrs_index::crates_io::INDEX.to_owned(),
             toolchain: None,
@@ -118,9 +118,11 @@ impl Default for LimitsConfig {
 }
 
 /// The target this binary was built for, which is the one its machine can build natively.
-pub const fn host_target() -> &'static str {
+pub fn host_target() -> TargetTriple {
     // Only x86_64 Linux is supported for now; the sandbox is Linux-only anyway.
     "x86_64-unknown-linux-gnu"
+        .parse()
+        .expect("the host triple is a target triple")
 }
 
 /// An opened data dir.

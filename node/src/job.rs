@@ -1,13 +1,15 @@
 //! Jobs as they enter the node, from a coordinator's lease (`run`) or the command line
-//! (`build`): every field is input, and [`JobGate::accept`] turns the fields into a
-//! [`BuildRequest`] or refuses them, before any directory, state row or request is made from
-//! them.
+//! (`build`): every field is input, and [`JobGate::accept`] turns a [`JobSpec`] into a
+//! [`BuildRequest`] or refuses it, before any directory, state row or request is made from
+//! it.
 //!
-//! Each field is parsed once into its one type: the crate name ([`CrateName`], crates.io's
-//! rule), the version ([`CrateVersion`], canonical semver), the target ([`TargetTriple`], and
-//! one this node is configured to build), the checksum ([`Sha256Digest`], 64 lowercase hex
-//! digits) and the download URL ([`DownloadUrl`]: `http` or `https`, no user or password, and
-//! on the host the node's own registry downloads from). That host is the origin of the `dl`
+//! A job from a coordinator arrives typed (the protocol decodes its fields by the domain's
+//! rules); text from elsewhere ([`JobFields`]) is parsed into the same types by
+//! [`JobFields::parse`]: the crate name ([`CrateName`], crates.io's rule), the version
+//! ([`CrateVersion`], canonical semver), the target ([`TargetTriple`]), the checksum
+//! ([`Sha256Digest`], 64 lowercase hex digits). The gate then checks what only this node can:
+//! that it builds the target, and the download URL ([`DownloadUrl`]: `http` or `https`, no
+//! user or password, and on the host the node's own registry downloads from). That host is the origin of the `dl`
 //! template in the registry's `config.json`, read once per registry (within the download time
 //! limit) and kept: a job cannot make the node send a request anywhere else, nor read a
 //! `file://` URL.
@@ -29,7 +31,23 @@ use reqwest::Url;
 use crate::pipeline::BuildRequest;
 use crate::state::JobLease;
 
-/// A job's fields as they arrived, unchecked.
+/// What a job asks for, in the domain's types; the download URL is still text for the gate
+/// to check against this node's registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Crate name.
+    pub crate_name: CrateName,
+    /// Version.
+    pub version: CrateVersion,
+    /// Target triple.
+    pub target: TargetTriple,
+    /// The index checksum of the `.crate`.
+    pub source_sha256: Sha256Digest,
+    /// Where to download the `.crate`.
+    pub download_url: String,
+}
+
+/// A job's fields as text (the command line, tests), unchecked.
 #[derive(Clone, Copy, Debug)]
 pub struct JobFields<'a> {
     /// Crate name.
@@ -42,6 +60,19 @@ pub struct JobFields<'a> {
     pub source_sha256: &'a str,
     /// Where to download the `.crate`.
     pub download_url: &'a str,
+}
+
+impl JobFields<'_> {
+    /// Parses each field into its one type.
+    pub fn parse(&self) -> Result<JobSpec, JobError> {
+        Ok(JobSpec {
+            crate_name: self.crate_name.parse().map_err(JobError::CrateName)?,
+            version: self.version.parse().map_err(JobError::Version)?,
+            target: self.target.parse().map_err(JobError::Target)?,
+            source_sha256: self.source_sha256.parse().map_err(JobError::Checksum)?,
+            download_url: self.download_url.to_owned(),
+        })
+    }
 }
 
 /// Why a job was refused.
@@ -182,37 +213,31 @@ pub struct JobGate {
 impl JobGate {
     /// A gate for a node building `targets` (its configuration), reading registries'
     /// `config.json` with `http` within `timeout`.
-    pub fn new(
-        targets: &[String],
-        http: reqwest::Client,
-        timeout: Duration,
-    ) -> Result<Self, InvalidName> {
-        let targets = targets
-            .iter()
-            .map(|t| t.parse())
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            targets,
+    pub fn new(targets: &[TargetTriple], http: reqwest::Client, timeout: Duration) -> Self {
+        Self {
+            targets: targets.to_vec(),
             http,
             timeout,
             origins: tokio::sync::Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Checks a job's fields against this node, for dependencies from `registry` (the node's
     /// configured registry, or the one given on its command line).
     pub async fn accept(
         &self,
-        fields: &JobFields<'_>,
+        spec: JobSpec,
         registry: &str,
         lease: Option<JobLease>,
     ) -> Result<BuildRequest, JobError> {
-        let crate_name: CrateName = fields.crate_name.parse().map_err(JobError::CrateName)?;
-        let version: CrateVersion = fields.version.parse().map_err(JobError::Version)?;
-        let target: TargetTriple = fields.target.parse().map_err(JobError::Target)?;
-        let source_sha256: Sha256Digest =
-            fields.source_sha256.parse().map_err(JobError::Checksum)?;
-        let download_url: DownloadUrl = fields.download_url.parse()?;
+        let JobSpec {
+            crate_name,
+            version,
+            target,
+            source_sha256,
+            download_url: url_text,
+        } = spec;
+        let download_url: DownloadUrl = url_text.parse()?;
         if !self.targets.contains(&target) {
             let allowed: Vec<&str> = self.targets.iter().map(TargetTriple::as_str).collect();
             return Err(JobError::TargetNotBuilt {
@@ -223,7 +248,7 @@ impl JobGate {
         let origin = self.download_origin(registry).await?;
         if download_url.origin() != origin {
             return Err(JobError::DownloadUrl {
-                url: fields.download_url.chars().take(200).collect(),
+                url: url_text.chars().take(200).collect(),
                 reason: format!("not on {origin}, where the node's registry serves downloads"),
             });
         }

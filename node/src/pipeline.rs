@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::datadir::{DataDir, DataDirLock, NodeConfig};
 use crate::fetch::{DownloadLimits, FetchError, download_crate};
-use crate::job::{DownloadUrl, JobError, JobFields, JobGate};
+use crate::job::{DownloadUrl, JobError, JobFields, JobGate, JobSpec};
 use crate::metadata::{MetadataRun, read_metadata};
 use crate::outcome::{self, BuildOutcome, Built};
 use crate::plan::{BuildPlan, plan_from_metadata};
@@ -154,8 +154,7 @@ impl Pipeline {
             &config.targets,
             http.clone(),
             Duration::from_secs(config.limits.download_secs),
-        )
-        .context("the configured targets")?;
+        );
         let proxy = RegistryProxy::start(tokio_util::sync::CancellationToken::new())
             .await
             .context("starting the registry proxy")?;
@@ -180,16 +179,26 @@ impl Pipeline {
         &self.state
     }
 
-    /// Checks a job's fields (from a coordinator or the command line) against this node and
-    /// makes the request [`Pipeline::build`] takes; `registry` is where its dependencies come
-    /// from. A refused job changes nothing (see [`crate::job`]).
+    /// Checks a job (from a coordinator or the command line) against this node and makes the
+    /// request [`Pipeline::build`] takes; `registry` is where its dependencies come from. A
+    /// refused job changes nothing (see [`crate::job`]).
     pub async fn accept(
+        &self,
+        spec: JobSpec,
+        registry: &str,
+        lease: Option<JobLease>,
+    ) -> Result<BuildRequest, JobError> {
+        self.gate.accept(spec, registry, lease).await
+    }
+
+    /// [`Pipeline::accept`] for a job given as text: each field is parsed first.
+    pub async fn accept_fields(
         &self,
         fields: &JobFields<'_>,
         registry: &str,
         lease: Option<JobLease>,
     ) -> Result<BuildRequest, JobError> {
-        self.gate.accept(fields, registry, lease).await
+        self.accept(fields.parse()?, registry, lease).await
     }
 
     /// The toolchain builds use.

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::datadir::DataDir;
-use crate::job::JobFields;
+use crate::job::JobSpec;
 use crate::net::{self, Client, JobAnswer, Renewal, Submitted};
 use crate::outcome::{BuildOutcome, Built};
 use crate::pipeline::{JobReport, Pipeline};
@@ -144,7 +144,7 @@ pub async fn run(dir: DataDir, options: RunOptions, shutdown: CancellationToken)
         agent: agent(),
         name: options.name.clone(),
         targets: config.targets.clone(),
-        toolchains: vec![pipeline.toolchain().release.to_string()],
+        toolchains: vec![pipeline.toolchain().release.clone()],
         capacity: config.capacity,
         blobs: blob_addr,
     };
@@ -359,24 +359,19 @@ async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
     // Everything in the job is input: checked before anything is made from it.
     // The protocol decoded name, version, target and checksum by the domain's rules; the
     // gate checks what only this node can (its targets, its registry's download origin).
-    let source_sha256 = job.source_sha256.to_hex();
-    let fields = JobFields {
-        crate_name: &job.crate_name,
-        version: &job.version,
-        target: &job.target,
-        source_sha256: &source_sha256,
-        download_url: &job.download_url,
+    let spec = JobSpec {
+        crate_name: job.crate_name.clone(),
+        version: job.version.clone(),
+        target: job.target.clone(),
+        source_sha256: job.source_sha256,
+        download_url: job.download_url.clone(),
     };
     let lease = Some(JobLease {
         task_id: job.task_id,
         lease_id: job.lease_id,
         epoch: job.epoch,
     });
-    let request = match shared
-        .pipeline
-        .accept(&fields, &shared.registry, lease)
-        .await
-    {
+    let request = match shared.pipeline.accept(spec, &shared.registry, lease).await {
         Ok(request) => request,
         Err(error) => {
             tracing::warn!("job: task {}: {error}", job.task_id);

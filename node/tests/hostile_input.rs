@@ -43,7 +43,7 @@ async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in
             source_sha256: &"ab".repeat(32),
             download_url: &url,
         };
-        let request = node.pipeline.accept(&fields, &index, None).await?;
+        let request = node.pipeline.accept_fields(&fields, &index, None).await?;
         let started = Instant::now();
         let report = node.pipeline.build(&request, &|_| {}).await?;
         let took = started.elapsed();
@@ -348,7 +348,7 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
     for (fields, says) in &cases {
         let error = node
             .pipeline
-            .accept(fields, &registry.index_url(), None)
+            .accept_fields(fields, &registry.index_url(), None)
             .await
             .unwrap_err();
         assert!(!error.is_node_fault(), "{error}");
@@ -382,7 +382,7 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
     // The same fields, in order, are accepted.
     let request = node
         .pipeline
-        .accept(&good, &registry.index_url(), None)
+        .accept_fields(&good, &registry.index_url(), None)
         .await?;
     assert_eq!(request.crate_name.as_str(), "hello-bin");
     assert_eq!(request.download_url.as_str(), published.download_url);

@@ -387,8 +387,8 @@ async fn seed(store: &Store, storage: &ArtifactStorage, knobs: &Knobs) -> Result
                 NewBuilder {
                     public_key: key(n),
                     name: name.to_owned(),
-                    targets: vec![TARGETS[0].to_owned()],
-                    toolchains: vec![TOOLCHAIN.to_owned()],
+                    targets: vec![TARGETS[0].parse()?],
+                    toolchains: vec![TOOLCHAIN.parse()?],
                 },
                 now,
             )

@@ -130,7 +130,7 @@ pub(crate) fn task(task: &store::TaskInfo) -> Result<api::Task, WebError> {
         crate_name: task.crate_name.clone(),
         version: task.version.clone(),
         target: task.target.clone(),
-        toolchain: task.toolchain.to_string(),
+        toolchain: task.toolchain.clone(),
         state: task_state(task.state),
         reason: task.reason.clone(),
         priority: task.priority,
@@ -293,7 +293,7 @@ pub(crate) fn builder_answer(
                 crate_name: recent.crate_name.clone(),
                 version: recent.version.clone(),
                 target: recent.target.clone(),
-                toolchain: recent.toolchain.to_string(),
+                toolchain: recent.toolchain.clone(),
                 task_state: task_state(recent.task_state),
                 result: build_result(&recent.result)?,
             })

@@ -6,7 +6,7 @@
 
 use buildsrs_keys::{
     ArtifactId, Blake3Hash, CrateName, CrateVersion, PublicKey, Sha256Digest, SignedAttestation,
-    TargetTriple,
+    TargetTriple, ToolchainRelease,
 };
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -225,7 +225,8 @@ pub struct Task {
     #[serde(with = "crate::text")]
     pub target: TargetTriple,
     /// The toolchain's release, e.g. `1.95.0`.
-    pub toolchain: String,
+    #[schema(value_type = schema::ToolchainRelease)]
+    pub toolchain: ToolchainRelease,
     /// Where it stands.
     pub state: TaskState,
     /// Why it failed, mismatched or was cancelled.
@@ -398,7 +399,8 @@ pub struct Builder {
     #[serde(with = "crate::text::vec")]
     pub targets: Vec<TargetTriple>,
     /// Toolchain releases it has.
-    pub toolchains: Vec<String>,
+    #[schema(value_type = Vec<schema::ToolchainRelease>)]
+    pub toolchains: Vec<ToolchainRelease>,
     /// When it first registered.
     pub registered_at: Timestamp,
     /// When it last asked for work, renewed a lease or sent a result.
@@ -429,7 +431,8 @@ pub struct BuilderResult {
     #[serde(with = "crate::text")]
     pub target: TargetTriple,
     /// The toolchain's release.
-    pub toolchain: String,
+    #[schema(value_type = schema::ToolchainRelease)]
+    pub toolchain: ToolchainRelease,
     /// Where the task stands now.
     pub task_state: TaskState,
     /// The result.

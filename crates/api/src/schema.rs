@@ -64,6 +64,9 @@ pub const VERSION_MAX_LEN: usize = 128;
 /// `_`, `-`, `.`; not starting with `-` or `.`; no `..`).
 pub const TARGET_PATTERN: &str = "^[a-z0-9_][a-z0-9_-]*(\\.[a-z0-9_-]+)*\\.?$";
 
+/// A toolchain release: `buildsrs_keys::statement::validate_toolchain_release`.
+pub const TOOLCHAIN_RELEASE_PATTERN: &str = "^[A-Za-z0-9._+-]+$";
+
 /// A BLAKE3 hash or SHA-256 digest: 64 lowercase hex digits.
 pub const DIGEST_PATTERN: &str = "^[0-9a-f]{64}$";
 
@@ -137,6 +140,14 @@ string_schema!(
     1,
     80,
     "x86_64-unknown-linux-gnu"
+);
+string_schema!(
+    ToolchainRelease,
+    "A toolchain's release as `rustc -vV` reports it (ASCII letters, digits, `.`, `_`, `+`, `-`; at most 128).",
+    TOOLCHAIN_RELEASE_PATTERN,
+    1,
+    128,
+    "1.95.0"
 );
 string_schema!(
     Blake3Hash,
@@ -370,11 +381,14 @@ mod tests {
 
     #[test]
     fn patterns_allow_exactly_what_the_parsers_take() {
-        use buildsrs_keys::statement::{validate_crate_name, validate_target, validate_version};
+        use buildsrs_keys::statement::{
+            validate_crate_name, validate_target, validate_toolchain_release, validate_version,
+        };
         let version_ok = allows::<CrateVersion>();
         let version_ref_ok = allows::<crate::params::VersionRef>();
         let name_ok = allows::<CrateName>();
         let target_ok = allows::<TargetTriple>();
+        let release_ok = allows::<ToolchainRelease>();
         let key_ok = allows::<crate::params::BuilderKey>();
         let hash_ok = allows::<Blake3Hash>();
         let search_ok = allows::<crate::params::SearchText>();
@@ -429,6 +443,24 @@ mod tests {
                 target_ok(target),
                 validate_target(target).is_ok(),
                 "{target:?}"
+            );
+        }
+        for release in [
+            "1.95.0",
+            "1.97.0-nightly",
+            "1.96.0-beta.3",
+            "1.0+x_y",
+            "",
+            "1.95.0 ",
+            "1/2",
+            "é",
+            &"1".repeat(128),
+            &"1".repeat(129),
+        ] {
+            assert_eq!(
+                release_ok(release),
+                validate_toolchain_release(release).is_ok(),
+                "{release:?}"
             );
         }
         let hex = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";

@@ -468,8 +468,8 @@ async fn verify_all(store: &Store, artifacts: &[ArtifactId]) -> anyhow::Result<(
                 NewBuilder {
                     public_key: key,
                     name: format!("bench-builder-{n}"),
-                    targets: vec![TARGET.to_owned()],
-                    toolchains: vec![TOOLCHAIN.to_owned()],
+                    targets: vec![TARGET.parse()?],
+                    toolchains: vec![TOOLCHAIN.parse()?],
                 },
                 now,
             )

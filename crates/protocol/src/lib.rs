@@ -66,9 +66,9 @@ pub struct Hello {
     /// A human-readable name for the builder list (the operator's choice).
     pub name: String,
     /// Target triples it builds.
-    pub targets: Vec<String>,
+    pub targets: Vec<TargetTriple>,
     /// Toolchains it builds with.
-    pub toolchains: Vec<String>,
+    pub toolchains: Vec<ToolchainRelease>,
     /// Jobs it runs at once.
     pub capacity: u32,
     /// Where its blob server (iroh-blobs) answers.

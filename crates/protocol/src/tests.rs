@@ -8,8 +8,8 @@ fn hello() -> Hello {
     Hello {
         agent: "buildsrs-node/0.1.0".into(),
         name: "box-1".into(),
-        targets: vec!["x86_64-unknown-linux-gnu".into()],
-        toolchains: vec!["1.95.0".into()],
+        targets: vec!["x86_64-unknown-linux-gnu".parse().unwrap()],
+        toolchains: vec!["1.95.0".parse().unwrap()],
         capacity: 2,
         blobs: BlobAddress {
             endpoint_id: "ab".repeat(32),

@@ -68,8 +68,8 @@ async fn setup(store: &Store, tasks: usize) -> Vec<buildsrs_keys::PublicKey> {
                 NewBuilder {
                     public_key: key,
                     name: format!("claimer-{n}"),
-                    targets: vec![TARGET.into()],
-                    toolchains: vec![TOOLCHAIN.into()],
+                    targets: vec![TARGET.parse().expect("a valid literal")],
+                    toolchains: vec![TOOLCHAIN.parse().expect("a valid literal")],
                 },
                 now,
             )

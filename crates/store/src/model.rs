@@ -167,9 +167,9 @@ pub struct NewBuilder {
     /// The name people know it by.
     pub name: String,
     /// Target triples it builds for.
-    pub targets: Vec<String>,
+    pub targets: Vec<TargetTriple>,
     /// Toolchains it has.
-    pub toolchains: Vec<String>,
+    pub toolchains: Vec<ToolchainRelease>,
 }
 
 /// A builder as the store knows it.
@@ -182,9 +182,9 @@ pub struct BuilderInfo {
     /// The operator's verdict.
     pub status: BuilderStatus,
     /// Target triples it builds for.
-    pub targets: Vec<String>,
+    pub targets: Vec<TargetTriple>,
     /// Toolchains it has.
-    pub toolchains: Vec<String>,
+    pub toolchains: Vec<ToolchainRelease>,
     /// When it first registered.
     pub registered_at: Timestamp,
     /// When it last asked for work, renewed or submitted.

@@ -340,8 +340,8 @@ pub async fn register(store: &Store, n: u8, name: &str, now: Timestamp) -> Publi
             NewBuilder {
                 public_key,
                 name: name.to_owned(),
-                targets: vec![TARGET.to_owned()],
-                toolchains: vec![TOOLCHAIN.to_owned()],
+                targets: vec![TARGET.parse().expect("a target triple")],
+                toolchains: vec![TOOLCHAIN.parse().expect("a toolchain release")],
             },
             now,
         )

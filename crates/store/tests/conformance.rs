@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use buildsrs_domain::TargetTriple;
 use buildsrs_store::{
     BuildOutcome, BuilderStatus, Decision, IndexVersion, LeaseState, NewBuilder, NotCounted,
     OutcomeKind, Page, Policy, SCHEMA_VERSION, Store, StoreError, StoredBuild, Submission,
@@ -655,8 +656,8 @@ store_test!(
                 NewBuilder {
                     public_key: other,
                     name: "arm".into(),
-                    targets: vec!["aarch64-unknown-linux-gnu".into()],
-                    toolchains: vec![TOOLCHAIN.into()],
+                    targets: vec!["aarch64-unknown-linux-gnu".parse().unwrap()],
+                    toolchains: vec![TOOLCHAIN.parse().unwrap()],
                 },
                 t(1),
             )
@@ -671,8 +672,11 @@ store_test!(
                 NewBuilder {
                     public_key: other,
                     name: "arm and x86".into(),
-                    targets: vec!["aarch64-unknown-linux-gnu".into(), TARGET.into()],
-                    toolchains: vec![TOOLCHAIN.into()],
+                    targets: vec![
+                        "aarch64-unknown-linux-gnu".parse().unwrap(),
+                        TARGET.parse().unwrap(),
+                    ],
+                    toolchains: vec![TOOLCHAIN.parse().unwrap()],
                 },
                 t(3),
             )
@@ -1598,10 +1602,14 @@ store_test!(
 );
 
 store_test!(builder_inputs_are_checked, |store: Store| async move {
-    let bad = [
+    // A target or toolchain that breaks its rule cannot even be a NewBuilder's (the protocol
+    // does not decode it); what is left to check is the name and the counts.
+    let bad: [(&str, Vec<TargetTriple>); 2] = [
         ("", vec![]),
-        ("ok", vec!["has space".to_owned()]),
-        ("ok", (0..65).map(|n| format!("t{n}")).collect()),
+        (
+            "ok",
+            (0..65).map(|n| format!("t{n}").parse().unwrap()).collect(),
+        ),
     ];
     for (name, targets) in bad {
         let error = store
@@ -1623,6 +1631,17 @@ store_test!(builder_inputs_are_checked, |store: Store| async move {
         store.approve_builder(&key(3), t(1)).await,
         Err(StoreError::NotFound(_))
     ));
+    // The build matrix takes only what an attestation could name, by the same rules.
+    for bad in ["X86_64-linux", "a/../b", "", "has space"] {
+        let error = store.set_target(bad, true, t(1)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{bad:?}: {error}");
+    }
+    for bad in ["1.95.0 ", "1/2", ""] {
+        let error = store.set_toolchain(bad, true, t(1)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{bad:?}: {error}");
+    }
+    assert!(store.targets().await.unwrap().is_empty());
+    assert!(store.toolchains().await.unwrap().is_empty());
 });
 
 store_test!(
@@ -1639,8 +1658,8 @@ store_test!(
                     NewBuilder {
                         public_key: key,
                         name: format!("both-targets-{n}"),
-                        targets: vec![TARGET.to_owned(), OTHER.to_owned()],
-                        toolchains: vec![TOOLCHAIN.to_owned()],
+                        targets: vec![TARGET.parse().unwrap(), OTHER.parse().unwrap()],
+                        toolchains: vec![TOOLCHAIN.parse().unwrap()],
                     },
                     t(0),
                 )

@@ -98,8 +98,8 @@ impl Seeder {
                 NewBuilder {
                     public_key: identity.public_key(),
                     name: name.to_owned(),
-                    targets: vec![TARGET.to_owned()],
-                    toolchains: vec![TOOLCHAIN.to_owned()],
+                    targets: vec![TARGET.parse()?],
+                    toolchains: vec![TOOLCHAIN.parse()?],
                 },
                 now,
             )

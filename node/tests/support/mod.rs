@@ -90,7 +90,7 @@ impl TestNode {
         };
         Ok(self
             .pipeline
-            .accept(&fields, &registry.index_url(), None)
+            .accept_fields(&fields, &registry.index_url(), None)
             .await?)
     }
 
@@ -115,7 +115,7 @@ impl TestNode {
         };
         Ok(self
             .pipeline
-            .accept(&fields, crates_io::INDEX, None)
+            .accept_fields(&fields, crates_io::INDEX, None)
             .await?)
     }
 }

@@ -7,7 +7,7 @@
 //! relied on it loses its verification and its task goes back to the queue for more builds.
 //! Counts of agreement already credited to other builders are history and stay.
 
-use buildsrs_keys::PublicKey;
+use buildsrs_domain::{PublicKey, TargetTriple, ToolchainRelease};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -15,9 +15,7 @@ use crate::db::{Db, params};
 use crate::error::{Result, StoreError};
 use crate::model::{BuilderInfo, BuilderStatus, NewBuilder, RevokeReport, TaskState};
 use crate::ops::reads::load_builder;
-use crate::ops::{
-    Matrix, TaskRow, apply_verdict, counted_results, event, withdraw_artifact_if_unused,
-};
+use crate::ops::{TaskRow, apply_verdict, counted_results, event, withdraw_artifact_if_unused};
 use crate::policy::Policy;
 use crate::rules::{Class, Verdict, decide};
 
@@ -31,20 +29,41 @@ fn check_builder(builder: &NewBuilder) -> Result<()> {
             "builder name must be 1 to 64 characters without control characters",
         ));
     }
-    for (matrix, list) in [
-        (Matrix::Targets, &builder.targets),
-        (Matrix::Toolchains, &builder.toolchains),
+    // Each entry is a TargetTriple or ToolchainRelease: checked by the rule attestations
+    // are; only the count is left.
+    for (what, count) in [
+        ("target", builder.targets.len()),
+        ("toolchain", builder.toolchains.len()),
     ] {
-        let what = matrix.what();
-        if list.len() > MAX_CAPABILITIES {
+        if count > MAX_CAPABILITIES {
             return Err(StoreError::invalid(format!(
-                "a builder declares at most {MAX_CAPABILITIES} {what}s, got {}",
-                list.len()
+                "a builder declares at most {MAX_CAPABILITIES} {what}s, got {count}"
             )));
         }
-        for entry in list {
-            matrix.check(entry)?;
-        }
+    }
+    Ok(())
+}
+
+/// Replaces a builder's rows in one capability table.
+async fn replace_capabilities(
+    db: &mut dyn Db,
+    builder_id: i64,
+    table: &str,
+    mut names: Vec<&str>,
+) -> Result<()> {
+    db.execute(
+        &format!("DELETE FROM {table} WHERE builder_id = $1"),
+        params![builder_id],
+    )
+    .await?;
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        db.execute(
+            &format!("INSERT INTO {table} (builder_id, name) VALUES ($1, $2)"),
+            params![builder_id, name],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -84,26 +103,10 @@ pub(crate) async fn register(
         params![id, &builder.name, now],
     )
     .await?;
-    for (table, list) in [
-        ("builder_targets", &builder.targets),
-        ("builder_toolchains", &builder.toolchains),
-    ] {
-        db.execute(
-            &format!("DELETE FROM {table} WHERE builder_id = $1"),
-            params![id],
-        )
-        .await?;
-        let mut list = list.clone();
-        list.sort();
-        list.dedup();
-        for name in &list {
-            db.execute(
-                &format!("INSERT INTO {table} (builder_id, name) VALUES ($1, $2)"),
-                params![id, name],
-            )
-            .await?;
-        }
-    }
+    let targets = builder.targets.iter().map(TargetTriple::as_str);
+    replace_capabilities(db, id, "builder_targets", targets.collect()).await?;
+    let toolchains = builder.toolchains.iter().map(ToolchainRelease::as_str);
+    replace_capabilities(db, id, "builder_toolchains", toolchains.collect()).await?;
     if inserted == 1 {
         event(
             db,

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 
-use buildsrs_domain::{ArtifactId, Blake3Hash, CrateVersion, PublicKey};
+use buildsrs_domain::{
+    ArtifactId, Blake3Hash, CrateVersion, PublicKey, TargetTriple, ToolchainRelease,
+};
 use jiff::Timestamp;
 
-use crate::db::{Db, Dialect, Row, artifact_at, params};
+use crate::db::{Db, Dialect, FromCell, Row, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{
     ArtifactInfo, AttestationId, AttestationInfo, BuildLog, BuilderInfo, BuilderResult, CrateInfo,
@@ -526,41 +528,47 @@ fn builder_info(row: &Row, capabilities: &Capabilities) -> Result<BuilderInfo> {
     })
 }
 
-#[derive(Default)]
 struct Capabilities {
-    targets: HashMap<i64, Vec<String>>,
-    toolchains: HashMap<i64, Vec<String>>,
+    targets: HashMap<i64, Vec<TargetTriple>>,
+    toolchains: HashMap<i64, Vec<ToolchainRelease>>,
 }
 
 async fn capabilities(db: &mut dyn Db, only: Option<i64>) -> Result<Capabilities> {
-    let mut caps = Capabilities::default();
-    for (table, map) in [
-        ("builder_targets", &mut caps.targets),
-        ("builder_toolchains", &mut caps.toolchains),
-    ] {
-        let rows = match only {
-            Some(id) => {
-                db.query(
-                    &format!(
-                        "SELECT builder_id, name FROM {table} WHERE builder_id = $1 ORDER BY name"
-                    ),
-                    params![id],
-                )
-                .await?
-            }
-            None => {
-                db.query(
-                    &format!("SELECT builder_id, name FROM {table} ORDER BY builder_id, name"),
-                    &[],
-                )
-                .await?
-            }
-        };
-        for row in rows {
-            map.entry(row.get(0)?).or_default().push(row.get(1)?);
+    Ok(Capabilities {
+        targets: capability_table(db, "builder_targets", only).await?,
+        toolchains: capability_table(db, "builder_toolchains", only).await?,
+    })
+}
+
+/// One capability table by builder id, each entry read through its type's rule.
+async fn capability_table<T: FromCell>(
+    db: &mut dyn Db,
+    table: &str,
+    only: Option<i64>,
+) -> Result<HashMap<i64, Vec<T>>> {
+    let rows = match only {
+        Some(id) => {
+            db.query(
+                &format!(
+                    "SELECT builder_id, name FROM {table} WHERE builder_id = $1 ORDER BY name"
+                ),
+                params![id],
+            )
+            .await?
         }
+        None => {
+            db.query(
+                &format!("SELECT builder_id, name FROM {table} ORDER BY builder_id, name"),
+                &[],
+            )
+            .await?
+        }
+    };
+    let mut map: HashMap<i64, Vec<T>> = HashMap::new();
+    for row in rows {
+        map.entry(row.get(0)?).or_default().push(row.get(1)?);
     }
-    Ok(caps)
+    Ok(map)
 }
 
 /// One builder by id.
