@@ -17,25 +17,17 @@ pub use buildsrs_domain::{IndexVersion, LeaseId, OutcomeKind, TaskId};
 use jiff::Timestamp;
 use serde::Serialize;
 
-macro_rules! id_type {
-    ($(#[$meta:meta])* $name:ident) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(pub i64);
+/// One recorded result (an attestation or a failure report). Only the store and the pages
+/// that show a result know it; the ids that travel (tasks, leases) are `buildsrs-domain`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AttestationId(pub i64);
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    };
+impl fmt::Display for AttestationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
-
-id_type!(
-    /// One recorded result (an attestation or a failure report).
-    AttestationId
-);
 
 /// Defines a string-backed enum with its database text form.
 macro_rules! text_enum {
