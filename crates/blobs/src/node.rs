@@ -24,6 +24,9 @@ use iroh_blobs::{ALPN, BlobsProtocol, Hash, HashAndFormat};
 use tracing::{debug, warn};
 
 use crate::error::{FailureKind, ProviderFailure};
+
+/// How long each step of [`BlobNode::shutdown`] may take.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 use crate::{BlobAddress, BlobError, IrohAddress};
 
 /// How to start a [`BlobNode`].
@@ -347,19 +350,32 @@ impl BlobNode {
 
     /// Stops accepting connections, closes the endpoint and shuts the store down (for an
     /// `FsStore`: its database is closed and can be opened again at once).
+    ///
+    /// Each step gets [`SHUTDOWN_LIMIT`]: closing the endpoint waits for peers to acknowledge,
+    /// and a process that is asked to stop must stop even when a peer never answers (the
+    /// store's database survives being left open, as it survives kill -9).
     pub async fn shutdown(self) -> Result<(), BlobError> {
         // The router closes the endpoint and calls the blobs protocol's shutdown, which
         // shuts down the store it serves.
-        self.router
-            .shutdown()
-            .await
-            .map_err(|err| BlobError::Shutdown {
+        let limited = tokio::time::timeout(SHUTDOWN_LIMIT, self.router.shutdown()).await;
+        let routed = match limited {
+            Ok(result) => result.map_err(|err| BlobError::Shutdown {
                 reason: err.to_string(),
-            })?;
+            }),
+            Err(_) => Err(BlobError::Shutdown {
+                reason: format!(
+                    "the endpoint did not close within {} s",
+                    SHUTDOWN_LIMIT.as_secs()
+                ),
+            }),
+        };
         // Shutting down an already stopped store is harmless; this covers a router whose
-        // accept loop had already ended (then the protocol shutdown may not have run).
-        self.store.shutdown().await.ok();
-        Ok(())
+        // accept loop had already ended (then the protocol shutdown may not have run), and
+        // one that timed out above.
+        tokio::time::timeout(SHUTDOWN_LIMIT, self.store.shutdown())
+            .await
+            .ok();
+        routed
     }
 
     /// The blob's size if it is complete locally.
