@@ -93,7 +93,13 @@ impl Publisher {
             if shutdown.is_cancelled() {
                 return;
             }
-            match self.publish(artifact).await {
+            // A fetch from a slow provider must not hold up a shutdown; an interrupted
+            // publication is picked up again from the backlog after a restart.
+            let published = tokio::select! {
+                () = shutdown.cancelled() => return,
+                published = self.publish(artifact) => published,
+            };
+            match published {
                 Ok(()) => tracing::info!("published {}", artifact.blake3),
                 Err(error) => tracing::warn!("publishing {}: {error:#}", artifact.blake3),
             }
