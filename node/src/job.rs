@@ -106,6 +106,21 @@ pub enum JobError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The job's source checksum is not the one this node's own read of its registry's index
+    /// lists for the version: the job's source is not the registry's. Reported to the
+    /// coordinator as a source checksum mismatch, never built.
+    #[error("refused job: {0}")]
+    ChecksumDiffers(Box<ChecksumDiffers>),
+    /// The registry's index, as this node reads it, does not list the version.
+    #[error("refused job: {crate_name} {version} is not in this node's index of {registry}")]
+    NotInIndex {
+        /// The crate.
+        crate_name: CrateName,
+        /// The version.
+        version: CrateVersion,
+        /// The registry's index URL.
+        registry: String,
+    },
     /// The node could not learn where its own registry serves downloads.
     #[error("registry {registry}: {reason}")]
     Registry {
@@ -121,6 +136,25 @@ impl JobError {
     pub fn is_node_fault(&self) -> bool {
         matches!(self, Self::Registry { .. })
     }
+}
+
+/// A job's checksum against the one the registry's index lists, as this node read it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{crate_name} {version} has sha256 {indexed} in this node's index of {registry}, the job \
+     says {job}"
+)]
+pub struct ChecksumDiffers {
+    /// The crate.
+    pub crate_name: CrateName,
+    /// The version.
+    pub version: CrateVersion,
+    /// The registry's index URL.
+    pub registry: String,
+    /// What the job says.
+    pub job: Sha256Digest,
+    /// What the index says.
+    pub indexed: Sha256Digest,
 }
 
 /// A `.crate` download URL: `http` or `https`, with a host, without user or password.
@@ -207,7 +241,8 @@ pub struct JobGate {
     targets: Vec<TargetTriple>,
     http: reqwest::Client,
     timeout: Duration,
-    origins: tokio::sync::Mutex<HashMap<String, Origin>>,
+    /// Per registry: where it serves downloads and this node's own read of its index.
+    registries: tokio::sync::Mutex<HashMap<String, RegistryView>>,
 }
 
 impl JobGate {
@@ -218,7 +253,7 @@ impl JobGate {
             targets: targets.to_vec(),
             http,
             timeout,
-            origins: tokio::sync::Mutex::new(HashMap::new()),
+            registries: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -252,6 +287,21 @@ impl JobGate {
                 reason: format!("not on {origin}, where the node's registry serves downloads"),
             });
         }
+        // The checksum is the registry's word, read by this node, not the coordinator's: a
+        // coordinator that hands out its own tarball under a real name with a matching
+        // checksum gets no build and no signature.
+        let indexed = self
+            .indexed_checksum(registry, &crate_name, &version)
+            .await?;
+        if indexed != source_sha256 {
+            return Err(JobError::ChecksumDiffers(Box::new(ChecksumDiffers {
+                crate_name,
+                version,
+                registry: registry.to_owned(),
+                job: source_sha256,
+                indexed,
+            })));
+        }
         Ok(BuildRequest {
             crate_name,
             version,
@@ -265,10 +315,76 @@ impl JobGate {
 
     /// The origin of `registry`'s `dl` template, read from its `config.json` the first time.
     async fn download_origin(&self, registry: &str) -> Result<Origin, JobError> {
-        let mut origins = self.origins.lock().await;
-        if let Some(origin) = origins.get(registry) {
-            return Ok(origin.clone());
+        let mut registries = self.registries.lock().await;
+        Ok(self.view(&mut registries, registry).await?.origin.clone())
+    }
+
+    /// The SHA-256 `registry`'s index lists for `name` `version`, as this node reads it:
+    /// from what it read before, or from the crate's index file fetched now.
+    async fn indexed_checksum(
+        &self,
+        registry: &str,
+        name: &CrateName,
+        version: &CrateVersion,
+    ) -> Result<Sha256Digest, JobError> {
+        let mut registries = self.registries.lock().await;
+        let view = self.view(&mut registries, registry).await?;
+        let listed = |view: &RegistryView| {
+            view.follower
+                .known_versions(name)
+                .and_then(|versions| versions.iter().find(|v| v.version == *version))
+                .map(|v| v.cksum)
+        };
+        if let Some(cksum) = listed(view) {
+            return Ok(cksum);
         }
+        let fail = |reason: String| JobError::Registry {
+            registry: registry.to_owned(),
+            reason,
+        };
+        // Only the crates of recent jobs are kept: a coordinator naming endless crates must
+        // not grow the node's memory.
+        if view.follower.crates_known() >= MAX_INDEXED_CRATES {
+            view.follower.retain(|_| false);
+        }
+        let report = tokio::time::timeout(self.timeout, view.follower.poll(&[name.as_str()]))
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "the index file of {name} did not arrive within {} s",
+                    self.timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| fail(format!("reading the index: {e}")))?;
+        if let Some((_, error)) = report.errors.first() {
+            return Err(fail(format!("reading the index file of {name}: {error}")));
+        }
+        listed(view).ok_or_else(|| JobError::NotInIndex {
+            crate_name: name.clone(),
+            version: version.clone(),
+            registry: registry.to_owned(),
+        })
+    }
+
+    /// This node's view of `registry`, made (its `config.json` read) the first time.
+    async fn view<'a>(
+        &self,
+        registries: &'a mut HashMap<String, RegistryView>,
+        registry: &str,
+    ) -> Result<&'a mut RegistryView, JobError> {
+        if !registries.contains_key(registry) {
+            let view = self.open_view(registry).await?;
+            registries.insert(registry.to_owned(), view);
+        }
+        registries
+            .get_mut(registry)
+            .ok_or_else(|| JobError::Registry {
+                registry: registry.to_owned(),
+                reason: "its view vanished".to_owned(),
+            })
+    }
+
+    async fn open_view(&self, registry: &str) -> Result<RegistryView, JobError> {
         let fail = |reason: String| JobError::Registry {
             registry: registry.to_owned(),
             reason,
@@ -302,10 +418,22 @@ impl JobGate {
                 config.dl()
             )));
         }
-        let origin = Origin::of(&dl);
-        origins.insert(registry.to_owned(), origin.clone());
-        Ok(origin)
+        Ok(RegistryView {
+            origin: Origin::of(&dl),
+            follower,
+        })
     }
+}
+
+/// The most crates whose index files one registry view keeps.
+const MAX_INDEXED_CRATES: usize = 1024;
+
+/// What this node knows of one registry: where it serves downloads, and its index as this
+/// node last read it.
+#[derive(Debug)]
+struct RegistryView {
+    origin: Origin,
+    follower: SparseFollower,
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::datadir::DataDir;
-use crate::job::JobSpec;
+use crate::job::{JobError, JobSpec};
 use crate::net::{self, Client, JobAnswer, Renewal, Submitted};
 use crate::outcome::{BuildOutcome, Built};
 use crate::pipeline::{JobReport, Pipeline};
@@ -373,6 +373,17 @@ async fn build(shared: &Shared, job: &Job) -> (Outcome, JobLog) {
     });
     let request = match shared.pipeline.accept(spec, &shared.registry, lease).await {
         Ok(request) => request,
+        Err(error @ JobError::ChecksumDiffers(_)) => {
+            // Not the node's trouble: the job's source is not the registry's. Said as the
+            // outcome it is, so honest builders agree on it and the task ends failed.
+            tracing::warn!("job: task {}: {error}", job.task_id);
+            let reason = error.to_string();
+            let log = JobLog {
+                summary: format!("source checksum mismatch: {reason}"),
+                bytes: format!("{reason}\n").into_bytes(),
+            };
+            return (Outcome::source_checksum_mismatch(reason), log);
+        }
         Err(error) => {
             tracing::warn!("job: task {}: {error}", job.task_id);
             return JobLog::node_error(error.to_string());

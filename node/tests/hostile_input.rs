@@ -251,6 +251,13 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
         .replace("http://", "http://user:secret@");
     let bad_checksum = "g".repeat(64);
     let upper_checksum = published.cksum.to_uppercase();
+    // Well-formed, but not the registry's: what a coordinator serving its own tarball under
+    // the crate's name would send.
+    let trojan_checksum = if published.cksum == "1".repeat(64) {
+        "2".repeat(64)
+    } else {
+        "1".repeat(64)
+    };
     let cases: Vec<(JobFields<'_>, &str)> = vec![
         (
             JobFields {
@@ -338,6 +345,20 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
         ),
         (
             JobFields {
+                source_sha256: &trojan_checksum,
+                ..good
+            },
+            "in this node's index of",
+        ),
+        (
+            JobFields {
+                version: "9.9.9",
+                ..good
+            },
+            "9.9.9 is not in this node's index of",
+        ),
+        (
+            JobFields {
                 download_url: &with_user,
                 ..good
             },
@@ -372,11 +393,19 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
         0,
         "the other host saw a request"
     );
+    // The node read its registry's config.json and the crate's index file, and nothing was
+    // downloaded.
     let asked: Vec<String> = registry.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(
-        asked,
-        ["/config.json"],
-        "only the registry's config.json was read ({base})"
+    assert!(
+        asked
+            .iter()
+            .all(|path| path == "/config.json" || path.ends_with("/hello-bin")),
+        "only the registry's config.json and the crate's index file were read ({base}): \
+         {asked:?}"
+    );
+    assert!(
+        asked.iter().any(|path| path.ends_with("/hello-bin")),
+        "{asked:?}"
     );
 
     // The same fields, in order, are accepted.

@@ -174,6 +174,11 @@ impl SparseFollower {
             .map(|s| s.versions.as_slice())
     }
 
+    /// How many crates it knows the versions of.
+    pub fn crates_known(&self) -> usize {
+        self.crates.len()
+    }
+
     /// Forgets everything about crates for which `keep` is false (e.g. no longer watched).
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.crates.retain(|key, _| keep(key));

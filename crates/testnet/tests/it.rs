@@ -6,6 +6,8 @@
 
 #[path = "docs.rs"]
 mod docs;
+#[path = "hostile_coordinator.rs"]
+mod hostile_coordinator;
 #[path = "network.rs"]
 mod network;
 
