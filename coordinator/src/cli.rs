@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use buildsrs_index::read_watch_file;
+use buildsrs_p2p::libp2p::Multiaddr;
+use buildsrs_p2p::libp2p::multiaddr::Protocol;
 use buildsrs_store::{Policy, Store};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -120,9 +122,14 @@ struct RunArgs {
         default_value = "/ip4/127.0.0.1/tcp/7700"
     )]
     listen: Vec<String>,
-    /// Approve every builder that says hello. For local networks only.
+    /// Approve every builder that says hello. For local networks only: refused with a
+    /// `--listen` address that is not loopback, unless `--auto-approve-anyone`.
     #[arg(long)]
     auto_approve: bool,
+    /// With `--auto-approve`, allow listening beyond loopback: anyone who can reach the
+    /// coordinator then becomes an approved builder, and enough keys verify anything alone.
+    #[arg(long, requires = "auto_approve")]
+    auto_approve_anyone: bool,
     /// Where the blob client (iroh-blobs, fetching artifacts from builders) binds.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     blobs_bind: std::net::SocketAddr,
@@ -256,6 +263,15 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// Whether a listen address only accepts connections from this machine.
+fn is_loopback(address: &Multiaddr) -> bool {
+    match address.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
 fn config_from(args: RunArgs) -> Result<Config> {
     let data_dir = args
         .data_dir
@@ -295,6 +311,16 @@ fn config_from(args: RunArgs) -> Result<Config> {
                 .map_err(|e| anyhow::anyhow!("--listen {a:?}: {e}"))
         })
         .collect::<Result<_>>()?;
+    if args.auto_approve
+        && !args.auto_approve_anyone
+        && let Some(public) = config.listen.iter().find(|a| !is_loopback(a))
+    {
+        bail!(
+            "--auto-approve approves every key that says hello, so it is for loopback only; \
+             --listen {public} is reachable from elsewhere (add --auto-approve-anyone if that \
+             is really meant)"
+        );
+    }
     config.auto_approve = args.auto_approve;
     config.blobs_bind = args.blobs_bind;
     config.http = match args.http.as_str() {
@@ -431,6 +457,35 @@ mod tests {
         all.extend_from_slice(&["--toolchain", "1.95.0"]);
         let cli = Cli::try_parse_from(all)?;
         config_from(cli.run)
+    }
+
+    #[test]
+    fn auto_approve_is_for_loopback_unless_forced() -> Result<()> {
+        assert!(
+            config_of(&["--auto-approve"])?.auto_approve,
+            "the loopback default"
+        );
+        let local = config_of(&["--auto-approve", "--listen", "/ip6/::1/tcp/7700"])?;
+        assert!(local.auto_approve);
+        for public in [
+            "/ip4/0.0.0.0/tcp/7700",
+            "/ip4/192.0.2.7/tcp/7700",
+            "/dns4/x.test/tcp/1",
+        ] {
+            let error = config_of(&["--auto-approve", "--listen", public])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("loopback only"), "{public}: {error}");
+        }
+        let forced = config_of(&[
+            "--auto-approve",
+            "--auto-approve-anyone",
+            "--listen",
+            "/ip4/0.0.0.0/tcp/7700",
+        ])?;
+        assert!(forced.auto_approve);
+        assert!(!config_of(&["--listen", "/ip4/0.0.0.0/tcp/7700"])?.auto_approve);
+        Ok(())
     }
 
     #[test]
