@@ -21,6 +21,9 @@ pub struct Policy {
     pub max_extra_builds: u32,
     /// How long a lease lasts without renewal.
     pub lease_duration: Duration,
+    /// How long a lease can last at all, renewals included: a builder cannot hold a task
+    /// forever by renewing it. A renewal's deadline never passes `granted + this`.
+    pub max_lease_lifetime: Duration,
     /// Backoff after the first node-side failure; doubles with each further one.
     pub backoff_base: Duration,
     /// The longest backoff.
@@ -43,6 +46,8 @@ impl Default for Policy {
             extra_leases: 1,
             max_extra_builds: 2,
             lease_duration: Duration::from_secs(30 * 60),
+            // Nodes stop a build phase after 30 minutes by default; four hours is ample.
+            max_lease_lifetime: Duration::from_secs(4 * 60 * 60),
             backoff_base: Duration::from_secs(60),
             backoff_max: Duration::from_secs(6 * 60 * 60),
             max_node_failures: 5,
@@ -66,6 +71,9 @@ impl Policy {
         if self.lease_duration < Duration::from_secs(1) {
             return refuse("lease_duration must be at least one second");
         }
+        if self.max_lease_lifetime < self.lease_duration {
+            return refuse("max_lease_lifetime must not be below lease_duration");
+        }
         if self.max_node_failures == 0 {
             return refuse("max_node_failures must be at least 1");
         }
@@ -78,6 +86,11 @@ impl Policy {
     /// Milliseconds a lease lasts.
     pub(crate) fn lease_millis(&self) -> i64 {
         duration_millis(self.lease_duration)
+    }
+
+    /// Milliseconds a lease can last at all.
+    pub(crate) fn max_lease_lifetime_millis(&self) -> i64 {
+        duration_millis(self.max_lease_lifetime)
     }
 
     /// Milliseconds to wait before leasing a task again after its `failures`-th node-side

@@ -786,6 +786,32 @@ store_test!(
 );
 
 store_test!(
+    renewals_end_at_the_maximum_lease_lifetime,
+    policy = Policy {
+        lease_duration: Duration::from_secs(600),
+        max_lease_lifetime: Duration::from_secs(1500),
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        // A builder that renews for ever does not hold the task for ever.
+        let keys = world(&store, 1, 1).await;
+        let held = lease(&store, &keys[0], t(0)).await;
+        let renew = |at| store.renew_lease(&keys[0], held.lease_id, held.epoch, t(at));
+        assert_eq!(renew(540).await.unwrap(), t(1140));
+        assert_eq!(renew(1080).await.unwrap(), t(1500), "the last renewal runs to the end");
+        assert_eq!(renew(1400).await.unwrap(), t(1500));
+        let error = renew(1500).await.unwrap_err();
+        assert!(matches!(error, StoreError::LeaseEnded { .. }), "{error}");
+        // The sweeper ends it at its last deadline, and the task is leased again.
+        let report = store.expire_leases(t(1501)).await.unwrap();
+        assert_eq!(report.expired, 1, "{report:?}");
+        let detail = store.task(held.task_id).await.unwrap().unwrap();
+        assert_eq!(detail.task.state, TaskState::Queued);
+        assert_eq!(detail.leases[0].deadline, t(1500));
+    }
+);
+
+store_test!(
     expiry_requeues_with_backoff,
     policy = Policy {
         backoff_base: Duration::from_secs(60),

@@ -188,7 +188,7 @@ pub(crate) async fn renew(
     now: Timestamp,
 ) -> Result<Timestamp> {
     let sql = format!(
-        "SELECT l.epoch, l.state, l.deadline, b.public_key, b.id FROM leases l \
+        "SELECT l.epoch, l.state, l.deadline, b.public_key, b.id, l.granted_at FROM leases l \
          JOIN builders b ON b.id = l.builder_id WHERE l.id = $1{}",
         match db.dialect() {
             Dialect::Postgres => " FOR UPDATE OF l",
@@ -204,6 +204,7 @@ pub(crate) async fn renew(
     let deadline: i64 = row.get(2)?;
     let holder: PublicKey = row.get(3)?;
     let builder_id: i64 = row.get(4)?;
+    let granted: i64 = row.get(5)?;
     if holder != *key {
         return Err(StoreError::conflict(format!(
             "lease {lease_id} is held by another builder"
@@ -230,7 +231,19 @@ pub(crate) async fn renew(
             state: LeaseState::Expired.to_string(),
         });
     }
-    let deadline = deadline_after(now, policy)?;
+    // Renewals stop at the lease's maximum lifetime: the last one runs up to it, and a lease
+    // at its end is as good as expired (the sweeper requeues its task).
+    let end_of_life = granted.saturating_add(policy.max_lease_lifetime_millis());
+    if end_of_life <= now.as_millisecond() {
+        return Err(StoreError::LeaseEnded {
+            lease_id: lease_id.0,
+            state: "at its maximum lifetime".to_owned(),
+        });
+    }
+    let deadline = deadline_after(now, policy)?.min(
+        Timestamp::from_millisecond(end_of_life)
+            .map_err(|_| StoreError::corrupt("lease grant time out of range"))?,
+    );
     db.execute(
         "UPDATE leases SET deadline = $2 WHERE id = $1",
         params![lease_id.0, deadline],
