@@ -57,6 +57,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "download_url",
         sql: include_str!("../migrations/sqlite/0008_download_url.sql"),
     },
+    Migration {
+        version: 9,
+        name: "no_retry_after_node_error",
+        sql: include_str!("../migrations/sqlite/0009_no_retry_after_node_error.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -101,10 +106,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "download_url",
         sql: include_str!("../migrations/postgres/0008_download_url.sql"),
     },
+    Migration {
+        version: 9,
+        name: "no_retry_after_node_error",
+        sql: include_str!("../migrations/postgres/0009_no_retry_after_node_error.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 #[cfg(test)]
 mod tests {

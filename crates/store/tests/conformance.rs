@@ -798,7 +798,11 @@ store_test!(
         let held = lease(&store, &keys[0], t(0)).await;
         let renew = |at| store.renew_lease(&keys[0], held.lease_id, held.epoch, t(at));
         assert_eq!(renew(540).await.unwrap(), t(1140));
-        assert_eq!(renew(1080).await.unwrap(), t(1500), "the last renewal runs to the end");
+        assert_eq!(
+            renew(1080).await.unwrap(),
+            t(1500),
+            "the last renewal runs to the end"
+        );
         assert_eq!(renew(1400).await.unwrap(), t(1500));
         let error = renew(1500).await.unwrap_err();
         assert!(matches!(error, StoreError::LeaseEnded { .. }), "{error}");
@@ -867,7 +871,7 @@ store_test!(
         ..Policy::default()
     },
     |store: Store| async move {
-        let keys = world(&store, 1, 1).await;
+        let keys = world(&store, 2, 1).await;
         let first = lease(&store, &keys[0], t(0)).await;
         let report = submit(
             &store,
@@ -881,13 +885,15 @@ store_test!(
         assert_eq!(report.not_counted, Some(NotCounted::NodeError));
         assert_eq!(report.task_state, TaskState::Queued);
 
-        // A node error does not bar the builder from the task.
-        let second = lease(&store, &keys[0], t(11)).await;
+        // A node error bars its builder from the task: one builder cannot fail a task over
+        // and over until it stops.
+        assert!(store.lease_next(&keys[0], t(11)).await.unwrap().is_none());
+        let second = lease(&store, &keys[1], t(11)).await;
         assert_eq!(second.task_id, first.task_id);
         let report = submit(
             &store,
             &second,
-            &keys[0],
+            &keys[1],
             BuildOutcome::node_error("sandbox crashed"),
             t(12),
         )
@@ -899,13 +905,43 @@ store_test!(
         assert!(reason.contains("2 node-side failures"), "{reason}");
         assert!(reason.contains("sandbox crashed"), "{reason}");
         assert!(store.lease_next(&keys[0], t(100)).await.unwrap().is_none());
-        assert_eq!(store.builder(&keys[0]).await.unwrap().unwrap().failed, 2);
+        assert_eq!(store.builder(&keys[0]).await.unwrap().unwrap().failed, 1);
 
-        // An operator can give it a fresh budget.
+        // An operator can give it a fresh budget, and forgives the builders.
         store.retry_task(first.task_id, t(200)).await.unwrap();
         assert_eq!(lease(&store, &keys[0], t(200)).await.task_id, first.task_id);
         let error = store.retry_task(first.task_id, t(201)).await.unwrap_err();
         assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+    }
+);
+
+store_test!(
+    one_builder_cannot_stop_a_task_by_letting_its_leases_expire,
+    policy = Policy {
+        max_node_failures: 2,
+        backoff_base: Duration::from_secs(10),
+        lease_duration: Duration::from_secs(60),
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        // Quorum 2: failures of one builder alone, however many, never stop the task.
+        let keys = world(&store, 2, 1).await;
+        let mut at = 0;
+        for _ in 0..4 {
+            let held = lease(&store, &keys[0], t(at)).await;
+            at += 61;
+            let report = store.expire_leases(t(at)).await.unwrap();
+            assert_eq!((report.expired, report.stopped), (1, 0), "{report:?}");
+            let task = store.task(held.task_id).await.unwrap().unwrap().task;
+            assert_eq!(task.state, TaskState::Queued);
+            at += 3600;
+        }
+        // A second builder's failure makes two distinct ones: now it stops.
+        let held = lease(&store, &keys[1], t(at)).await;
+        let report = store.expire_leases(t(at + 61)).await.unwrap();
+        assert_eq!(report.stopped, 1, "{report:?}");
+        let task = store.task(held.task_id).await.unwrap().unwrap().task;
+        assert_eq!(task.state, TaskState::Cancelled);
     }
 );
 

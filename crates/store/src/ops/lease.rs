@@ -48,7 +48,8 @@ const CANDIDATE: &str = "SELECT t.id FROM tasks t \
                             JOIN builder_toolchains bc ON bc.name = tc.name \
                             WHERE bc.builder_id = $1 AND tc.enabled) \
      AND NOT EXISTS (SELECT 1 FROM attestations a \
-                     WHERE a.task_id = t.id AND a.builder_id = $1 AND a.outcome <> 'node_error') \
+                     WHERE a.task_id = t.id AND a.builder_id = $1 \
+                     AND (a.outcome <> 'node_error' OR a.received_at >= t.retried_at)) \
      AND NOT EXISTS (SELECT 1 FROM leases l \
                      WHERE l.task_id = t.id AND l.builder_id = $1 AND l.state = 'active') \
      ORDER BY t.priority DESC, t.id \
@@ -372,5 +373,12 @@ pub(crate) async fn retry(
     task.not_before = now.as_millisecond();
     task.refresh_open(policy);
     task.save(db, now).await?;
+    // Forgiven: builders whose node errors stopped the task may lease it again, and the
+    // failures before now no longer count toward stopping it.
+    db.execute(
+        "UPDATE tasks SET retried_at = $2 WHERE id = $1",
+        params![task_id.0, now],
+    )
+    .await?;
     event(db, now, "task_retried", Some(task_id.0), None, json!({})).await
 }

@@ -167,8 +167,10 @@ impl TaskRow {
         Ok(())
     }
 
-    /// Records a node-side failure (an expired lease or a node error) on an open task: backs
-    /// off, or stops the task once the retry limit is reached. Returns whether it stopped.
+    /// Records a node-side failure (an expired lease or a node error, already written) on an
+    /// open task: backs off, or stops the task once the retry limit is reached by failures
+    /// of at least `quorum` distinct builders (one builder, or fewer keys than could decide
+    /// the task, cannot stop it). Returns whether it stopped.
     pub(crate) async fn node_failure(
         &mut self,
         db: &mut dyn Db,
@@ -177,7 +179,9 @@ impl TaskRow {
         now: Timestamp,
     ) -> Result<bool> {
         self.attempts += 1;
-        if self.attempts >= policy.max_node_failures {
+        if self.attempts >= policy.max_node_failures
+            && failing_builders(db, self.id).await? >= u64::from(self.quorum)
+        {
             let reason = format!(
                 "stopped after {} node-side failures (last: {what}); the crate is not at fault",
                 self.attempts
@@ -202,6 +206,23 @@ impl TaskRow {
         self.refresh_open(policy);
         Ok(false)
     }
+}
+
+/// How many distinct builders had a node-side failure on a task since an operator last
+/// retried it: a node error (or a toolchain too old) reported, or a lease let expire.
+async fn failing_builders(db: &mut dyn Db, task_id: i64) -> Result<u64> {
+    db.query_one(
+        "SELECT COUNT(DISTINCT f.builder_id) FROM ( \
+             SELECT builder_id, received_at AS at FROM attestations \
+             WHERE task_id = $1 AND outcome IN ('node_error', 'needs_newer_toolchain') \
+             UNION ALL \
+             SELECT builder_id, ended_at AS at FROM leases \
+             WHERE task_id = $1 AND state = 'expired') f \
+         JOIN tasks t ON t.id = $1 WHERE f.at >= t.retried_at",
+        params![task_id],
+    )
+    .await?
+    .get(0)
 }
 
 /// The counted results of approved builders for a task, in the order they came.
