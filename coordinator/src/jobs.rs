@@ -93,6 +93,7 @@ impl JobService {
                     name: hello.name.clone(),
                     targets: hello.targets.clone(),
                     toolchains: hello.toolchains.clone(),
+                    capacity: hello.capacity,
                 },
                 now,
             )

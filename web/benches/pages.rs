@@ -389,6 +389,7 @@ async fn seed(store: &Store, storage: &ArtifactStorage, knobs: &Knobs) -> Result
                     name: name.to_owned(),
                     targets: vec![TARGETS[0].parse()?],
                     toolchains: vec![TOOLCHAIN.parse()?],
+                    capacity: 8,
                 },
                 now,
             )

@@ -470,6 +470,7 @@ async fn verify_all(store: &Store, artifacts: &[ArtifactId]) -> anyhow::Result<(
                     name: format!("bench-builder-{n}"),
                     targets: vec![TARGET.parse()?],
                     toolchains: vec![TOOLCHAIN.parse()?],
+                    capacity: 8,
                 },
                 now,
             )

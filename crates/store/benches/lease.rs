@@ -17,6 +17,9 @@ use buildsrs_store::testing::TestStore;
 use buildsrs_store::{IndexVersion, NewBuilder, Policy, Store};
 use jiff::Timestamp;
 
+/// Leases a builder holds at once, the most the store allows.
+const CAPACITY: usize = buildsrs_store::MAX_BUILDER_CAPACITY as usize;
+
 /// Concurrent claimers (`BUILDSRS_BENCH_CLAIMERS`, default 16).
 fn claimers() -> u8 {
     std::env::var("BUILDSRS_BENCH_CLAIMERS")
@@ -37,7 +40,7 @@ fn policy() -> Policy {
     }
 }
 
-async fn setup(store: &Store, tasks: usize) -> Vec<buildsrs_keys::PublicKey> {
+async fn setup(store: &Store, tasks: usize) -> Vec<Vec<buildsrs_keys::PublicKey>> {
     let now = Timestamp::from_second(1_700_000_000).unwrap();
     store.set_target(TARGET, true, now).await.unwrap();
     store.set_toolchain(TOOLCHAIN, true, now).await.unwrap();
@@ -60,23 +63,33 @@ async fn setup(store: &Store, tasks: usize) -> Vec<buildsrs_keys::PublicKey> {
     for chunk in first.chunks(10_000).chain(rest.chunks(10_000)) {
         store.upsert_versions(chunk.to_vec(), now).await.unwrap();
     }
+    // A builder holds at most MAX_BUILDER_CAPACITY leases at once, and the bench never ends
+    // one: each claimer speaks for enough builders to take its share of the leases.
+    let per_claimer = tasks.div_ceil(usize::from(claimers())).div_ceil(CAPACITY) + 1;
     let mut keys = Vec::new();
     for n in 1..=claimers() {
-        let key = Identity::from_seed([n; 32]).public_key();
-        store
-            .register_builder(
-                NewBuilder {
-                    public_key: key,
-                    name: format!("claimer-{n}"),
-                    targets: vec![TARGET.parse().expect("a valid literal")],
-                    toolchains: vec![TOOLCHAIN.parse().expect("a valid literal")],
-                },
-                now,
-            )
-            .await
-            .unwrap();
-        store.approve_builder(&key, now).await.unwrap();
-        keys.push(key);
+        let mut mine = Vec::new();
+        for k in 0..per_claimer {
+            let mut seed = [n; 32];
+            seed[..8].copy_from_slice(&(k as u64).to_le_bytes());
+            let key = Identity::from_seed(seed).public_key();
+            store
+                .register_builder(
+                    NewBuilder {
+                        public_key: key,
+                        name: format!("claimer-{n}-{k}"),
+                        targets: vec![TARGET.parse().expect("a valid literal")],
+                        toolchains: vec![TOOLCHAIN.parse().expect("a valid literal")],
+                        capacity: CAPACITY as u32,
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+            store.approve_builder(&key, now).await.unwrap();
+            mine.push(key);
+        }
+        keys.push(mine);
     }
     keys
 }
@@ -97,13 +110,22 @@ async fn run(name: &str, store: Store, tasks: usize) {
     let handles: Vec<_> = keys
         .iter()
         .map(|key| {
-            let (store, key, granted) = (store.clone(), *key, Arc::clone(&granted));
+            let (store, builders, granted) = (store.clone(), key.clone(), Arc::clone(&granted));
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                while granted.fetch_add(1, Ordering::Relaxed) < target {
+                let mut builders = builders.into_iter();
+                let mut current = builders.next();
+                let mut held = 0;
+                while let Some(key) = current
+                    && granted.fetch_add(1, Ordering::Relaxed) < target
+                {
                     match store.lease_next(&key, now).await.unwrap() {
                         Some(lease) => got.push((lease.task_id, key)),
                         None => break,
+                    }
+                    held += 1;
+                    if held == CAPACITY {
+                        (current, held) = (builders.next(), 0);
                     }
                 }
                 got

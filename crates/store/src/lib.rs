@@ -71,6 +71,7 @@ pub mod testing;
 pub use error::{Result, StoreError};
 pub use migrations::SCHEMA_VERSION;
 pub use model::*;
+pub use ops::builders::MAX_BUILDER_CAPACITY;
 pub use policy::Policy;
 pub use sqlite::SqliteSync;
 pub use store::{BackendConfig, BackendKind, DEFAULT_POOL_SIZE, Store, StoreConfig};

@@ -59,8 +59,8 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
     Migration {
         version: 9,
-        name: "no_retry_after_node_error",
-        sql: include_str!("../migrations/sqlite/0009_no_retry_after_node_error.sql"),
+        name: "lease_limits",
+        sql: include_str!("../migrations/sqlite/0009_lease_limits.sql"),
     },
 ];
 
@@ -108,8 +108,8 @@ pub(crate) const POSTGRES: &[Migration] = &[
     },
     Migration {
         version: 9,
-        name: "no_retry_after_node_error",
-        sql: include_str!("../migrations/postgres/0009_no_retry_after_node_error.sql"),
+        name: "lease_limits",
+        sql: include_str!("../migrations/postgres/0009_lease_limits.sql"),
     },
 ];
 

@@ -162,6 +162,9 @@ pub struct NewBuilder {
     pub targets: Vec<TargetTriple>,
     /// Toolchains it has.
     pub toolchains: Vec<ToolchainRelease>,
+    /// Jobs it runs at once (1 to [`crate::MAX_BUILDER_CAPACITY`]): it is never leased more
+    /// tasks than that at a time.
+    pub capacity: u32,
 }
 
 /// A builder as the store knows it.

@@ -342,6 +342,7 @@ pub async fn register(store: &Store, n: u8, name: &str, now: Timestamp) -> Publi
                 name: name.to_owned(),
                 targets: vec![TARGET.parse().expect("a target triple")],
                 toolchains: vec![TOOLCHAIN.parse().expect("a toolchain release")],
+                capacity: crate::MAX_BUILDER_CAPACITY,
             },
             now,
         )

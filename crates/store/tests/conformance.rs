@@ -658,6 +658,7 @@ store_test!(
                     name: "arm".into(),
                     targets: vec!["aarch64-unknown-linux-gnu".parse().unwrap()],
                     toolchains: vec![TOOLCHAIN.parse().unwrap()],
+                    capacity: 8,
                 },
                 t(1),
             )
@@ -677,6 +678,7 @@ store_test!(
                         TARGET.parse().unwrap(),
                     ],
                     toolchains: vec![TOOLCHAIN.parse().unwrap()],
+                    capacity: 8,
                 },
                 t(3),
             )
@@ -782,6 +784,37 @@ store_test!(
         // The refused renewals changed nothing.
         let detail = store.task(held.task_id).await.unwrap().unwrap();
         assert_eq!(detail.leases[0].deadline, renewed);
+    }
+);
+
+store_test!(
+    a_builder_holds_no_more_leases_than_it_runs_jobs,
+    |store: Store| async move {
+        let keys = world(&store, 1, 3).await;
+        let register = |capacity| NewBuilder {
+            public_key: keys[0],
+            name: "one at a time".into(),
+            targets: vec![TARGET.parse().unwrap()],
+            toolchains: vec![TOOLCHAIN.parse().unwrap()],
+            capacity,
+        };
+        store.register_builder(register(1), t(1)).await.unwrap();
+        let first = lease(&store, &keys[0], t(2)).await;
+        assert!(store.lease_next(&keys[0], t(3)).await.unwrap().is_none());
+        submit(&store, &first, &keys[0], built(1), t(4)).await;
+        let second = lease(&store, &keys[0], t(5)).await;
+        assert_ne!(second.task_id, first.task_id);
+        // Saying it runs two jobs gets it a second lease beside the first.
+        store.register_builder(register(2), t(6)).await.unwrap();
+        lease(&store, &keys[0], t(7)).await;
+        assert!(store.lease_next(&keys[0], t(8)).await.unwrap().is_none());
+        for bad in [0, buildsrs_store::MAX_BUILDER_CAPACITY + 1] {
+            let error = store
+                .register_builder(register(bad), t(9))
+                .await
+                .unwrap_err();
+            assert!(matches!(error, StoreError::Invalid(_)), "{bad}: {error}");
+        }
     }
 );
 
@@ -1681,6 +1714,7 @@ store_test!(builder_inputs_are_checked, |store: Store| async move {
                     name: name.to_owned(),
                     targets,
                     toolchains: vec![],
+                    capacity: 8,
                 },
                 t(1),
             )
@@ -1722,6 +1756,7 @@ store_test!(
                         name: format!("both-targets-{n}"),
                         targets: vec![TARGET.parse().unwrap(), OTHER.parse().unwrap()],
                         toolchains: vec![TOOLCHAIN.parse().unwrap()],
+                        capacity: 8,
                     },
                     t(0),
                 )

@@ -1,6 +1,6 @@
-//! 16 concurrent claimers over 1,000 tasks, on each backend: no task ever exceeds its lease
-//! limit, no builder holds two leases on one task, and no task is lost. Then all of them
-//! submit at once, and every task is decided exactly once.
+//! 16 concurrent claimers (each for 4 builders) over 1,000 tasks, on each backend: no task
+//! ever exceeds its lease limit, no builder holds two leases on one task, and no task is
+//! lost. Then all of them submit at once, and every task is decided exactly once.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -13,6 +13,9 @@ use common::*;
 
 const CLAIMERS: u8 = 16;
 const TASKS: u32 = 1_000;
+/// Builders each claimer speaks for: a builder holds at most `MAX_BUILDER_CAPACITY` leases,
+/// and the claimers take every lease before submitting any.
+const KEYS_PER_CLAIMER: u8 = 4;
 
 fn policy() -> Policy {
     Policy {
@@ -24,19 +27,21 @@ fn policy() -> Policy {
 
 async fn race(store: Store) {
     let started = std::time::Instant::now();
-    let keys = world(&store, CLAIMERS, TASKS).await;
+    let keys = world(&store, CLAIMERS * KEYS_PER_CLAIMER, TASKS).await;
     eprintln!("{:?}: set up in {:?}", store.backend(), started.elapsed());
     let started = std::time::Instant::now();
     let limit = (policy().quorum + policy().extra_leases) as usize;
 
     let claimers: Vec<_> = keys
-        .iter()
-        .map(|key| {
-            let (store, key) = (store.clone(), *key);
+        .chunks(usize::from(KEYS_PER_CLAIMER))
+        .map(|mine| {
+            let (store, mine) = (store.clone(), mine.to_vec());
             tokio::spawn(async move {
                 let mut got = Vec::new();
-                while let Some(lease) = store.lease_next(&key, t(1)).await.unwrap() {
-                    got.push((key, lease));
+                for key in mine {
+                    while let Some(lease) = store.lease_next(&key, t(1)).await.unwrap() {
+                        got.push((key, lease));
+                    }
                 }
                 got
             })

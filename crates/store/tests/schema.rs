@@ -81,10 +81,12 @@ const UNDO_6_SQLITE: &str = "ALTER TABLE crates DROP COLUMN backfill; \
      ALTER TABLE crates DROP COLUMN binaries; ALTER TABLE versions DROP COLUMN rust_version; \
      ALTER TABLE versions DROP COLUMN plan; ALTER TABLE versions DROP COLUMN plan_note; \
      ALTER TABLE versions DROP COLUMN download_url; ALTER TABLE tasks DROP COLUMN retried_at; \
+     ALTER TABLE builders DROP COLUMN capacity; \
      DELETE FROM schema_migrations WHERE version >= 6;";
 const UNDO_6_POSTGRES: &str = "ALTER TABLE crates DROP COLUMN backfill, DROP COLUMN binaries; \
      ALTER TABLE versions DROP COLUMN rust_version, DROP COLUMN plan, DROP COLUMN plan_note, \
      DROP COLUMN download_url; ALTER TABLE tasks DROP COLUMN retried_at; \
+     ALTER TABLE builders DROP COLUMN capacity; \
      DELETE FROM schema_migrations WHERE version >= 6;";
 
 // Stores a crate with a verified version and an unplanned one as schema 5 knew them, then

@@ -100,6 +100,7 @@ impl Seeder {
                     name: name.to_owned(),
                     targets: vec![TARGET.parse()?],
                     toolchains: vec![TOOLCHAIN.parse()?],
+                    capacity: 8,
                 },
                 now,
             )

@@ -19,6 +19,9 @@ use crate::ops::{TaskRow, apply_verdict, counted_results, event, withdraw_artifa
 use crate::policy::Policy;
 use crate::rules::{Class, Verdict, decide};
 
+/// The most jobs a builder may say it runs at once.
+pub const MAX_BUILDER_CAPACITY: u32 = 64;
+
 /// The most targets or toolchains a builder may declare.
 const MAX_CAPABILITIES: usize = 64;
 
@@ -28,6 +31,12 @@ fn check_builder(builder: &NewBuilder) -> Result<()> {
         return Err(StoreError::invalid(
             "builder name must be 1 to 64 characters without control characters",
         ));
+    }
+    if !(1..=MAX_BUILDER_CAPACITY).contains(&builder.capacity) {
+        return Err(StoreError::invalid(format!(
+            "a builder runs 1 to {MAX_BUILDER_CAPACITY} jobs at once, not {}",
+            builder.capacity
+        )));
     }
     // Each entry is a TargetTriple or ToolchainRelease: checked by the rule attestations
     // are; only the count is left.
@@ -99,8 +108,8 @@ pub(crate) async fn register(
         .await?;
     let (id, _) = lock_builder(db, &builder.public_key).await?;
     db.execute(
-        "UPDATE builders SET name = $2, last_seen = $3 WHERE id = $1",
-        params![id, &builder.name, now],
+        "UPDATE builders SET name = $2, last_seen = $3, capacity = $4 WHERE id = $1",
+        params![id, &builder.name, now, builder.capacity],
     )
     .await?;
     let targets = builder.targets.iter().map(TargetTriple::as_str);

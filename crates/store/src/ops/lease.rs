@@ -133,7 +133,8 @@ async fn sqlite_lease(
 ) -> Result<Option<Row>> {
     let row = db
         .query_opt(
-            "UPDATE builders SET last_seen = $2 WHERE public_key = $1 RETURNING id, status",
+            "UPDATE builders SET last_seen = $2 WHERE public_key = $1 \
+             RETURNING id, status, capacity",
             params![key, now],
         )
         .await?
@@ -142,6 +143,18 @@ async fn sqlite_lease(
     let status: BuilderStatus = row.get::<String>(1)?.parse()?;
     if status != BuilderStatus::Approved {
         return Err(not_approved(key, status));
+    }
+    // No more leases at once than the builder runs jobs.
+    let capacity: i64 = row.get(2)?;
+    let active: i64 = db
+        .query_one(
+            "SELECT COUNT(*) FROM leases WHERE builder_id = $1 AND state = 'active'",
+            params![builder_id],
+        )
+        .await?
+        .get(0)?;
+    if active >= capacity {
+        return Ok(None);
     }
     let Some(candidate) = db.query_opt(CANDIDATE, params![builder_id, now]).await? else {
         return Ok(None);

@@ -2,9 +2,13 @@
 -- node errors were the one result that did not keep a builder away): one builder cannot
 -- lease a task and fail it over and over until the task is stopped. An operator's retry
 -- forgives: node errors from before `retried_at` (unix ms, 0 for never) keep nobody away.
--- The leasing function (0002, 0008) is replaced with that one condition changed; its
--- signature and result stay.
+-- The leasing function (0002, 0008) is replaced with that condition changed and the
+-- capacity check below added; its signature and result stay.
 ALTER TABLE tasks ADD COLUMN retried_at BIGINT NOT NULL DEFAULT 0;
+
+-- How many jobs a builder runs at once, as its hello says: it is never leased more tasks
+-- than that at a time. Builders stored before say hello again on their next connection.
+ALTER TABLE builders ADD COLUMN capacity BIGINT NOT NULL DEFAULT 1;
 
 CREATE OR REPLACE FUNCTION buildsrs_lease_next(p_key TEXT, p_now BIGINT, p_deadline BIGINT)
 RETURNS TABLE (r_outcome TEXT, r_status TEXT, r_lease BIGINT, r_task BIGINT, r_epoch BIGINT,
@@ -14,6 +18,7 @@ LANGUAGE plpgsql VOLATILE AS $lease$
 DECLARE
     v_builder BIGINT;
     v_status  TEXT;
+    v_capacity BIGINT;
     -- The window of leasable tasks looked at: about the number of claimers that may be
     -- locking head tasks at once, then four times larger each time it holds nothing for us.
     v_offset  BIGINT := 0;
@@ -26,11 +31,19 @@ DECLARE
 BEGIN
     -- Locks the builder's row until the end: its own leases cannot change meanwhile.
     UPDATE builders SET last_seen = p_now WHERE public_key = p_key AND status = 'approved'
-        RETURNING id INTO v_builder;
+        RETURNING id, capacity INTO v_builder, v_capacity;
     IF NOT FOUND THEN
         SELECT status INTO v_status FROM builders WHERE public_key = p_key;
         r_outcome := CASE WHEN FOUND THEN 'not_approved' ELSE 'unknown' END;
         r_status := v_status;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- No more leases at once than the builder runs jobs (read from the partial index of
+    -- active leases: no more than the work in flight).
+    IF (SELECT COUNT(*) FROM leases WHERE builder_id = v_builder AND state = 'active')
+        >= v_capacity THEN
+        r_outcome := 'none';
         RETURN NEXT;
         RETURN;
     END IF;
