@@ -149,6 +149,10 @@ struct RunArgs {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// Read the admin token from this file (its first line), so that it is in neither the
+    /// command line nor the environment of the process.
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_token")]
+    admin_token_file: Option<PathBuf>,
     /// Serve a rendered public page or API answer from memory for this many milliseconds
     /// before rendering it again (0: render every request). Changes made through the admin
     /// pages show at once; others show within this time.
@@ -263,6 +267,17 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// The admin token in `file`: its first line, without the line break.
+fn read_admin_token(file: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--admin-token-file {}", file.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        bail!("--admin-token-file {}: the file is empty", file.display());
+    }
+    Ok(token.to_owned())
+}
+
 /// Whether a listen address only accepts connections from this machine.
 fn is_loopback(address: &Multiaddr) -> bool {
     match address.iter().next() {
@@ -329,11 +344,15 @@ fn config_from(args: RunArgs) -> Result<Config> {
             anyhow::anyhow!("--http {addr:?}: {e} (an address like 127.0.0.1:8080, or off)")
         })?),
     };
-    config.admin_token = args.admin_token.filter(|t| !t.trim().is_empty());
+    let admin_token = match &args.admin_token_file {
+        Some(file) => Some(read_admin_token(file)?),
+        None => args.admin_token,
+    };
+    config.admin_token = admin_token.filter(|t| !t.trim().is_empty());
     if let Some(token) = &config.admin_token
         && token.len() < 16
     {
-        anyhow::bail!("--admin-token: use at least 16 characters");
+        anyhow::bail!("the admin token: use at least 16 characters");
     }
     if let Some(url) = &args.public_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -457,6 +476,36 @@ mod tests {
         all.extend_from_slice(&["--toolchain", "1.95.0"]);
         let cli = Cli::try_parse_from(all)?;
         config_from(cli.run)
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_flag_or_a_file() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("admin-token");
+        std::fs::write(&file, "a-long-enough-admin-token\n")?;
+        let path = file.to_str().context("a UTF-8 path")?;
+        let config = config_of(&["--admin-token-file", path])?;
+        assert_eq!(
+            config.admin_token.as_deref(),
+            Some("a-long-enough-admin-token")
+        );
+        std::fs::write(&file, "short\n")?;
+        let error = config_of(&["--admin-token-file", path]).unwrap_err();
+        assert!(error.to_string().contains("16 characters"), "{error}");
+        std::fs::write(&file, "\n")?;
+        let error = config_of(&["--admin-token-file", path]).unwrap_err();
+        assert!(error.to_string().contains("empty"), "{error}");
+        let missing = dir.path().join("missing");
+        let error = config_of(&["--admin-token-file", missing.to_str().context("UTF-8")?]);
+        assert!(error.is_err());
+        let both = config_of(&[
+            "--admin-token",
+            "a-long-enough-admin-token",
+            "--admin-token-file",
+            path,
+        ]);
+        assert!(both.is_err(), "one or the other");
+        Ok(())
     }
 
     #[test]
