@@ -8,10 +8,12 @@
 //! names another host is refused before anything else is looked at.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -33,10 +35,20 @@ pub const COOKIE: &str = "buildsrs_admin";
 /// How long a login lasts.
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
+/// Failed logins one client may make within [`LOGIN_WINDOW`] before it is refused until
+/// the oldest of them is that old.
+const MAX_FAILED_LOGINS: usize = 5;
+/// The window failed logins are counted in.
+const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The most clients whose failed logins are remembered (the oldest are forgotten first).
+const MAX_LOGIN_CLIENTS: usize = 10_000;
+
 /// The admin token and the live sessions.
 pub struct Admin {
     token_hash: Option<Blake3Hash>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Recent failed logins per client address (`None`: the address is not known).
+    failed_logins: Mutex<HashMap<Option<IpAddr>, Vec<Instant>>>,
 }
 
 #[derive(Clone)]
@@ -61,7 +73,47 @@ impl Admin {
                 .filter(|t| !t.is_empty())
                 .map(|t| Blake3Hash::of_bytes(t.as_bytes())),
             sessions: Mutex::new(HashMap::new()),
+            failed_logins: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Checks a login attempt from `client`: refused without looking at the token while the
+    /// client has [`MAX_FAILED_LOGINS`] failures within [`LOGIN_WINDOW`]; a wrong token is
+    /// counted. Guessing the token is then a few tries per quarter hour per address.
+    fn check_login(&self, client: Option<IpAddr>, given: &str) -> Result<(), WebError> {
+        let now = Instant::now();
+        {
+            let mut failed = self.failed_logins.lock().unwrap_or_else(|e| e.into_inner());
+            let recent = failed.entry(client).or_default();
+            recent.retain(|at| now.duration_since(*at) < LOGIN_WINDOW);
+            if recent.len() >= MAX_FAILED_LOGINS {
+                let wait = recent.first().map_or(LOGIN_WINDOW, |oldest| {
+                    LOGIN_WINDOW - now.duration_since(*oldest)
+                });
+                return Err(WebError::TooManyRequests(
+                    format!(
+                        "too many failed logins from this address; try again in {} minutes",
+                        wait.as_secs().div_ceil(60)
+                    ),
+                    wait.as_secs().max(1),
+                ));
+            }
+        }
+        let checked = self.check_token(given);
+        if matches!(checked, Err(WebError::Unauthorized(_))) {
+            let mut failed = self.failed_logins.lock().unwrap_or_else(|e| e.into_inner());
+            if failed.len() >= MAX_LOGIN_CLIENTS && !failed.contains_key(&client) {
+                failed.retain(|_, times| {
+                    times.retain(|at| now.duration_since(*at) < LOGIN_WINDOW);
+                    !times.is_empty()
+                });
+                if failed.len() >= MAX_LOGIN_CLIENTS {
+                    failed.clear();
+                }
+            }
+            failed.entry(client).or_default().push(now);
+        }
+        checked
     }
 
     fn enabled(&self) -> Result<&Blake3Hash, WebError> {
@@ -239,13 +291,27 @@ struct LoginForm {
     token: String,
 }
 
+/// The address the request came from, when the server knows it (served by [`crate::serve`];
+/// a router called without a socket, as in tests, does not).
+struct ClientIp(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let connected = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        Ok(ClientIp(connected.map(|ConnectInfo(address)| address.ip())))
+    }
+}
+
 async fn login(
     State(state): State<WebState>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
     same_origin(&headers)?;
-    state.admin().check_token(&form.token)?;
+    state.admin().check_login(client, &form.token)?;
     let (id, _) = state.admin().login()?;
     let secure = if state.public_url().starts_with("https://") {
         "; Secure"

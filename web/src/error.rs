@@ -33,6 +33,10 @@ pub enum WebError {
     /// A method the route does not answer (`Allow` says which it does).
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// Too many attempts from one client (failed admin logins): try again after the seconds
+    /// given.
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     /// A Range that starts past the end of the blob (with its size).
     #[error("range not satisfiable")]
     RangeNotSatisfiable(u64),
@@ -51,6 +55,7 @@ impl WebError {
             WebError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            WebError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             WebError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -85,7 +90,17 @@ impl WebError {
              </main></body></html>",
             code = status.as_u16(),
         );
-        (status, Html(body)).into_response()
+        let retry_after = match &self {
+            WebError::TooManyRequests(_, seconds) => Some(*seconds),
+            _ => None,
+        };
+        let mut response = (status, Html(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

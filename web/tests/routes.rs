@@ -809,6 +809,44 @@ store_test!(bad_input_is_a_clear_4xx, |store: Store| async move {
 });
 
 store_test!(
+    failed_admin_logins_are_limited_per_address,
+    |store: Store| async move {
+        let scene = Scene::seed(store).await;
+        let from = |ip: &str, token: &str| {
+            let address = std::net::SocketAddr::new(ip.parse().unwrap(), 40_000);
+            axum::http::Request::post("/admin/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("host", "buildsrs.test")
+                .extension(axum::extract::ConnectInfo(address))
+                .body(axum::body::Body::from(format!(
+                    "token={}",
+                    token.replace(' ', "+")
+                )))
+                .unwrap()
+        };
+        for _ in 0..5 {
+            let wrong = scene.send(from("192.0.2.1", "a guess")).await;
+            assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        }
+        // The sixth try is refused without the token being looked at, even the right one.
+        let locked = scene.send(from("192.0.2.1", support::ADMIN_TOKEN)).await;
+        assert_eq!(
+            locked.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            locked.text()
+        );
+        assert!(locked.header("set-cookie").is_empty(), "no session");
+        let wait: u64 = locked.header("retry-after").parse().unwrap();
+        assert!((1..=900).contains(&wait), "{wait}");
+        assert!(locked.text().contains("too many failed logins"));
+        // Another address is not held up by it.
+        let other = scene.send(from("192.0.2.2", support::ADMIN_TOKEN)).await;
+        assert_eq!(other.status, StatusCode::SEE_OTHER, "{}", other.text());
+    }
+);
+
+store_test!(
     admin_actions_need_a_session_and_its_csrf_token,
     |store: Store| async move {
         let scene = Scene::seed(store).await;
