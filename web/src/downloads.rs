@@ -117,12 +117,14 @@ async fn serve_blob(
     Ok(answer.response)
 }
 
-/// Counts a download. Artifacts in storage but unknown to the store (a restored backup) are
-/// still served, uncounted.
+/// Counts a download in memory (see [`crate::download_counts`]); writes the waiting counts
+/// at once when many have piled up. Artifacts in storage but unknown to the store (a
+/// restored backup) are served and not counted.
 async fn count_download(state: &WebState, hash: &Blake3Hash) {
-    match state.store().record_download(hash, Timestamp::now()).await {
-        Ok(()) | Err(buildsrs_store::StoreError::NotFound(_)) => {}
-        Err(error) => tracing::warn!("counting a download of {hash}: {error}"),
+    if state.download_counts().add(*hash, Timestamp::now())
+        && let Err(error) = state.flush_downloads().await
+    {
+        tracing::warn!("writing download counts: {error}");
     }
 }
 

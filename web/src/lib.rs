@@ -25,6 +25,7 @@ mod answers;
 pub mod api;
 pub mod assets;
 pub mod cache;
+pub mod download_counts;
 pub mod downloads;
 pub mod error;
 mod load;
@@ -87,6 +88,7 @@ struct Inner {
     public_url: String,
     presign_downloads: Option<std::time::Duration>,
     providers: Option<Arc<dyn BlobProviders>>,
+    downloads: download_counts::DownloadCounts,
 }
 
 impl std::fmt::Debug for WebState {
@@ -123,8 +125,20 @@ impl WebState {
                 public_url,
                 presign_downloads: config.presign_downloads.filter(|_| storage_presigns),
                 providers: config.providers,
+                downloads: download_counts::DownloadCounts::default(),
             }),
         })
+    }
+
+    /// Downloads counted in memory, not yet in the store.
+    pub fn download_counts(&self) -> &download_counts::DownloadCounts {
+        &self.inner.downloads
+    }
+
+    /// Writes the downloads counted in memory to the store now (the server does every
+    /// [`download_counts::FLUSH_INTERVAL`] and when it stops).
+    pub async fn flush_downloads(&self) -> Result<u64, buildsrs_store::StoreError> {
+        self.inner.downloads.flush(&self.inner.store).await
     }
 
     /// The job store.
@@ -198,9 +212,30 @@ pub async fn serve(
     state: WebState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Download counts go to the store in batches, on a timer and once more at the end.
+    let flusher = {
+        let (state, stop) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(download_counts::FLUSH_INTERVAL) => {}
+                }
+                if let Err(error) = state.flush_downloads().await {
+                    tracing::warn!("writing download counts: {error}");
+                }
+            }
+        })
+    };
     // The client's address is known to handlers that limit per client (admin logins).
-    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
+    let service =
+        router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        .await;
+    flusher.await.ok();
+    if let Err(error) = state.flush_downloads().await {
+        tracing::warn!("writing the last download counts: {error}");
+    }
+    served
 }

@@ -152,6 +152,38 @@ store_test!(pages_show_the_seeded_network, |store: Store| async move {
 });
 
 store_test!(
+    downloads_are_counted_in_memory_and_written_in_one_batch,
+    |store: Store| async move {
+        // A download is not a store write: twenty downloads wait in memory, then one flush
+        // writes them all.
+        let scene = Scene::seed(store).await;
+        let stored = || async {
+            let info = scene
+                .store
+                .artifact(&scene.artifact.blake3)
+                .await
+                .unwrap()
+                .unwrap();
+            info.downloads.iter().map(|d| d.count).sum::<u64>()
+        };
+        for _ in 0..20 {
+            let archive = scene.get(&format!("/crates/demo/1.0.0/{TARGET}")).await;
+            assert_eq!(archive.status, StatusCode::OK);
+        }
+        assert_eq!(scene.state.download_counts().pending(), 20);
+        assert_eq!(stored().await, 0, "nothing written per download");
+        assert_eq!(scene.state.flush_downloads().await.unwrap(), 20);
+        assert_eq!(stored().await, 20);
+        assert_eq!(scene.state.download_counts().pending(), 0);
+        assert_eq!(
+            scene.state.flush_downloads().await.unwrap(),
+            0,
+            "nothing twice"
+        );
+    }
+);
+
+store_test!(
     downloads_stream_the_verified_bytes,
     |store: Store| async move {
         let scene = Scene::seed(store).await;

@@ -491,10 +491,22 @@ impl Store {
 
     // ---- artifacts ----------------------------------------------------------------------
 
-    /// Counts a download of a verified artifact.
+    /// Counts one download of a verified artifact on `now`'s UTC day (`NotFound` for an
+    /// artifact the store does not know).
     pub async fn record_download(&self, hash: &Blake3Hash, now: Timestamp) -> Result<()> {
-        self.write((*hash, now), |db, _, (hash, now)| {
-            Box::pin(ops::artifacts::record_download(db, hash, *now))
+        let day = now.as_second().div_euclid(86_400);
+        match self.record_downloads(vec![(*hash, day, 1)]).await? {
+            0 => Err(StoreError::not_found(format!("artifact {hash}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds counted downloads per artifact and UTC day (unix day number) in one
+    /// transaction, as the web server flushes what it counted in memory; artifacts the
+    /// store does not know are skipped. Returns how many downloads were recorded.
+    pub async fn record_downloads(&self, counts: Vec<(Blake3Hash, i64, u64)>) -> Result<u64> {
+        self.write(counts, |db, _, counts| {
+            Box::pin(ops::artifacts::record_downloads(db, counts))
         })
         .await
     }

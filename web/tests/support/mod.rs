@@ -254,8 +254,9 @@ impl Scene {
         self.send(request.body(Body::from(body)).unwrap()).await
     }
 
-    /// The number of downloads counted for the seeded artifact.
+    /// The number of downloads counted for the seeded artifact (written to the store first).
     pub async fn downloads(&self) -> u64 {
+        self.state.flush_downloads().await.unwrap();
         let info = self
             .store
             .artifact(&self.artifact.blake3)

@@ -2,36 +2,40 @@
 //! each verified artifact, and the publication feed mirrors follow.
 
 use buildsrs_keys::{ArtifactId, Blake3Hash};
-use jiff::Timestamp;
 
 use crate::db::{Db, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{Page, PublishedArtifact};
 
-/// Counts one download of a verified artifact on the current UTC day.
-pub(crate) async fn record_download(
+/// Adds counted downloads per artifact and UTC day (unix day number), all in one
+/// transaction. Artifacts the store does not know (storage restored from a backup) are
+/// skipped; returns how many downloads were recorded.
+pub(crate) async fn record_downloads(
     db: &mut dyn Db,
-    hash: &Blake3Hash,
-    now: Timestamp,
-) -> Result<()> {
-    let hex = hash.to_hex();
-    let day = now.as_second().div_euclid(86_400);
-    let known = db
-        .query_opt(
-            "SELECT 1 FROM artifacts WHERE hash = $1",
-            params![hex.as_str()],
+    counts: &[(Blake3Hash, i64, u64)],
+) -> Result<u64> {
+    let mut recorded = 0;
+    for (hash, day, count) in counts {
+        let hex = hash.to_hex();
+        let count = i64::try_from(*count).map_err(|_| StoreError::invalid("count too large"))?;
+        let known = db
+            .query_opt(
+                "SELECT 1 FROM artifacts WHERE hash = $1",
+                params![hex.as_str()],
+            )
+            .await?;
+        if known.is_none() || count == 0 {
+            continue;
+        }
+        db.execute(
+            "INSERT INTO artifact_downloads (hash, day, count) VALUES ($1, $2, $3) \
+             ON CONFLICT (hash, day) DO UPDATE SET count = artifact_downloads.count + $3",
+            params![hex.as_str(), *day, count],
         )
         .await?;
-    if known.is_none() {
-        return Err(StoreError::not_found(format!("artifact {hex}")));
+        recorded += count.unsigned_abs();
     }
-    db.execute(
-        "INSERT INTO artifact_downloads (hash, day, count) VALUES ($1, $2, 1) \
-         ON CONFLICT (hash, day) DO UPDATE SET count = artifact_downloads.count + 1",
-        params![hex.as_str(), day],
-    )
-    .await?;
-    Ok(())
+    Ok(recorded)
 }
 
 /// Records where object storage keeps an artifact.
