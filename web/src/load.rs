@@ -65,20 +65,35 @@ pub(crate) async fn version_details(
     version: &VersionParam,
 ) -> Result<(VersionInfo, Vec<TaskDetail>), WebError> {
     let exact = exact_version(state, name, version).await?;
-    state
+    let (info, details) = state
         .store()
         .version_details(name.as_str(), &exact)
         .await?
-        .ok_or_else(|| WebError::not_found(format!("{} {exact}", name.as_str())))
+        .ok_or_else(|| WebError::not_found(format!("{} {exact}", name.as_str())))?;
+    Ok((info, details.into_iter().map(sealed).collect()))
 }
 
-/// A task with its leases and results.
+/// A task with its leases and results (sealed until it is decided).
 pub(crate) async fn task(state: &WebState, id: TaskId) -> Result<TaskDetail, WebError> {
     state
         .store()
         .task(id)
         .await?
+        .map(sealed)
         .ok_or_else(|| WebError::not_found(format!("task {id}")))
+}
+
+/// A task's results as the public may see them: until the task is decided, nothing of what
+/// its builders built (hash, size, signed attestation), so that a builder reading the pages
+/// or the API cannot copy another's hash instead of building. Who answered and how stays.
+pub(crate) fn sealed(mut detail: TaskDetail) -> TaskDetail {
+    if detail.task.decided_at.is_none() {
+        for result in &mut detail.results {
+            result.artifact = None;
+            result.signed = None;
+        }
+    }
+    detail
 }
 
 /// An artifact with its tasks, attestations and downloads.
@@ -106,11 +121,16 @@ pub(crate) async fn builder(state: &WebState, key: &PublicKey) -> Result<Builder
         .builder(key)
         .await?
         .ok_or_else(|| WebError::not_found(format!("builder {key}")))?;
-    let recent_results = state
+    let mut recent_results = state
         .store()
         .builder_results(key, RECENT_RESULTS)
         .await?
         .unwrap_or_default();
+    // Sealed like a task's results (see [`sealed`]).
+    for recent in recent_results.iter_mut().filter(|r| !r.task_decided) {
+        recent.result.artifact = None;
+        recent.result.signed = None;
+    }
     Ok(BuilderView {
         builder,
         recent_results,

@@ -257,6 +257,14 @@ async fn build_log(State(state): State<WebState>, Path(id): Path<String>) -> Pag
         .build_log(id)
         .await?
         .ok_or_else(|| WebError::not_found(format!("a build log for result {id}")))?;
+    if !log.task_decided {
+        // A log names the artifact it packed: shown once the task is decided, like the
+        // results' hashes (see `load::sealed`).
+        return Err(WebError::Forbidden(format!(
+            "the build log of result {id} is shown once its task is decided"
+        ))
+        .into());
+    }
     let mut text = String::new();
     if log.truncated() {
         text.push_str(&format!(

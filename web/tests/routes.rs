@@ -152,6 +152,69 @@ store_test!(pages_show_the_seeded_network, |store: Store| async move {
 });
 
 store_test!(
+    nothing_of_what_builders_built_shows_until_the_task_is_decided,
+    |store: Store| async move {
+        // A lazy builder reads every public page and API answer while another builder's
+        // result for an open task is in: it finds no hash to copy.
+        let scene = Scene::seed(store).await;
+        let [alpha, beta] = scene.approved;
+        let built = buildsrs_keys::ArtifactId::of_bytes(b"demo 1.1.0, built by alpha");
+        let hex = built.blake3.to_hex();
+        let submit = |builder, lease: buildsrs_store::Lease| {
+            scene.store.submit(
+                buildsrs_store::Submission {
+                    lease_id: lease.lease_id,
+                    epoch: lease.epoch,
+                    builder,
+                    outcome: buildsrs_store::BuildOutcome::Built(buildsrs_store::StoredBuild {
+                        artifact: built,
+                        signed: support::attestation(&builder, built),
+                    }),
+                    log: Some(format!("== packed blake3:{hex}\n").into_bytes()),
+                },
+                jiff::Timestamp::now(),
+            )
+        };
+        let now = jiff::Timestamp::now();
+        let first = buildsrs_store::testing::lease(&scene.store, &alpha, now).await;
+        assert_eq!(first.version, "1.1.0");
+        let report = submit(alpha, first.clone()).await.unwrap();
+        assert!(report.counted);
+        let task = first.task_id;
+        let result = report.attestation_id;
+        let public = [
+            format!("/tasks/{task}"),
+            format!("/api/v1/tasks/{task}"),
+            "/crates/demo/1.1.0".to_owned(),
+            "/api/v1/crates/demo/1.1.0".to_owned(),
+            format!("/builders/{alpha}"),
+            format!("/api/v1/builders/{alpha}"),
+            "/queue".to_owned(),
+            "/api/v1/queue".to_owned(),
+        ];
+        for path in &public {
+            let answer = scene.get(path).await;
+            assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
+            assert!(!answer.text().contains(&hex), "{path} shows the hash");
+        }
+        let log = scene.get(&format!("/logs/{result}")).await;
+        assert_eq!(log.status, StatusCode::FORBIDDEN, "{}", log.text());
+        assert!(!log.text().contains(&hex));
+
+        // Once a second builder agrees, the task is decided and everything shows.
+        let second = buildsrs_store::testing::lease(&scene.store, &beta, now).await;
+        assert_eq!(second.task_id, task);
+        submit(beta, second).await.unwrap();
+        for path in [&public[0], &public[1], &public[4]] {
+            assert!(scene.get(path).await.text().contains(&hex), "{path}");
+        }
+        let log = scene.get(&format!("/logs/{result}")).await;
+        assert_eq!(log.status, StatusCode::OK);
+        assert!(log.text().contains(&hex));
+    }
+);
+
+store_test!(
     downloads_are_counted_in_memory_and_written_in_one_batch,
     |store: Store| async move {
         // A download is not a store write: twenty downloads wait in memory, then one flush

@@ -702,6 +702,9 @@ pub struct Event {
 /// A stored build log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BuildLog {
+    /// Whether the result's task is decided: until it is, the log is not shown (it names
+    /// the artifact's hash).
+    pub task_decided: bool,
     /// The result it belongs to.
     pub attestation_id: AttestationId,
     /// The kept bytes: the end of the log, where errors are.
@@ -742,6 +745,8 @@ pub struct BuilderResult {
     pub toolchain: ToolchainRelease,
     /// The task's state now.
     pub task_state: TaskState,
+    /// Whether the task is decided (see [`TaskInfo::decided_at`]).
+    pub task_decided: bool,
     /// The result.
     pub result: AttestationInfo,
 }

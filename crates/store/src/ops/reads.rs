@@ -713,7 +713,9 @@ pub(crate) async fn events(db: &mut dyn Db, after: i64, limit: u32) -> Result<Ve
 pub(crate) async fn build_log(db: &mut dyn Db, id: AttestationId) -> Result<Option<BuildLog>> {
     let Some(row) = db
         .query_opt(
-            "SELECT log, original_len FROM build_logs WHERE attestation_id = $1",
+            "SELECT l.log, l.original_len, t.decided_at FROM build_logs l \
+             JOIN attestations a ON a.id = l.attestation_id JOIN tasks t ON t.id = a.task_id \
+             WHERE l.attestation_id = $1",
             params![id.0],
         )
         .await?
@@ -721,6 +723,7 @@ pub(crate) async fn build_log(db: &mut dyn Db, id: AttestationId) -> Result<Opti
         return Ok(None);
     };
     Ok(Some(BuildLog {
+        task_decided: row.get::<Option<Timestamp>>(2)?.is_some(),
         attestation_id: id,
         bytes: row.get(0)?,
         original_len: row.get(1)?,
@@ -778,7 +781,8 @@ pub(crate) async fn builder_results(
         .query(
             "SELECT a.id, a.task_id, a.lease_id, b.public_key, b.name, a.outcome, \
                     a.artifact_hash, a.artifact_size, a.signed, a.reason, a.received_at, \
-                    a.counted, a.late, c.name, v.version, tg.name, tc.name, t.state \
+                    a.counted, a.late, c.name, v.version, tg.name, tc.name, t.state, \
+                    t.decided_at \
              FROM attestations a JOIN builders b ON b.id = a.builder_id \
              JOIN tasks t ON t.id = a.task_id JOIN versions v ON v.id = t.version_id \
              JOIN crates c ON c.id = v.crate_id JOIN targets tg ON tg.id = t.target_id \
@@ -795,6 +799,7 @@ pub(crate) async fn builder_results(
             target: row.get(15)?,
             toolchain: row.get(16)?,
             task_state: row.get::<String>(17)?.parse()?,
+            task_decided: row.get::<Option<Timestamp>>(18)?.is_some(),
         })
     })
     .map(Some)
