@@ -18,7 +18,9 @@ use anyhow::Result;
 use buildsrs_fixture_registry::{FixtureRegistry, Published, fixtures_dir, pack};
 use buildsrs_node::job::JobFields;
 use buildsrs_node::outcome::{self, BuildOutcome, Ended, OutcomeKind};
-use buildsrs_test_support::stalling_registry::{Sends, StallingRegistry};
+use buildsrs_test_support::stalling_registry::{
+    LISTED_CKSUM, LISTED_VERSION, Sends, StallingRegistry,
+};
 use support::{TARGET, TestNode};
 
 #[tokio::test]
@@ -38,9 +40,9 @@ async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in
         let url = registry.download_url("hello-bin", "0.1.0");
         let fields = JobFields {
             crate_name: "hello-bin",
-            version: "0.1.0",
+            version: LISTED_VERSION,
             target: TARGET,
-            source_sha256: &"ab".repeat(32),
+            source_sha256: LISTED_CKSUM,
             download_url: &url,
         };
         let request = node.pipeline.accept_fields(&fields, &index, None).await?;

@@ -2,9 +2,11 @@
 //! stalls or dribbles (the node's download limits, and whose fault it is).
 //!
 //! It listens on `127.0.0.1:0`. `GET /config.json` is answered properly (`dl` points back at
-//! the server, as a sparse registry's does), so a node takes it as its registry. Every other
-//! request gets headers that promise 1000 bytes and then, by [`Sends`], nothing at all, or
-//! one byte at a time, forever. Dropping the [`StallingRegistry`] stops it.
+//! the server, as a sparse registry's does), so a node takes it as its registry, and so is a
+//! crate's index file: every crate is listed with one version, [`LISTED_VERSION`], whose
+//! checksum is [`LISTED_CKSUM`]. A download (`/dl/…`) gets headers that promise 1000 bytes
+//! and then, by [`Sends`], nothing at all, or one byte at a time, forever. Dropping the
+//! [`StallingRegistry`] stops it.
 //!
 //! Threads and a std listener, not an async runtime: the crate stays without dependencies,
 //! and the server runs the same under any runtime a test uses.
@@ -24,6 +26,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// The one version the index lists of every crate.
+pub const LISTED_VERSION: &str = "0.1.0";
+
+/// The checksum the index lists for it (the download never delivers bytes to match).
+pub const LISTED_CKSUM: &str = "abababababababababababababababababababababababababababababababab";
 
 /// What the registry sends of a download's body, after headers promising 1000 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +114,21 @@ fn serve(mut socket: TcpStream, addr: SocketAddr, sends: Sends, stopped: &Atomic
         let _ = socket.write_all(answer.as_bytes());
         return;
     }
+    if !request.starts_with(b"GET /dl/") {
+        // A crate's index file (`/he/ll/hello-bin`): the crate, as the last path segment.
+        let head = String::from_utf8_lossy(&request);
+        let path = head.split_whitespace().nth(1).unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let line = format!(
+            r#"{{"name":"{name}","vers":"{LISTED_VERSION}","deps":[],"cksum":"{LISTED_CKSUM}","features":{{}},"yanked":false}}"#
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{line}\n",
+            line.len() + 1
+        );
+        let _ = socket.write_all(answer.as_bytes());
+        return;
+    }
     if socket
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
         .is_err()
@@ -167,6 +190,11 @@ mod tests {
         assert!(
             config.ends_with(&format!(r#"{{"dl":"http://{addr}/dl","api":null}}"#)),
             "{config}"
+        );
+        let index = received(&mut get(&addr, "/he/ll/hello-bin"));
+        assert!(
+            index.contains(r#""name":"hello-bin","vers":"0.1.0""#) && index.contains(LISTED_CKSUM),
+            "{index}"
         );
         let download = received(&mut get(&addr, "/dl/a/1.0.0/download"));
         assert_eq!(download, "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n");
