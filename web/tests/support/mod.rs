@@ -257,6 +257,11 @@ impl Scene {
     /// The number of downloads counted for the seeded artifact (written to the store first).
     pub async fn downloads(&self) -> u64 {
         self.state.flush_downloads().await.unwrap();
+        self.downloads_in_store().await
+    }
+
+    /// The number of downloads of the seeded artifact the store holds now.
+    pub async fn downloads_in_store(&self) -> u64 {
         let info = self
             .store
             .artifact(&self.artifact.blake3)
