@@ -344,15 +344,18 @@ fn config_from(args: RunArgs) -> Result<Config> {
             anyhow::anyhow!("--http {addr:?}: {e} (an address like 127.0.0.1:8080, or off)")
         })?),
     };
-    let admin_token = match &args.admin_token_file {
-        Some(file) => Some(read_admin_token(file)?),
-        None => args.admin_token,
+    let (admin_token, flag) = match &args.admin_token_file {
+        Some(file) => (
+            Some(read_admin_token(file)?),
+            format!("--admin-token-file {}", file.display()),
+        ),
+        None => (args.admin_token, "--admin-token".to_owned()),
     };
     config.admin_token = admin_token.filter(|t| !t.trim().is_empty());
     if let Some(token) = &config.admin_token
         && token.len() < 16
     {
-        anyhow::bail!("the admin token: use at least 16 characters");
+        anyhow::bail!("{flag}: use at least 16 characters");
     }
     if let Some(url) = &args.public_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
