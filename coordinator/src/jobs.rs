@@ -103,6 +103,10 @@ impl JobService {
             Err(StoreError::Invalid(why)) => {
                 return Ok(Response::rejected(RejectKind::BadRequest, why));
             }
+            // Too many new keys wait for approval: this one may try again later.
+            Err(StoreError::Conflict(why)) => {
+                return Ok(Response::rejected(RejectKind::Unavailable, why));
+            }
             Err(other) => return Err(other),
         };
         if self.auto_approve && info.status == BuilderStatus::Pending {

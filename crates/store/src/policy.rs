@@ -37,6 +37,9 @@ pub struct Policy {
     pub default_priority: i64,
     /// The most bytes kept of a build log (the end of it).
     pub max_log_bytes: usize,
+    /// The most builders waiting for approval at once; hellos from further new keys are
+    /// refused until an operator approves or revokes some.
+    pub max_pending_builders: u32,
 }
 
 impl Default for Policy {
@@ -54,6 +57,7 @@ impl Default for Policy {
             plan_all_crates: false,
             default_priority: 0,
             max_log_bytes: 64 * 1024,
+            max_pending_builders: 1_000,
         }
     }
 }

@@ -363,8 +363,8 @@ impl Store {
         builder: NewBuilder,
         now: Timestamp,
     ) -> Result<BuilderInfo> {
-        self.write((builder, now), |db, _, (builder, now)| {
-            Box::pin(ops::builders::register(db, builder, *now))
+        self.write((builder, now), |db, policy, (builder, now)| {
+            Box::pin(ops::builders::register(db, policy, builder, *now))
         })
         .await
     }

@@ -1696,6 +1696,38 @@ store_test!(
     }
 );
 
+store_test!(
+    new_keys_wait_in_a_bounded_line_for_approval,
+    policy = Policy {
+        max_pending_builders: 2,
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        // Anyone can make keys: each hello from a new one would be a row for ever.
+        matrix(&store).await;
+        let hello = |n: u8| NewBuilder {
+            public_key: key(n),
+            name: format!("key {n}"),
+            targets: vec![TARGET.parse().unwrap()],
+            toolchains: vec![TOOLCHAIN.parse().unwrap()],
+            capacity: 1,
+        };
+        store.register_builder(hello(1), t(1)).await.unwrap();
+        store.register_builder(hello(2), t(1)).await.unwrap();
+        let error = store.register_builder(hello(3), t(2)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+        assert!(
+            store.builder(&key(3)).await.unwrap().is_none(),
+            "nothing stored"
+        );
+        // A waiting key may say hello again; an approval frees a place in the line.
+        store.register_builder(hello(2), t(3)).await.unwrap();
+        store.approve_builder(&key(1), t(4)).await.unwrap();
+        store.register_builder(hello(3), t(5)).await.unwrap();
+        assert_eq!(store.builders().await.unwrap().len(), 3);
+    }
+);
+
 store_test!(builder_inputs_are_checked, |store: Store| async move {
     // A target or toolchain that breaks its rule cannot even be a NewBuilder's (the protocol
     // does not decode it); what is left to check is the name and the counts.

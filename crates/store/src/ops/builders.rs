@@ -91,9 +91,12 @@ pub(crate) async fn lock_builder(db: &mut dyn Db, key: &PublicKey) -> Result<(i6
     Ok((row.get(0)?, row.get::<String>(1)?.parse()?))
 }
 
-/// Registers a builder (pending) or updates a known one's name and capabilities.
+/// Registers a builder (pending) or updates a known one's name and capabilities. A new key
+/// is refused while [`Policy::max_pending_builders`] wait for an operator: anyone can make
+/// keys, and each would otherwise be a row for ever.
 pub(crate) async fn register(
     db: &mut dyn Db,
+    policy: &Policy,
     builder: &NewBuilder,
     now: Timestamp,
 ) -> Result<BuilderInfo> {
@@ -106,6 +109,22 @@ pub(crate) async fn register(
             params![&key, &builder.name, now],
         )
         .await?;
+    if inserted == 1 {
+        let pending: i64 = db
+            .query_one(
+                "SELECT COUNT(*) FROM builders WHERE status = 'pending'",
+                &[],
+            )
+            .await?
+            .get(0)?;
+        if pending > i64::from(policy.max_pending_builders) {
+            // The transaction rolls the insert back.
+            return Err(StoreError::conflict(format!(
+                "{} builders already wait for an operator's approval; try again later",
+                policy.max_pending_builders
+            )));
+        }
+    }
     let (id, _) = lock_builder(db, &builder.public_key).await?;
     db.execute(
         "UPDATE builders SET name = $2, last_seen = $3, capacity = $4 WHERE id = $1",
