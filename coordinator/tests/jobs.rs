@@ -408,6 +408,35 @@ store_test!(
 );
 
 store_test!(
+    hellos_from_endless_new_keys_fill_neither_the_store_nor_memory,
+    policy = buildsrs_store::Policy {
+        max_pending_builders: 3,
+        ..buildsrs_store::Policy::default()
+    },
+    |store: Store| async move {
+        let s = scene(&store, false).await;
+        let mut refused = 0;
+        for n in 1..=50u8 {
+            let key = Identity::from_seed([n; 32]).public_key();
+            match s.service.handle(key, hello("flood")).await {
+                Response::Welcome { standing } => assert_eq!(standing, Standing::Pending),
+                answer => {
+                    assert_refused(&answer, RejectKind::Unavailable);
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(refused, 47);
+        assert_eq!(store.builders().await.unwrap().len(), 3);
+        assert_eq!(
+            s.service.sessions().len(),
+            3,
+            "a refused key gets no session either"
+        );
+    }
+);
+
+store_test!(
     a_node_is_told_why_its_result_did_not_count,
     |store: Store| async move {
         let s = scene(&store, true).await;
