@@ -11,8 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use buildsrs_index::SparseFollower;
+use anyhow::{Context, Result};
 use buildsrs_keys::{Bundle, CrateName, CrateVersion, TargetTriple};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -89,10 +88,6 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
 
-    let found = find_version(&registry, &args.name, &args.version).await?;
-    if found.yanked {
-        eprintln!("warning: {} {} is yanked", args.name, args.version);
-    }
     if args.insecure_no_sandbox {
         eprintln!(
             "WARNING: --insecure-no-sandbox: the crate's build scripts and proc macros run \
@@ -117,6 +112,13 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
         );
     }
     let pipeline = Pipeline::new(dir, sandbox, Arc::new(state), lock).await?;
+    // The node's own read of its registry, the one its job check compares with.
+    let found = pipeline
+        .index_version(&registry, &args.name, &args.version)
+        .await?;
+    if found.yanked {
+        eprintln!("warning: {} {} is yanked", args.name, args.version);
+    }
     let spec = JobSpec {
         crate_name: args.name.clone(),
         version: args.version.clone(),
@@ -178,31 +180,4 @@ async fn build(data_dir: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
 fn set_message(bar: &ProgressBar, message: &'static str) {
     bar.set_style(ProgressStyle::default_spinner());
     bar.set_message(message);
-}
-
-/// Looks a version up in a sparse index.
-async fn find_version(
-    registry: &str,
-    name: &str,
-    version: &str,
-) -> Result<buildsrs_index::IndexVersion> {
-    let mut follower =
-        SparseFollower::new(registry).with_context(|| format!("registry {registry}"))?;
-    let report = follower
-        .poll(&[name])
-        .await
-        .with_context(|| format!("reading {registry}"))?;
-    if let Some((_, error)) = report.errors.first() {
-        bail!("reading {name} from {registry}: {error}");
-    }
-    let update = report
-        .updates
-        .into_iter()
-        .find(|u| u.name == name)
-        .with_context(|| format!("{name} is not in {registry}"))?;
-    update
-        .versions
-        .into_iter()
-        .find(|v| v.version == version)
-        .with_context(|| format!("{name} has no version {version} in {registry}"))
 }

@@ -19,11 +19,12 @@
 //! trouble (it could not read its own registry's `config.json`) from a bad job.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use buildsrs_index::{SparseFollower, crates_io};
+use buildsrs_index::{IndexVersion, SparseFollower, crates_io};
 use buildsrs_keys::hash::DigestParseError;
 use buildsrs_keys::{CrateName, CrateVersion, InvalidName, Sha256Digest, TargetTriple};
 use reqwest::Url;
@@ -112,7 +113,9 @@ pub enum JobError {
     #[error("refused job: {0}")]
     ChecksumDiffers(Box<ChecksumDiffers>),
     /// The registry's index, as this node reads it, does not list the version.
-    #[error("refused job: {crate_name} {version} is not in this node's index of {registry}")]
+    #[error(
+        "refused job: {crate_name} has no version {version} in this node's index of {registry}"
+    )]
     NotInIndex {
         /// The crate.
         crate_name: CrateName,
@@ -132,6 +135,13 @@ pub enum JobError {
 }
 
 impl JobError {
+    fn registry(registry: &str, reason: String) -> Self {
+        Self::Registry {
+            registry: registry.to_owned(),
+            reason,
+        }
+    }
+
     /// Whether the refusal is this node's trouble rather than the job's.
     pub fn is_node_fault(&self) -> bool {
         matches!(self, Self::Registry { .. })
@@ -291,8 +301,9 @@ impl JobGate {
         // coordinator that hands out its own tarball under a real name with a matching
         // checksum gets no build and no signature.
         let indexed = self
-            .indexed_checksum(registry, &crate_name, &version)
-            .await?;
+            .index_version(registry, &crate_name, &version)
+            .await?
+            .cksum;
         if indexed != source_sha256 {
             return Err(JobError::ChecksumDiffers(Box::new(ChecksumDiffers {
                 crate_name,
@@ -319,29 +330,26 @@ impl JobGate {
         Ok(self.view(&mut registries, registry).await?.origin.clone())
     }
 
-    /// The SHA-256 `registry`'s index lists for `name` `version`, as this node reads it:
-    /// from what it read before, or from the crate's index file fetched now.
-    async fn indexed_checksum(
+    /// `name` `version` as `registry`'s index lists it, as this node reads it: from what it
+    /// read before, or from the crate's index file fetched now.
+    pub async fn index_version(
         &self,
         registry: &str,
         name: &CrateName,
         version: &CrateVersion,
-    ) -> Result<Sha256Digest, JobError> {
+    ) -> Result<IndexVersion, JobError> {
         let mut registries = self.registries.lock().await;
         let view = self.view(&mut registries, registry).await?;
         let listed = |view: &RegistryView| {
             view.follower
                 .known_versions(name)
                 .and_then(|versions| versions.iter().find(|v| v.version == *version))
-                .map(|v| v.cksum)
+                .cloned()
         };
-        if let Some(cksum) = listed(view) {
-            return Ok(cksum);
+        if let Some(found) = listed(view) {
+            return Ok(found);
         }
-        let fail = |reason: String| JobError::Registry {
-            registry: registry.to_owned(),
-            reason,
-        };
+        let fail = |reason| JobError::registry(registry, reason);
         // Only the crates of recent jobs are kept: a coordinator naming endless crates must
         // not grow the node's memory.
         if view.follower.crates_known() >= MAX_INDEXED_CRATES {
@@ -372,23 +380,14 @@ impl JobGate {
         registries: &'a mut HashMap<String, RegistryView>,
         registry: &str,
     ) -> Result<&'a mut RegistryView, JobError> {
-        if !registries.contains_key(registry) {
-            let view = self.open_view(registry).await?;
-            registries.insert(registry.to_owned(), view);
-        }
-        registries
-            .get_mut(registry)
-            .ok_or_else(|| JobError::Registry {
-                registry: registry.to_owned(),
-                reason: "its view vanished".to_owned(),
-            })
+        Ok(match registries.entry(registry.to_owned()) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => new.insert(self.open_view(registry).await?),
+        })
     }
 
     async fn open_view(&self, registry: &str) -> Result<RegistryView, JobError> {
-        let fail = |reason: String| JobError::Registry {
-            registry: registry.to_owned(),
-            reason,
-        };
+        let fail = |reason| JobError::registry(registry, reason);
         // crates.io is also known by its git index URL; its config.json is the sparse one's.
         let index = if crates_io::is_crates_io(registry) {
             crates_io::INDEX

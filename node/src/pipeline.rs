@@ -191,6 +191,17 @@ impl Pipeline {
         self.gate.accept(spec, registry, lease).await
     }
 
+    /// `name` `version` as `registry`'s index lists it, read by this node (the same read its
+    /// job check compares a job's checksum with).
+    pub async fn index_version(
+        &self,
+        registry: &str,
+        name: &CrateName,
+        version: &CrateVersion,
+    ) -> Result<buildsrs_index::IndexVersion, JobError> {
+        self.gate.index_version(registry, name, version).await
+    }
+
     /// [`Pipeline::accept`] for a job given as text: each field is parsed first.
     pub async fn accept_fields(
         &self,

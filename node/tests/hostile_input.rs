@@ -357,7 +357,7 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
                 version: "9.9.9",
                 ..good
             },
-            "9.9.9 is not in this node's index of",
+            "has no version 9.9.9 in this node's index of",
         ),
         (
             JobFields {

@@ -4,8 +4,8 @@
 
 use buildsrs_domain::{Blake3Hash, CrateName, CrateVersion, PublicKey};
 use buildsrs_store::{
-    ArtifactInfo, BuilderInfo, BuilderResult, CrateInfo, Page, Paged, QueueStats, TaskDetail,
-    TaskId, TaskInfo, VersionInfo,
+    ArtifactInfo, AttestationInfo, BuilderInfo, BuilderResult, CrateInfo, Page, Paged, QueueStats,
+    TaskDetail, TaskId, TaskInfo, VersionInfo,
 };
 use jiff::Timestamp;
 use serde::Serialize;
@@ -88,12 +88,15 @@ pub(crate) async fn task(state: &WebState, id: TaskId) -> Result<TaskDetail, Web
 /// or the API cannot copy another's hash instead of building. Who answered and how stays.
 pub(crate) fn sealed(mut detail: TaskDetail) -> TaskDetail {
     if detail.task.decided_at.is_none() {
-        for result in &mut detail.results {
-            result.artifact = None;
-            result.signed = None;
-        }
+        detail.results.iter_mut().for_each(seal);
     }
     detail
+}
+
+/// Leaves of a result what anyone may see of an undecided task's (see [`sealed`]).
+fn seal(result: &mut AttestationInfo) {
+    result.artifact = None;
+    result.signed = None;
 }
 
 /// An artifact with its tasks, attestations and downloads.
@@ -128,8 +131,7 @@ pub(crate) async fn builder(state: &WebState, key: &PublicKey) -> Result<Builder
         .unwrap_or_default();
     // Sealed like a task's results (see [`sealed`]).
     for recent in recent_results.iter_mut().filter(|r| !r.task_decided) {
-        recent.result.artifact = None;
-        recent.result.signed = None;
+        seal(&mut recent.result);
     }
     Ok(BuilderView {
         builder,

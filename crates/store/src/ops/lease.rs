@@ -77,8 +77,8 @@ pub(crate) async fn lease_next(
         return Ok(None);
     };
     Ok(Some(Lease {
-        task_id: TaskId(grant.get(0)?),
-        lease_id: LeaseId(grant.get(1)?),
+        task_id: grant.get(0)?,
+        lease_id: grant.get(1)?,
         epoch: grant.get(2)?,
         deadline,
         crate_name: grant.get(3)?,

@@ -12,8 +12,8 @@ use crate::db::{Db, Dialect, FromCell, Row, artifact_at, params};
 use crate::error::{Result, StoreError};
 use crate::model::{
     ArtifactInfo, AttestationId, AttestationInfo, BuildLog, BuilderInfo, BuilderResult, CrateInfo,
-    CrateSummary, DailyDownloads, Event, LeaseId, LeaseInfo, Page, Paged, QueueStats, TaskDetail,
-    TaskId, TaskInfo, TaskState, VerifiedItem, VersionInfo, VersionSummary,
+    CrateSummary, DailyDownloads, Event, LeaseInfo, Page, Paged, QueueStats, TaskDetail, TaskId,
+    TaskInfo, TaskState, VerifiedItem, VersionInfo, VersionSummary,
 };
 use crate::ops::ingest::check_crate_name;
 
@@ -26,7 +26,7 @@ const TASK_SELECT: &str = "SELECT t.id, c.name, v.version, tg.name, tc.name, t.s
 
 fn task_info(row: &Row) -> Result<TaskInfo> {
     Ok(TaskInfo {
-        id: TaskId(row.get(0)?),
+        id: row.get(0)?,
         crate_name: row.get(1)?,
         version: row.get(2)?,
         target: row.get(3)?,
@@ -54,8 +54,8 @@ const ATTESTATION_SELECT: &str = "SELECT a.id, a.task_id, a.lease_id, b.public_k
 fn attestation_info(row: &Row) -> Result<AttestationInfo> {
     Ok(AttestationInfo {
         id: AttestationId(row.get(0)?),
-        task_id: TaskId(row.get(1)?),
-        lease_id: LeaseId(row.get(2)?),
+        task_id: row.get(1)?,
+        lease_id: row.get(2)?,
         builder: row.get(3)?,
         builder_name: row.get(4)?,
         outcome: row.get::<String>(5)?.parse()?,
@@ -405,8 +405,8 @@ const LEASE_SELECT: &str = "SELECT l.id, l.task_id, b.public_key, l.epoch, l.sta
 
 fn lease_info(row: &Row) -> Result<LeaseInfo> {
     Ok(LeaseInfo {
-        id: LeaseId(row.get(0)?),
-        task_id: TaskId(row.get(1)?),
+        id: row.get(0)?,
+        task_id: row.get(1)?,
         builder: row.get(2)?,
         epoch: row.get(3)?,
         state: row.get::<String>(4)?.parse()?,
