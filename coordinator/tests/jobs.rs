@@ -86,6 +86,7 @@ fn attestation(
         schema: SCHEMA_VERSION,
         crate_name: crate_name.parse().unwrap(),
         version: job.version.clone(),
+        registry: Some(buildsrs_keys::RegistryUrl::crates_io()),
         source_sha256: Some(job.source_sha256),
         cargo_lock_sha256: None,
         target: job.target.clone(),

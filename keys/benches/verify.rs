@@ -42,6 +42,7 @@ fn main() -> Result<()> {
             schema: SCHEMA_VERSION,
             crate_name: "bench".parse().expect("a valid literal"),
             version: "1.0.0".parse().expect("a valid literal"),
+            registry: None,
             source_sha256: None,
             cargo_lock_sha256: None,
             target: "x86_64-unknown-linux-gnu".parse().expect("a valid literal"),
@@ -68,6 +69,9 @@ fn main() -> Result<()> {
         crate_name: Some("bench".parse().expect("a valid literal")),
         version: None,
         target: None,
+        source_sha256: None,
+        registry: None,
+        cargo_lock: None,
         json: false,
     };
     let cli = env!("CARGO_BIN_EXE_buildsrs-keys");

@@ -119,6 +119,7 @@ mod tests {
             schema: SCHEMA_VERSION,
             crate_name: "demo".parse().unwrap(),
             version: "1.0.0".parse().unwrap(),
+            registry: None,
             source_sha256: None,
             cargo_lock_sha256: None,
             target: "x86_64-unknown-linux-gnu".parse().unwrap(),

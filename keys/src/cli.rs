@@ -14,9 +14,10 @@ use crate::bundle::Bundle;
 use crate::hash::{ArtifactId, Blake3Hash, Sha256Digest};
 use crate::identity::Identity;
 use crate::keyring::Keyring;
-use crate::names::{CrateName, CrateVersion, TargetTriple};
+use crate::lockfile::locked_source;
+use crate::names::{CrateName, CrateVersion, RegistryUrl, TargetTriple};
 use crate::statement::{SCHEMA_VERSION, Statement, Toolchain, canonical_features};
-use crate::verify::{Expectations, Policy, Report, verify_bundle};
+use crate::verify::{Expectations, Policy, Report, Source, verify_bundle};
 use crate::{PublicKey, SignedAttestation};
 
 /// Exit code when verification ran and the artifact is not verified.
@@ -84,6 +85,10 @@ struct AttestArgs {
     /// SHA-256 of the `.crate` file (the index `cksum`).
     #[arg(long, value_name = "HEX")]
     source_sha256: Option<Sha256Digest>,
+    /// The registry whose index lists that checksum, as its sparse index URL [default:
+    /// crates.io, when --source-sha256 is given].
+    #[arg(long, value_name = "URL", value_parser = parse_registry, requires = "source_sha256")]
+    registry: Option<RegistryUrl>,
     /// SHA-256 of the Cargo.lock used.
     #[arg(long, value_name = "HEX")]
     cargo_lock_sha256: Option<Sha256Digest>,
@@ -131,6 +136,18 @@ pub struct VerifyArgs {
     /// The target the artifact must be for.
     #[arg(long, value_name = "TRIPLE")]
     pub target: Option<TargetTriple>,
+    /// The `.crate` file's SHA-256 as you read it in the registry's index: attestations of
+    /// another source do not count.
+    #[arg(long, value_name = "HEX", conflicts_with = "cargo_lock")]
+    pub source_sha256: Option<Sha256Digest>,
+    /// The registry of --source-sha256 (of --check-index in `buildsrs verify`), as its
+    /// sparse index URL [default: crates.io].
+    #[arg(long, value_name = "URL", value_parser = parse_registry)]
+    pub registry: Option<RegistryUrl>,
+    /// Read the source (registry and checksum) of --crate at --version from this
+    /// `Cargo.lock`: attestations of another source do not count.
+    #[arg(long, value_name = "FILE", requires_all = ["crate_name", "version"])]
+    pub cargo_lock: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -149,7 +166,13 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Runs `verify`: exit 0 when verified, 1 when not, 2 on usage or I/O errors.
 pub fn run_verify(args: &VerifyArgs) -> ExitCode {
-    match verify(args) {
+    print_verdict(args, verify(args))
+}
+
+/// Prints a verification's report (as JSON with `--json`) or its error, and returns the
+/// exit code: 0 when verified, 1 when not, 2 on usage or I/O errors.
+pub fn print_verdict(args: &VerifyArgs, verdict: anyhow::Result<Report>) -> ExitCode {
+    match verdict {
         Ok(report) => {
             if args.json {
                 println!(
@@ -169,8 +192,45 @@ pub fn run_verify(args: &VerifyArgs) -> ExitCode {
     }
 }
 
+/// Reads `--registry` as people write it (see [`RegistryUrl::from_index_url`]).
+pub fn parse_registry(text: &str) -> Result<RegistryUrl, crate::InvalidName> {
+    RegistryUrl::from_index_url(text)
+}
+
+impl VerifyArgs {
+    /// The source the user expects, from `--source-sha256` (and `--registry`) or
+    /// `--cargo-lock`; `None` when neither was given.
+    pub fn expected_source(&self) -> anyhow::Result<Option<Source>> {
+        if self.registry.is_some() && self.source_sha256.is_none() {
+            bail!("--registry names the registry of --source-sha256: give both");
+        }
+        if let Some(sha256) = self.source_sha256 {
+            let registry = self.registry.clone().unwrap_or_else(RegistryUrl::crates_io);
+            return Ok(Some(Source { registry, sha256 }));
+        }
+        let Some(lock) = &self.cargo_lock else {
+            return Ok(None);
+        };
+        let (Some(name), Some(version)) = (&self.crate_name, &self.version) else {
+            bail!("--cargo-lock needs --crate and --version");
+        };
+        let text =
+            std::fs::read_to_string(lock).with_context(|| format!("reading {}", lock.display()))?;
+        let source = locked_source(&text, name, version)
+            .with_context(|| format!("lock file {}", lock.display()))?;
+        Ok(Some(source))
+    }
+}
+
 /// Loads everything `verify` needs and runs the check. Errors are usage or I/O errors.
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
+    let source = args.expected_source()?;
+    verify_against(args, source)
+}
+
+/// [`verify`] with the expected source given by the caller (`buildsrs verify --check-index`
+/// reads it from the index itself).
+pub fn verify_against(args: &VerifyArgs, source: Option<Source>) -> anyhow::Result<Report> {
     let bundle_path = args
         .bundle
         .clone()
@@ -186,6 +246,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<Report> {
             crate_name: args.crate_name.clone(),
             version: args.version.clone(),
             target: args.target.clone(),
+            source,
         },
     };
     Ok(verify_bundle(artifact, &bundle, &keyring, &policy))
@@ -277,6 +338,9 @@ fn attest(args: &AttestArgs) -> anyhow::Result<()> {
         schema: SCHEMA_VERSION,
         crate_name: args.crate_name.clone(),
         version: args.version.clone(),
+        registry: args
+            .source_sha256
+            .map(|_| args.registry.clone().unwrap_or_else(RegistryUrl::crates_io)),
         source_sha256: args.source_sha256,
         cargo_lock_sha256: args.cargo_lock_sha256,
         target: args.target.clone(),

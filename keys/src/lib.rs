@@ -21,6 +21,7 @@ pub mod cli;
 pub mod hash;
 pub mod identity;
 pub mod keyring;
+pub mod lockfile;
 pub mod names;
 pub mod release;
 pub mod statement;
@@ -31,7 +32,9 @@ pub use bundle::{Bundle, BundleError};
 pub use hash::{ArtifactId, Blake3Hash, Sha256Digest};
 pub use identity::{Domain, Fingerprint, Identity, KeyError, PublicKey, Signature};
 pub use keyring::{Keyring, KeyringEntry, KeyringError, Revocation};
-pub use names::{CrateName, CrateVersion, InvalidName, TargetTriple, ToolchainRelease};
+pub use names::{
+    CrateName, CrateVersion, InvalidName, RegistryUrl, TargetTriple, ToolchainRelease,
+};
 pub use release::RustRelease;
 pub use statement::{SCHEMA_VERSION, Statement, StatementError, Toolchain, canonical_json};
-pub use verify::{Expectations, Policy, Report, verify_bundle};
+pub use verify::{Expectations, Policy, Report, Source, verify_bundle};

@@ -14,7 +14,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::statement::{
-    validate_crate_name, validate_target, validate_toolchain_release, validate_version,
+    validate_crate_name, validate_registry_url, validate_target, validate_toolchain_release,
+    validate_version,
 };
 
 /// Why a name, version or triple was refused: says what a good one looks like.
@@ -128,6 +129,62 @@ checked_string!(
     validate_toolchain_release
 );
 
+checked_string!(
+    /// A registry, named by its sparse index URL in canonical form: `sparse+http://` or
+    /// `sparse+https://`, a lowercase host, a path ending in `/`, at most 256 characters, no
+    /// white space, query or fragment. crates.io is [`RegistryUrl::crates_io`]. Read what people
+    /// and lock files write with [`RegistryUrl::from_index_url`].
+    RegistryUrl,
+    validate_registry_url
+);
+
+/// crates.io's sparse index, as cargo and crates-index spell it: the name statements give it.
+pub const CRATES_IO_INDEX: &str = "sparse+https://index.crates.io/";
+
+/// The git index cargo knows crates.io by (lock files name it as their source).
+pub const CRATES_IO_GIT_INDEX: &str = "registry+https://github.com/rust-lang/crates.io-index";
+
+impl RegistryUrl {
+    /// crates.io, the default registry.
+    pub fn crates_io() -> Self {
+        Self(CRATES_IO_INDEX.to_owned())
+    }
+
+    /// Reads a registry the way people, configurations and `Cargo.lock` write it: crates.io
+    /// by its sparse or its git index URL, any sparse index with or without its final `/`.
+    /// The result is canonical, so one registry always has one name.
+    pub fn from_index_url(text: &str) -> Result<Self, InvalidName> {
+        if is_crates_io(text) {
+            return Ok(Self::crates_io());
+        }
+        if text.starts_with("sparse+") && !text.ends_with('/') {
+            return format!("{text}/").parse();
+        }
+        text.parse()
+    }
+
+    /// Whether this is crates.io.
+    pub fn is_crates_io(&self) -> bool {
+        self.0 == CRATES_IO_INDEX
+    }
+}
+
+/// For `#[serde(deserialize_with)]` in configuration files: reads a registry the way people
+/// write it ([`RegistryUrl::from_index_url`]); it serializes in canonical form.
+pub fn registry_as_written<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<RegistryUrl, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    RegistryUrl::from_index_url(&text).map_err(serde::de::Error::custom)
+}
+
+/// Whether a crates-index URL names crates.io (its sparse index, or the git index cargo
+/// knows it by), whatever the trailing slash.
+pub fn is_crates_io(registry: &str) -> bool {
+    let url = registry.trim_end_matches('/');
+    url == CRATES_IO_INDEX.trim_end_matches('/') || url == CRATES_IO_GIT_INDEX
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +248,58 @@ mod tests {
         }
         let error = "../x".parse::<CrateName>().unwrap_err().to_string();
         assert!(error.contains("not a crate name"), "{error}");
+    }
+
+    #[test]
+    fn a_registry_has_one_name() {
+        for crates_io in [
+            "sparse+https://index.crates.io/",
+            "sparse+https://index.crates.io",
+            "registry+https://github.com/rust-lang/crates.io-index",
+        ] {
+            let registry = RegistryUrl::from_index_url(crates_io).unwrap();
+            assert_eq!(registry, RegistryUrl::crates_io(), "{crates_io}");
+            assert!(registry.is_crates_io());
+        }
+        let local = RegistryUrl::from_index_url("sparse+http://127.0.0.1:7780/index").unwrap();
+        assert_eq!(local, "sparse+http://127.0.0.1:7780/index/");
+        assert!(!local.is_crates_io());
+        // The strict rule (statements, serde) takes only the canonical form.
+        assert!(
+            "sparse+http://127.0.0.1:7780/index"
+                .parse::<RegistryUrl>()
+                .is_err()
+        );
+        assert!(
+            "registry+https://github.com/rust-lang/crates.io-index"
+                .parse::<RegistryUrl>()
+                .is_err()
+        );
+        assert!(serde_json::from_str::<RegistryUrl>("\"sparse+https://index.crates.io\"").is_err());
+    }
+
+    #[test]
+    fn a_registry_url_cannot_smuggle_anything() {
+        for bad in [
+            "",
+            "https://index.crates.io/",
+            "sparse+ftp://example.org/",
+            "sparse+https:///",
+            "sparse+https://Example.org/",
+            "sparse+https://example.org/a b/",
+            "sparse+https://example.org/?x=/",
+            "sparse+https://example.org/#x/",
+            "sparse+https://example.org/\"/",
+            "sparse+https://example.org/\n/",
+            "sparse+https://example.org/../",
+            "sparse+https://example.org//",
+            &format!("sparse+https://example.org/{}/", "a".repeat(256)),
+        ] {
+            assert!(RegistryUrl::from_index_url(bad).is_err(), "{bad:?}");
+        }
+        let lookalike = RegistryUrl::from_index_url("sparse+https://index.crates.io.example/");
+        assert!(!lookalike.unwrap().is_crates_io());
+        assert!(!is_crates_io("sparse+https://index.crates.io.example/"));
+        assert!(!is_crates_io("sparse+https://index.crates.io/extra/"));
     }
 }

@@ -21,10 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::{ArtifactId, Blake3Hash, Sha256Digest};
 use crate::identity::PublicKey;
-use crate::names::{CrateName, CrateVersion, TargetTriple, ToolchainRelease};
+use crate::names::{CrateName, CrateVersion, RegistryUrl, TargetTriple, ToolchainRelease};
 
-/// The statement schema this code writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The statement schema this code writes and reads. Version 2 added `registry`: a source
+/// checksum means nothing without the index that lists it.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Integers in canonical JSON must be exact in every JSON implementation (IEEE doubles).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -139,6 +140,9 @@ pub struct Statement {
     pub crate_name: CrateName,
     /// The crate version (semver).
     pub version: CrateVersion,
+    /// The registry whose index lists the source: its sparse index URL. Named exactly when
+    /// `source_sha256` is, so the checksum can be checked against that index.
+    pub registry: Option<RegistryUrl>,
     /// SHA-256 of the `.crate` file, as the registry index lists it (`cksum`).
     pub source_sha256: Option<Sha256Digest>,
     /// SHA-256 of the `Cargo.lock` the build used, when there was one.
@@ -174,8 +178,14 @@ impl Statement {
                 ),
             ));
         }
-        // Name, version, target and toolchain release are checked by their types.
+        // Name, version, target, registry and toolchain release are checked by their types.
         self.toolchain.validate()?;
+        if self.registry.is_some() != self.source_sha256.is_some() {
+            return Err(invalid(
+                "registry",
+                "must be named exactly when source_sha256 is (a checksum is a registry's word)",
+            ));
+        }
         for feature in &self.features {
             validate_feature(feature).map_err(|e| invalid("features", e))?;
         }
@@ -263,6 +273,46 @@ fn validate_word(value: &str) -> Result<(), String> {
     }
 }
 
+/// A registry's sparse index URL in canonical form (see [`crate::names::RegistryUrl`]).
+pub fn validate_registry_url(url: &str) -> Result<(), String> {
+    let fail = |why: &str| Err(format!("{url:?} is not a sparse index URL: {why}"));
+    let Some(rest) = url
+        .strip_prefix("sparse+https://")
+        .or_else(|| url.strip_prefix("sparse+http://"))
+    else {
+        return fail("expected sparse+https://… or sparse+http://…");
+    };
+    if url.len() > 256 {
+        return fail("longer than 256 characters");
+    }
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-:[]".contains(&b));
+    if !host_ok {
+        return fail("the host must be lowercase ASCII letters, digits, `.`, `-`, a port");
+    }
+    // What a path may hold unescaped, minus the query and fragment.
+    let path_ok = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/%+@!$&'()*,;=:".contains(&b));
+    if !path_ok {
+        return fail("the path holds a character that is not allowed");
+    }
+    let odd_segment = path.contains("//")
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..");
+    if odd_segment {
+        return fail("the path holds an empty segment, `.` or `..`");
+    }
+    if !path.ends_with('/') {
+        return fail("it must end with `/`");
+    }
+    Ok(())
+}
+
 /// Versions must be semver, in the exact form the registry writes them.
 pub fn validate_version(version: &str) -> Result<(), String> {
     match semver::Version::parse(version) {
@@ -315,6 +365,7 @@ mod tests {
             schema: SCHEMA_VERSION,
             crate_name: "ripgrep".parse().unwrap(),
             version: "14.1.1".parse().unwrap(),
+            registry: Some(RegistryUrl::crates_io()),
             source_sha256: Some(Sha256Digest::from_bytes([1; 32])),
             cargo_lock_sha256: None,
             target: "x86_64-unknown-linux-gnu".parse().unwrap(),
@@ -342,6 +393,7 @@ mod tests {
             "cargo_lock_sha256",
             "crate",
             "features",
+            "registry",
             "schema",
             "settings_digest",
             "source_sha256",
@@ -370,7 +422,8 @@ mod tests {
         ));
 
         let cases: Vec<(&str, serde_json::Value)> = vec![
-            ("schema", 2.into()),
+            ("schema", 1.into()),
+            ("schema", 3.into()),
             ("crate", "1abc".into()),
             ("crate", "a b".into()),
             ("version", "1.0".into()),
@@ -380,6 +433,9 @@ mod tests {
             ("features", serde_json::json!(["a", "a"])),
             ("build_started", (1u64 << 54).into()),
             ("build_finished", 5.into()),
+            ("registry", "https://index.crates.io/".into()),
+            ("registry", "sparse+https://index.crates.io".into()),
+            ("registry", serde_json::Value::Null),
         ];
         for (field, bad) in cases {
             let mut value: serde_json::Value = serde_json::from_slice(&good).unwrap();

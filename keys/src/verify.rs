@@ -6,7 +6,9 @@
 //! 2. The attestation must decode, and its signature must verify for its builder key.
 //! 3. Its statement must name the artifact's hash and size.
 //! 4. The builder must be in the keyring and not revoked for the statement's build time.
-//! 5. Its crate, version and target must equal the expectations the caller gave.
+//! 5. Its crate, version and target must equal the expectations the caller gave, and so must
+//!    its registry and source checksum when the caller read them from the index or a
+//!    `Cargo.lock`.
 //! 6. If the attestations still in the running name more than one (crate, version, target),
 //!    none of them counts: the bytes are claimed to be two different things. Passing
 //!    expectations resolves such a conflict in favour of the expected claim.
@@ -21,10 +23,11 @@ use serde::Serialize;
 
 use crate::attestation::SignedAttestation;
 use crate::bundle::Bundle;
-use crate::hash::ArtifactId;
+use crate::hash::{ArtifactId, Sha256Digest};
 use crate::identity::PublicKey;
 use crate::keyring::Keyring;
-use crate::names::{CrateName, CrateVersion, TargetTriple};
+use crate::names::{CrateName, CrateVersion, RegistryUrl, TargetTriple};
+use crate::statement::Statement;
 
 /// What the user expects the artifact to be. `None` means "whatever the attestations agree on".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -36,6 +39,19 @@ pub struct Expectations {
     pub version: Option<CrateVersion>,
     /// The target triple.
     pub target: Option<TargetTriple>,
+    /// The source the artifact must be built from: the registry and the checksum its index
+    /// lists (read by the user, from the index or a `Cargo.lock`). An attestation that names
+    /// another registry or checksum, or none, does not count.
+    pub source: Option<Source>,
+}
+
+/// A crate's source as a registry's index lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// The registry.
+    pub registry: RegistryUrl,
+    /// The `.crate` file's SHA-256 (`cksum` in the index, `checksum` in a `Cargo.lock`).
+    pub sha256: Sha256Digest,
 }
 
 /// How many distinct trusted builders must agree, and on what.
@@ -67,9 +83,9 @@ pub enum Rejection {
     UnknownKey,
     /// Its builder is revoked (for builds finished at that time).
     Revoked,
-    /// It names another crate, version or target than expected.
+    /// It names another crate, version, target, registry or source checksum than expected.
     Unexpected {
-        /// `crate`, `version` or `target`.
+        /// `crate`, `version`, `target`, `registry` or `source_sha256`.
         field: &'static str,
         /// What the user expected.
         expected: String,
@@ -256,7 +272,7 @@ fn judge_one(
     } else if !entry.is_some_and(|e| e.trusted_for(statement.build_finished)) {
         Some(Rejection::Revoked)
     } else {
-        unexpected(&policy.expect, &claims)
+        unexpected(&policy.expect, statement)
     };
     AttestationReport {
         index,
@@ -267,23 +283,47 @@ fn judge_one(
     }
 }
 
-fn unexpected(expect: &Expectations, claims: &Claims) -> Option<Rejection> {
+fn unexpected(expect: &Expectations, statement: &Statement) -> Option<Rejection> {
     let text = |value: Option<&str>| value.map(str::to_owned);
+    let absent = || "none".to_owned();
+    let (registry, sha256) = match &expect.source {
+        Some(source) => (
+            Some(source.registry.to_string()),
+            Some(source.sha256.to_string()),
+        ),
+        None => (None, None),
+    };
     [
         (
             "crate",
             text(expect.crate_name.as_deref()),
-            claims.crate_name.as_str(),
+            statement.crate_name.to_string(),
         ),
         (
             "version",
             text(expect.version.as_deref()),
-            claims.version.as_str(),
+            statement.version.to_string(),
         ),
         (
             "target",
             text(expect.target.as_deref()),
-            claims.target.as_str(),
+            statement.target.to_string(),
+        ),
+        (
+            "registry",
+            registry,
+            statement
+                .registry
+                .as_ref()
+                .map_or_else(absent, ToString::to_string),
+        ),
+        (
+            "source_sha256",
+            sha256,
+            statement
+                .source_sha256
+                .as_ref()
+                .map_or_else(absent, ToString::to_string),
         ),
     ]
     .into_iter()
@@ -291,7 +331,7 @@ fn unexpected(expect: &Expectations, claims: &Claims) -> Option<Rejection> {
         Some(expected) if expected != found => Some(Rejection::Unexpected {
             field,
             expected,
-            found: found.to_owned(),
+            found,
         }),
         _ => None,
     })

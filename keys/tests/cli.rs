@@ -426,3 +426,79 @@ fn attest_refuses_invalid_statement_fields() -> Result<()> {
     assert!(!bundle.exists());
     Ok(())
 }
+
+#[test]
+fn verify_holds_attestations_to_the_source_the_user_read() -> Result<()> {
+    let scene = Scene::new()?;
+    let honest = "aa".repeat(32);
+    let trojan = "bb".repeat(32);
+    // Alice and Bob attest the source crates.io lists; Carol (colluding) another one, on the
+    // registry she says it came from.
+    for who in ["alice", "bob"] {
+        let run = scene.attest(who, &["--source-sha256", &honest])?;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let run = scene.attest(
+        "carol",
+        &[
+            "--source-sha256",
+            &trojan,
+            "--registry",
+            "sparse+http://127.0.0.1:9/index",
+        ],
+    )?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let ripgrep = ["--crate", "ripgrep", "--version", "14.1.1"];
+
+    let run = scene.verify("2", &[&ripgrep[..], &["--source-sha256", &honest]].concat())?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = scene.verify("3", &[&ripgrep[..], &["--source-sha256", &honest]].concat())?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("registry is \"sparse+http://127.0.0.1:9/index/\""),
+        "{}",
+        run.stdout
+    );
+    let run = scene.verify("1", &[&ripgrep[..], &["--source-sha256", &trojan]].concat())?;
+    assert_eq!(
+        run.code, 1,
+        "the trojan's checksum on crates.io: {}",
+        run.stdout
+    );
+
+    // A Cargo.lock that locked ripgrep from crates.io with the honest checksum.
+    let lock = scene.path("Cargo.lock");
+    fs::write(
+        &lock,
+        format!(
+            "version = 4\n\n[[package]]\nname = \"ripgrep\"\nversion = \"14.1.1\"\n\
+             source = \"registry+https://github.com/rust-lang/crates.io-index\"\n\
+             checksum = \"{honest}\"\n"
+        ),
+    )?;
+    let run = scene.verify("2", &[&ripgrep[..], &["--cargo-lock", s(&lock)]].concat())?;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = scene.verify("3", &[&ripgrep[..], &["--cargo-lock", s(&lock)]].concat())?;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+
+    // A lock file without the crate is a usage error, not a verdict.
+    let run = scene.verify(
+        "1",
+        &[
+            "--crate",
+            "ripgrep",
+            "--version",
+            "1.0.0",
+            "--cargo-lock",
+            s(&lock),
+        ],
+    )?;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("no package ripgrep 1.0.0"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}

@@ -25,6 +25,7 @@ fn shipped_example_verifies_three_of_three() -> Result<()> {
             crate_name: Some("hello".parse().unwrap()),
             version: Some("0.1.0".parse().unwrap()),
             target: Some("x86_64-unknown-linux-gnu".parse().unwrap()),
+            source: None,
         },
     };
     let report = verify_bundle(artifact, &bundle, &keyring, &policy(3));

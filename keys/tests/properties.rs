@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on broken fixtures.
 
 use buildsrs_keys::{
-    ArtifactId, Blake3Hash, Identity, SCHEMA_VERSION, Sha256Digest, SignedAttestation, Statement,
-    Toolchain,
+    ArtifactId, Blake3Hash, Identity, RegistryUrl, SCHEMA_VERSION, Sha256Digest, SignedAttestation,
+    Statement, Toolchain,
 };
 use proptest::prelude::*;
 
@@ -48,6 +48,7 @@ prop_compose! {
             schema: SCHEMA_VERSION,
             crate_name: crate_name.parse().unwrap(),
             version: version.parse().unwrap(),
+            registry: source.map(|_| RegistryUrl::crates_io()),
             source_sha256: source.map(Sha256Digest::from_bytes),
             cargo_lock_sha256: lock.map(Sha256Digest::from_bytes),
             target: target.parse().unwrap(),

@@ -6,9 +6,10 @@ mod support;
 
 use buildsrs_keys::verify::Rejection;
 use buildsrs_keys::{
-    ArtifactId, Expectations, Keyring, Policy, Report, SignedAttestation, verify_bundle,
+    ArtifactId, Bundle, Expectations, Keyring, Policy, RegistryUrl, Report, Sha256Digest,
+    SignedAttestation, Source, verify_bundle,
 };
-use support::{bundle, identity, keyring, signed, statement};
+use support::{SOURCE, bundle, identity, keyring, signed, statement};
 
 const ARTIFACT: &[u8] = b"the artifact bytes";
 
@@ -263,6 +264,28 @@ fn mismatched_expectations_do_not_count() {
             },
             "x86_64-unknown-linux-gnu",
         ),
+        (
+            "registry",
+            Expectations {
+                source: Some(Source {
+                    registry: "sparse+http://127.0.0.1:1/index/".parse().unwrap(),
+                    sha256: SOURCE.parse().unwrap(),
+                }),
+                ..Default::default()
+            },
+            "sparse+https://index.crates.io/",
+        ),
+        (
+            "source_sha256",
+            Expectations {
+                source: Some(Source {
+                    registry: RegistryUrl::crates_io(),
+                    sha256: Sha256Digest::from_bytes([7; 32]),
+                }),
+                ..Default::default()
+            },
+            SOURCE,
+        ),
     ];
     for (field, expect, found) in cases {
         let report = verify_bundle(
@@ -290,6 +313,10 @@ fn mismatched_expectations_do_not_count() {
         crate_name: Some("demo".parse().unwrap()),
         version: Some("1.2.3".parse().unwrap()),
         target: Some("x86_64-unknown-linux-gnu".parse().unwrap()),
+        source: Some(Source {
+            registry: RegistryUrl::crates_io(),
+            sha256: SOURCE.parse().unwrap(),
+        }),
     };
     assert!(
         verify_bundle(
@@ -303,6 +330,49 @@ fn mismatched_expectations_do_not_count() {
         )
         .verified
     );
+}
+
+#[test]
+fn an_attestation_that_names_no_source_does_not_count_when_one_is_expected() {
+    let (a, b) = (identity(1), identity(2));
+    let unpinned = |s: &mut buildsrs_keys::Statement| {
+        s.registry = None;
+        s.source_sha256 = None;
+    };
+    let mut bundle = Bundle::new(artifact());
+    for builder in [&a, &b] {
+        bundle.attestations.push(signed_with(builder, unpinned));
+    }
+    let keyring = keyring(&[&a, &b]);
+    let expect = Expectations {
+        source: Some(Source {
+            registry: RegistryUrl::crates_io(),
+            sha256: SOURCE.parse().unwrap(),
+        }),
+        ..Default::default()
+    };
+    let report = verify_bundle(
+        artifact(),
+        &bundle,
+        &keyring,
+        &Policy {
+            threshold: 1,
+            expect,
+        },
+    );
+    assert!(!report.verified);
+    for attestation in &report.attestations {
+        assert_eq!(
+            attestation.rejection,
+            Some(Rejection::Unexpected {
+                field: "registry",
+                expected: "sparse+https://index.crates.io/".into(),
+                found: "none".into(),
+            })
+        );
+    }
+    // Without the expectation they count: the source check is the user's choice.
+    assert!(verify_bundle(artifact(), &bundle, &keyring, &policy(2)).verified);
 }
 
 #[test]

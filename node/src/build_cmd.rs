@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use buildsrs_keys::{Bundle, CrateName, CrateVersion, TargetTriple};
+use buildsrs_keys::{Bundle, CrateName, CrateVersion, RegistryUrl, TargetTriple};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -29,9 +29,10 @@ pub struct BuildArgs {
     pub name: CrateName,
     /// The version to build.
     pub version: CrateVersion,
-    /// The registry's index URL (`sparse+http(s)://…`) [default: the config's registry].
-    #[arg(long, value_name = "URL")]
-    pub registry: Option<String>,
+    /// The registry's sparse index URL (`sparse+http(s)://…`) [default: the config's
+    /// registry].
+    #[arg(long, value_name = "URL", value_parser = buildsrs_keys::cli::parse_registry)]
+    pub registry: Option<RegistryUrl>,
     /// The target triple [default: the first target in the config].
     #[arg(long, value_name = "TRIPLE")]
     pub target: Option<TargetTriple>,

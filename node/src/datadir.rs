@@ -24,7 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use buildsrs_keys::{Identity, TargetTriple};
+use buildsrs_keys::{Identity, RegistryUrl, TargetTriple};
 use serde::{Deserialize, Serialize};
 
 /// The node's configuration file, `config.toml` in the data dir.
@@ -35,8 +35,9 @@ pub struct NodeConfig {
     pub targets: Vec<TargetTriple>,
     /// How many jobs may run at once.
     pub capacity: u32,
-    /// The registry to fetch crates from, as a crates-index URL (`sparse+https://…`).
-    pub registry: String,
+    /// The registry to fetch crates from, by its sparse index URL (`sparse+https://…`).
+    #[serde(deserialize_with = "buildsrs_keys::names::registry_as_written")]
+    pub registry: RegistryUrl,
     /// The rustup toolchain to build with (e.g. `1.95.0`); unset means the `rustc` on PATH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub toolchain: Option<String>,
@@ -90,7 +91,7 @@ impl Default for NodeConfig {
         Self {
             targets: vec![host_target()],
             capacity: 1,
-            registry: buildsrs_index::crates_io::INDEX.to_owned(),
+            registry: RegistryUrl::crates_io(),
             toolchain: None,
             extra_rustflags: Vec::new(),
             limits: LimitsConfig::default(),

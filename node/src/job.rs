@@ -24,9 +24,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use buildsrs_index::{IndexVersion, SparseFollower, crates_io};
+use buildsrs_index::{IndexVersion, SparseFollower};
 use buildsrs_keys::hash::DigestParseError;
-use buildsrs_keys::{CrateName, CrateVersion, InvalidName, Sha256Digest, TargetTriple};
+use buildsrs_keys::{
+    CrateName, CrateVersion, InvalidName, RegistryUrl, Sha256Digest, TargetTriple,
+};
 use reqwest::Url;
 
 use crate::pipeline::BuildRequest;
@@ -122,22 +124,22 @@ pub enum JobError {
         /// The version.
         version: CrateVersion,
         /// The registry's index URL.
-        registry: String,
+        registry: RegistryUrl,
     },
     /// The node could not learn where its own registry serves downloads.
     #[error("registry {registry}: {reason}")]
     Registry {
         /// The registry's index URL.
-        registry: String,
+        registry: RegistryUrl,
         /// What went wrong.
         reason: String,
     },
 }
 
 impl JobError {
-    fn registry(registry: &str, reason: String) -> Self {
+    fn registry(registry: &RegistryUrl, reason: String) -> Self {
         Self::Registry {
-            registry: registry.to_owned(),
+            registry: registry.clone(),
             reason,
         }
     }
@@ -160,7 +162,7 @@ pub struct ChecksumDiffers {
     /// The version.
     pub version: CrateVersion,
     /// The registry's index URL.
-    pub registry: String,
+    pub registry: RegistryUrl,
     /// What the job says.
     pub job: Sha256Digest,
     /// What the index says.
@@ -252,7 +254,7 @@ pub struct JobGate {
     http: reqwest::Client,
     timeout: Duration,
     /// Per registry: where it serves downloads and this node's own read of its index.
-    registries: tokio::sync::Mutex<HashMap<String, RegistryView>>,
+    registries: tokio::sync::Mutex<HashMap<RegistryUrl, RegistryView>>,
 }
 
 impl JobGate {
@@ -272,7 +274,7 @@ impl JobGate {
     pub async fn accept(
         &self,
         spec: JobSpec,
-        registry: &str,
+        registry: &RegistryUrl,
         lease: Option<JobLease>,
     ) -> Result<BuildRequest, JobError> {
         let JobSpec {
@@ -308,7 +310,7 @@ impl JobGate {
             return Err(JobError::ChecksumDiffers(Box::new(ChecksumDiffers {
                 crate_name,
                 version,
-                registry: registry.to_owned(),
+                registry: registry.clone(),
                 job: source_sha256,
                 indexed,
             })));
@@ -319,13 +321,13 @@ impl JobGate {
             target,
             source_sha256,
             download_url,
-            registry: registry.to_owned(),
+            registry: registry.clone(),
             lease,
         })
     }
 
     /// The origin of `registry`'s `dl` template, read from its `config.json` the first time.
-    async fn download_origin(&self, registry: &str) -> Result<Origin, JobError> {
+    async fn download_origin(&self, registry: &RegistryUrl) -> Result<Origin, JobError> {
         let mut registries = self.registries.lock().await;
         Ok(self.view(&mut registries, registry).await?.origin.clone())
     }
@@ -334,7 +336,7 @@ impl JobGate {
     /// read before, or from the crate's index file fetched now.
     pub async fn index_version(
         &self,
-        registry: &str,
+        registry: &RegistryUrl,
         name: &CrateName,
         version: &CrateVersion,
     ) -> Result<IndexVersion, JobError> {
@@ -370,31 +372,26 @@ impl JobGate {
         listed(view).ok_or_else(|| JobError::NotInIndex {
             crate_name: name.clone(),
             version: version.clone(),
-            registry: registry.to_owned(),
+            registry: registry.clone(),
         })
     }
 
     /// This node's view of `registry`, made (its `config.json` read) the first time.
     async fn view<'a>(
         &self,
-        registries: &'a mut HashMap<String, RegistryView>,
-        registry: &str,
+        registries: &'a mut HashMap<RegistryUrl, RegistryView>,
+        registry: &RegistryUrl,
     ) -> Result<&'a mut RegistryView, JobError> {
-        Ok(match registries.entry(registry.to_owned()) {
+        Ok(match registries.entry(registry.clone()) {
             Entry::Occupied(known) => known.into_mut(),
             Entry::Vacant(new) => new.insert(self.open_view(registry).await?),
         })
     }
 
-    async fn open_view(&self, registry: &str) -> Result<RegistryView, JobError> {
+    async fn open_view(&self, registry: &RegistryUrl) -> Result<RegistryView, JobError> {
         let fail = |reason| JobError::registry(registry, reason);
-        // crates.io is also known by its git index URL; its config.json is the sparse one's.
-        let index = if crates_io::is_crates_io(registry) {
-            crates_io::INDEX
-        } else {
-            registry
-        };
-        let mut follower = SparseFollower::with_client(index, self.http.clone())
+        // A RegistryUrl is canonical: crates.io is always its sparse index here.
+        let mut follower = SparseFollower::with_client(registry, self.http.clone())
             .map_err(|e| fail(e.to_string()))?;
         let config = tokio::time::timeout(self.timeout, follower.refresh_config())
             .await

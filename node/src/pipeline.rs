@@ -17,7 +17,7 @@ use buildsrs_archive::{
     ArtifactFile, Limits as UnpackLimits, UnpackError, pack_artifact, unpack_tar_gz,
 };
 use buildsrs_keys::{
-    CrateName, CrateVersion, Identity, RustRelease, SCHEMA_VERSION, Sha256Digest,
+    CrateName, CrateVersion, Identity, RegistryUrl, RustRelease, SCHEMA_VERSION, Sha256Digest,
     SignedAttestation, Statement, TargetTriple, Toolchain,
 };
 use buildsrs_sandbox::{
@@ -54,9 +54,9 @@ pub struct BuildRequest {
     pub source_sha256: Sha256Digest,
     /// Where to download the `.crate`: on the host the registry serves downloads from.
     pub download_url: DownloadUrl,
-    /// The registry the crate's dependencies come from, as a crates-index URL
-    /// (`sparse+https://index.crates.io/` for crates.io).
-    pub registry: String,
+    /// The registry the crate and its dependencies come from (`sparse+https://index.crates.io/`
+    /// for crates.io): the node's own, named in the statement with the source checksum.
+    pub registry: RegistryUrl,
     /// The coordinator's task and lease, when the job came from one.
     pub lease: Option<JobLease>,
 }
@@ -185,7 +185,7 @@ impl Pipeline {
     pub async fn accept(
         &self,
         spec: JobSpec,
-        registry: &str,
+        registry: &RegistryUrl,
         lease: Option<JobLease>,
     ) -> Result<BuildRequest, JobError> {
         self.gate.accept(spec, registry, lease).await
@@ -195,7 +195,7 @@ impl Pipeline {
     /// job check compares a job's checksum with).
     pub async fn index_version(
         &self,
-        registry: &str,
+        registry: &RegistryUrl,
         name: &CrateName,
         version: &CrateVersion,
     ) -> Result<buildsrs_index::IndexVersion, JobError> {
@@ -206,7 +206,7 @@ impl Pipeline {
     pub async fn accept_fields(
         &self,
         fields: &JobFields<'_>,
-        registry: &str,
+        registry: &RegistryUrl,
         lease: Option<JobLease>,
     ) -> Result<BuildRequest, JobError> {
         self.accept(fields.parse()?, registry, lease).await
@@ -537,6 +537,7 @@ impl Pipeline {
             schema: SCHEMA_VERSION,
             crate_name: request.crate_name.clone(),
             version: request.version.clone(),
+            registry: Some(request.registry.clone()),
             source_sha256: Some(request.source_sha256),
             cargo_lock_sha256: Some(signed.lock_sha256),
             target: request.target.clone(),

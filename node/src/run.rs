@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use buildsrs_blobs::{BlobConfig, BlobNode};
 use buildsrs_domain::LeaseId;
+use buildsrs_keys::RegistryUrl;
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_protocol::{
     Attested, Hello, Job, JobResult, MAX_LOG_BYTES, NoJobReason, Outcome, RejectKind,
@@ -87,7 +88,7 @@ struct Shared {
     pipeline: Pipeline,
     client: Client,
     blobs: BlobNode,
-    registry: String,
+    registry: RegistryUrl,
 }
 
 /// Runs the node until `shutdown` fires, then stops cleanly (see the module docs).

@@ -36,7 +36,7 @@ async fn a_registry_that_stalls_or_dribbles_ends_the_job_as_the_nodes_trouble_in
         Sends::OneByteEvery(Duration::from_millis(100)),
     ] {
         let registry = StallingRegistry::start(sends)?;
-        let index = registry.index_url();
+        let index = buildsrs_keys::RegistryUrl::from_index_url(&registry.index_url())?;
         let url = registry.download_url("hello-bin", "0.1.0");
         let fields = JobFields {
             crate_name: "hello-bin",
@@ -371,7 +371,7 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
     for (fields, says) in &cases {
         let error = node
             .pipeline
-            .accept_fields(fields, &registry.index_url(), None)
+            .accept_fields(fields, &registry.registry(), None)
             .await
             .unwrap_err();
         assert!(!error.is_node_fault(), "{error}");
@@ -413,7 +413,7 @@ async fn a_hostile_job_is_refused_and_changes_nothing() -> Result<()> {
     // The same fields, in order, are accepted.
     let request = node
         .pipeline
-        .accept_fields(&good, &registry.index_url(), None)
+        .accept_fields(&good, &registry.registry(), None)
         .await?;
     assert_eq!(request.crate_name.as_str(), "hello-bin");
     assert_eq!(request.download_url.as_str(), published.download_url);

@@ -67,6 +67,11 @@ pub const TARGET_PATTERN: &str = "^[a-z0-9_][a-z0-9_-]*(\\.[a-z0-9_-]+)*\\.?$";
 /// A toolchain release: `buildsrs_keys::statement::validate_toolchain_release`.
 pub const TOOLCHAIN_RELEASE_PATTERN: &str = "^[A-Za-z0-9._+-]+$";
 
+/// A registry's sparse index URL: `buildsrs_keys::statement::validate_registry_url`. A path
+/// segment is spelled so that it cannot be `.` or `..` without look-ahead, which not every
+/// pattern engine has.
+pub const REGISTRY_URL_PATTERN: &str = "^sparse\\+https?://[a-z0-9.:\\[\\]-]+/(([A-Za-z0-9_~%+@!$&'()*,;=:-][A-Za-z0-9._~%+@!$&'()*,;=:-]*|\\.[A-Za-z0-9_~%+@!$&'()*,;=:-][A-Za-z0-9._~%+@!$&'()*,;=:-]*|\\.\\.[A-Za-z0-9._~%+@!$&'()*,;=:-]+)/)*$";
+
 /// A BLAKE3 hash or SHA-256 digest: 64 lowercase hex digits.
 pub const DIGEST_PATTERN: &str = "^[0-9a-f]{64}$";
 
@@ -150,6 +155,14 @@ string_schema!(
     "1.95.0"
 );
 string_schema!(
+    RegistryUrl,
+    "A registry, by its sparse index URL in canonical form (`sparse+http(s)://`, lowercase host, a path of non-empty segments ending in `/`, no query or fragment; at most 256).",
+    REGISTRY_URL_PATTERN,
+    16,
+    256,
+    "sparse+https://index.crates.io/"
+);
+string_schema!(
     Blake3Hash,
     "A BLAKE3 hash: 64 lowercase hex digits.",
     DIGEST_PATTERN,
@@ -215,6 +228,8 @@ pub struct Statement {
     crate_name: CrateName,
     /// The version.
     version: CrateVersion,
+    /// The registry whose index lists the source (named exactly when `source_sha256` is).
+    registry: Option<RegistryUrl>,
     /// SHA-256 of the `.crate` file, as the registry index lists it.
     source_sha256: Option<Sha256Digest>,
     /// SHA-256 of the `Cargo.lock` the build used, when there was one.
@@ -483,6 +498,31 @@ mod tests {
                 "{key:?}"
             );
         }
+        let registry_ok = allows::<RegistryUrl>();
+        for url in [
+            "sparse+https://index.crates.io/",
+            "sparse+http://127.0.0.1:7780/index/",
+            "sparse+http://[::1]:80/a/.b/..c/",
+            "sparse+http://a/",
+            "sparse+http://a/./",
+            "sparse+http://a/../",
+            "sparse+http://a//",
+            "sparse+http://a/b",
+            "sparse+http://A/",
+            "sparse+ftp://a/",
+            "sparse+http:///",
+            "sparse+http://a/b c/",
+            "sparse+http://a/?q/",
+            "https://index.crates.io/",
+            &format!("sparse+http://a/{}/", "b".repeat(240)),
+            &format!("sparse+http://a/{}/", "b".repeat(239)),
+        ] {
+            assert_eq!(
+                registry_ok(url),
+                buildsrs_keys::statement::validate_registry_url(url).is_ok(),
+                "{url:?}"
+            );
+        }
         let searches = [
             "",
             "grep",
@@ -510,6 +550,7 @@ mod tests {
             schema: buildsrs_keys::SCHEMA_VERSION,
             crate_name: "demo".parse().unwrap(),
             version: "1.0.0".parse().unwrap(),
+            registry: Some(buildsrs_keys::RegistryUrl::crates_io()),
             source_sha256: Some("0".repeat(64).parse().unwrap()),
             cargo_lock_sha256: None,
             target: "x86_64-unknown-linux-gnu".parse().unwrap(),

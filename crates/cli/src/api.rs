@@ -50,11 +50,20 @@ impl Coordinator {
         Ok(Coordinator { base, http })
     }
 
-    /// The absolute URL of a server path (`/api/v1/…`).
+    /// The absolute URL of a server path (`/api/v1/…`). Paths come from the server's own
+    /// answers (download links, the feed's blob paths): one that names another origin, or
+    /// leaves the base path, is refused, so a server cannot send us anywhere else.
     pub fn url(&self, path: &str) -> Result<Url> {
-        self.base
+        let url = self
+            .base
             .join(path.trim_start_matches('/'))
-            .with_context(|| format!("{path:?} is not a path on {}", self.base))
+            .with_context(|| format!("{path:?} is not a path on {}", self.base))?;
+        ensure!(
+            url.origin() == self.base.origin() && url.path().starts_with(self.base.path()),
+            "{path:?} is not a path on {}: refused",
+            self.base
+        );
+        Ok(url)
     }
 
     /// The version `version` (or `latest`) of `name`.
@@ -102,10 +111,17 @@ impl Coordinator {
     }
 
     /// Streams `path` into the file `dest`, with a progress bar on a terminal; returns the
-    /// number of bytes written.
-    pub async fn download(&self, path: &str, dest: &Path, label: &str) -> Result<u64> {
+    /// number of bytes written. More than `max` bytes (the size the answer named) is an
+    /// error: a server cannot fill the disk.
+    pub async fn download(&self, path: &str, dest: &Path, label: &str, max: u64) -> Result<u64> {
         let url = self.url(path)?;
         let response = self.send(&url).await?;
+        if let Some(length) = response.content_length() {
+            ensure!(
+                length <= max,
+                "{url}: {length} bytes, more than the {max} expected"
+            );
+        }
         let progress = match response.content_length() {
             Some(length) => ProgressBar::new(length),
             None => ProgressBar::no_length(),
@@ -124,6 +140,10 @@ impl Coordinator {
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.with_context(|| format!("downloading {url}"))?;
+            ensure!(
+                written + chunk.len() as u64 <= max,
+                "{url}: more than the {max} bytes expected"
+            );
             file.write_all(&chunk)
                 .await
                 .with_context(|| format!("writing {}", dest.display()))?;
@@ -166,6 +186,15 @@ mod tests {
             c.url("/api/v1/crates/x/latest").unwrap().as_str(),
             "http://127.0.0.1:8080/buildsrs/api/v1/crates/x/latest"
         );
+        for elsewhere in [
+            "http://evil.example/blobs/x",
+            "https://127.0.0.1:8080/buildsrs/x",
+            "http://127.0.0.1:8081/buildsrs/x",
+            "../other/x",
+            "/../other/x",
+        ] {
+            assert!(c.url(elsewhere).is_err(), "{elsewhere}");
+        }
         assert!(Coordinator::new("ftp://example.invalid/").is_err());
         assert!(Coordinator::new("not a url").is_err());
     }

@@ -2,6 +2,10 @@
 //! download the archive and its bundle, verify them against the user's keyring with the
 //! user's threshold, and only then unpack and install the binaries.
 //!
+//! The attestations must name the source the user's own read of the registry's index lists
+//! (`--registry`, crates.io by default; see [`crate::source`]): builders that signed another
+//! tarball under the crate's name do not count, whatever the coordinator says.
+//!
 //! Which keyring: `--keyring FILE`, else the default file (`~/.config/buildsrs/keyring`),
 //! else the coordinator's `/keyring` — but only with `--trust-coordinator-keyring`, because
 //! then the server vouches for its own artifacts.
@@ -12,12 +16,17 @@ use anyhow::{Context, Result, bail};
 use buildsrs_api::answers::{TargetAnswer, TaskState};
 use buildsrs_api::params::VersionRef;
 use buildsrs_keys::{
-    ArtifactId, Bundle, CrateName, Expectations, Keyring, Policy, TargetTriple, verify_bundle,
+    ArtifactId, Bundle, CrateName, Expectations, Keyring, Policy, RegistryUrl, TargetTriple,
+    verify_bundle,
 };
 use clap::Args;
 
 use crate::api::Coordinator;
 use crate::install::{Expected, install_archive};
+use crate::source::indexed_source;
+
+/// The largest archive `fetch` downloads, whatever the coordinator says its size is.
+pub const MAX_ARCHIVE_BYTES: u64 = 4 << 30;
 
 /// The coordinator used when none is given.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:8080";
@@ -52,6 +61,16 @@ pub struct FetchArgs {
     /// Where to put the binaries [default: ~/.cargo/bin].
     #[arg(long, value_name = "DIR")]
     pub install_dir: Option<PathBuf>,
+    /// The registry whose index lists the crate, as its sparse index URL: the attestations
+    /// must name the source it lists.
+    #[arg(
+        long,
+        env = "BUILDSRS_REGISTRY",
+        default_value = buildsrs_keys::names::CRATES_IO_INDEX,
+        value_name = "URL",
+        value_parser = buildsrs_keys::cli::parse_registry
+    )]
+    pub registry: RegistryUrl,
     /// Download the archive and its bundle by hash from this mirror (`buildsrs mirror
     /// serve`) instead of the coordinator, which is still asked which artifact it is.
     #[arg(long, value_name = "URL")]
@@ -113,6 +132,22 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
     let keyring = load_keyring(args, &coordinator).await?;
 
     let answer = coordinator.version(&name, &version).await?;
+    // The registry's names are case-insensitive; the answer may spell it as published.
+    if !answer.crate_name.eq_ignore_ascii_case(&name) {
+        bail!(
+            "asked for {name}, the coordinator answered for {}: refused",
+            answer.crate_name
+        );
+    }
+    let name = answer.crate_name.clone();
+    if let VersionRef::Exact(asked) = &version
+        && *asked != answer.version.version
+    {
+        bail!(
+            "asked for {name} {asked}, the coordinator answered with {}: refused",
+            answer.version.version
+        );
+    }
     let version = answer.version.version.clone();
     let entry = pick_target(&answer.targets, &target).with_context(|| {
         let states: Vec<String> = answer
@@ -137,6 +172,17 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
         .links
         .as_ref()
         .context("the coordinator listed a verified task without download links")?;
+    let size = entry
+        .task
+        .artifact
+        .as_ref()
+        .context("the coordinator listed a verified task without its artifact")?
+        .size;
+    if size > MAX_ARCHIVE_BYTES {
+        bail!("the artifact is {size} bytes, more than the {MAX_ARCHIVE_BYTES} fetch takes");
+    }
+    // Our own read of the index, before anything is downloaded.
+    let source = indexed_source(&args.registry, &name, &version).await?;
     if answer.version.yanked {
         eprintln!("warning: {name} {version} is yanked by its authors");
     }
@@ -147,7 +193,7 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
     let bundle_bytes = match &args.mirror {
         None => {
             coordinator
-                .download(&links.download, &archive, &file_name)
+                .download(&links.download, &archive, &file_name, size)
                 .await?;
             coordinator.get_small(&links.bundle).await?
         }
@@ -160,7 +206,7 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
                 .context("the coordinator named no artifact hash to ask the mirror for")?
                 .blake3;
             mirror
-                .download(&format!("/blobs/{hash}"), &archive, &file_name)
+                .download(&format!("/blobs/{hash}"), &archive, &file_name, size)
                 .await?;
             mirror.get_small(&format!("/attestations/{hash}")).await?
         }
@@ -183,6 +229,7 @@ pub async fn fetch(args: &FetchArgs) -> Result<Outcome> {
             crate_name: Some(name.clone()),
             version: Some(version.clone()),
             target: Some(target.clone()),
+            source: Some(source),
         },
     };
     let report = verify_bundle(artifact, &bundle, &keyring, &policy);

@@ -7,7 +7,10 @@
 //! - [`install`]: unpacking a verified archive and putting its binaries in place.
 //! - [`mirror`]: `buildsrs mirror` and `buildsrs mirror serve`.
 //!
-//! `buildsrs verify` is `buildsrs-keys verify`: the same arguments, code and exit codes.
+//! - [`source`]: a crate's source as the user's own read of the registry's index lists it.
+//!
+//! `buildsrs verify` is `buildsrs-keys verify` (the same arguments, code and exit codes) plus
+//! `--check-index`, which reads the expected source from the index itself.
 //!
 //! **This crate trusts nothing it downloads until `buildsrs_keys::verify_bundle` said yes
 //! against the user's keyring.** The coordinator's answers only say where to look.
@@ -16,6 +19,7 @@ pub mod api;
 pub mod fetch;
 pub mod install;
 pub mod mirror;
+pub mod source;
 
 use std::process::ExitCode;
 
@@ -42,10 +46,48 @@ enum Command {
     /// Download a crate's binaries, verify them against your keyring, install them.
     Fetch(fetch::FetchArgs),
     /// Check an artifact against its bundle and your keyring (as `buildsrs-keys verify`).
-    Verify(buildsrs_keys::cli::VerifyArgs),
+    Verify(VerifyCommand),
     /// Copy every verified artifact and its bundle into a directory, by content hash;
     /// `mirror serve` serves that directory.
     Mirror(mirror::MirrorArgs),
+}
+
+/// `buildsrs verify`: `buildsrs-keys verify`'s arguments, and `--check-index`.
+#[derive(Debug, clap::Args)]
+struct VerifyCommand {
+    #[command(flatten)]
+    keys: buildsrs_keys::cli::VerifyArgs,
+    /// Read the source of --crate at --version from the registry's index now (--registry,
+    /// crates.io by default): attestations of another source do not count.
+    #[arg(
+        long,
+        requires_all = ["crate_name", "version"],
+        conflicts_with_all = ["source_sha256", "cargo_lock"]
+    )]
+    check_index: bool,
+}
+
+/// `buildsrs verify`: offline unless `--check-index`.
+fn verify(args: &VerifyCommand) -> ExitCode {
+    let keys = &args.keys;
+    if !args.check_index {
+        return buildsrs_keys::cli::run_verify(keys);
+    }
+    let verdict = (|| {
+        let (Some(name), Some(version)) = (&keys.crate_name, &keys.version) else {
+            anyhow::bail!("--check-index needs --crate and --version");
+        };
+        let registry = keys
+            .registry
+            .clone()
+            .unwrap_or_else(buildsrs_keys::RegistryUrl::crates_io);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let source = runtime.block_on(source::indexed_source(&registry, name, version))?;
+        buildsrs_keys::cli::verify_against(keys, Some(source))
+    })();
+    buildsrs_keys::cli::print_verdict(keys, verdict)
 }
 
 /// Runs a parsed command line; returns the exit code.
@@ -57,7 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
             .build()
     };
     let result = match cli.command {
-        Command::Verify(args) => return buildsrs_keys::cli::run_verify(&args),
+        Command::Verify(args) => return verify(&args),
         Command::Fetch(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(fetch::fetch(&args)))
@@ -97,4 +139,14 @@ async fn cancel_on_signal(token: CancellationToken) {
         _ = terminate.recv() => {}
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -414,7 +414,7 @@ impl Mirror {
         let label = hash.to_hex();
         (
             self.coordinator
-                .download(&item.blob, part, &label[..12])
+                .download(&item.blob, part, &label[..12], item.size)
                 .await,
             false,
         )

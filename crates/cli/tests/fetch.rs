@@ -5,9 +5,12 @@
 
 mod support;
 
-use anyhow::Result;
-use buildsrs_testnet::{Testnet, TestnetOptions};
 use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::Result;
+use buildsrs_keys::{Bundle, Identity, Sha256Digest, SignedAttestation};
+use buildsrs_testnet::{Testnet, TestnetOptions};
 
 use support::{Proxy, TARGET, buildsrs, is_empty, text};
 
@@ -20,12 +23,16 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
         ..Default::default()
     })
     .await?;
-    net.registry.publish("hello-bin", "0.1.0")?;
-    net.registry.publish("hello-bin", "0.2.0")?;
+    let published = [
+        net.registry.publish("hello-bin", "0.1.0")?,
+        net.registry.publish("hello-bin", "0.2.0")?,
+    ];
     net.wait_until("two verified tasks", |s| s.verified == 2)
         .await?;
     net.wait_published().await?;
     let url = net.http_url()?;
+    // fetch holds attestations to what its own read of this index lists.
+    let registry = net.registry.index_url();
     let temp = tempfile::tempdir()?;
     let keyring = temp.path().join("keyring");
     std::fs::write(&keyring, net.keyring()?.to_text())?;
@@ -39,6 +46,8 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             spec,
             "--coordinator",
             &url,
+            "--registry",
+            &registry,
             "--keyring",
             keyring,
             "--install-dir",
@@ -77,6 +86,8 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             "hello-bin",
             "--coordinator",
             &url,
+            "--registry",
+            &registry,
             "--keyring",
             keyring,
             // More than the network's three builders: never met. (3 was met now and then,
@@ -97,6 +108,8 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             "hello-bin",
             "--coordinator",
             &url,
+            "--registry",
+            &registry,
             "--keyring",
             one.to_str().unwrap(),
         ],
@@ -116,6 +129,8 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             "hello-bin",
             "--coordinator",
             &flip_archive.url,
+            "--registry",
+            &registry,
             "--keyring",
             keyring,
         ],
@@ -139,11 +154,94 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             "hello-bin",
             "--coordinator",
             &flip_bundle.url,
+            "--registry",
+            &registry,
             "--keyring",
             keyring,
         ],
         "NOT VERIFIED",
     );
+
+    // Colluding builders, trusted by this user, sign bytes for hello-bin 0.2.0 but name the
+    // source they were handed: another tarball (here hello-bin 0.1.0's, with its true
+    // checksum), as a hostile coordinator would hand out under a real name. The coordinator
+    // serves their bundle. fetch reads the index itself: that is not the source it lists.
+    let hash = net
+        .store
+        .version_info("hello-bin", "0.2.0")
+        .await?
+        .unwrap()
+        .tasks[0]
+        .artifact
+        .unwrap()
+        .blake3;
+    let honest = Bundle::from_json(
+        &reqwest::get(format!("{url}/attestations/{hash}"))
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let template = honest.decode_attestations().next().unwrap()?.statement;
+    let listed = |version: &str| {
+        let crate_file = published.iter().find(|p| p.version == version).unwrap();
+        crate_file.cksum.parse::<Sha256Digest>().unwrap()
+    };
+    let colluders = [Identity::from_seed([41; 32]), Identity::from_seed([42; 32])];
+    let colluding_keyring = temp.path().join("colluders");
+    let mut trusted = buildsrs_keys::Keyring::default();
+    for (i, colluder) in colluders.iter().enumerate() {
+        trusted.push(colluder.public_key(), &format!("colluder-{i}"))?;
+    }
+    std::fs::write(&colluding_keyring, trusted.to_text())?;
+    let bundle_naming = |source: Sha256Digest| {
+        let mut bundle = Bundle::new(honest.artifact);
+        for colluder in &colluders {
+            let mut statement = template.clone();
+            statement.builder = colluder.public_key();
+            statement.source_sha256 = Some(source);
+            bundle
+                .push(&SignedAttestation::sign(statement, colluder).unwrap())
+                .unwrap();
+        }
+        Arc::new(bundle.to_json_pretty())
+    };
+    let serving = |bundle: Arc<Vec<u8>>| {
+        Proxy::start(&url, move |path, body| {
+            if path.starts_with("/attestations/") {
+                return bundle.to_vec();
+            }
+            body
+        })
+    };
+    let trojan = serving(bundle_naming(listed("0.1.0"))).await?;
+    let colluding_fetch = |coordinator: &str| {
+        vec![
+            "fetch".to_owned(),
+            "hello-bin@0.2.0".to_owned(),
+            "--coordinator".to_owned(),
+            coordinator.to_owned(),
+            "--registry".to_owned(),
+            registry.clone(),
+            "--keyring".to_owned(),
+            colluding_keyring.to_str().unwrap().to_owned(),
+        ]
+    };
+    let args = colluding_fetch(&trojan.url);
+    refused(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &format!(
+            "source_sha256 is \"{}\", expected \"{}\"",
+            listed("0.1.0"),
+            listed("0.2.0")
+        ),
+    );
+    // The same colluders naming the listed source count: the refusal above is the source's.
+    let listed_source = serving(bundle_naming(listed("0.2.0"))).await?;
+    let bin = temp.path().join("colluded");
+    let mut args = colluding_fetch(&listed_source.url);
+    args.extend(["--install-dir".to_owned(), bin.to_str().unwrap().to_owned()]);
+    let out = buildsrs(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out));
 
     // No keyring: an error (exit 2) unless the user chooses to trust the coordinator.
     let dest = temp.path().join("trusting");
@@ -152,6 +250,8 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
         "hello-bin",
         "--coordinator",
         &url,
+        "--registry",
+        &registry,
         "--install-dir",
         dest.to_str().unwrap(),
     ]);
@@ -163,6 +263,8 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
         "hello-bin",
         "--coordinator",
         &url,
+        "--registry",
+        &registry,
         "--trust-coordinator-keyring",
         "--install-dir",
         dest.to_str().unwrap(),
@@ -172,7 +274,16 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
 
     // Bad input: exit 2 with a clear message, nothing fetched.
     for (spec, why) in [("hello-bin@1.0", "semver"), ("../x", "not a crate name")] {
-        let out = buildsrs(&["fetch", spec, "--coordinator", &url, "--keyring", keyring]);
+        let out = buildsrs(&[
+            "fetch",
+            spec,
+            "--coordinator",
+            &url,
+            "--registry",
+            &registry,
+            "--keyring",
+            keyring,
+        ]);
         assert_eq!(out.status.code(), Some(2));
         assert!(text(&out).contains(why), "{}", text(&out));
     }
@@ -181,6 +292,8 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
         "hello-bin",
         "--coordinator",
         &url,
+        "--registry",
+        &registry,
         "--keyring",
         keyring,
         "--target",
@@ -232,9 +345,38 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
             crate_name: None,
             version: None,
             target: None,
+            source_sha256: None,
+            registry: None,
+            cargo_lock: None,
             json: false,
         })?;
         assert_eq!(String::from_utf8(ours.stdout)?, report.to_string());
     }
+    // --check-index reads the source from the index itself: the honest builders' bundle
+    // counts, the colluders' (naming the tarball they were handed) does not.
+    let bundle_file = files.path().join("hello-bin.tar.gz.buildsrs.json");
+    let check_index = |keyring: &str| {
+        buildsrs(&[
+            "verify",
+            a,
+            "--keyring",
+            keyring,
+            "--threshold",
+            "2",
+            "--crate",
+            "hello-bin",
+            "--version",
+            "0.2.0",
+            "--check-index",
+            "--registry",
+            &registry,
+        ])
+    };
+    let out = check_index(keyring);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::write(&bundle_file, &*bundle_naming(listed("0.1.0")))?;
+    let out = check_index(colluding_keyring.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("source_sha256 is"), "{}", text(&out));
     net.stop().await
 }

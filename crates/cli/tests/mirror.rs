@@ -276,6 +276,8 @@ async fn mirror_copies_resumes_rejects_and_serves() -> Result<()> {
         "hello-bin",
         "--coordinator",
         &url,
+        "--registry",
+        &net.registry.index_url(),
         "--mirror",
         &mirror_proxy.url,
         "--keyring",

@@ -193,6 +193,12 @@ impl FixtureRegistry {
         format!("sparse+{}", self.base_url())
     }
 
+    /// The registry as statements and node configurations name it: [`Self::index_url`].
+    pub fn registry(&self) -> buildsrs_keys::RegistryUrl {
+        buildsrs_keys::RegistryUrl::from_index_url(&self.index_url())
+            .expect("a loopback sparse index URL is a registry URL")
+    }
+
     /// The plain HTTP root: `http://127.0.0.1:PORT/`.
     pub fn base_url(&self) -> String {
         format!("http://{}/", self.addr)

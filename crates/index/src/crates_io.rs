@@ -3,17 +3,14 @@
 //! the crates.io test group).
 
 /// crates.io's sparse index, as cargo and crates-index spell it.
-pub const INDEX: &str = "sparse+https://index.crates.io/";
+pub use buildsrs_keys::names::CRATES_IO_INDEX as INDEX;
 
 /// The git index cargo knows crates.io by (lock files name it as their source).
-pub const GIT_INDEX: &str = "registry+https://github.com/rust-lang/crates.io-index";
+pub use buildsrs_keys::names::CRATES_IO_GIT_INDEX as GIT_INDEX;
 
 /// Whether a crates-index URL names crates.io (its sparse index, or the git index cargo
 /// knows it by), whatever the trailing slash.
-pub fn is_crates_io(registry: &str) -> bool {
-    let url = registry.trim_end_matches('/');
-    url == INDEX.trim_end_matches('/') || url == GIT_INDEX
-}
+pub use buildsrs_keys::names::is_crates_io;
 
 #[cfg(test)]
 mod tests {

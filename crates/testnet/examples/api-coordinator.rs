@@ -241,6 +241,7 @@ fn attestation(
         schema: SCHEMA_VERSION,
         crate_name: name.parse()?,
         version: version.parse()?,
+        registry: Some(buildsrs_keys::RegistryUrl::crates_io()),
         source_sha256: Some(cksum(name, version).parse()?),
         cargo_lock_sha256: None,
         target: TARGET.parse()?,

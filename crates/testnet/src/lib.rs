@@ -190,7 +190,7 @@ impl Testnet {
             let root = net._temp.path().join(format!("node-{i}"));
             let (dir, identity) = DataDir::init(&root)?;
             let mut node_config = dir.config()?;
-            node_config.registry.clone_from(&index);
+            node_config.registry = buildsrs_keys::RegistryUrl::from_index_url(&index)?;
             node_config.capacity = 1;
             (net.options.configure_node)(i, &mut node_config);
             std::fs::write(dir.config_path(), toml::to_string(&node_config)?)?;
@@ -215,7 +215,8 @@ impl Testnet {
         let _ = std::fs::remove_file(self.config.addr_path());
         let _ = std::fs::remove_file(self.config.http_path());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(buildsrs_coordinator::run(self.config.clone(), stop.clone()));
+        let run = buildsrs_coordinator::run(self.config.clone(), stop.clone());
+        let task = tokio::spawn(said_when_failed("the coordinator".into(), run));
         self.coordinator = Some(RunningCoordinator { stop, task });
         self.coordinator_addr().await?;
         Ok(())
@@ -279,11 +280,8 @@ impl Testnet {
         options.name = format!("node-{i}");
         options.shutdown_grace = Duration::from_secs(5);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(buildsrs_node::run::run(
-            node.dir.clone(),
-            options,
-            stop.clone(),
-        ));
+        let run = buildsrs_node::run::run(node.dir.clone(), options, stop.clone());
+        let task = tokio::spawn(said_when_failed(format!("node {i}"), run));
         node.running = Some(RunningNode { stop, task });
         Ok(())
     }
@@ -475,4 +473,16 @@ impl Testnet {
         self.registry.shutdown().await;
         Ok(())
     }
+}
+
+/// Runs `run`, printing its error when it fails: a test that sees a part stop can then say why.
+async fn said_when_failed(
+    who: String,
+    run: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    let result = run.await;
+    if let Err(error) = &result {
+        eprintln!("{who} stopped: {error:#}");
+    }
+    result
 }

@@ -4,7 +4,8 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use buildsrs_keys::{
-    ArtifactId, Bundle, Identity, Keyring, SCHEMA_VERSION, SignedAttestation, Statement,
+    ArtifactId, Bundle, Identity, Keyring, RegistryUrl, SCHEMA_VERSION, SignedAttestation,
+    Statement,
 };
 
 /// The identity with the seed `[n; 32]`.
@@ -12,17 +13,17 @@ pub fn identity(n: u8) -> Identity {
     Identity::from_seed([n; 32])
 }
 
+/// The source checksum every [`statement`] names (on crates.io).
+pub const SOURCE: &str = "5f0c1fbbf3a0b7d9b31ec6c4b31e81bd5c2c50bd4f6fd25d8f2b1bbf8c8c6c0a";
+
 /// A valid statement by `builder` about `artifact`.
 pub fn statement(builder: &Identity, artifact: ArtifactId) -> Statement {
     Statement {
         schema: SCHEMA_VERSION,
         crate_name: "demo".parse().unwrap(),
         version: "1.2.3".parse().unwrap(),
-        source_sha256: Some(
-            "5f0c1fbbf3a0b7d9b31ec6c4b31e81bd5c2c50bd4f6fd25d8f2b1bbf8c8c6c0a"
-                .parse()
-                .unwrap(),
-        ),
+        registry: Some(RegistryUrl::crates_io()),
+        source_sha256: Some(SOURCE.parse().unwrap()),
         cargo_lock_sha256: None,
         target: "x86_64-unknown-linux-gnu".parse().unwrap(),
         toolchain: "1.95.0/59807616e/x86_64-unknown-linux-gnu".parse().unwrap(),

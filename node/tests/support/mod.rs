@@ -90,7 +90,7 @@ impl TestNode {
         };
         Ok(self
             .pipeline
-            .accept_fields(&fields, &registry.index_url(), None)
+            .accept_fields(&fields, &registry.registry(), None)
             .await?)
     }
 
@@ -115,7 +115,7 @@ impl TestNode {
         };
         Ok(self
             .pipeline
-            .accept_fields(&fields, crates_io::INDEX, None)
+            .accept_fields(&fields, &buildsrs_keys::RegistryUrl::crates_io(), None)
             .await?)
     }
 }

@@ -65,6 +65,7 @@ pub fn attestation(builder: &PublicKey, artifact: ArtifactId) -> Vec<u8> {
         schema: SCHEMA_VERSION,
         crate_name: "demo".parse().unwrap(),
         version: "1.0.0".parse().unwrap(),
+        registry: Some(buildsrs_keys::RegistryUrl::crates_io()),
         source_sha256: Some(format!("{:064x}", 1).parse().unwrap()),
         cargo_lock_sha256: None,
         target: TARGET.parse().unwrap(),

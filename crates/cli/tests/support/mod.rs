@@ -29,6 +29,7 @@ pub fn command(args: &[&str]) -> Command {
         .args(args)
         .env_remove("BUILDSRS_KEYRING")
         .env_remove("BUILDSRS_COORDINATOR")
+        .env_remove("BUILDSRS_REGISTRY")
         // No default keyring from the machine's user.
         .env("XDG_CONFIG_HOME", "/nonexistent");
     command
@@ -48,7 +49,7 @@ pub fn is_empty(dir: &Path) -> bool {
 }
 
 /// Rewrites a response body, given the request path.
-pub type Tamper = fn(&str, Vec<u8>) -> Vec<u8>;
+pub type Tamper = Arc<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
 
 /// What a proxy does to `/blobs/` requests besides forwarding.
 #[derive(Clone)]
@@ -69,13 +70,16 @@ struct ProxyState {
 
 impl Proxy {
     /// Forwards to `upstream`, passing bodies through `tamper`.
-    pub async fn start(upstream: &str, tamper: Tamper) -> Result<Proxy> {
-        Self::start_with(upstream, tamper, None).await
+    pub async fn start(
+        upstream: &str,
+        tamper: impl Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Result<Proxy> {
+        Self::start_with(upstream, Arc::new(tamper), None).await
     }
 
     /// Forwards, and hangs every blob request after the first `n`.
     pub async fn stalling(upstream: &str, n: usize) -> Result<Proxy> {
-        Self::start_with(upstream, |_, body| body, Some(n)).await
+        Self::start_with(upstream, Arc::new(|_, body| body), Some(n)).await
     }
 
     async fn start_with(
