@@ -161,6 +161,49 @@ async fn fetch_installs_only_what_the_keyring_and_threshold_allow() -> Result<()
         ],
         "NOT VERIFIED",
     );
+    // A hostile server's errors: exit 2, nothing installed, the message says what it did.
+    let failed = |coordinator: &str, spec: &str, why: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("bin");
+        let out = buildsrs(&[
+            "fetch",
+            spec,
+            "--coordinator",
+            coordinator,
+            "--registry",
+            &registry,
+            "--keyring",
+            keyring,
+            "--install-dir",
+            dest.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{spec}: {}", text(&out));
+        assert!(text(&out).contains(why), "{spec}: {}", text(&out));
+        assert!(is_empty(&dest), "{spec} installed something");
+    };
+    // Asked for 0.1.0, it answers with 0.2.0 (verified, signed: only not what was asked).
+    let other_version = Proxy::start(&url, |path, body| {
+        if path.starts_with("/api/v1/crates/hello-bin/0.1.0") {
+            let text = String::from_utf8(body).unwrap();
+            return text.replace("0.1.0", "0.2.0").into_bytes();
+        }
+        body
+    })
+    .await?;
+    failed(
+        &other_version.url,
+        "hello-bin@0.1.0",
+        "answered with 0.2.0: refused",
+    );
+    // The archive is larger than the size the answer named: the download stops.
+    let larger = Proxy::start(&url, |path, mut body| {
+        if path.starts_with("/crates/") && path.ends_with(TARGET) {
+            body.extend(std::iter::repeat_n(0u8, 1 << 20));
+        }
+        body
+    })
+    .await?;
+    failed(&larger.url, "hello-bin", "more than the");
 
     // Colluding builders, trusted by this user, sign bytes for hello-bin 0.2.0 but name the
     // source they were handed: another tarball (here hello-bin 0.1.0's, with its true
