@@ -109,6 +109,14 @@ impl JobService {
             }
             Err(other) => return Err(other),
         };
+        // Kept so that a restarted coordinator can fetch from this builder before it says
+        // hello again; an address the store refuses only costs that.
+        if let Err(error) = self.store.set_blob_address(&peer, &hello.blobs).await {
+            tracing::warn!(
+                "builder {}: not keeping its blob address: {error}",
+                peer.fingerprint()
+            );
+        }
         if self.auto_approve && info.status == BuilderStatus::Pending {
             self.store.approve_builder(&peer, now).await?;
             info.status = BuilderStatus::Approved;

@@ -4,7 +4,11 @@
 //! The backlog is a store query ([`Store::artifacts_awaiting_storage`]): an artifact is
 //! verified in the store first and stored afterwards, so a coordinator killed in between
 //! finds the artifact still waiting at its next start and publishes it then. Every step is
-//! idempotent (object storage writes by content hash), so doing one twice is harmless.
+//! idempotent (object storage writes by content hash), so doing one twice is harmless. An
+//! artifact that fails (no attester reachable) backs off in the store
+//! ([`Store::publication_failed`]) and leaves the backlog to the others meanwhile; builders'
+//! blob addresses are kept in the store, so a restarted coordinator can fetch before they
+//! say hello again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,7 +86,11 @@ impl Publisher {
 
     /// Publishes what is waiting; failures are logged and retried on the next round.
     pub async fn publish_backlog(&self, shutdown: &CancellationToken) {
-        let backlog = match self.store.artifacts_awaiting_storage(64).await {
+        let backlog = match self
+            .store
+            .artifacts_awaiting_storage(64, jiff::Timestamp::now())
+            .await
+        {
             Ok(backlog) => backlog,
             Err(error) => {
                 tracing::warn!("reading the publishing backlog: {error}");
@@ -101,7 +109,18 @@ impl Publisher {
             };
             match published {
                 Ok(()) => tracing::info!("published {}", artifact.blake3),
-                Err(error) => tracing::warn!("publishing {}: {error:#}", artifact.blake3),
+                Err(error) => {
+                    // It waits its turn again later, out of the others' way.
+                    let retry = self
+                        .store
+                        .publication_failed(&artifact.blake3, jiff::Timestamp::now())
+                        .await;
+                    let when = match retry {
+                        Ok(at) => format!("trying again at {at}"),
+                        Err(e) => format!("not recorded: {e}"),
+                    };
+                    tracing::warn!("publishing {}: {error:#} ({when})", artifact.blake3);
+                }
             }
         }
     }
@@ -122,9 +141,12 @@ impl Publisher {
             };
             let signed = SignedAttestation::from_json(signed)?;
             bundle.push(&signed)?;
-            if let Some(addr) = self.sessions.blob_address(&attestation.builder) {
-                providers.push(addr);
-            }
+            // Where it said it serves blobs: in this session, else at its last hello.
+            let address = match self.sessions.blob_address(&attestation.builder) {
+                Some(address) => Some(address),
+                None => self.store.blob_address(&attestation.builder).await?,
+            };
+            providers.extend(address);
         }
         if !self.blobs.has(&hash).await? {
             if providers.is_empty() {

@@ -273,6 +273,49 @@ store_test!(
             )
             .await;
         assert_refused(&answer, RejectKind::Forbidden);
+        // Replays: a's own validly signed attestation of these bytes, about another version,
+        // target or toolchain release than the leased task (another crate and source:
+        // above). The toolchain's host is no part of a task: builders' hosts may differ.
+        type Edit = fn(&mut Statement);
+        let replays: [(&str, Edit); 3] = [
+            ("version", |s| s.version = "9.9.9".parse().unwrap()),
+            ("target", |s| {
+                s.target = "aarch64-unknown-linux-gnu".parse().unwrap();
+            }),
+            ("toolchain release", |s| {
+                s.toolchain.release = "1.60.0".parse().unwrap();
+            }),
+        ];
+        for (field, edit) in replays {
+            let own = attestation(&a, &a, &job_a, "hello-bin", b"bin");
+            let mut statement = SignedAttestation::from_json(&own).unwrap().statement;
+            edit(&mut statement);
+            let replay = SignedAttestation::sign(statement, &a)
+                .unwrap()
+                .to_canonical_json();
+            let answer = s
+                .service
+                .handle(
+                    a.public_key(),
+                    submit(
+                        &job_a,
+                        Outcome::Built(Attested {
+                            attestation: replay,
+                        }),
+                    ),
+                )
+                .await;
+            assert!(
+                matches!(
+                    answer,
+                    Response::Rejected {
+                        kind: RejectKind::Forbidden,
+                        ..
+                    }
+                ),
+                "{field}: {answer:?}"
+            );
+        }
         // A result that names another task than its lease is for: refused, even a failure.
         let mut elsewhere = job_a.clone();
         elsewhere.task_id = TaskId(job_a.task_id.0 + 1_000);

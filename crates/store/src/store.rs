@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use buildsrs_domain::BlobAddress;
 use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
 use jiff::Timestamp;
 
@@ -530,10 +531,41 @@ impl Store {
     }
 
     /// Verified artifacts not yet in object storage (see
-    /// [`Store::set_artifact_storage_key`]), oldest verification first, at most `limit`.
-    pub async fn artifacts_awaiting_storage(&self, limit: u32) -> Result<Vec<ArtifactId>> {
-        self.read(limit, |db, _, limit| {
-            Box::pin(ops::artifacts::awaiting_storage(db, *limit))
+    /// [`Store::set_artifact_storage_key`]) and not backing off at `now` (see
+    /// [`Store::publication_failed`]), oldest verification first, at most `limit`.
+    pub async fn artifacts_awaiting_storage(
+        &self,
+        limit: u32,
+        now: Timestamp,
+    ) -> Result<Vec<ArtifactId>> {
+        self.read((limit, now), |db, _, (limit, now)| {
+            Box::pin(ops::artifacts::awaiting_storage(db, *limit, *now))
+        })
+        .await
+    }
+
+    /// Records a failed try to publish an artifact: it leaves the backlog until the returned
+    /// time, 10 s after the first failure, doubling after each further one up to an hour.
+    pub async fn publication_failed(&self, hash: &Blake3Hash, now: Timestamp) -> Result<Timestamp> {
+        self.write((*hash, now), |db, _, (hash, now)| {
+            Box::pin(ops::artifacts::publication_failed(db, hash, *now))
+        })
+        .await
+    }
+
+    /// Records where a builder serves blobs (from its hello), so that a restarted coordinator
+    /// can fetch from it before it says hello again. Unknown builders are refused.
+    pub async fn set_blob_address(&self, builder: &PublicKey, address: &BlobAddress) -> Result<()> {
+        self.write((*builder, address.clone()), |db, _, (builder, address)| {
+            Box::pin(ops::providers::set_blob_address(db, builder, address))
+        })
+        .await
+    }
+
+    /// Where a builder serves blobs, as its last hello said.
+    pub async fn blob_address(&self, builder: &PublicKey) -> Result<Option<BlobAddress>> {
+        self.read(*builder, |db, _, builder| {
+            Box::pin(ops::providers::blob_address(db, builder))
         })
         .await
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use buildsrs_domain::TargetTriple;
+use buildsrs_domain::{BlobAddress, TargetTriple};
 use buildsrs_store::{
     BuildOutcome, BuilderStatus, Decision, IndexVersion, LeaseState, NewBuilder, NotCounted,
     OutcomeKind, Page, Policy, SCHEMA_VERSION, Store, StoreError, StoredBuild, Submission,
@@ -1651,7 +1651,7 @@ store_test!(
         let hash = artifact(1).blake3;
         // Verified and not yet stored: the publishing backlog holds it until a key is set.
         assert_eq!(
-            store.artifacts_awaiting_storage(10).await.unwrap(),
+            store.artifacts_awaiting_storage(10, t(3)).await.unwrap(),
             vec![artifact(1)]
         );
         store.record_download(&hash, t(3)).await.unwrap();
@@ -1665,7 +1665,7 @@ store_test!(
         assert_eq!(info.storage_key.as_deref(), Some("blobs/ab/cd"));
         assert!(
             store
-                .artifacts_awaiting_storage(10)
+                .artifacts_awaiting_storage(10, t(3))
                 .await
                 .unwrap()
                 .is_empty()
@@ -1693,6 +1693,111 @@ store_test!(
         let after = store.events(events[2].id, 2).await.unwrap();
         assert_eq!(after[0].id, events[3].id);
         assert_eq!(after.len(), 2);
+    }
+);
+
+store_test!(
+    an_artifact_that_fails_to_publish_backs_off_out_of_the_others_way,
+    |store: Store| async move {
+        let keys = world(&store, 2, 2).await;
+        // Each builder answers both tasks, each task with its own artifact.
+        for round in 1..=2 {
+            for key in &keys {
+                let l = lease(&store, key, t(round)).await;
+                let n = u8::try_from(l.task_id.0).unwrap();
+                submit(&store, &l, key, built(n), t(round)).await;
+            }
+        }
+        let backlog = store.artifacts_awaiting_storage(10, t(10)).await.unwrap();
+        assert_eq!(backlog.len(), 2, "both verified: {backlog:?}");
+        let (stuck, next) = (backlog[0], backlog[1]);
+
+        // The oldest fails: it leaves the backlog for 10 s, the other is first now.
+        let retry = store
+            .publication_failed(&stuck.blake3, t(10))
+            .await
+            .unwrap();
+        assert_eq!(retry, t(20));
+        assert_eq!(
+            store.artifacts_awaiting_storage(1, t(19)).await.unwrap(),
+            vec![next]
+        );
+        assert_eq!(
+            store.artifacts_awaiting_storage(10, t(20)).await.unwrap(),
+            vec![stuck, next],
+            "back in its place when its wait is over"
+        );
+        // Each further failure doubles the wait, up to an hour.
+        assert_eq!(
+            store
+                .publication_failed(&stuck.blake3, t(20))
+                .await
+                .unwrap(),
+            t(40)
+        );
+        assert_eq!(
+            store
+                .publication_failed(&stuck.blake3, t(40))
+                .await
+                .unwrap(),
+            t(80)
+        );
+        let mut at = t(80);
+        for _ in 0..20 {
+            at = store.publication_failed(&stuck.blake3, at).await.unwrap();
+        }
+        let last = store.publication_failed(&stuck.blake3, at).await.unwrap();
+        assert_eq!(last.as_second() - at.as_second(), 3600);
+        // Published, it is out of the backlog whatever its failures.
+        store
+            .set_artifact_storage_key(&stuck.blake3, "blobs/stuck")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.artifacts_awaiting_storage(10, last).await.unwrap(),
+            vec![next]
+        );
+        assert!(matches!(
+            store.publication_failed(&artifact(99).blake3, t(1)).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+);
+
+store_test!(
+    a_builders_blob_address_is_kept_for_a_restarted_coordinator,
+    |store: Store| async move {
+        let keys = world(&store, 1, 1).await;
+        assert_eq!(store.blob_address(&keys[0]).await.unwrap(), None);
+        let address: BlobAddress = format!("{}@127.0.0.1:4433,[::1]:4433", "ab".repeat(32))
+            .parse()
+            .unwrap();
+        store.set_blob_address(&keys[0], &address).await.unwrap();
+        assert_eq!(
+            store.blob_address(&keys[0]).await.unwrap(),
+            Some(address.clone())
+        );
+        // A later hello's address replaces it; one with nothing to dial clears it.
+        let nowhere = BlobAddress {
+            endpoint_id: "cd".repeat(32),
+            addrs: vec![],
+        };
+        store.set_blob_address(&keys[0], &nowhere).await.unwrap();
+        assert_eq!(store.blob_address(&keys[0]).await.unwrap(), None);
+        // Only for known builders, and not without bound.
+        let stranger = buildsrs_store::testing::key(77);
+        assert!(matches!(
+            store.set_blob_address(&stranger, &address).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let huge = BlobAddress {
+            endpoint_id: "ab".repeat(32),
+            addrs: vec!["127.0.0.1:1".parse().unwrap(); 100],
+        };
+        assert!(matches!(
+            store.set_blob_address(&keys[0], &huge).await,
+            Err(StoreError::Invalid(_))
+        ));
     }
 );
 

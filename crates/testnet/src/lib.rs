@@ -316,7 +316,14 @@ impl Testnet {
     /// Waits (up to a minute) until object storage holds every verified artifact.
     pub async fn wait_published(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while !self.store.artifacts_awaiting_storage(10).await?.is_empty() {
+        // Including artifacts backing off after a failed try.
+        let any_time = jiff::Timestamp::MAX;
+        while !self
+            .store
+            .artifacts_awaiting_storage(10, any_time)
+            .await?
+            .is_empty()
+        {
             if tokio::time::Instant::now() > deadline {
                 bail!("verified artifacts were not published within a minute");
             }

@@ -2,6 +2,7 @@
 //! each verified artifact, and the publication feed mirrors follow.
 
 use buildsrs_keys::{ArtifactId, Blake3Hash};
+use jiff::Timestamp;
 
 use crate::db::{Db, artifact_at, params};
 use crate::error::{Result, StoreError};
@@ -103,15 +104,20 @@ pub(crate) async fn published_since(
     Ok(items)
 }
 
-/// Verified artifacts object storage does not hold yet, oldest verification first: the
-/// coordinator's publishing backlog, which survives restarts because it is just this query.
-pub(crate) async fn awaiting_storage(db: &mut dyn Db, limit: u32) -> Result<Vec<ArtifactId>> {
+/// Verified artifacts object storage does not hold yet and that are not backing off at
+/// `now`, oldest verification first: the coordinator's publishing backlog, which survives
+/// restarts because it is just this query.
+pub(crate) async fn awaiting_storage(
+    db: &mut dyn Db,
+    limit: u32,
+    now: Timestamp,
+) -> Result<Vec<ArtifactId>> {
     let rows = db
         .query(
             "SELECT hash, size FROM artifacts \
-             WHERE verified_at IS NOT NULL AND storage_key IS NULL \
+             WHERE verified_at IS NOT NULL AND storage_key IS NULL AND publish_after <= $2 \
              ORDER BY verified_at, hash LIMIT $1",
-            params![limit],
+            params![limit, now],
         )
         .await?;
     let mut artifacts = Vec::with_capacity(rows.len());
@@ -121,4 +127,43 @@ pub(crate) async fn awaiting_storage(db: &mut dyn Db, limit: u32) -> Result<Vec<
         }
     }
     Ok(artifacts)
+}
+
+/// The wait before publishing is tried again after the first failure; it doubles with each
+/// further one, up to [`PUBLISH_RETRY_MAX_MILLIS`].
+pub const PUBLISH_RETRY_FIRST_MILLIS: i64 = 10_000;
+
+/// The longest wait between tries to publish an artifact.
+pub const PUBLISH_RETRY_MAX_MILLIS: i64 = 3_600_000;
+
+/// Records a failed try to publish `hash`: it leaves the backlog until the returned time, so
+/// an artifact that cannot be fetched never holds up the others.
+pub(crate) async fn publication_failed(
+    db: &mut dyn Db,
+    hash: &Blake3Hash,
+    now: Timestamp,
+) -> Result<Timestamp> {
+    let hex = hash.to_hex();
+    let Some(row) = db
+        .query_opt(
+            "UPDATE artifacts SET publish_failures = publish_failures + 1 \
+             WHERE hash = $1 RETURNING publish_failures",
+            params![hex.as_str()],
+        )
+        .await?
+    else {
+        return Err(StoreError::not_found(format!("artifact {hex}")));
+    };
+    let failures: i64 = row.get(0)?;
+    let doublings = u32::try_from(failures.clamp(1, 20) - 1).unwrap_or(0);
+    let wait = PUBLISH_RETRY_FIRST_MILLIS
+        .saturating_mul(1 << doublings)
+        .min(PUBLISH_RETRY_MAX_MILLIS);
+    let after = now.as_millisecond().saturating_add(wait);
+    db.execute(
+        "UPDATE artifacts SET publish_after = $2 WHERE hash = $1",
+        params![hex.as_str(), after],
+    )
+    .await?;
+    Timestamp::from_millisecond(after).map_err(|_| StoreError::invalid("time out of range"))
 }

@@ -25,6 +25,7 @@ pub(crate) mod builders;
 pub(crate) mod ingest;
 pub(crate) mod lease;
 pub(crate) mod plan;
+pub(crate) mod providers;
 pub(crate) mod reads;
 pub(crate) mod submit;
 pub(crate) mod tasks;
