@@ -63,9 +63,9 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0009_lease_limits.sql"),
     },
     Migration {
-        version: 10,
+        version: 11,
         name: "publishing",
-        sql: include_str!("../migrations/sqlite/0010_publishing.sql"),
+        sql: include_str!("../migrations/sqlite/0011_publishing.sql"),
     },
 ];
 
@@ -117,14 +117,14 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0009_lease_limits.sql"),
     },
     Migration {
-        version: 10,
+        version: 11,
         name: "publishing",
-        sql: include_str!("../migrations/postgres/0010_publishing.sql"),
+        sql: include_str!("../migrations/postgres/0011_publishing.sql"),
     },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 #[cfg(test)]
 mod tests {
