@@ -62,6 +62,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "lease_limits",
         sql: include_str!("../migrations/sqlite/0009_lease_limits.sql"),
     },
+    Migration {
+        version: 10,
+        name: "operators",
+        sql: include_str!("../migrations/sqlite/0010_operators.sql"),
+    },
 ];
 
 /// Postgres migrations.
@@ -111,10 +116,15 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "lease_limits",
         sql: include_str!("../migrations/postgres/0009_lease_limits.sql"),
     },
+    Migration {
+        version: 10,
+        name: "operators",
+        sql: include_str!("../migrations/postgres/0010_operators.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 #[cfg(test)]
 mod tests {
