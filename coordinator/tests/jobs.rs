@@ -459,3 +459,41 @@ store_test!(
         );
     }
 );
+
+store_test!(
+    a_hello_with_a_name_that_would_alter_the_keyring_is_refused,
+    |store: Store| async move {
+        // The name a node sends goes into the builder list and the served keyring; one that
+        // would add a word (`revoked`) or a line (another key, revoked) to it is refused,
+        // saying why, and leaves nothing behind, even with --auto-approve.
+        let s = scene(&store, true).await;
+        let node = Identity::from_seed([1; 32]);
+        let victim = Identity::from_seed([2; 32]).public_key();
+        for name in [
+            "x revoked".to_owned(),
+            format!("x\n{victim} victim revoked"),
+        ] {
+            let answer = s.service.handle(node.public_key(), hello(&name)).await;
+            assert_refused(&answer, RejectKind::BadRequest);
+            let Response::Rejected { reason, .. } = answer else {
+                unreachable!("checked above");
+            };
+            assert!(reason.contains("builder name"), "{reason}");
+        }
+        assert!(store.builders().await.unwrap().is_empty());
+        assert!(s.service.sessions().is_empty());
+
+        // A host name is a good name; auto-approval leaves the key its own operator.
+        assert_eq!(
+            s.service
+                .handle(node.public_key(), hello("build-01.example.org"))
+                .await,
+            Response::Welcome {
+                standing: Standing::Approved
+            }
+        );
+        let info = store.builder(&node.public_key()).await.unwrap().unwrap();
+        assert_eq!(info.name, "build-01.example.org");
+        assert_eq!(info.operator, None);
+    }
+);
