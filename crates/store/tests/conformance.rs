@@ -992,18 +992,28 @@ async fn builder_of(store: &Store, n: u8, operator: &str) -> buildsrs_keys::Publ
 
 store_test!(
     keys_of_one_operator_count_once_toward_quorum,
+    policy = Policy {
+        lease_duration: Duration::from_secs(60),
+        backoff_base: Duration::from_secs(10),
+        ..Policy::default()
+    },
     |store: Store| async move {
         // Mallory runs two approved keys and makes both report the same (made-up) hash.
         // Quorum 2 means two operators agreeing: her keys together are one.
         world(&store, 0, 1).await;
         let m1 = builder_of(&store, 1, "mallory").await;
         let m2 = builder_of(&store, 2, "mallory").await;
-        let first = lease(&store, &m1, t(1)).await;
-        let report = submit(&store, &first, &m1, built(1), t(2)).await;
-        assert!(report.counted);
-        let second = lease(&store, &m2, t(3)).await;
+        let first = lease(&store, &m1, t(0)).await;
+        // While one of her keys holds the task, the other is not leased it.
+        assert!(store.lease_next(&m2, t(1)).await.unwrap().is_none());
+        // The first lease runs out; her second key takes the task; the first key's result
+        // comes in late (it counts: the key's first), then the second key's.
+        store.expire_leases(t(61)).await.unwrap();
+        let second = lease(&store, &m2, t(1000)).await;
         assert_eq!(second.task_id, first.task_id);
-        let report = submit(&store, &second, &m2, built(1), t(4)).await;
+        let report = submit(&store, &first, &m1, built(1), t(1001)).await;
+        assert!(report.late && report.counted);
+        let report = submit(&store, &second, &m2, built(1), t(1002)).await;
         assert!(!report.counted);
         assert_eq!(
             report.not_counted,
@@ -1026,16 +1036,45 @@ store_test!(
                 .is_empty()
         );
         assert!(store.recently_verified(10).await.unwrap().is_empty());
+        // Her keys are not leased it again: their results could not count.
+        for key in [&m1, &m2] {
+            assert!(store.lease_next(key, t(2000)).await.unwrap().is_none());
+        }
 
         // A key of another operator that agrees makes two operators: verified.
         let alice = builder_of(&store, 3, "alice").await;
-        let third = lease(&store, &alice, t(5)).await;
+        let third = lease(&store, &alice, t(2000)).await;
         assert_eq!(third.task_id, first.task_id);
-        let report = submit(&store, &third, &alice, built(1), t(6)).await;
+        let report = submit(&store, &third, &alice, built(1), t(2001)).await;
         assert!(report.counted);
         assert_eq!(report.task_state, TaskState::Verified);
         let task = store.task(first.task_id).await.unwrap().unwrap().task;
         assert_eq!(task.artifact, Some(artifact(1)));
+    }
+);
+
+store_test!(
+    a_key_is_not_leased_what_its_operator_holds_or_answered,
+    |store: Store| async move {
+        // Default policy: quorum 2 and an extra lease, so three leases of one task at once.
+        world(&store, 0, 1).await;
+        let m1 = builder_of(&store, 1, "mallory").await;
+        let m2 = builder_of(&store, 2, "mallory").await;
+        let own = builder(&store, 3).await;
+        let other = builder(&store, 4).await;
+        let held = lease(&store, &m1, t(1)).await;
+        assert!(store.lease_next(&m2, t(1)).await.unwrap().is_none());
+        // Keys that are their own operators are not held back by each other.
+        assert_eq!(lease(&store, &own, t(1)).await.task_id, held.task_id);
+        assert_eq!(lease(&store, &other, t(1)).await.task_id, held.task_id);
+        // A node error does not count: after one, another key of the operator may try.
+        let report = submit(&store, &held, &m1, BuildOutcome::node_error("disk"), t(2)).await;
+        assert_eq!(report.task_state, TaskState::Building);
+        let task = store.task(held.task_id).await.unwrap().unwrap().task;
+        assert_eq!(
+            lease(&store, &m2, task.not_before).await.task_id,
+            held.task_id
+        );
     }
 );
 

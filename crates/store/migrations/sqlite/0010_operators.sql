@@ -1,7 +1,8 @@
 -- Who runs each builder key: a short name the admin gives at approval (1 to 64 of ASCII
 -- letters, digits, `._-`, checked by buildsrs_domain::Operator before it is written). Keys
 -- of one operator count once toward a quorum. NULL: the key is its own operator, as every
--- builder approved before this migration is.
+-- builder approved before this migration is. A key is not leased a task another key of its
+-- operator holds or has a counted result for (the leasing query, ops/lease.rs).
 ALTER TABLE builders ADD COLUMN operator TEXT;
 
 -- Builder names now follow one rule (buildsrs_domain::BuilderName: 1 to 64 of ASCII
