@@ -5,10 +5,11 @@
 //! who runs the key, its [`Operator`] (or leaves the key its own operator); keys of one
 //! operator count once toward a quorum, so an operator is set once, at approval, and never
 //! changed after (results may have been counted by it). Re-registering updates its name and
-//! capabilities, never its status or operator. Revocation is final: its active leases are cancelled, its results stop counting,
-//! and every task that counted one of them is decided again — a verified artifact that
-//! relied on it loses its verification and its task goes back to the queue for more builds.
-//! Counts of agreement already credited to other builders are history and stay.
+//! capabilities, never its status or operator. Revocation is final: its active leases are
+//! cancelled, its results stop counting, and every task that counted one of them is decided
+//! again — a verified artifact that relied on it loses its verification and its task goes
+//! back to the queue for more builds. Counts of agreement already credited to other builders
+//! are history and stay.
 
 use buildsrs_domain::{BuilderName, Operator, PublicKey, TargetTriple, ToolchainRelease};
 use jiff::Timestamp;
