@@ -41,7 +41,7 @@ enum Command {
     /// List the builders with their standing and counts.
     Builders(StoreArgs),
     /// Approve a pending builder: it gets work and its attestations count.
-    Approve(BuilderArgs),
+    Approve(ApproveArgs),
     /// Revoke a builder: no more work, its attestations stop counting, artifacts that relied
     /// on them are decided again. Final.
     Revoke(RevokeArgs),
@@ -53,6 +53,16 @@ struct BuilderArgs {
     store: StoreArgs,
     /// The builder's public key (`ed25519:<hex>`, as `builders` lists it).
     key: String,
+}
+
+#[derive(Debug, Args)]
+struct ApproveArgs {
+    #[command(flatten)]
+    builder: BuilderArgs,
+    /// Who runs the key (1 to 64 of ASCII letters, digits, `.`, `_`, `-`): all keys of one
+    /// operator count once toward a quorum. Without it the key is its own operator.
+    #[arg(long, value_name = "NAME")]
+    operator: Option<buildsrs_store::Operator>,
 }
 
 #[derive(Debug, Args)]
@@ -419,18 +429,37 @@ async fn builders(args: &StoreArgs) -> Result<()> {
     let store = open_store(args).await?;
     for b in store.builders().await? {
         println!(
-            "{} {:<9} {:<20} built {} agreed {} outvoted {} failed {}",
-            b.public_key, b.status, b.name, b.built, b.agreed, b.outvoted, b.failed
+            "{} {:<9} {:<20} operator {:<20} built {} agreed {} outvoted {} failed {}",
+            b.public_key,
+            b.status,
+            b.name.as_str(),
+            b.operator.as_ref().map_or("(its own key)", |o| o.as_str()),
+            b.built,
+            b.agreed,
+            b.outvoted,
+            b.failed
         );
     }
     Ok(())
 }
 
-async fn approve(args: &BuilderArgs) -> Result<()> {
-    let key = parse_key(&args.key)?;
-    let store = open_store(&args.store).await?;
-    store.approve_builder(&key, jiff::Timestamp::now()).await?;
-    println!("approved {key} ({})", key.fingerprint());
+async fn approve(args: &ApproveArgs) -> Result<()> {
+    let key = parse_key(&args.builder.key)?;
+    let store = open_store(&args.builder.store).await?;
+    let now = jiff::Timestamp::now();
+    match &args.operator {
+        Some(operator) => {
+            store.approve_builder_as(&key, operator, now).await?;
+            println!(
+                "approved {key} ({}) as run by {operator}",
+                key.fingerprint()
+            );
+        }
+        None => {
+            store.approve_builder(&key, now).await?;
+            println!("approved {key} ({}), its own operator", key.fingerprint());
+        }
+    }
     Ok(())
 }
 
@@ -479,6 +508,41 @@ mod tests {
         all.extend_from_slice(&["--toolchain", "1.95.0"]);
         let cli = Cli::try_parse_from(all)?;
         config_from(cli.run)
+    }
+
+    #[test]
+    fn approve_takes_an_operator_by_its_rule() -> Result<()> {
+        let key = format!("ed25519:{}", "ab".repeat(32));
+        let parse = |extra: &[&str]| {
+            let mut all = vec![
+                "buildsrs-coordinator",
+                "approve",
+                "--data-dir",
+                "/nonexistent",
+                key.as_str(),
+            ];
+            all.extend_from_slice(extra);
+            Cli::try_parse_from(all)
+        };
+        let Some(Command::Approve(args)) = parse(&["--operator", "example-org"])?.command else {
+            anyhow::bail!("not the approve command");
+        };
+        assert_eq!(
+            args.operator.map(String::from).as_deref(),
+            Some("example-org")
+        );
+        let Some(Command::Approve(args)) = parse(&[])?.command else {
+            anyhow::bail!("not the approve command");
+        };
+        assert!(
+            args.operator.is_none(),
+            "without it, the key is its own operator"
+        );
+        for bad in ["x revoked", "a\nb", ""] {
+            let error = parse(&["--operator", bad]).unwrap_err().to_string();
+            assert!(error.contains("operator"), "{bad:?}: {error}");
+        }
+        Ok(())
     }
 
     #[test]

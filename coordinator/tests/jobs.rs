@@ -503,3 +503,123 @@ store_test!(
         );
     }
 );
+
+store_test!(
+    a_hello_with_a_name_that_would_alter_the_keyring_is_refused,
+    |store: Store| async move {
+        // The name a node sends goes into the builder list and the served keyring; one that
+        // would add a word (`revoked`) or a line (another key, revoked) to it is refused,
+        // saying why, and leaves nothing behind, even with --auto-approve.
+        let s = scene(&store, true).await;
+        let node = Identity::from_seed([1; 32]);
+        let victim = Identity::from_seed([2; 32]).public_key();
+        for name in [
+            "x revoked".to_owned(),
+            format!("x\n{victim} victim revoked"),
+        ] {
+            let answer = s.service.handle(node.public_key(), hello(&name)).await;
+            assert_refused(&answer, RejectKind::BadRequest);
+            let Response::Rejected { reason, .. } = answer else {
+                unreachable!("checked above");
+            };
+            assert!(reason.contains("builder name"), "{reason}");
+        }
+        assert!(store.builders().await.unwrap().is_empty());
+        assert!(s.service.sessions().is_empty());
+
+        // A host name is a good name; auto-approval leaves the key its own operator.
+        assert_eq!(
+            s.service
+                .handle(node.public_key(), hello("build-01.example.org"))
+                .await,
+            Response::Welcome {
+                standing: Standing::Approved
+            }
+        );
+        let info = store.builder(&node.public_key()).await.unwrap().unwrap();
+        assert_eq!(info.name, "build-01.example.org");
+        assert_eq!(info.operator, None);
+    }
+);
+
+store_test!(
+    two_keys_of_one_operator_do_not_verify_alone,
+    |store: Store| async move {
+        // Mallory runs two keys, both approved as hers; Alice runs one.
+        let s = scene(&store, false).await;
+        let (m1, m2, alice) = (
+            Identity::from_seed([1; 32]),
+            Identity::from_seed([2; 32]),
+            Identity::from_seed([3; 32]),
+        );
+        let now = Timestamp::now();
+        for (id, operator) in [(&m1, "mallory"), (&m2, "mallory"), (&alice, "alice")] {
+            s.service.handle(id.public_key(), hello("node")).await;
+            store
+                .approve_builder_as(&id.public_key(), &operator.parse().unwrap(), now)
+                .await
+                .unwrap();
+        }
+        // Her first key takes the task and reports a hash of her choosing; her second key is
+        // not given the task while her first holds it, nor after it answered.
+        let job = take_job(&s.service, &m1).await;
+        let no_job = |answer: Response| {
+            assert!(
+                matches!(
+                    answer,
+                    Response::NoJob {
+                        reason: NoJobReason::NothingQueued,
+                        ..
+                    }
+                ),
+                "{answer:?}"
+            );
+        };
+        no_job(s.service.handle(m2.public_key(), Request::RequestJob).await);
+        let hers = attestation(&m1, &m1, &job, "hello-bin", b"bin");
+        assert_eq!(
+            s.service
+                .handle(
+                    m1.public_key(),
+                    submit(&job, Outcome::Built(Attested { attestation: hers }))
+                )
+                .await,
+            Response::Accepted {
+                counted: true,
+                reason: None
+            }
+        );
+        no_job(s.service.handle(m2.public_key(), Request::RequestJob).await);
+        let task = store.task(job.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.state, TaskState::Queued);
+        assert_eq!(task.task.artifact, None);
+
+        // Another operator's key agreeing verifies it, and the publisher is woken.
+        let job_alice = take_job(&s.service, &alice).await;
+        assert_eq!(job_alice.task_id, job.task_id);
+        let woken = s.verified.notified();
+        let theirs = attestation(&alice, &alice, &job_alice, "hello-bin", b"bin");
+        assert_eq!(
+            s.service
+                .handle(
+                    alice.public_key(),
+                    submit(
+                        &job_alice,
+                        Outcome::Built(Attested {
+                            attestation: theirs
+                        })
+                    )
+                )
+                .await,
+            Response::Accepted {
+                counted: true,
+                reason: None
+            }
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), woken)
+            .await
+            .unwrap();
+        let task = store.task(job.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.state, TaskState::Verified);
+    }
+);

@@ -1,5 +1,6 @@
-//! The operator's pages: approve and revoke builders, watch and unwatch crates, retry a
-//! stopped task, change a task's quorum.
+//! The operator's pages: approve builders (naming who runs each key, its [`Operator`]: keys
+//! of one operator count once toward a quorum) and revoke them, watch and unwatch crates,
+//! retry a stopped task, change a task's quorum.
 //!
 //! Access: the operator logs in with the admin token (from config or the environment;
 //! compared in constant time, by hash so not even its length leaks) and gets a session
@@ -18,12 +19,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use buildsrs_domain::CrateName;
+use buildsrs_domain::{CrateName, Operator};
 use buildsrs_keys::Blake3Hash;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 use crate::WebState;
 use crate::error::{PageError, WebError};
@@ -42,6 +44,10 @@ const MAX_FAILED_LOGINS: usize = 5;
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The most clients whose failed logins are remembered (the oldest are forgotten first).
 const MAX_LOGIN_CLIENTS: usize = 10_000;
+
+/// How often the server drops expired sessions and failed logins older than the window
+/// ([`purge_every`]), so that memory is given back without waiting for the next login.
+pub(crate) const PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 /// The admin token and the live sessions.
 pub struct Admin {
@@ -148,6 +154,24 @@ impl Admin {
         Ok((id, session))
     }
 
+    /// Drops the sessions expired at `now` and the failed logins older than the window;
+    /// returns how many sessions went. (A session is also refused when expired, purged or
+    /// not: this is about memory.)
+    fn purge_expired(&self, now: Instant) -> usize {
+        let purged = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let before = sessions.len();
+            sessions.retain(|_, s| s.expires > now);
+            before - sessions.len()
+        };
+        let mut failed = self.failed_logins.lock().unwrap_or_else(|e| e.into_inner());
+        failed.retain(|_, times| {
+            times.retain(|at| now.saturating_duration_since(*at) < LOGIN_WINDOW);
+            !times.is_empty()
+        });
+        purged
+    }
+
     fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let id = cookie(headers, COOKIE)?;
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -174,6 +198,22 @@ impl Admin {
             Err(WebError::Forbidden(
                 "the form's CSRF token does not match your session; reload the page".to_owned(),
             ))
+        }
+    }
+}
+
+/// Purges expired sessions and old failed logins every `every` until `stop`: run by
+/// [`crate::serve`] with [`PURGE_INTERVAL`]. Before, sessions were purged only at a login, so
+/// a server nobody logged in to again kept every expired one.
+pub(crate) async fn purge_every(admin: &Admin, every: Duration, stop: &CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        let purged = admin.purge_expired(Instant::now());
+        if purged > 0 {
+            tracing::debug!("purged {purged} expired admin session(s)");
         }
     }
 }
@@ -381,6 +421,8 @@ struct BuilderForm {
     csrf: String,
     key: String,
     reason: Option<String>,
+    /// Who runs the key (approve only); empty: the key is its own operator.
+    operator: Option<String>,
 }
 
 async fn approve(
@@ -390,9 +432,15 @@ async fn approve(
 ) -> Result<Response, PageError> {
     act(&state, &headers, &form.csrf, "approved", async {
         let key = parse_builder_key(form.key.trim())?;
+        let operator = form.operator.as_deref().map(str::trim).unwrap_or_default();
+        let now = Timestamp::now();
+        if operator.is_empty() {
+            return Ok(state.store().approve_builder(&key, now).await?);
+        }
+        let operator = parse::<Operator>(operator)?;
         Ok(state
             .store()
-            .approve_builder(&key, Timestamp::now())
+            .approve_builder_as(&key, &operator, now)
             .await?)
     })
     .await
@@ -517,4 +565,70 @@ async fn quorum(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(admin: &Admin) -> usize {
+        admin.sessions.lock().map(|s| s.len()).unwrap_or(usize::MAX)
+    }
+
+    /// An admin logs in and never again: their expired session (and someone's failed
+    /// logins) must not stay in memory for as long as the server runs.
+    #[tokio::test]
+    async fn expired_sessions_are_purged_on_a_timer_without_a_login() -> Result<(), WebError> {
+        let admin = Admin::new(Some("a token long enough to be used".to_owned()));
+        let (_, expiring) = admin.login()?;
+        let (live_id, _) = admin.login()?;
+        admin.check_login(None, "wrong").unwrap_err();
+        assert_eq!(sessions(&admin), 2);
+        // Nothing has expired yet: a purge keeps everything.
+        assert_eq!(admin.purge_expired(Instant::now()), 0);
+        assert_eq!(sessions(&admin), 2);
+        // The first session's time runs out (its expiry is moved to the past, as twelve
+        // hours would).
+        {
+            let mut all = admin.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            for session in all.values_mut() {
+                if session.csrf == expiring.csrf {
+                    session.expires = Instant::now();
+                }
+            }
+        }
+        // The timer purges it, with no login in between.
+        let stop = CancellationToken::new();
+        let watch = async {
+            for _ in 0..500 {
+                if sessions(&admin) == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.cancel();
+        };
+        tokio::join!(purge_every(&admin, Duration::from_millis(5), &stop), watch);
+        assert_eq!(sessions(&admin), 1);
+        assert!(
+            admin
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&live_id),
+            "the live session stays"
+        );
+        // Twelve hours on, the other session has expired too, and the failed login is older
+        // than the window: both go.
+        let later = Instant::now() + SESSION_LIFETIME;
+        assert_eq!(admin.purge_expired(later), 1);
+        assert!(
+            admin
+                .failed_logins
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        );
+        Ok(())
+    }
 }

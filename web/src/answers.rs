@@ -266,6 +266,7 @@ pub(crate) fn builder(builder: &store::BuilderInfo) -> Result<api::Builder, WebE
         public_key: builder.public_key,
         name: builder.name.clone(),
         status: builder_status(builder.status),
+        operator: builder.operator.clone(),
         targets: builder
             .targets
             .iter()

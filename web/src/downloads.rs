@@ -151,12 +151,14 @@ async fn keyring(State(state): State<WebState>) -> Result<Response, WebError> {
         if builder.status == BuilderStatus::Pending {
             continue;
         }
-        // Builders choose their names: use it when the keyring format takes it, else the
-        // fingerprint.
+        // Builders choose their names, by `BuilderName`'s rule: a subset of the keyring's, so
+        // a name is always one word of its line and never adds a revocation or a line. A
+        // keyring's names are unique, though: a name taken already falls back to
+        // `builder+<fingerprint>`, which no builder can choose (`+` is outside the rule).
         let name = if names.push(builder.public_key, &builder.name).is_ok() {
-            builder.name.clone()
+            builder.name.to_string()
         } else {
-            let fallback = format!("builder-{}", builder.public_key.fingerprint());
+            let fallback = format!("builder+{}", builder.public_key.fingerprint());
             names
                 .push(builder.public_key, &fallback)
                 .map_err(|e| WebError::Internal(format!("keyring entry: {e}")))?;

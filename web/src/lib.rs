@@ -227,6 +227,14 @@ pub async fn serve(
             }
         })
     };
+    // Expired admin sessions and old failed logins are dropped on a timer, not only when
+    // someone logs in.
+    let purger = {
+        let (state, stop) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            admin::purge_every(state.admin(), admin::PURGE_INTERVAL, &stop).await;
+        })
+    };
     // The client's address is known to handlers that limit per client (admin logins).
     let service =
         router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -234,6 +242,7 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     flusher.await.ok();
+    purger.await.ok();
     if let Err(error) = state.flush_downloads().await {
         tracing::warn!("writing the last download counts: {error}");
     }

@@ -1404,3 +1404,150 @@ store_test!(
         assert_eq!(scene.state.page_cache().counts(), (0, 0));
     }
 );
+
+store_test!(
+    a_builder_name_cannot_alter_the_keyring_for_anyone,
+    |store: Store| async move {
+        use buildsrs_keys::Revocation;
+        use buildsrs_store::testing::{TOOLCHAIN, key, register};
+        use buildsrs_store::{NewBuilder, StoreError};
+
+        let scene = Scene::seed(store).await;
+        let [alpha, beta] = scene.approved;
+        let now = jiff::Timestamp::now();
+        // A builder names itself in its hello. Names that would add a revocation, another
+        // key's line or a comment to the served keyring are refused; nothing is stored.
+        let attacks = [
+            "x revoked".to_owned(),
+            "alpha revoked".to_owned(),
+            format!("x\n{beta} beta revoked"),
+            format!("x\r\n{beta} beta revoked"),
+            "x # everything after is a comment".to_owned(),
+        ];
+        for name in attacks {
+            let error = scene
+                .store
+                .register_builder(
+                    NewBuilder {
+                        public_key: key(5),
+                        name: name.clone(),
+                        targets: vec![TARGET.parse().unwrap()],
+                        toolchains: vec![TOOLCHAIN.parse().unwrap()],
+                        capacity: 1,
+                    },
+                    now,
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(error, StoreError::Invalid(_)), "{name:?}: {error}");
+        }
+        assert!(scene.store.builder(&key(5)).await.unwrap().is_none());
+
+        // What the rule lets through cannot hurt either, even approved: a copy of another
+        // builder's name, and a name that is a keyring word.
+        let copycat = register(&scene.store, 5, "alpha", now).await;
+        let odd = register(&scene.store, 6, "revoked", now).await;
+        for key in [copycat, odd] {
+            scene.store.approve_builder(&key, now).await.unwrap();
+        }
+
+        // Every user who fetches the keyring gets one that parses, with every approved key
+        // trusted under a name of its own.
+        let keyring = scene.get("/keyring").await;
+        assert_eq!(keyring.status, StatusCode::OK);
+        let text = keyring.text();
+        let parsed = Keyring::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(parsed.entries().len(), 4, "{text}");
+        let fallback = format!("builder+{}", copycat.fingerprint());
+        for (key, name) in [
+            (alpha, "alpha"),
+            (beta, "beta"),
+            (copycat, fallback.as_str()),
+            (odd, "revoked"),
+        ] {
+            let entry = parsed.get(&key).unwrap();
+            assert_eq!(entry.name, name, "{text}");
+            assert_eq!(entry.revocation, Revocation::None, "{text}");
+        }
+    }
+);
+
+store_test!(
+    the_admin_approves_a_key_as_run_by_an_operator,
+    |store: Store| async move {
+        let scene = Scene::seed(store).await;
+        let pending = scene.pending.to_string();
+        let (cookie, csrf) = scene.login().await;
+        let dashboard = scene
+            .get_with("/admin", &[("cookie", &cookie)])
+            .await
+            .text();
+        assert!(dashboard.contains("name=\"operator\""), "{dashboard}");
+
+        // An operator that breaks the rule is refused, and the key stays pending.
+        let bad = scene
+            .post_form(
+                "/admin/builders/approve",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("key", pending.as_str()),
+                    ("operator", "x revoked"),
+                ],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.text().contains("operator"), "{}", bad.text());
+        let still = scene.store.builder(&scene.pending).await.unwrap().unwrap();
+        assert_eq!(still.status, BuilderStatus::Pending);
+
+        let approved = scene
+            .post_form(
+                "/admin/builders/approve",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("key", pending.as_str()),
+                    ("operator", "example-org"),
+                ],
+                &[("cookie", &cookie)],
+            )
+            .await;
+        assert_eq!(
+            approved.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            approved.text()
+        );
+        let info = scene.store.builder(&scene.pending).await.unwrap().unwrap();
+        assert_eq!(info.status, BuilderStatus::Approved);
+        assert_eq!(
+            info.operator.as_ref().map(|o| o.as_str()),
+            Some("example-org")
+        );
+
+        // The operator shows on the builder pages and in the API; the others are their own.
+        let page = scene.get(&format!("/builders/{pending}")).await.text();
+        assert!(page.contains("example-org"), "{page}");
+        let list = scene.get("/builders").await.text();
+        assert!(
+            list.contains("example-org") && list.contains("its own key"),
+            "{list}"
+        );
+        let dashboard = scene
+            .get_with("/admin", &[("cookie", &cookie)])
+            .await
+            .text();
+        assert!(dashboard.contains("example-org"), "{dashboard}");
+        let answer = scene.get(&format!("/api/v1/builders/{pending}")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let json = answer.json();
+        assert_eq!(json["builder"]["operator"], "example-org", "{json}");
+        let alpha = scene
+            .get(&format!("/api/v1/builders/{}", scene.approved[0]))
+            .await
+            .json();
+        assert!(alpha["builder"]["operator"].is_null(), "{alpha}");
+        let all = scene.get("/api/v1/builders").await.json();
+        assert!(all.to_string().contains("example-org"), "{all}");
+    }
+);

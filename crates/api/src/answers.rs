@@ -4,6 +4,7 @@
 //! Every field is always written (`null` where there is nothing), and readers ignore fields
 //! they do not know, so fields can be added within v1.
 
+use buildsrs_domain::{BuilderName, Operator};
 use buildsrs_keys::{
     ArtifactId, Blake3Hash, CrateName, CrateVersion, PublicKey, Sha256Digest, SignedAttestation,
     TargetTriple, ToolchainRelease,
@@ -291,7 +292,8 @@ pub struct BuildResult {
     #[schema(value_type = schema::PublicKey)]
     pub builder: PublicKey,
     /// The builder's name.
-    pub builder_name: String,
+    #[schema(value_type = schema::BuilderName)]
+    pub builder_name: BuilderName,
     /// What it reported.
     pub outcome: Outcome,
     /// The artifact, for `built`.
@@ -391,9 +393,14 @@ pub struct Builder {
     #[schema(value_type = schema::PublicKey)]
     pub public_key: PublicKey,
     /// The name it gave.
-    pub name: String,
+    #[schema(value_type = schema::BuilderName)]
+    pub name: BuilderName,
     /// The operator's verdict.
     pub status: BuilderStatus,
+    /// Who runs it, as the admin named it at approval; `null`: the key is its own operator.
+    /// Keys of one operator count once toward a quorum.
+    #[schema(value_type = Option<schema::Operator>)]
+    pub operator: Option<Operator>,
     /// Targets it builds for.
     #[schema(value_type = Vec<schema::TargetTriple>)]
     #[serde(with = "crate::text::vec")]

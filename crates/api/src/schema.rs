@@ -195,6 +195,23 @@ string_schema!(
     "0e4bd4b7c6a2a06a0b0e3dcb9e0a6a4d3d9f1c1f6a8fb2a9d8c5b7a3e1d0c9b80e4bd4b7c6a2a06a0b0e3dcb9e0a6a4d3d9f1c1f6a8fb2a9d8c5b7a3e1d0c9b8"
 );
 
+string_schema!(
+    BuilderName,
+    "A builder's name, its own choice: 1 to 64 of ASCII letters, digits, `.`, `_`, `-` (`buildsrs_domain::BuilderName`).",
+    buildsrs_domain::LABEL_PATTERN,
+    1,
+    buildsrs_domain::LABEL_MAX_LEN,
+    "build-01.example.org"
+);
+string_schema!(
+    Operator,
+    "Who runs a builder key, as the coordinator's admin named it at approval; keys of one operator count once toward a quorum. 1 to 64 of ASCII letters, digits, `.`, `_`, `-` (`buildsrs_domain::Operator`).",
+    buildsrs_domain::LABEL_PATTERN,
+    1,
+    buildsrs_domain::LABEL_MAX_LEN,
+    "example-org"
+);
+
 /// An artifact: `buildsrs_keys::ArtifactId`.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // Only its schema is used.
@@ -522,6 +539,24 @@ mod tests {
                 buildsrs_keys::statement::validate_registry_url(url).is_ok(),
                 "{url:?}"
             );
+        }
+        let builder_name_ok = allows::<BuilderName>();
+        let operator_ok = allows::<Operator>();
+        for label in [
+            "alice",
+            "build-01.example.org",
+            "x revoked",
+            "x\nrevoked",
+            "a+b",
+            "é",
+            "",
+            &"a".repeat(64),
+            &"a".repeat(65),
+        ] {
+            let parsed = label.parse::<buildsrs_domain::BuilderName>().is_ok();
+            assert_eq!(builder_name_ok(label), parsed, "{label:?}");
+            let parsed = label.parse::<buildsrs_domain::Operator>().is_ok();
+            assert_eq!(operator_ok(label), parsed, "{label:?}");
         }
         let searches = [
             "",

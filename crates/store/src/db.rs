@@ -11,8 +11,8 @@
 
 use async_trait::async_trait;
 use buildsrs_domain::{
-    ArtifactId, Blake3Hash, CrateName, CrateVersion, LeaseId, PublicKey, Sha256Digest,
-    TargetTriple, TaskId, ToolchainRelease,
+    ArtifactId, Blake3Hash, BuilderName, CrateName, CrateVersion, LeaseId, Operator, PublicKey,
+    Sha256Digest, TargetTriple, TaskId, ToolchainRelease,
 };
 use futures::future::BoxFuture;
 use jiff::Timestamp;
@@ -90,7 +90,14 @@ macro_rules! text_param {
         }
     )*};
 }
-text_param!(CrateName, CrateVersion, TargetTriple, ToolchainRelease);
+text_param!(
+    CrateName,
+    CrateVersion,
+    TargetTriple,
+    ToolchainRelease,
+    BuilderName,
+    Operator
+);
 
 impl From<TaskId> for Param<'_> {
     fn from(value: TaskId) -> Self {
@@ -292,7 +299,9 @@ parsed_cell!(
     CrateVersion => "a crate version",
     TargetTriple => "a target triple",
     ToolchainRelease => "a toolchain release",
-    Sha256Digest => "a SHA-256 digest"
+    Sha256Digest => "a SHA-256 digest",
+    BuilderName => "a builder name",
+    Operator => "an operator"
 );
 
 impl FromCell for TaskId {

@@ -63,6 +63,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0009_lease_limits.sql"),
     },
     Migration {
+        version: 10,
+        name: "operators",
+        sql: include_str!("../migrations/sqlite/0010_operators.sql"),
+    },
+    Migration {
         version: 11,
         name: "publishing",
         sql: include_str!("../migrations/sqlite/0011_publishing.sql"),
@@ -115,6 +120,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "lease_limits",
         sql: include_str!("../migrations/postgres/0009_lease_limits.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "operators",
+        sql: include_str!("../migrations/postgres/0010_operators.sql"),
     },
     Migration {
         version: 11,

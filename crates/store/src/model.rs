@@ -13,7 +13,7 @@ use buildsrs_domain::Outcome;
 use buildsrs_domain::{
     ArtifactId, CrateName, CrateVersion, PublicKey, Sha256Digest, TargetTriple, ToolchainRelease,
 };
-pub use buildsrs_domain::{IndexVersion, LeaseId, OutcomeKind, TaskId};
+pub use buildsrs_domain::{BuilderName, IndexVersion, LeaseId, Operator, OutcomeKind, TaskId};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -156,7 +156,8 @@ pub struct IngestReport {
 pub struct NewBuilder {
     /// Its identity.
     pub public_key: PublicKey,
-    /// The name people know it by.
+    /// The name it asks to be known by, as its hello sent it: registering parses it as a
+    /// [`BuilderName`] and refuses the builder, saying why, when it breaks that rule.
     pub name: String,
     /// Target triples it builds for.
     pub targets: Vec<TargetTriple>,
@@ -173,9 +174,12 @@ pub struct BuilderInfo {
     /// Its identity.
     pub public_key: PublicKey,
     /// Its name.
-    pub name: String,
+    pub name: BuilderName,
     /// The operator's verdict.
     pub status: BuilderStatus,
+    /// Who runs it, as the admin said at approval; `None`: the key is its own operator.
+    /// Keys of one operator count once toward a quorum.
+    pub operator: Option<Operator>,
     /// Target triples it builds for.
     pub targets: Vec<TargetTriple>,
     /// Toolchains it has.
@@ -347,6 +351,12 @@ pub enum NotCounted {
     },
     /// The builder already has a counted result for this task: each builder counts once.
     AlreadyCounted,
+    /// Another key of the builder's operator already has a counted result for this task:
+    /// each operator counts once, however many keys it runs.
+    OperatorAlreadyCounted {
+        /// The operator.
+        operator: Operator,
+    },
     /// A second submission under the same lease, whose first result was not counted either
     /// (the first stands; nothing new was recorded).
     Duplicate,
@@ -368,6 +378,10 @@ impl fmt::Display for NotCounted {
             NotCounted::AlreadyCounted => {
                 f.write_str("the builder already has a counted result for this task")
             }
+            NotCounted::OperatorAlreadyCounted { operator } => write!(
+                f,
+                "another key of operator {operator} already has a counted result for this task"
+            ),
             NotCounted::Duplicate => {
                 f.write_str("a duplicate submission under the same lease (the first stands)")
             }
@@ -576,7 +590,7 @@ pub struct AttestationInfo {
     /// Who.
     pub builder: PublicKey,
     /// Their name.
-    pub builder_name: String,
+    pub builder_name: BuilderName,
     /// What kind of result.
     pub outcome: OutcomeKind,
     /// The artifact, for `built`.

@@ -1,7 +1,10 @@
 //! The decision rules, as pure functions: the same code decides on both backends.
 //!
 //! A task's *counted* results are those of approved builders, at most one per builder (the
-//! database enforces the "one per builder" part with a unique index). They fall into
+//! database enforces the "one per builder" part with a unique index) and one per operator
+//! (keys the admin approved as run by one operator count once: submit does not count a second
+//! key's result, and the rules keep only an operator's earliest, should two ever be
+//! counted). Only so does a quorum mean that many independent parties agree. They fall into
 //! classes: an artifact (BLAKE3 hash and size), "no binaries", or "does not build" (build
 //! failed, timed out, out of memory, output too large, source checksum mismatch). Node errors
 //! are never counted.
@@ -29,6 +32,9 @@ pub(crate) struct CountedResult {
     pub attestation_id: i64,
     /// Who.
     pub builder_id: i64,
+    /// Who runs that builder: its operator's name, or its own key's text when it is its own
+    /// operator (the two never coincide: see `ops::OPERATOR_OF_B`).
+    pub operator: String,
     /// What they say.
     pub class: Class,
     /// Their reason, for failures.
@@ -107,11 +113,13 @@ pub(crate) fn decide(
     let quorum = quorum.max(1);
     let wanted = wanted.max(quorum);
 
-    // One result per builder (the earliest), in case a caller hands in more.
-    let mut seen = std::collections::BTreeSet::new();
+    // One result per builder and per operator (the earliest), in case a caller hands in
+    // more: a quorum is that many operators, however many keys each runs.
+    let mut builders = std::collections::BTreeSet::new();
+    let mut operators = std::collections::BTreeSet::new();
     let mut results: Vec<&CountedResult> = results.iter().collect();
     results.sort_by_key(|r| r.attestation_id);
-    results.retain(|r| seen.insert(r.builder_id));
+    results.retain(|r| builders.insert(r.builder_id) && operators.insert(r.operator.as_str()));
     let counted = u32::try_from(results.len()).unwrap_or(u32::MAX);
 
     // Group by class, remembering each group's earliest result for tie-breaking.
@@ -218,10 +226,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A builder that is its own operator.
+    fn own(builder: i64) -> String {
+        format!("ed25519:{builder}")
+    }
+
     fn built(id: i64, builder: i64, byte: u8) -> CountedResult {
         CountedResult {
             attestation_id: id,
             builder_id: builder,
+            operator: own(builder),
             class: Class::Built {
                 hash: Blake3Hash::from_bytes([byte; 32]),
                 size: 100,
@@ -235,6 +249,7 @@ mod tests {
         CountedResult {
             attestation_id: id,
             builder_id: builder,
+            operator: own(builder),
             class: Class::DoesNotBuild,
             reason: Some("error[E0425]".to_owned()),
             kind,
@@ -339,6 +354,25 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_counts_once_however_many_keys_it_runs() {
+        let by = |mut result: CountedResult, operator: &str| {
+            result.operator = operator.to_owned();
+            result
+        };
+        let two_keys = [
+            by(built(1, 10, 1), "mallory"),
+            by(built(2, 11, 1), "mallory"),
+        ];
+        assert_eq!(decide(2, 2, 4, &two_keys), Verdict::Pending { wanted: 2 });
+        let mut three = two_keys.to_vec();
+        three.push(built(3, 12, 1));
+        let Verdict::Decided { winners, .. } = decide(2, 2, 4, &three) else {
+            panic!("{:?}", decide(2, 2, 4, &three));
+        };
+        assert_eq!(winners, vec![10, 12]);
+    }
+
+    #[test]
     fn log_keeps_the_tail() {
         assert_eq!(cap_log(b"0123456789", 4), b"6789");
         assert_eq!(cap_log(b"01", 4), b"01");
@@ -349,10 +383,10 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the results, a decision names `quorum` distinct builders that agree, and
-        /// nobody is both a winner and a loser.
+        /// Whatever the results, a decision names `quorum` distinct builders of distinct
+        /// operators that agree, and nobody is both a winner and a loser.
         #[test]
-        fn decisions_rest_on_quorum_distinct_agreeing_builders(
+        fn decisions_rest_on_quorum_distinct_agreeing_operators(
             quorum in 1_u32..4,
             extra in 0_u32..3,
             raw in proptest::collection::vec(arb_result(), 0..10),
@@ -362,18 +396,25 @@ mod tests {
                 .enumerate()
                 .map(|(i, (builder, class))| {
                     let id = i64::try_from(i).unwrap_or(0);
-                    if *class == 3 {
+                    let mut result = if *class == 3 {
                         failed(id, *builder, OutcomeKind::BuildFailed)
                     } else {
                         built(id, *builder, *class)
-                    }
+                    };
+                    // Builders 0 and 1 are one operator's keys, 2 and 3 another's.
+                    result.operator = format!("operator-{}", builder / 2);
+                    result
                 })
                 .collect();
+            let operator_of = |builder: &i64| format!("operator-{}", builder / 2);
             match decide(quorum, quorum, quorum + extra, &results) {
                 Verdict::Decided { winners, losers, .. } => {
                     let distinct: std::collections::BTreeSet<_> = winners.iter().collect();
                     prop_assert!(distinct.len() >= quorum as usize);
                     prop_assert_eq!(distinct.len(), winners.len());
+                    let operators: std::collections::BTreeSet<_> =
+                        winners.iter().map(operator_of).collect();
+                    prop_assert_eq!(operators.len(), winners.len());
                     prop_assert!(losers.iter().all(|l| !winners.contains(l)));
                 }
                 Verdict::Mismatch { wanted, .. } => {

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use buildsrs_domain::BlobAddress;
+use buildsrs_domain::{BlobAddress, Operator};
 use buildsrs_keys::{ArtifactId, Blake3Hash, PublicKey};
 use jiff::Timestamp;
 
@@ -370,11 +370,30 @@ impl Store {
         .await
     }
 
-    /// Approves a pending builder.
+    /// Approves a pending builder; the key is its own operator (it counts toward a quorum
+    /// apart from every other key).
     pub async fn approve_builder(&self, key: &PublicKey, now: Timestamp) -> Result<()> {
         self.write((*key, now), |db, _, (key, now)| {
-            Box::pin(ops::builders::approve(db, key, *now))
+            Box::pin(ops::builders::approve(db, key, None, *now))
         })
+        .await
+    }
+
+    /// Approves a pending builder as run by `operator`: all keys of one operator count once
+    /// toward a quorum. An approved builder keeps the operator it was approved as (asking
+    /// for another is a conflict).
+    pub async fn approve_builder_as(
+        &self,
+        key: &PublicKey,
+        operator: &Operator,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write(
+            (*key, operator.clone(), now),
+            |db, _, (key, operator, now)| {
+                Box::pin(ops::builders::approve(db, key, Some(operator), *now))
+            },
+        )
         .await
     }
 

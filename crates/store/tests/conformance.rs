@@ -672,7 +672,7 @@ store_test!(
             .register_builder(
                 NewBuilder {
                     public_key: other,
-                    name: "arm and x86".into(),
+                    name: "arm-and-x86".into(),
                     targets: vec![
                         "aarch64-unknown-linux-gnu".parse().unwrap(),
                         TARGET.parse().unwrap(),
@@ -793,7 +793,7 @@ store_test!(
         let keys = world(&store, 1, 3).await;
         let register = |capacity| NewBuilder {
             public_key: keys[0],
-            name: "one at a time".into(),
+            name: "one-at-a-time".into(),
             targets: vec![TARGET.parse().unwrap()],
             toolchains: vec![TOOLCHAIN.parse().unwrap()],
             capacity,
@@ -977,6 +977,242 @@ store_test!(
         assert_eq!(task.state, TaskState::Cancelled);
     }
 );
+
+// ---- operators -------------------------------------------------------------------------
+
+/// Registers builder `n` and approves it as run by `operator`, at `t(0)`.
+async fn builder_of(store: &Store, n: u8, operator: &str) -> buildsrs_keys::PublicKey {
+    let key = buildsrs_store::testing::register(store, n, &format!("builder-{n}"), t(0)).await;
+    store
+        .approve_builder_as(&key, &operator.parse().unwrap(), t(0))
+        .await
+        .unwrap();
+    key
+}
+
+store_test!(
+    keys_of_one_operator_count_once_toward_quorum,
+    policy = Policy {
+        lease_duration: Duration::from_secs(60),
+        backoff_base: Duration::from_secs(10),
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        // Mallory runs two approved keys and makes both report the same (made-up) hash.
+        // Quorum 2 means two operators agreeing: her keys together are one.
+        world(&store, 0, 1).await;
+        let m1 = builder_of(&store, 1, "mallory").await;
+        let m2 = builder_of(&store, 2, "mallory").await;
+        let first = lease(&store, &m1, t(0)).await;
+        // While one of her keys holds the task, the other is not leased it.
+        assert!(store.lease_next(&m2, t(1)).await.unwrap().is_none());
+        // The first lease runs out; her second key takes the task; the first key's result
+        // comes in late (it counts: the key's first), then the second key's.
+        store.expire_leases(t(61)).await.unwrap();
+        let second = lease(&store, &m2, t(1000)).await;
+        assert_eq!(second.task_id, first.task_id);
+        let report = submit(&store, &first, &m1, built(1), t(1001)).await;
+        assert!(report.late && report.counted);
+        let report = submit(&store, &second, &m2, built(1), t(1002)).await;
+        assert!(!report.counted);
+        assert_eq!(
+            report.not_counted,
+            Some(NotCounted::OperatorAlreadyCounted {
+                operator: "mallory".parse().unwrap()
+            })
+        );
+        assert_eq!(report.task_state, TaskState::Queued);
+        // What users see: the task is not verified, no artifact is, nothing is published.
+        let task = store.task(first.task_id).await.unwrap().unwrap();
+        assert_eq!(task.task.state, TaskState::Queued);
+        assert_eq!(task.task.counted, 1);
+        assert_eq!(task.task.artifact, None);
+        assert!(store.artifact(&artifact(1).blake3).await.unwrap().is_none());
+        assert!(
+            store
+                .artifacts_awaiting_storage(10, jiff::Timestamp::MAX)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.recently_verified(10).await.unwrap().is_empty());
+        // Her keys are not leased it again: their results could not count.
+        for key in [&m1, &m2] {
+            assert!(store.lease_next(key, t(2000)).await.unwrap().is_none());
+        }
+
+        // A key of another operator that agrees makes two operators: verified.
+        let alice = builder_of(&store, 3, "alice").await;
+        let third = lease(&store, &alice, t(2000)).await;
+        assert_eq!(third.task_id, first.task_id);
+        let report = submit(&store, &third, &alice, built(1), t(2001)).await;
+        assert!(report.counted);
+        assert_eq!(report.task_state, TaskState::Verified);
+        let task = store.task(first.task_id).await.unwrap().unwrap().task;
+        assert_eq!(task.artifact, Some(artifact(1)));
+    }
+);
+
+store_test!(
+    a_key_is_not_leased_what_its_operator_holds_or_answered,
+    |store: Store| async move {
+        // Default policy: quorum 2 and an extra lease, so three leases of one task at once.
+        world(&store, 0, 1).await;
+        let m1 = builder_of(&store, 1, "mallory").await;
+        let m2 = builder_of(&store, 2, "mallory").await;
+        let own = builder(&store, 3).await;
+        let other = builder(&store, 4).await;
+        let held = lease(&store, &m1, t(1)).await;
+        assert!(store.lease_next(&m2, t(1)).await.unwrap().is_none());
+        // Keys that are their own operators are not held back by each other.
+        assert_eq!(lease(&store, &own, t(1)).await.task_id, held.task_id);
+        assert_eq!(lease(&store, &other, t(1)).await.task_id, held.task_id);
+        // A node error does not count: after one, another key of the operator may try.
+        let report = submit(&store, &held, &m1, BuildOutcome::node_error("disk"), t(2)).await;
+        assert_eq!(report.task_state, TaskState::Building);
+        let task = store.task(held.task_id).await.unwrap().unwrap().task;
+        assert_eq!(
+            lease(&store, &m2, task.not_before).await.task_id,
+            held.task_id
+        );
+    }
+);
+
+store_test!(
+    keys_that_are_their_own_operators_count_apart,
+    |store: Store| async move {
+        // Approved without an operator (the default, and --auto-approve): each key is its
+        // own operator, so two keys agreeing verify as before.
+        let keys = world(&store, 2, 1).await;
+        for key in &keys {
+            assert_eq!(store.builder(key).await.unwrap().unwrap().operator, None);
+        }
+        let a = lease(&store, &keys[0], t(1)).await;
+        submit(&store, &a, &keys[0], built(1), t(2)).await;
+        let b = lease(&store, &keys[1], t(1)).await;
+        let report = submit(&store, &b, &keys[1], built(1), t(2)).await;
+        assert_eq!(report.task_state, TaskState::Verified);
+    }
+);
+
+store_test!(
+    an_operator_is_set_once_at_approval,
+    |store: Store| async move {
+        matrix(&store).await;
+        let key = buildsrs_store::testing::register(&store, 1, "one", t(0)).await;
+        assert_eq!(store.builder(&key).await.unwrap().unwrap().operator, None);
+        let alice = "alice".parse().unwrap();
+        store.approve_builder_as(&key, &alice, t(1)).await.unwrap();
+        let info = store.builder(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (info.status, info.operator.as_ref()),
+            (BuilderStatus::Approved, Some(&alice))
+        );
+        // Approving again changes nothing: as the same operator, or without naming one.
+        store.approve_builder_as(&key, &alice, t(2)).await.unwrap();
+        store.approve_builder(&key, t(2)).await.unwrap();
+        // Another operator is refused: results may have counted as alice's.
+        let error = store
+            .approve_builder_as(&key, &"bob".parse().unwrap(), t(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+        assert!(error.to_string().contains("alice"), "{error}");
+        let own = builder(&store, 2).await;
+        let error = store
+            .approve_builder_as(&own, &alice, t(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+        assert_eq!(store.builder(&own).await.unwrap().unwrap().operator, None);
+        assert_eq!(
+            store.builder(&key).await.unwrap().unwrap().operator,
+            Some(alice)
+        );
+    }
+);
+
+store_test!(
+    one_operator_cannot_stop_a_task_with_two_keys,
+    policy = Policy {
+        max_node_failures: 2,
+        backoff_base: Duration::from_secs(10),
+        ..Policy::default()
+    },
+    |store: Store| async move {
+        world(&store, 0, 1).await;
+        let m1 = builder_of(&store, 1, "mallory").await;
+        let m2 = builder_of(&store, 2, "mallory").await;
+        let first = lease(&store, &m1, t(0)).await;
+        let report = submit(&store, &first, &m1, BuildOutcome::node_error("x"), t(1)).await;
+        assert_eq!(report.task_state, TaskState::Queued);
+        let second = lease(&store, &m2, t(100)).await;
+        assert_eq!(second.task_id, first.task_id);
+        let report = submit(&store, &second, &m2, BuildOutcome::node_error("y"), t(101)).await;
+        // Two keys' failures, one operator's: the task goes on.
+        assert_eq!(report.task_state, TaskState::Queued);
+        // A second operator's failure stops it.
+        let other = builder(&store, 3).await;
+        let third = lease(&store, &other, t(1000)).await;
+        let report = submit(
+            &store,
+            &third,
+            &other,
+            BuildOutcome::node_error("z"),
+            t(1001),
+        )
+        .await;
+        assert_eq!(report.task_state, TaskState::Cancelled);
+    }
+);
+
+store_test!(builder_names_follow_one_rule, |store: Store| async move {
+    // A builder names itself. The name goes into the served keyring, one line per key
+    // (`<key> <name> [revoked]`): a name with a space or a line break would add words or
+    // lines to it, for every user of the keyring.
+    matrix(&store).await;
+    let victim = key(9);
+    let hello = |n: u8, name: &str| NewBuilder {
+        public_key: key(n),
+        name: name.to_owned(),
+        targets: vec![TARGET.parse().unwrap()],
+        toolchains: vec![TOOLCHAIN.parse().unwrap()],
+        capacity: 1,
+    };
+    let attacks = [
+        "x revoked".to_owned(),
+        "x\nrevoked".to_owned(),
+        format!("x\n{victim} victim revoked"),
+        "x # comment".to_owned(),
+        "x\u{a0}revoked".to_owned(),
+        "x+y".to_owned(),
+        String::new(),
+        "y".repeat(65),
+    ];
+    for name in &attacks {
+        let error = store
+            .register_builder(hello(3, name), t(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{name:?}: {error}");
+        assert!(error.to_string().contains("builder name"), "{error}");
+    }
+    assert!(store.builders().await.unwrap().is_empty(), "nothing stored");
+    // A known builder cannot rename itself so either; it keeps its name.
+    store
+        .register_builder(hello(4, "build-01.example.org"), t(2))
+        .await
+        .unwrap();
+    for name in &attacks {
+        let error = store
+            .register_builder(hello(4, name), t(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{name:?}: {error}");
+    }
+    let info = store.builder(&key(4)).await.unwrap().unwrap();
+    assert_eq!(info.name, "build-01.example.org");
+});
 
 // ---- results and decisions -------------------------------------------------------------
 
@@ -1812,7 +2048,7 @@ store_test!(
         matrix(&store).await;
         let hello = |n: u8| NewBuilder {
             public_key: key(n),
-            name: format!("key {n}"),
+            name: format!("key-{n}"),
             targets: vec![TARGET.parse().unwrap()],
             toolchains: vec![TOOLCHAIN.parse().unwrap()],
             capacity: 1,

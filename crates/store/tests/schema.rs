@@ -76,17 +76,22 @@ async fn an_unreachable_postgres_is_a_clear_error() {
 
 /// Undoes migration 6 (the planning columns) by hand. Migrations apply above the highest
 /// one recorded, so undoing an older one means undoing the later ones too (7 rebuilds the
-/// attestations' checks, which applying again keeps; 8 adds the download URL column).
+/// attestations' checks, which applying again keeps; 8 adds the download URL column, 9 the
+/// retry time and capacity, 10 the operator, 11 the publishing back-off and blob addresses).
 const UNDO_6_SQLITE: &str = "ALTER TABLE crates DROP COLUMN backfill; \
      ALTER TABLE crates DROP COLUMN binaries; ALTER TABLE versions DROP COLUMN rust_version; \
      ALTER TABLE versions DROP COLUMN plan; ALTER TABLE versions DROP COLUMN plan_note; \
      ALTER TABLE versions DROP COLUMN download_url; ALTER TABLE tasks DROP COLUMN retried_at; \
-     ALTER TABLE builders DROP COLUMN capacity; \
+     ALTER TABLE builders DROP COLUMN capacity; ALTER TABLE builders DROP COLUMN operator; \
+     ALTER TABLE builders DROP COLUMN blob_address; \
+     ALTER TABLE artifacts DROP COLUMN publish_failures; \
+     ALTER TABLE artifacts DROP COLUMN publish_after; \
      DELETE FROM schema_migrations WHERE version >= 6;";
 const UNDO_6_POSTGRES: &str = "ALTER TABLE crates DROP COLUMN backfill, DROP COLUMN binaries; \
      ALTER TABLE versions DROP COLUMN rust_version, DROP COLUMN plan, DROP COLUMN plan_note, \
      DROP COLUMN download_url; ALTER TABLE tasks DROP COLUMN retried_at; \
-     ALTER TABLE builders DROP COLUMN capacity; \
+     ALTER TABLE builders DROP COLUMN capacity, DROP COLUMN operator, DROP COLUMN blob_address; \
+     ALTER TABLE artifacts DROP COLUMN publish_failures, DROP COLUMN publish_after; \
      DELETE FROM schema_migrations WHERE version >= 6;";
 
 // Stores a crate with a verified version and an unplanned one as schema 5 knew them, then
@@ -184,3 +189,36 @@ async fn postgres_migration_builds_the_trigram_index_where_pg_trgm_exists() {
     .await
     .unwrap();
 }
+
+// A builder stored before migration 10 with a name that breaks today's rule (it could
+// name itself `x revoked` then) gets a safe name from the migration, so every stored name
+// reads back through `BuilderName`; one that follows the rule keeps it.
+store_test!(
+    migration_10_gives_rule_breaking_names_a_safe_one,
+    |db: TestStore| async move {
+        matrix(&db.store).await;
+        let kept = buildsrs_store::testing::register(&db.store, 1, "kept-name", t(0)).await;
+        let renamed = buildsrs_store::testing::register(&db.store, 2, "placeholder", t(0)).await;
+        raw(
+            &db,
+            &format!(
+                "ALTER TABLE builders DROP COLUMN operator; \
+                 ALTER TABLE builders DROP COLUMN blob_address; \
+                 ALTER TABLE artifacts DROP COLUMN publish_failures; \
+                 ALTER TABLE artifacts DROP COLUMN publish_after; \
+                 DELETE FROM schema_migrations WHERE version >= 10; \
+                 UPDATE builders SET name = 'x revoked' WHERE public_key = '{renamed}';"
+            ),
+        )
+        .await
+        .unwrap();
+        let reopened = Store::open_url(&db.url).await.unwrap();
+        assert_eq!(reopened.schema_version().await.unwrap(), SCHEMA_VERSION);
+        let kept = reopened.builder(&kept).await.unwrap().unwrap();
+        assert_eq!(kept.name, "kept-name");
+        let renamed = reopened.builder(&renamed).await.unwrap().unwrap();
+        assert!(renamed.name.starts_with("builder-"), "{:?}", renamed.name);
+        assert_eq!(renamed.operator, None);
+        assert_eq!(reopened.builders().await.unwrap().len(), 2);
+    }
+);

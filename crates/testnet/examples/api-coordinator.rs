@@ -297,9 +297,13 @@ async fn seed(dir: &Path, policy: Policy) -> Result<()> {
     let gamma = s.builder(3, "gamma", early).await?;
     let _delta = s.builder(4, "delta", early).await?;
     let eve = s.builder(5, "eve", early).await?;
-    for who in [&alpha, &beta, &gamma, &eve] {
+    for who in [&alpha, &beta, &gamma] {
         store.approve_builder(&who.public_key(), early).await?;
     }
+    // One approved with an operator, so the API shows one (the others are their own).
+    store
+        .approve_builder_as(&eve.public_key(), &"example-org".parse()?, early)
+        .await?;
 
     // Node-side trouble, long ago: a node error, and a lease left to expire (its task backs
     // off, then waits in the queue).

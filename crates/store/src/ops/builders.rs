@@ -1,13 +1,17 @@
 //! Builders: registration, approval and revocation.
 //!
-//! A builder registers with its public key and what it can build, and stays *pending* until
-//! an operator approves it. Re-registering updates its name and capabilities, never its
-//! status. Revocation is final: its active leases are cancelled, its results stop counting,
-//! and every task that counted one of them is decided again — a verified artifact that
-//! relied on it loses its verification and its task goes back to the queue for more builds.
-//! Counts of agreement already credited to other builders are history and stay.
+//! A builder registers with its public key, a name ([`BuilderName`]'s rule, or it is refused)
+//! and what it can build, and stays *pending* until an operator approves it. Approval names
+//! who runs the key, its [`Operator`] (or leaves the key its own operator); keys of one
+//! operator count once toward a quorum, so an operator is set once, at approval, and never
+//! changed after (results may have been counted by it). Re-registering updates its name and
+//! capabilities, never its status or operator. Revocation is final: its active leases are
+//! cancelled, its results stop counting, and every task that counted one of them is decided
+//! again — a verified artifact that relied on it loses its verification and its task goes
+//! back to the queue for more builds. Counts of agreement already credited to other builders
+//! are history and stay.
 
-use buildsrs_domain::{PublicKey, TargetTriple, ToolchainRelease};
+use buildsrs_domain::{BuilderName, Operator, PublicKey, TargetTriple, ToolchainRelease};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -25,13 +29,13 @@ pub const MAX_BUILDER_CAPACITY: u32 = 64;
 /// The most targets or toolchains a builder may declare.
 const MAX_CAPABILITIES: usize = 64;
 
-fn check_builder(builder: &NewBuilder) -> Result<()> {
-    let name = &builder.name;
-    if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(StoreError::invalid(
-            "builder name must be 1 to 64 characters without control characters",
-        ));
-    }
+/// Checks a registration; the name comes back parsed.
+fn check_builder(builder: &NewBuilder) -> Result<BuilderName> {
+    // Builders choose their names, and the names go into the served keyring: one rule.
+    let name: BuilderName = builder
+        .name
+        .parse()
+        .map_err(|e: buildsrs_domain::InvalidLabel| StoreError::invalid(e.to_string()))?;
     if !(1..=MAX_BUILDER_CAPACITY).contains(&builder.capacity) {
         return Err(StoreError::invalid(format!(
             "a builder runs 1 to {MAX_BUILDER_CAPACITY} jobs at once, not {}",
@@ -50,7 +54,7 @@ fn check_builder(builder: &NewBuilder) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(name)
 }
 
 /// Replaces a builder's rows in one capability table.
@@ -100,13 +104,13 @@ pub(crate) async fn register(
     builder: &NewBuilder,
     now: Timestamp,
 ) -> Result<BuilderInfo> {
-    check_builder(builder)?;
+    let name = check_builder(builder)?;
     let key = builder.public_key.to_string();
     let inserted = db
         .execute(
             "INSERT INTO builders (public_key, name, status, registered_at, last_seen) \
              VALUES ($1, $2, 'pending', $3, $3) ON CONFLICT (public_key) DO NOTHING",
-            params![&key, &builder.name, now],
+            params![&key, &name, now],
         )
         .await?;
     if inserted == 1 {
@@ -128,7 +132,7 @@ pub(crate) async fn register(
     let (id, _) = lock_builder(db, &builder.public_key).await?;
     db.execute(
         "UPDATE builders SET name = $2, last_seen = $3, capacity = $4 WHERE id = $1",
-        params![id, &builder.name, now, builder.capacity],
+        params![id, &name, now, builder.capacity],
     )
     .await?;
     let targets = builder.targets.iter().map(TargetTriple::as_str);
@@ -142,29 +146,58 @@ pub(crate) async fn register(
             "builder_registered",
             None,
             Some(id),
-            json!({ "name": builder.name, "key": key }),
+            json!({ "name": name, "key": key }),
         )
         .await?;
     }
     load_builder(db, id).await
 }
 
-/// Approves a pending builder. Approving an approved builder changes nothing; a revoked one
-/// cannot come back.
-pub(crate) async fn approve(db: &mut dyn Db, key: &PublicKey, now: Timestamp) -> Result<()> {
+/// Approves a pending builder as run by `operator` (`None`: the key is its own operator).
+/// Approving an approved builder changes nothing, and is refused if it names another
+/// operator than the one it was approved as; a revoked one cannot come back.
+pub(crate) async fn approve(
+    db: &mut dyn Db,
+    key: &PublicKey,
+    operator: Option<&Operator>,
+    now: Timestamp,
+) -> Result<()> {
     let (id, status) = lock_builder(db, key).await?;
     match status {
-        BuilderStatus::Approved => Ok(()),
+        BuilderStatus::Approved => {
+            let current: Option<Operator> = db
+                .query_one("SELECT operator FROM builders WHERE id = $1", params![id])
+                .await?
+                .get(0)?;
+            match operator {
+                Some(asked) if current.as_ref() != Some(asked) => {
+                    Err(StoreError::conflict(format!(
+                        "builder {key} is approved already, as operator {}; an operator is \
+                         set once, at approval",
+                        current.as_ref().map_or("(its own key)", Operator::as_str)
+                    )))
+                }
+                _ => Ok(()),
+            }
+        }
         BuilderStatus::Revoked => Err(StoreError::conflict(format!(
             "builder {key} is revoked; a revoked key cannot be approved again"
         ))),
         BuilderStatus::Pending => {
             db.execute(
-                "UPDATE builders SET status = 'approved' WHERE id = $1",
-                params![id],
+                "UPDATE builders SET status = 'approved', operator = $2 WHERE id = $1",
+                params![id, operator],
             )
             .await?;
-            event(db, now, "builder_approved", None, Some(id), json!({})).await
+            event(
+                db,
+                now,
+                "builder_approved",
+                None,
+                Some(id),
+                json!({ "operator": operator }),
+            )
+            .await
         }
     }
 }

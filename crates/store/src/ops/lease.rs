@@ -6,7 +6,9 @@
 //! - is not backing off (`not_before <= now`),
 //! - is for an enabled target and toolchain the builder declared,
 //! - the builder has not already delivered a result for (node errors aside), and
-//! - the builder does not hold an active lease on already.
+//! - the builder does not hold an active lease on already, and
+//! - no other key of the builder's operator (when the admin named one) holds an active lease
+//!   on or has a counted result for: that result could not count, one per operator.
 //!
 //! Race freedom: on Postgres the candidate row is locked with `FOR UPDATE SKIP LOCKED`, so
 //! concurrent claimers (in any number of coordinator processes) never wait on each other and
@@ -52,6 +54,12 @@ const CANDIDATE: &str = "SELECT t.id FROM tasks t \
                      AND (a.outcome <> 'node_error' OR a.received_at >= t.retried_at)) \
      AND NOT EXISTS (SELECT 1 FROM leases l \
                      WHERE l.task_id = t.id AND l.builder_id = $1 AND l.state = 'active') \
+     AND NOT EXISTS (SELECT 1 FROM leases l JOIN builders o ON o.id = l.builder_id \
+                     WHERE l.task_id = t.id AND l.state = 'active' \
+                     AND o.operator = (SELECT operator FROM builders WHERE id = $1)) \
+     AND NOT EXISTS (SELECT 1 FROM attestations a JOIN builders o ON o.id = a.builder_id \
+                     WHERE a.task_id = t.id AND a.counted \
+                     AND o.operator = (SELECT operator FROM builders WHERE id = $1)) \
      ORDER BY t.priority DESC, t.id \
      LIMIT 1";
 

@@ -170,8 +170,8 @@ impl TaskRow {
 
     /// Records a node-side failure (an expired lease or a node error, already written) on an
     /// open task: backs off, or stops the task once the retry limit is reached by failures
-    /// of at least `quorum` distinct builders (one builder, or fewer keys than could decide
-    /// the task, cannot stop it). Returns whether it stopped.
+    /// of builders of at least `quorum` distinct operators (one builder, or fewer operators
+    /// than could decide the task, cannot stop it). Returns whether it stopped.
     pub(crate) async fn node_failure(
         &mut self,
         db: &mut dyn Db,
@@ -209,17 +209,26 @@ impl TaskRow {
     }
 }
 
-/// How many distinct builders had a node-side failure on a task since an operator last
-/// retried it: a node error (or a toolchain too old) reported, or a lease let expire.
+/// Who a builder row `b` counts as: its operator, or its own key when the admin named none.
+/// An operator name never holds `:` and a key's text always does, so a key that is its own
+/// operator is never taken for a named one.
+pub(crate) const OPERATOR_OF_B: &str = "COALESCE(b.operator, b.public_key)";
+
+/// How many distinct operators had a node-side failure on a task since an operator last
+/// retried it: a node error (or a toolchain too old) reported, or a lease let expire. Keys of
+/// one operator count once, so one operator cannot stop a task with many keys.
 async fn failing_builders(db: &mut dyn Db, task_id: i64) -> Result<u64> {
     db.query_one(
-        "SELECT COUNT(DISTINCT f.builder_id) FROM ( \
-             SELECT builder_id, received_at AS at FROM attestations \
-             WHERE task_id = $1 AND outcome IN ('node_error', 'needs_newer_toolchain') \
-             UNION ALL \
-             SELECT builder_id, ended_at AS at FROM leases \
-             WHERE task_id = $1 AND state = 'expired') f \
-         JOIN tasks t ON t.id = $1 WHERE f.at >= t.retried_at",
+        &format!(
+            "SELECT COUNT(DISTINCT {OPERATOR_OF_B}) FROM ( \
+                 SELECT builder_id, received_at AS at FROM attestations \
+                 WHERE task_id = $1 AND outcome IN ('node_error', 'needs_newer_toolchain') \
+                 UNION ALL \
+                 SELECT builder_id, ended_at AS at FROM leases \
+                 WHERE task_id = $1 AND state = 'expired') f \
+             JOIN builders b ON b.id = f.builder_id \
+             JOIN tasks t ON t.id = $1 WHERE f.at >= t.retried_at"
+        ),
         params![task_id],
     )
     .await?
@@ -230,9 +239,12 @@ async fn failing_builders(db: &mut dyn Db, task_id: i64) -> Result<u64> {
 pub(crate) async fn counted_results(db: &mut dyn Db, task_id: i64) -> Result<Vec<CountedResult>> {
     let rows = db
         .query(
-            "SELECT a.id, a.builder_id, a.outcome, a.artifact_hash, a.artifact_size, a.reason \
-             FROM attestations a JOIN builders b ON b.id = a.builder_id \
-             WHERE a.task_id = $1 AND a.counted AND b.status = 'approved' ORDER BY a.id",
+            &format!(
+                "SELECT a.id, a.builder_id, a.outcome, a.artifact_hash, a.artifact_size, \
+                        a.reason, {OPERATOR_OF_B} \
+                 FROM attestations a JOIN builders b ON b.id = a.builder_id \
+                 WHERE a.task_id = $1 AND a.counted AND b.status = 'approved' ORDER BY a.id"
+            ),
             params![task_id],
         )
         .await?;
@@ -248,6 +260,7 @@ pub(crate) async fn counted_results(db: &mut dyn Db, task_id: i64) -> Result<Vec
             class,
             reason: row.get(5)?,
             kind,
+            operator: row.get(6)?,
         });
     }
     Ok(results)

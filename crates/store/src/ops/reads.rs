@@ -505,7 +505,7 @@ pub(crate) async fn artifact(db: &mut dyn Db, hash: &Blake3Hash) -> Result<Optio
 }
 
 const BUILDER_SELECT: &str = "SELECT id, public_key, name, status, registered_at, last_seen, \
-     built, agreed, outvoted, failed FROM builders";
+     built, agreed, outvoted, failed, operator FROM builders";
 
 fn builder_info(row: &Row, capabilities: &Capabilities) -> Result<BuilderInfo> {
     let id: i64 = row.get(0)?;
@@ -513,6 +513,7 @@ fn builder_info(row: &Row, capabilities: &Capabilities) -> Result<BuilderInfo> {
         public_key: row.get(1)?,
         name: row.get(2)?,
         status: row.get::<String>(3)?.parse()?,
+        operator: row.get(10)?,
         targets: capabilities.targets.get(&id).cloned().unwrap_or_default(),
         toolchains: capabilities
             .toolchains

@@ -5,9 +5,11 @@
 //! *counts* toward the decision:
 //! - node errors never count; they are node-side failures (retry limit, backoff), and only
 //!   when they come under an active lease (an expired lease already counted its failure);
-//! - otherwise it counts if the builder is approved, the task is not cancelled, and the
-//!   builder has no counted result for the task yet. So a late result from an expired or
-//!   superseded lease still counts once if it is the builder's first, never twice.
+//! - otherwise it counts if the builder is approved, the task is not cancelled, the builder
+//!   has no counted result for the task yet, and neither has another key of its operator.
+//!   So a late result from an expired or superseded lease still counts once if it is the
+//!   builder's first, never twice; and one operator's keys count once together, so that a
+//!   quorum is that many operators agreeing.
 //!
 //! A result that does not count says why ([`NotCounted`]), so the node can be told.
 //!
@@ -23,7 +25,7 @@
 //! last decision was "no binaries", see `ops/plan.rs`) marks the crate as having binaries and
 //! plans the rest of that version's matrix, in the same transaction.
 
-use buildsrs_domain::Outcome;
+use buildsrs_domain::{Operator, Outcome};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -98,7 +100,7 @@ pub(crate) async fn submit(
         .get(0)?;
     let mut task = TaskRow::lock(db, task_id).await?;
     let sql = format!(
-        "SELECT l.task_id, l.builder_id, l.epoch, l.state, b.public_key, b.status \
+        "SELECT l.task_id, l.builder_id, l.epoch, l.state, b.public_key, b.status, b.operator \
          FROM leases l JOIN builders b ON b.id = l.builder_id WHERE l.id = $1{}",
         match db.dialect() {
             Dialect::Postgres => " FOR UPDATE OF l",
@@ -111,6 +113,7 @@ pub(crate) async fn submit(
     let lease_state: LeaseState = row.get::<String>(3)?.parse()?;
     let holder: buildsrs_keys::PublicKey = row.get(4)?;
     let status: BuilderStatus = row.get::<String>(5)?.parse()?;
+    let operator: Option<Operator> = row.get(6)?;
     if holder != submission.builder {
         return Err(StoreError::conflict(format!(
             "lease {lease_id} is held by another builder"
@@ -174,6 +177,10 @@ pub(crate) async fn submit(
         .is_some()
     {
         Some(NotCounted::AlreadyCounted)
+    } else if let Some(operator) = operator
+        && operator_counted(db, task_id, &operator).await?
+    {
+        Some(NotCounted::OperatorAlreadyCounted { operator })
     } else {
         None
     };
@@ -247,6 +254,19 @@ pub(crate) async fn submit(
         decision,
         not_counted,
     })
+}
+
+/// Whether a key of `operator` has a counted result for the task. (A key that is its own
+/// operator has no other keys: the builder's own check covers it.)
+async fn operator_counted(db: &mut dyn Db, task_id: i64, operator: &Operator) -> Result<bool> {
+    Ok(db
+        .query_opt(
+            "SELECT 1 FROM attestations a JOIN builders b ON b.id = a.builder_id \
+             WHERE a.task_id = $1 AND a.counted AND b.operator = $2",
+            params![task_id, operator],
+        )
+        .await?
+        .is_some())
 }
 
 /// After a counted built result: if its task is its version's probe, the crate has binaries
