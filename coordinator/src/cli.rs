@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use buildsrs_index::read_watch_file;
+use buildsrs_p2p::ConnectionLimits;
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_p2p::libp2p::multiaddr::Protocol;
 use buildsrs_store::{Policy, Store};
@@ -17,6 +18,7 @@ use buildsrs_keys::PublicKey;
 use buildsrs_storage::StorageConfig;
 
 use crate::config::{CRATES_IO_SPARSE, Config, IndexSource};
+use crate::network::NetworkLimits;
 
 /// The buildsrs coordinator: follows the registry index, plans and schedules builds.
 #[derive(Debug, Parser)]
@@ -130,6 +132,8 @@ struct RunArgs {
     /// coordinator then becomes an approved builder, and enough keys verify anything alone.
     #[arg(long, requires = "auto_approve")]
     auto_approve_anyone: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Where the blob client (iroh-blobs, fetching artifacts from builders) binds.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     blobs_bind: std::net::SocketAddr,
@@ -162,6 +166,55 @@ struct RunArgs {
     /// address].
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+}
+
+/// What the coordinator takes from its libp2p peers (see `network::NetworkLimits`).
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Established libp2p connections at most; approved builders are admitted beyond it.
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Established connections of one peer at most.
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_peer: u32,
+    /// Incoming connections in their handshake at most.
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending_connections: u32,
+    /// Requests of one peer being answered at once at most; more are answered `throttled`.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_per_peer: u32,
+    /// Requests one peer may make per second, sustained; more are answered `throttled`.
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    peer_requests_per_sec: u32,
+    /// Requests one peer may make at once after a quiet time.
+    #[arg(long, default_value_t = 80, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    peer_request_burst: u32,
+    /// Requests of all peers being answered at once at most; more are answered `throttled`.
+    #[arg(long, default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_in_flight: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> NetworkLimits {
+        let mut limits = NetworkLimits::default();
+        limits.swarm.connections = ConnectionLimits {
+            max_pending_incoming: self.max_pending_connections,
+            max_established: self.max_connections,
+            max_established_per_peer: self.max_connections_per_peer,
+        };
+        limits.max_requests_per_peer = self.max_requests_per_peer;
+        limits.requests_per_sec = f64::from(self.peer_requests_per_sec);
+        limits.request_burst = self.peer_request_burst;
+        limits.max_requests_in_flight = self.max_requests_in_flight;
+        limits
+    }
 }
 
 /// S3-compatible object storage for verified artifacts (path-style addressing).
@@ -337,6 +390,7 @@ fn config_from(args: RunArgs) -> Result<Config> {
         );
     }
     config.auto_approve = args.auto_approve;
+    config.network_limits = args.limits.limits();
     config.blobs_bind = args.blobs_bind;
     config.http = match args.http.as_str() {
         "off" => None,

@@ -84,7 +84,8 @@ pub enum Submitted {
         /// Why it does not, when it does not.
         reason: Option<String>,
     },
-    /// Refused; nothing changed. `Unavailable` is worth retrying, the rest is not.
+    /// Refused; nothing changed. `Unavailable` and `Throttled` are worth retrying, the rest
+    /// is not.
     Refused {
         /// What kind of refusal.
         kind: RejectKind,
