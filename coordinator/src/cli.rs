@@ -566,6 +566,49 @@ mod tests {
     }
 
     #[test]
+    fn network_limits_come_from_flags_and_zero_is_refused() -> Result<()> {
+        assert_eq!(config_of(&[])?.network_limits, NetworkLimits::default());
+        let config = config_of(&[
+            "--max-connections",
+            "10",
+            "--max-connections-per-peer",
+            "1",
+            "--max-pending-connections",
+            "3",
+            "--max-requests-per-peer",
+            "4",
+            "--peer-requests-per-sec",
+            "5",
+            "--peer-request-burst",
+            "6",
+            "--max-requests-in-flight",
+            "7",
+        ])?;
+        let limits = config.network_limits;
+        assert_eq!(
+            limits.swarm.connections,
+            ConnectionLimits {
+                max_pending_incoming: 3,
+                max_established: 10,
+                max_established_per_peer: 1,
+            }
+        );
+        assert_eq!(
+            (
+                limits.max_requests_per_peer,
+                limits.requests_per_sec,
+                limits.request_burst,
+                limits.max_requests_in_flight
+            ),
+            (4, 5.0, 6, 7)
+        );
+        // A limit of zero would refuse everyone: it is a mistake, not a setting.
+        assert!(config_of(&["--max-connections", "0"]).is_err());
+        assert!(config_of(&["--peer-requests-per-sec", "0"]).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn auto_approve_is_for_loopback_unless_forced() -> Result<()> {
         assert!(
             config_of(&["--auto-approve"])?.auto_approve,

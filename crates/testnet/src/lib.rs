@@ -25,7 +25,6 @@ use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_keys::{Identity, Keyring};
 use buildsrs_node::datadir::{DataDir, NodeConfig};
 use buildsrs_node::run::RunOptions;
-use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_storage::StorageConfig;
 use buildsrs_store::{Policy, QueueStats, Store};
 use tokio::task::JoinHandle;
