@@ -262,3 +262,43 @@ async fn connections_beyond_the_limits_are_refused_and_peers_that_left_are_forgo
         until_limiter_empty(&mut server).await;
     }
 }
+
+/// What the coordinator tells a peer it speaks (identify's protocol list): the job protocol,
+/// identify and ping, and no gossip, so no peer can have it relay messages to the others.
+#[tokio::test]
+async fn a_coordinator_speaks_no_gossip() {
+    let mut coordinator = build_swarm(&identity(1), Role::Coordinator, "test").unwrap();
+    let mut node = build_swarm(&identity(2), Role::Node, "test").unwrap();
+    let addr = listening(&mut coordinator).await;
+    let coordinator_id = *coordinator.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            coordinator.select_next_some().await;
+        }
+    });
+    node.dial(addr).unwrap();
+    let protocols = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                libp2p::identify::Event::Received { peer_id, info, .. },
+            )) = node.select_next_some().await
+                && peer_id == coordinator_id
+            {
+                return info.protocols;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let mut names: Vec<String> = protocols.iter().map(ToString::to_string).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            JOBS_PROTOCOL,
+            "/ipfs/id/1.0.0",
+            "/ipfs/id/push/1.0.0",
+            "/ipfs/ping/1.0.0"
+        ]
+    );
+}
