@@ -196,6 +196,7 @@ struct LimitArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     peer_request_burst: u32,
     /// Requests of all peers being answered at once at most; more are answered `throttled`.
+    /// Peers other than approved builders get only half of these.
     #[arg(long, default_value_t = 256, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     max_requests_in_flight: u32,
@@ -287,10 +288,15 @@ impl S3Args {
     }
 }
 
+/// The log filter without `BUILDSRS_LOG`. libp2p's request-response handler warns once per
+/// stream it drops beyond `max_streams_per_connection`: a peer opening streams as fast as it
+/// can would write the log full, so its warnings are left out.
+const DEFAULT_LOG: &str = "info,libp2p_request_response=error";
+
 /// Parses, sets up logging, runs; returns the exit code (2 for errors).
 pub fn main(cli: Cli) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDSRS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -10,9 +10,11 @@
 //!   approved builders are admitted beyond the total, so strangers filling every slot do not
 //!   lock out the builders doing the work;
 //! - job-protocol streams per connection (the rest are dropped unread);
-//! - requests: per peer at once and per second (a token bucket), and in total at once. A
-//!   request beyond them is answered at once with [`RejectKind::Throttled`], without the
-//!   store being asked, so a peer asking as fast as it can costs a map lookup per request;
+//! - requests: per peer at once and per second (a token bucket), and in total at once, where
+//!   peers other than approved builders get only half of the total, so that no number of
+//!   strangers can take every place approved builders need. A request beyond them is
+//!   answered at once with [`RejectKind::Throttled`], without the store being asked, so a
+//!   peer asking as fast as it can costs a map lookup per request;
 //! - state: what the actor keeps per peer, and the peer's session, go with the peer's last
 //!   connection (or, when a request was still being answered then, with its answer).
 
@@ -51,7 +53,8 @@ pub struct NetworkLimits {
     /// Requests one peer may make at once after a quiet time (a node starting with many job
     /// slots asks for a job per slot).
     pub request_burst: u32,
-    /// Requests of all peers in flight at once.
+    /// Requests of all peers in flight at once; peers other than approved builders are let
+    /// in only while fewer than half of these are in flight.
     pub max_requests_in_flight: u32,
 }
 
@@ -315,10 +318,15 @@ impl Actor {
         });
     }
 
-    /// Takes a request of `peer` in, or says why not: the total in flight, the peer's in
-    /// flight, the peer's rate.
+    /// Takes a request of `peer` in, or says why not: the total in flight (half of it for
+    /// peers other than approved builders), the peer's in flight, the peer's rate.
     fn admit(&mut self, peer: PeerId) -> Option<String> {
-        if self.in_flight >= self.limits.max_requests_in_flight {
+        let total = if self.swarm.behaviour().limits.is_reserved(&peer) {
+            self.limits.max_requests_in_flight
+        } else {
+            self.limits.max_requests_in_flight.div_ceil(2)
+        };
+        if self.in_flight >= total {
             return Some(format!(
                 "the coordinator is answering {} requests already; ask again in a few seconds",
                 self.in_flight

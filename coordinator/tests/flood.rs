@@ -3,7 +3,7 @@
 //! takes a job and submits its result. What the coordinator holds stays bounded, the flood
 //! is answered `throttled` or `unavailable`, and the honest builder's work goes through.
 //!
-//! How many fresh keys: 2,000 by default, which takes about a minute on two cores in a test
+//! How many fresh keys: 1,500 by default, which takes about a minute on two cores in a test
 //! build, where every signature and key exchange of the handshakes runs unoptimised (about
 //! 30 ms of CPU per hello, both sides together). `BUILDSRS_FLOOD_HELLOS=10000` runs the full
 //! flood (about five minutes there).
@@ -31,12 +31,14 @@ fn hellos() -> usize {
     std::env::var("BUILDSRS_FLOOD_HELLOS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(2_000)
+        .unwrap_or(1_500)
 }
 /// Of them, at once.
 const AT_ONCE: usize = 16;
 /// New keys the store lets wait for approval.
 const LINE: u32 = 100;
+/// Requests the coordinator answers at once.
+const IN_FLIGHT: u32 = 8;
 
 /// A peer with one connection to the coordinator that asks one thing at a time.
 struct Client {
@@ -96,6 +98,7 @@ impl Client {
 struct HelloCounts {
     welcomed: AtomicUsize,
     unavailable: AtomicUsize,
+    throttled: AtomicUsize,
     other: AtomicUsize,
 }
 
@@ -121,6 +124,10 @@ async fn say_hellos(
                 kind: RejectKind::Unavailable,
                 ..
             }) => &counts.unavailable,
+            Ok(Response::Rejected {
+                kind: RejectKind::Throttled,
+                ..
+            }) => &counts.throttled,
             _ => &counts.other,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -135,17 +142,19 @@ struct FloodCounts {
     failed: usize,
 }
 
-/// Asks as fast as it can, with as many requests in flight as its connection takes, until
-/// `stop`: job requests and renewals of a lease it does not hold, both of which reach the
-/// store when they are let through.
-async fn ask_as_fast_as_possible(mut client: Client, stop: Arc<AtomicBool>) -> FloodCounts {
+/// Asks as fast as it can, with as many requests in flight as the coordinator takes streams
+/// on one connection (`streams`), until `stop`: job requests and renewals of a lease it does
+/// not hold, both of which reach the store when they are let through.
+async fn ask_as_fast_as_possible(
+    mut client: Client,
+    streams: usize,
+    stop: Arc<AtomicBool>,
+) -> FloodCounts {
     let mut counts = FloodCounts::default();
     let mut in_flight = 0;
     let mut n = 0u64;
     loop {
-        while in_flight < Limits::default().max_streams_per_connection
-            && !stop.load(Ordering::Relaxed)
-        {
+        while in_flight < streams && !stop.load(Ordering::Relaxed) {
             n += 1;
             let request = if n.is_multiple_of(2) {
                 Request::RequestJob
@@ -253,6 +262,9 @@ store_test!(
                 },
                 max_streams_per_connection: 32,
             },
+            // Few, so that the flood fills the strangers' half and the honest builder works
+            // in the other.
+            max_requests_in_flight: IN_FLIGHT,
             ..NetworkLimits::default()
         };
         let shutdown = CancellationToken::new();
@@ -279,7 +291,11 @@ store_test!(
             Ok(Response::Welcome { .. })
         ));
         let stop = Arc::new(AtomicBool::new(false));
-        let asking = tokio::spawn(ask_as_fast_as_possible(asker, Arc::clone(&stop)));
+        let asking = tokio::spawn(ask_as_fast_as_possible(
+            asker,
+            limits.swarm.max_streams_per_connection,
+            Arc::clone(&stop),
+        ));
 
         let next = Arc::new(AtomicUsize::new(0));
         let counts = Arc::new(HelloCounts::default());
@@ -296,12 +312,13 @@ store_test!(
 
         // Meanwhile: what the coordinator holds, sampled; and the honest builder at work once
         // the flood is well under way.
-        let (mut most_sessions, mut most_peers) = (0, 0);
+        let (mut most_sessions, mut most_peers, mut most_in_flight) = (0, 0, 0);
         let mut honest_result = None;
         let mut honest_took = Duration::ZERO;
         while workers.iter().any(|w| !w.is_finished()) || honest_result.is_none() {
             most_sessions = most_sessions.max(s.service.sessions().len());
             most_peers = most_peers.max(net.stats().peers());
+            most_in_flight = most_in_flight.max(net.stats().in_flight());
             if honest_result.is_none() && next.load(Ordering::Relaxed) >= total / 10 {
                 let began = Instant::now();
                 let mut client = Client::connect(&honest, &addr).await.unwrap();
@@ -329,11 +346,17 @@ store_test!(
                 reason: None
             })
         );
-        // Every hello was answered: a place in line for the first ones, `unavailable` after.
+        // Every hello was answered: a place in line for the first ones, `unavailable` after,
+        // and `throttled` while the strangers' half of the requests in flight was taken.
         let welcomed = counts.welcomed.load(Ordering::Relaxed);
         let unavailable = counts.unavailable.load(Ordering::Relaxed);
+        let throttled = counts.throttled.load(Ordering::Relaxed);
         assert_eq!(counts.other.load(Ordering::Relaxed), 0, "{counts:?}");
-        assert_eq!(welcomed + unavailable, total);
+        assert_eq!(welcomed + unavailable + throttled, total);
+        assert!(
+            most_in_flight <= IN_FLIGHT as usize,
+            "{most_in_flight} in flight"
+        );
         // The asker took one place in line. On Postgres, new keys registering in concurrent
         // transactions may each see the last place free (each counts the others' rows only
         // once they commit), so the line overshoots by less than the store's connections (4
@@ -362,10 +385,12 @@ store_test!(
         .await
         .unwrap();
         eprintln!(
-            "{total} hellos in {hellos_took:.1?} ({:.0}/s), {welcomed} welcomed; \
+            "{total} hellos in {hellos_took:.1?} ({:.0}/s), {welcomed} welcomed, \
+             {throttled} throttled; \
              the fast asker: {} throttled, {} answered, {} failed; \
              the honest builder's job and result in {honest_took:.1?}; \
-             at most {most_sessions} sessions and {most_peers} peers at once; \
+             at most {most_sessions} sessions, {most_peers} peers and {most_in_flight} \
+             requests in flight at once; \
              resident memory {rss_before} MiB before, {rss_after} MiB after",
             total as f64 / hellos_took.as_secs_f64(),
             flood.throttled,

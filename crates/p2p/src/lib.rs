@@ -92,7 +92,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             connections: ConnectionLimits::default(),
-            max_streams_per_connection: 32,
+            // libp2p's own default: a node with many jobs renews many leases at once.
+            max_streams_per_connection: 100,
         }
     }
 }

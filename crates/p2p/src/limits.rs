@@ -88,6 +88,11 @@ impl Limiter {
         self.reserved.remove(peer);
     }
 
+    /// Whether `peer` is reserved.
+    pub fn is_reserved(&self, peer: &PeerId) -> bool {
+        self.reserved.contains(peer)
+    }
+
     /// Established connections now.
     pub fn established(&self) -> usize {
         self.total
