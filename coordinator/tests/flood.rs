@@ -313,12 +313,14 @@ store_test!(
         // Meanwhile: what the coordinator holds, sampled; and the honest builder at work once
         // the flood is well under way.
         let (mut most_sessions, mut most_peers, mut most_in_flight) = (0, 0, 0);
+        let mut most_rss = rss_before;
         let mut honest_result = None;
         let mut honest_took = Duration::ZERO;
         while workers.iter().any(|w| !w.is_finished()) || honest_result.is_none() {
             most_sessions = most_sessions.max(s.service.sessions().len());
             most_peers = most_peers.max(net.stats().peers());
             most_in_flight = most_in_flight.max(net.stats().in_flight());
+            most_rss = most_rss.max(rss_mib());
             if honest_result.is_none() && next.load(Ordering::Relaxed) >= total / 10 {
                 let began = Instant::now();
                 let mut client = Client::connect(&honest, &addr).await.unwrap();
@@ -391,7 +393,8 @@ store_test!(
              the honest builder's job and result in {honest_took:.1?}; \
              at most {most_sessions} sessions, {most_peers} peers and {most_in_flight} \
              requests in flight at once; \
-             resident memory {rss_before} MiB before, {rss_after} MiB after",
+             resident memory of the test process (coordinator and flooding peers) \
+             {rss_before} MiB before, at most {most_rss} MiB, {rss_after} MiB after",
             total as f64 / hellos_took.as_secs_f64(),
             flood.throttled,
             flood.answered,
