@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use buildsrs_index::read_watch_file;
+use buildsrs_p2p::ConnectionLimits;
 use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_p2p::libp2p::multiaddr::Protocol;
 use buildsrs_store::{Policy, Store};
@@ -17,6 +18,7 @@ use buildsrs_keys::PublicKey;
 use buildsrs_storage::StorageConfig;
 
 use crate::config::{CRATES_IO_SPARSE, Config, IndexSource};
+use crate::network::NetworkLimits;
 
 /// The buildsrs coordinator: follows the registry index, plans and schedules builds.
 #[derive(Debug, Parser)]
@@ -140,6 +142,8 @@ struct RunArgs {
     /// coordinator then becomes an approved builder, and enough keys verify anything alone.
     #[arg(long, requires = "auto_approve")]
     auto_approve_anyone: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Where the blob client (iroh-blobs, fetching artifacts from builders) binds.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     blobs_bind: std::net::SocketAddr,
@@ -172,6 +176,56 @@ struct RunArgs {
     /// address].
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+}
+
+/// What the coordinator takes from its libp2p peers (see `network::NetworkLimits`).
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Established libp2p connections at most; approved builders are admitted beyond it.
+    #[arg(long, default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Established connections of one peer at most.
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_peer: u32,
+    /// Incoming connections in their handshake at most.
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_pending_connections: u32,
+    /// Requests of one peer being answered at once at most; more are answered `throttled`.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_per_peer: u32,
+    /// Requests one peer may make per second, sustained; more are answered `throttled`.
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    peer_requests_per_sec: u32,
+    /// Requests one peer may make at once after a quiet time.
+    #[arg(long, default_value_t = 80, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    peer_request_burst: u32,
+    /// Requests of all peers being answered at once at most; more are answered `throttled`.
+    /// Peers other than approved builders get only half of these.
+    #[arg(long, default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_in_flight: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> NetworkLimits {
+        let mut limits = NetworkLimits::default();
+        limits.swarm.connections = ConnectionLimits {
+            max_pending_incoming: self.max_pending_connections,
+            max_established: self.max_connections,
+            max_established_per_peer: self.max_connections_per_peer,
+        };
+        limits.max_requests_per_peer = self.max_requests_per_peer;
+        limits.requests_per_sec = f64::from(self.peer_requests_per_sec);
+        limits.request_burst = self.peer_request_burst;
+        limits.max_requests_in_flight = self.max_requests_in_flight;
+        limits
+    }
 }
 
 /// S3-compatible object storage for verified artifacts (path-style addressing).
@@ -244,10 +298,15 @@ impl S3Args {
     }
 }
 
+/// The log filter without `BUILDSRS_LOG`. libp2p's request-response handler warns once per
+/// stream it drops beyond `max_streams_per_connection`: a peer opening streams as fast as it
+/// can would write the log full, so its warnings are left out.
+const DEFAULT_LOG: &str = "info,libp2p_request_response=error";
+
 /// Parses, sets up logging, runs; returns the exit code (2 for errors).
 pub fn main(cli: Cli) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUILDSRS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -347,6 +406,7 @@ fn config_from(args: RunArgs) -> Result<Config> {
         );
     }
     config.auto_approve = args.auto_approve;
+    config.network_limits = args.limits.limits();
     config.blobs_bind = args.blobs_bind;
     config.http = match args.http.as_str() {
         "off" => None,
@@ -572,6 +632,49 @@ mod tests {
             path,
         ]);
         assert!(both.is_err(), "one or the other");
+        Ok(())
+    }
+
+    #[test]
+    fn network_limits_come_from_flags_and_zero_is_refused() -> Result<()> {
+        assert_eq!(config_of(&[])?.network_limits, NetworkLimits::default());
+        let config = config_of(&[
+            "--max-connections",
+            "10",
+            "--max-connections-per-peer",
+            "1",
+            "--max-pending-connections",
+            "3",
+            "--max-requests-per-peer",
+            "4",
+            "--peer-requests-per-sec",
+            "5",
+            "--peer-request-burst",
+            "6",
+            "--max-requests-in-flight",
+            "7",
+        ])?;
+        let limits = config.network_limits;
+        assert_eq!(
+            limits.swarm.connections,
+            ConnectionLimits {
+                max_pending_incoming: 3,
+                max_established: 10,
+                max_established_per_peer: 1,
+            }
+        );
+        assert_eq!(
+            (
+                limits.max_requests_per_peer,
+                limits.requests_per_sec,
+                limits.request_burst,
+                limits.max_requests_in_flight
+            ),
+            (4, 5.0, 6, 7)
+        );
+        // A limit of zero would refuse everyone: it is a mistake, not a setting.
+        assert!(config_of(&["--max-connections", "0"]).is_err());
+        assert!(config_of(&["--peer-requests-per-sec", "0"]).is_err());
         Ok(())
     }
 

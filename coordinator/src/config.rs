@@ -22,6 +22,8 @@ use buildsrs_p2p::libp2p::Multiaddr;
 use buildsrs_storage::StorageConfig;
 use buildsrs_store::{Policy, StoreConfig};
 
+use crate::network::NetworkLimits;
+
 /// The crates.io sparse index (the default `--index`).
 pub const CRATES_IO_SPARSE: &str = buildsrs_index::crates_io::INDEX;
 
@@ -108,6 +110,8 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Approve every builder that says hello (local networks only).
     pub auto_approve: bool,
+    /// What the coordinator takes from its libp2p peers: connections, request rates.
+    pub network_limits: NetworkLimits,
     /// Where the coordinator's blob client binds.
     pub blobs_bind: SocketAddr,
     /// Where verified artifacts go; `None` means a directory in the data dir.
@@ -140,6 +144,7 @@ impl Config {
             expiry_interval: Duration::from_secs(15),
             listen: Vec::new(),
             auto_approve: false,
+            network_limits: NetworkLimits::default(),
             blobs_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             storage: None,
             http: None,

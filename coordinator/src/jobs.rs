@@ -30,6 +30,9 @@ use crate::sessions::{Session, Sessions};
 /// How long a node waits before asking again when there is nothing for it.
 pub const RETRY_AFTER_SECS: u32 = 5;
 
+/// The largest signed attestation taken (the store keeps at most as much).
+pub const MAX_ATTESTATION_BYTES: usize = 64 * 1024;
+
 /// Answers job-protocol requests from the store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct JobService {
@@ -60,6 +63,18 @@ impl JobService {
         &self.sessions
     }
 
+    /// The keys of the builders the store holds as approved.
+    pub async fn approved_builders(&self) -> Result<Vec<PublicKey>, StoreError> {
+        Ok(self
+            .store
+            .builders()
+            .await?
+            .into_iter()
+            .filter(|b| b.status == BuilderStatus::Approved)
+            .map(|b| b.public_key)
+            .collect())
+    }
+
     /// Answers one request from the peer whose key the transport authenticated.
     pub async fn handle(&self, peer: PublicKey, request: Request) -> Response {
         let now = Timestamp::now();
@@ -85,6 +100,10 @@ impl JobService {
         hello: Hello,
         now: Timestamp,
     ) -> Result<Response, StoreError> {
+        // Bounded before anything is stored or kept in the session.
+        if let Err(why) = hello.check_bounds() {
+            return Ok(Response::rejected(RejectKind::BadRequest, why.to_string()));
+        }
         let registered = self
             .store
             .register_builder(
@@ -207,20 +226,34 @@ impl JobService {
         result: JobResult,
         now: Timestamp,
     ) -> Result<Response, StoreError> {
-        // Only a built result carries more than the store keeps: the attestation. Its
-        // signature and signer are checked here; that it describes exactly the leased task is
-        // checked in the store's submit transaction, against the task it locked.
-        let (outcome, statement) = match result.outcome {
+        // Only a built result carries more than the store keeps: the attestation. Cheap
+        // checks come first: its size, then its form (the store needs the artifact it names).
+        // Its signature, the one costly check, is verified in the store's submit transaction,
+        // only once the store has found that this peer holds the lease under that epoch, with
+        // the check that it describes exactly the leased task; so a peer submitting made-up
+        // results under leases it does not hold never gets a signature checked.
+        let (outcome, signed) = match result.outcome {
             Outcome::Built(Attested { attestation }) => {
-                let signed = match verify_signer(&peer, &attestation) {
+                if attestation.len() > MAX_ATTESTATION_BYTES {
+                    return Ok(Response::rejected(
+                        RejectKind::BadRequest,
+                        format!("a signed attestation is at most {MAX_ATTESTATION_BYTES} bytes"),
+                    ));
+                }
+                let signed = match SignedAttestation::from_json(&attestation) {
                     Ok(signed) => signed,
-                    Err(why) => return Ok(Response::rejected(RejectKind::Forbidden, why)),
+                    Err(e) => {
+                        return Ok(Response::rejected(
+                            RejectKind::Forbidden,
+                            format!("attestation refused: {e}"),
+                        ));
+                    }
                 };
                 let built = StoredBuild {
                     artifact: signed.statement.artifact,
                     signed: attestation,
                 };
-                (BuildOutcome::Built(built), Some(signed.statement))
+                (BuildOutcome::Built(built), Some(signed))
             }
             Outcome::Ended(ended) => (BuildOutcome::Ended(ended), None),
         };
@@ -232,9 +265,11 @@ impl JobService {
                     "lease {lease_id} is not a lease of task {claimed_task}"
                 ));
             }
-            statement
-                .as_ref()
-                .map_or(Ok(()), |statement| describes_task(statement, task))
+            let Some(signed) = &signed else {
+                return Ok(());
+            };
+            describes_task(&signed.statement, task)?;
+            verify_signer(&peer, signed)
         };
         let node_error = outcome.is_builder_fault();
         let outcome_name = outcome.kind().as_str();
@@ -342,10 +377,10 @@ fn refusal(error: StoreError) -> Result<Response, StoreError> {
     Ok(Response::rejected(kind, error.to_string()))
 }
 
-/// Checks a submitted attestation's form and signature, and that the connection's key
-/// signed it.
-fn verify_signer(peer: &PublicKey, bytes: &[u8]) -> Result<SignedAttestation, String> {
-    let signed = SignedAttestation::from_json_verified(bytes)
+/// Checks a submitted attestation's signature, and that the connection's key made it.
+fn verify_signer(peer: &PublicKey, signed: &SignedAttestation) -> Result<(), String> {
+    signed
+        .verify_signature()
         .map_err(|e| format!("attestation refused: {e}"))?;
     if signed.statement.builder != *peer {
         return Err(format!(
@@ -354,7 +389,7 @@ fn verify_signer(peer: &PublicKey, bytes: &[u8]) -> Result<SignedAttestation, St
             peer.fingerprint()
         ));
     }
-    Ok(signed)
+    Ok(())
 }
 
 /// Checks that a statement is about exactly the leased task (crate, version, target,

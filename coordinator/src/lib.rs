@@ -5,7 +5,7 @@
 //! - [`config`]: what the process is told to do and where its files are.
 //! - [`ingest`]: the index follower feeding the store.
 //! - [`jobs`]: what the coordinator answers to each job-protocol request.
-//! - [`network`]: the libp2p peer serving [`jobs`] and gossiping announcements.
+//! - [`network`]: the libp2p peer serving [`jobs`], within limits per peer and in total.
 //! - [`publish`]: verified artifacts from builders' blob servers into object storage.
 //! - [`sessions`]: who said hello and where they serve blobs (in memory).
 //! - the web UI, JSON API and downloads come from `buildsrs-web`, served by [`run`] on
@@ -178,8 +178,14 @@ async fn start_network(
         sessions.clone(),
         Arc::clone(&verified),
     );
-    let (handle, swarm) =
-        network::start(&identity, &config.listen, service, shutdown.clone()).await?;
+    let (handle, swarm) = network::start(
+        &identity,
+        &config.listen,
+        service,
+        config.network_limits,
+        shutdown.clone(),
+    )
+    .await?;
     let addrs: Vec<String> = handle
         .listen_addrs()
         .iter()
@@ -206,7 +212,6 @@ async fn start_network(
         storage,
         blobs,
         sessions,
-        network: Some(handle),
         scratch: config.data_dir.join("tmp"),
     };
     let publisher = tokio::spawn(async move {

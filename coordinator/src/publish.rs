@@ -1,5 +1,6 @@
 //! Publishing verified artifacts: fetch the blob from a builder that attested it, check it,
-//! put it and its attestation bundle into object storage, mark it stored, announce it.
+//! put it and its attestation bundle into object storage, mark it stored (the HTTP feed of
+//! published artifacts lists it from then on).
 //!
 //! The backlog is a store query ([`Store::artifacts_awaiting_storage`]): an artifact is
 //! verified in the store first and stored afterwards, so a coordinator killed in between
@@ -17,13 +18,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use buildsrs_blobs::BlobNode;
 use buildsrs_keys::{ArtifactId, Bundle, SignedAttestation};
-use buildsrs_protocol::VerifiedAnnouncement;
 use buildsrs_storage::ArtifactStorage;
 use buildsrs_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::network::NetworkHandle;
 use crate::sessions::Sessions;
 
 /// Puts a verified artifact (its bytes in `file`, which is removed whatever happens) and its
@@ -62,10 +61,8 @@ pub struct Publisher {
     pub storage: ArtifactStorage,
     /// The coordinator's own blob node (fetches from builders).
     pub blobs: BlobNode,
-    /// Builders' blob addresses.
+    /// Connected builders' blob addresses.
     pub sessions: Sessions,
-    /// For announcements; `None` when the network is off.
-    pub network: Option<NetworkHandle>,
     /// Scratch space for blobs on their way to storage.
     pub scratch: PathBuf,
 }
@@ -150,7 +147,7 @@ impl Publisher {
         }
         if !self.blobs.has(&hash).await? {
             if providers.is_empty() {
-                bail!("no attesting builder has said where it serves blobs yet");
+                bail!("no attesting builder that said where it serves blobs is connected");
             }
             let from = self.blobs.fetch(&hash, &providers).await?;
             tracing::info!("fetched {hex} from {}", from.endpoint_id);
@@ -160,18 +157,6 @@ impl Publisher {
         let file = self.scratch.join(&hex);
         self.blobs.export(&hash, &file).await?;
         store_published(&self.store, &self.storage, artifact, &file, &bundle).await?;
-        if let (Some(network), Some(task)) = (&self.network, info.tasks.first()) {
-            let announcement = VerifiedAnnouncement {
-                crate_name: task.crate_name.clone(),
-                version: task.version.clone(),
-                target: task.target.clone(),
-                toolchain: task.toolchain.clone(),
-                blake3: artifact.blake3,
-                size: artifact.size,
-                providers,
-            };
-            network.announce(&announcement).await?;
-        }
         Ok(())
     }
 }

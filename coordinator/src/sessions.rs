@@ -3,7 +3,9 @@
 //! [`Sessions`] lives in memory only (nodes say hello again on every connection, so a
 //! restart loses nothing): [`crate::jobs`] fills it on hello and asks it whether a node said
 //! hello; the publisher asks it where attesting builders serve blobs, and [`FeedProviders`]
-//! lists those addresses in the feed mirrors follow.
+//! lists those addresses in the feed mirrors follow. The network actor removes a session
+//! when its peer's last connection closes, so sessions are bounded by the connections the
+//! coordinator admits, not by every builder it ever heard from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,7 +23,7 @@ pub struct Session {
     pub since: Timestamp,
 }
 
-/// Where connected (and recently connected) builders serve blobs, by key. Shared with the
+/// Where connected builders serve blobs, by key. Shared with the
 /// publisher, which fetches verified artifacts from the builders that attested them.
 #[derive(Clone, Debug, Default)]
 pub struct Sessions(Arc<Mutex<HashMap<PublicKey, Session>>>);
@@ -29,6 +31,11 @@ pub struct Sessions(Arc<Mutex<HashMap<PublicKey, Session>>>);
 impl Sessions {
     pub(crate) fn insert(&self, key: PublicKey, session: Session) {
         self.lock().insert(key, session);
+    }
+
+    /// Forgets a builder that left.
+    pub(crate) fn remove(&self, key: &PublicKey) {
+        self.lock().remove(key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Session>> {
@@ -39,7 +46,7 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The hello a builder sent, if it said hello since the coordinator started.
+    /// The hello a builder sent, if it said hello on a connection it still has.
     pub fn get(&self, key: &PublicKey) -> Option<Session> {
         self.lock().get(key).cloned()
     }
@@ -57,7 +64,7 @@ impl Sessions {
             .collect()
     }
 
-    /// How many builders said hello.
+    /// How many connected builders said hello.
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -4,6 +4,8 @@
 //!
 //! Run one file's tests with `cargo nextest run -p buildsrs-coordinator --test it jobs::`.
 
+#[path = "flood.rs"]
+mod flood;
 #[path = "follow_index.rs"]
 mod follow_index;
 #[path = "jobs.rs"]

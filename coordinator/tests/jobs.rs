@@ -20,14 +20,14 @@ use buildsrs_store::{IndexVersion, LeaseId, Store, TaskId, TaskState, store_test
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-struct Scene {
-    service: JobService,
+pub(crate) struct Scene {
+    pub(crate) service: JobService,
     verified: Arc<Notify>,
     _registry: FixtureRegistry,
 }
 
 /// A store with `hello-bin 0.1.0` planned (quorum 2) and a service over it.
-async fn scene(store: &Store, auto_approve: bool) -> Scene {
+pub(crate) async fn scene(store: &Store, auto_approve: bool) -> Scene {
     let registry = FixtureRegistry::start().await.unwrap();
     let published = registry.publish("hello-bin", "0.1.0").unwrap();
     let now = Timestamp::now();
@@ -61,7 +61,7 @@ async fn scene(store: &Store, auto_approve: bool) -> Scene {
     }
 }
 
-fn hello(name: &str) -> Request {
+pub(crate) fn hello(name: &str) -> Request {
     Request::Hello(Hello {
         agent: "test".into(),
         name: name.into(),
@@ -75,7 +75,7 @@ fn hello(name: &str) -> Request {
     })
 }
 
-fn attestation(
+pub(crate) fn attestation(
     signer: &Identity,
     builder: &Identity,
     job: &Job,
@@ -125,7 +125,7 @@ async fn take_job(service: &JobService, node: &Identity) -> Job {
     }
 }
 
-fn submit(job: &Job, outcome: Outcome) -> Request {
+pub(crate) fn submit(job: &Job, outcome: Outcome) -> Request {
     Request::Submit(JobResult {
         task_id: job.task_id,
         lease_id: job.lease_id,
@@ -445,6 +445,75 @@ store_test!(
         };
         h.name = "\u{7}bell".into();
         let answer = s.service.handle(node.public_key(), Request::Hello(h)).await;
+        assert_refused(&answer, RejectKind::BadRequest);
+        assert!(store.builders().await.unwrap().is_empty());
+        assert!(s.service.sessions().is_empty());
+    }
+);
+
+store_test!(
+    a_result_under_another_builders_lease_is_refused_before_its_signature_is_checked,
+    |store: Store| async move {
+        let s = scene(&store, true).await;
+        let (a, mallory) = (Identity::from_seed([1; 32]), Identity::from_seed([3; 32]));
+        for (n, id) in [("a", &a), ("m", &mallory)] {
+            s.service.handle(id.public_key(), hello(n)).await;
+        }
+        let job_a = take_job(&s.service, &a).await;
+        // A badly signed attestation: mallory's signature in a's name.
+        let forged = || {
+            submit(
+                &job_a,
+                Outcome::Built(Attested {
+                    attestation: attestation(&mallory, &a, &job_a, "hello-bin", b"bin"),
+                }),
+            )
+        };
+        // Under a's lease from mallory's connection: refused for the lease, the signature
+        // never looked at (the answer does not mention it).
+        let answer = s.service.handle(mallory.public_key(), forged()).await;
+        assert_refused(&answer, RejectKind::Forbidden);
+        let Response::Rejected { reason, .. } = answer else {
+            unreachable!()
+        };
+        assert!(reason.contains("held by another builder"), "{reason}");
+        assert!(!reason.contains("signature"), "{reason}");
+        // From a's connection, the holder's, the same bytes get as far as the signature.
+        let answer = s.service.handle(a.public_key(), forged()).await;
+        let Response::Rejected { kind, reason } = answer else {
+            panic!("expected a refusal, got {answer:?}")
+        };
+        assert_eq!(kind, RejectKind::Forbidden);
+        assert!(reason.contains("signature does not verify"), "{reason}");
+        // Neither was recorded: a's own result still counts.
+        let own = attestation(&a, &a, &job_a, "hello-bin", b"bin");
+        let answer = s
+            .service
+            .handle(
+                a.public_key(),
+                submit(&job_a, Outcome::Built(Attested { attestation: own })),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            Response::Accepted {
+                counted: true,
+                reason: None
+            }
+        );
+    }
+);
+
+store_test!(
+    a_hello_out_of_bounds_is_refused_and_changes_nothing,
+    |store: Store| async move {
+        let s = scene(&store, false).await;
+        let key = Identity::from_seed([5; 32]).public_key();
+        let Request::Hello(mut big) = hello("big") else {
+            unreachable!()
+        };
+        big.agent = "x".repeat(100_000);
+        let answer = s.service.handle(key, Request::Hello(big)).await;
         assert_refused(&answer, RejectKind::BadRequest);
         assert!(store.builders().await.unwrap().is_empty());
         assert!(s.service.sessions().is_empty());

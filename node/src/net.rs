@@ -6,7 +6,9 @@
 //! act on; an answer that does not belong to the request is an error. The actor dials the configured coordinator
 //! addresses (and nothing else), redials with exponential backoff when the connection drops,
 //! and sends the node's hello first on every new connection, so the coordinator always knows
-//! who is asking before it is asked for work.
+//! who is asking before it is asked for work. A hello the coordinator puts off (`throttled`
+//! when it is busy, `unavailable` when its line of new builders is full) is said again a
+//! little later.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest wait between redials.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long to wait before saying hello again after the coordinator put it off (busy, or
+/// its line of builders waiting for approval full).
+const HELLO_AGAIN: Duration = Duration::from_secs(10);
 
 /// Where the node stands with its coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +90,8 @@ pub enum Submitted {
         /// Why it does not, when it does not.
         reason: Option<String>,
     },
-    /// Refused; nothing changed. `Unavailable` is worth retrying, the rest is not.
+    /// Refused; nothing changed. `Unavailable` and `Throttled` are worth retrying, the rest
+    /// is not.
     Refused {
         /// What kind of refusal.
         kind: RejectKind,
@@ -199,6 +206,7 @@ pub fn start(
         requests: requests_rx,
         pending: HashMap::new(),
         hello_request: None,
+        hello_again: None,
         backoff: Duration::from_millis(250),
         connected: false,
         shutdown,
@@ -215,6 +223,8 @@ struct Actor {
     requests: mpsc::Receiver<(Request, oneshot::Sender<Result<Response>>)>,
     pending: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Response>>>,
     hello_request: Option<request_response::OutboundRequestId>,
+    /// When to say hello again, after a hello the coordinator put off.
+    hello_again: Option<tokio::time::Instant>,
     backoff: Duration,
     connected: bool,
     shutdown: CancellationToken,
@@ -226,11 +236,20 @@ impl Actor {
         let redial = tokio::time::sleep(Duration::MAX);
         tokio::pin!(redial);
         loop {
+            let hello_again = self.hello_again;
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 () = &mut redial, if !self.connected => {
                     self.dial();
                     redial.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+                () = tokio::time::sleep_until(hello_again.unwrap_or_else(tokio::time::Instant::now)),
+                    if hello_again.is_some() =>
+                {
+                    self.hello_again = None;
+                    if self.connected {
+                        self.send_hello();
+                    }
                 }
                 request = self.requests.recv() => match request {
                     Some((request, reply)) => self.send(request, reply),
@@ -339,6 +358,16 @@ impl Actor {
                             tracing::info!("the coordinator welcomes us: {standing:?}");
                             self.link.send_replace(Link::Up(standing));
                         }
+                        Response::Rejected {
+                            kind: kind @ (RejectKind::Throttled | RejectKind::Unavailable),
+                            reason,
+                        } => {
+                            tracing::warn!(
+                                "the coordinator put our hello off ({kind:?}: {reason}); \
+                                 saying it again in {HELLO_AGAIN:?}"
+                            );
+                            self.hello_again = Some(tokio::time::Instant::now() + HELLO_AGAIN);
+                        }
                         other => tracing::warn!("the coordinator refused our hello: {other:?}"),
                     }
                 } else if let Some(reply) = self.pending.remove(&request_id) {
@@ -366,5 +395,91 @@ impl Actor {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use buildsrs_protocol::BlobAddress;
+
+    use super::*;
+
+    /// A coordinator that answers the first hello `throttled` and the next one `welcome`:
+    /// the node says hello again on its own and gets welcomed.
+    #[tokio::test]
+    async fn a_hello_put_off_is_said_again() {
+        let coordinator_key = Identity::from_seed([1; 32]);
+        let mut coordinator = build_swarm(&coordinator_key, Role::Coordinator, "test").unwrap();
+        coordinator
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = coordinator.select_next_some().await
+            {
+                break address.with_p2p(coordinator_key.peer_id()).unwrap();
+            }
+        };
+        let hellos = tokio::spawn(async move {
+            let mut hellos = 0;
+            loop {
+                if let SwarmEvent::Behaviour(BehaviourEvent::Jobs(
+                    request_response::Event::Message {
+                        message:
+                            request_response::Message::Request {
+                                request: Request::Hello(_),
+                                channel,
+                                ..
+                            },
+                        ..
+                    },
+                )) = coordinator.select_next_some().await
+                {
+                    hellos += 1;
+                    let answer = if hellos == 1 {
+                        Response::rejected(RejectKind::Throttled, "busy")
+                    } else {
+                        Response::Welcome {
+                            standing: Standing::Approved,
+                        }
+                    };
+                    let _ = coordinator
+                        .behaviour_mut()
+                        .jobs
+                        .send_response(channel, answer);
+                }
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let hello = Hello {
+            agent: "test".into(),
+            name: "n".into(),
+            targets: vec![],
+            toolchains: vec![],
+            capacity: 1,
+            blobs: BlobAddress {
+                endpoint_id: "x".into(),
+                addrs: vec![],
+            },
+        };
+        let (client, actor) = start(
+            &Identity::from_seed([2; 32]),
+            addr,
+            hello,
+            "test",
+            shutdown.clone(),
+        )
+        .unwrap();
+        let standing = tokio::time::timeout(
+            HELLO_AGAIN + Duration::from_secs(10),
+            client.wait_welcomed(&shutdown),
+        )
+        .await
+        .unwrap();
+        assert_eq!(standing, Some(Standing::Approved));
+        shutdown.cancel();
+        actor.await.unwrap();
+        hellos.abort();
     }
 }

@@ -455,6 +455,12 @@ async fn renew_until(
         }
         match client.renew(lease_id, epoch).await {
             Ok(Renewal::Renewed(deadline_unix)) => deadline = deadline_unix,
+            // A busy or failing coordinator said nothing about the lease: ask again later.
+            Ok(Renewal::Refused { kind, reason })
+                if matches!(kind, RejectKind::Throttled | RejectKind::Unavailable) =>
+            {
+                tracing::debug!("lease {lease_id} not renewed yet ({kind:?}): {reason}");
+            }
             Ok(Renewal::Refused { kind, reason }) => {
                 // The task went to someone else; our result will still be recorded, late.
                 tracing::warn!("lease {lease_id} not renewed ({kind:?}): {reason}");
@@ -485,13 +491,15 @@ async fn submit(shared: &Shared, result: JobResult) {
                 tracing::warn!("lease {lease}: result recorded but not counted: {reason}");
                 return;
             }
-            Ok(Submitted::Refused { kind, reason }) if kind != RejectKind::Unavailable => {
+            Ok(Submitted::Refused { kind, reason })
+                if !matches!(kind, RejectKind::Unavailable | RejectKind::Throttled) =>
+            {
                 tracing::warn!("lease {lease}: result refused ({kind:?}): {reason}");
                 return;
             }
             Ok(Submitted::Refused { reason, .. }) => {
                 tracing::warn!(
-                    "lease {lease}: submitting: the coordinator is unavailable ({reason}); retrying"
+                    "lease {lease}: submitting: the coordinator is busy or unavailable ({reason}); retrying"
                 );
             }
             Err(error) => tracing::debug!("lease {lease}: submitting: {error:#}; retrying"),

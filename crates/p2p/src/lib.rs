@@ -1,7 +1,7 @@
 //! The libp2p side of buildsrs: one swarm definition for nodes and coordinators.
 //!
-//! - [`Behaviour`]: the job protocol (request-response over [`JobCodec`]), gossipsub for the
-//!   coordinator's verified-artifact announcements, identify and ping.
+//! - [`Behaviour`]: connection limits ([`Limiter`]), the job protocol (request-response over
+//!   [`JobCodec`]), identify and ping.
 //! - [`build_swarm`]: TCP + noise + yamux, keyed by the node's one ed25519 identity, so a
 //!   connection's `PeerId` *is* the builder's public key (noise proves possession). The
 //!   coordinator relies on that: an attestation counts only when its signer is the key of the
@@ -10,23 +10,31 @@
 //! *Architecture invariant:* network hygiene. Nothing here discovers peers on its own: no
 //! mDNS, no UPnP, no relays, no AutoNAT, no public bootstrap list, no DNS transport. A swarm
 //! talks to the addresses its owner dials and to peers that dial it. There is no DHT either:
-//! nodes dial the coordinator's configured address and nothing else.
+//! nodes dial the coordinator's configured address and nothing else. There is no gossip:
+//! nothing relays one peer's messages to others, so no peer can speak to the network through
+//! the coordinator (published artifacts are listed by the coordinator's HTTP feed).
+//!
+//! *Architecture invariant:* bounded. A swarm admits a bounded number of connections
+//! ([`ConnectionLimits`]), each with a bounded number of job-protocol streams in flight
+//! ([`Limits::max_streams_per_connection`]), each message size-limited by the codec.
 
 use std::time::Duration;
 
 use buildsrs_keys::Identity;
-use buildsrs_protocol::{JOBS_PROTOCOL, MAX_GOSSIP_BYTES, VERIFIED_TOPIC};
+use buildsrs_protocol::JOBS_PROTOCOL;
 use libp2p::{
-    StreamProtocol, Swarm, SwarmBuilder, gossipsub, identify, noise, ping,
+    StreamProtocol, Swarm, SwarmBuilder, identify, noise, ping,
     request_response::{self, ProtocolSupport},
     swarm::NetworkBehaviour,
     tcp, yamux,
 };
 
 mod codec;
+mod limits;
 
 pub use codec::JobCodec;
 pub use libp2p;
+pub use limits::{ConnectionLimits, LimitExceeded, Limiter};
 
 /// Identify's protocol version string: peers speaking anything else are not buildsrs peers.
 pub const IDENTIFY_PROTOCOL: &str = "/buildsrs/1";
@@ -48,10 +56,10 @@ pub enum Role {
 #[derive(NetworkBehaviour)]
 #[allow(missing_debug_implementations)] // the derived behaviour's parts have no Debug
 pub struct Behaviour {
+    /// Connection limits. First, so that a connection it refuses is not set up by the others.
+    pub limits: Limiter,
     /// `/buildsrs/jobs/2`.
     pub jobs: request_response::Behaviour<JobCodec>,
-    /// The coordinator's verified-artifact announcements.
-    pub gossip: gossipsub::Behaviour,
     /// Learns peers' listen addresses and agent versions.
     pub identify: identify::Behaviour,
     /// Liveness.
@@ -69,21 +77,47 @@ pub enum P2pError {
     Behaviour(String),
 }
 
-/// The gossip topic of verified-artifact announcements.
-pub fn verified_topic() -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new(VERIFIED_TOPIC)
+/// What a swarm takes from its peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections.
+    pub connections: ConnectionLimits,
+    /// Job-protocol streams in flight on one connection (requests being read, waiting for
+    /// their answer, or answers being written); a stream beyond it is dropped unread. Each
+    /// may hold a request of up to `MAX_REQUEST_BYTES` while it is read.
+    pub max_streams_per_connection: usize,
 }
 
-/// Builds a swarm for `identity`, subscribed to the verified-artifact topic. It listens nowhere and
-/// dials no one until told to.
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: ConnectionLimits::default(),
+            // libp2p's own default: a node with many jobs renews many leases at once.
+            max_streams_per_connection: 100,
+        }
+    }
+}
+
+/// Builds a swarm for `identity` with the default [`Limits`]. It listens nowhere and dials no
+/// one until told to.
 pub fn build_swarm(
     identity: &Identity,
     role: Role,
     agent: &str,
 ) -> Result<Swarm<Behaviour>, P2pError> {
+    build_swarm_with(identity, role, agent, Limits::default())
+}
+
+/// Builds a swarm for `identity` that takes at most `limits` from its peers.
+pub fn build_swarm_with(
+    identity: &Identity,
+    role: Role,
+    agent: &str,
+    limits: Limits,
+) -> Result<Swarm<Behaviour>, P2pError> {
     let keypair = identity.libp2p_keypair();
     let agent = agent.to_owned();
-    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -91,15 +125,10 @@ pub fn build_swarm(
             yamux::Config::default,
         )
         .map_err(|e| P2pError::Transport(e.to_string()))?
-        .with_behaviour(|key| behaviour(key, role, agent))
+        .with_behaviour(|key| behaviour(key, role, agent, limits))
         .map_err(|e| P2pError::Behaviour(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build();
-    swarm
-        .behaviour_mut()
-        .gossip
-        .subscribe(&verified_topic())
-        .map_err(|e| P2pError::Behaviour(e.to_string()))?;
     Ok(swarm)
 }
 
@@ -107,7 +136,8 @@ fn behaviour(
     key: &libp2p::identity::Keypair,
     role: Role,
     agent: String,
-) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    limits: Limits,
+) -> Behaviour {
     let support = match role {
         Role::Coordinator => ProtocolSupport::Inbound,
         Role::Node => ProtocolSupport::Outbound,
@@ -115,26 +145,19 @@ fn behaviour(
     let jobs = request_response::Behaviour::with_codec(
         JobCodec,
         [(StreamProtocol::new(JOBS_PROTOCOL), support)],
-        request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+        request_response::Config::default()
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_max_concurrent_streams(limits.max_streams_per_connection),
     );
-    let gossip_config = gossipsub::ConfigBuilder::default()
-        .max_transmit_size(MAX_GOSSIP_BYTES)
-        // Strict: every message signed by its author's peer key, unsigned ones dropped.
-        .validation_mode(gossipsub::ValidationMode::Strict)
-        .build()?;
-    let gossip = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(key.clone()),
-        gossip_config,
-    )?;
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public()).with_agent_version(agent),
     );
-    Ok(Behaviour {
+    Behaviour {
+        limits: Limiter::new(limits.connections),
         jobs,
-        gossip,
         identify,
         ping: ping::Behaviour::default(),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! The messages builder nodes and the coordinator exchange, and their wire format.
 //!
-//! Two channels carry them (see `buildsrs-p2p` for the libp2p side):
-//! - the job protocol [`JOBS_PROTOCOL`], request-response: a node sends a [`Request`], the
-//!   coordinator answers with a [`Response`];
-//! - gossip: the coordinator's signed [`VerifiedAnnouncement`]s on [`VERIFIED_TOPIC`]
-//!   (informational: nothing is counted from gossip).
+//! One channel carries them (see `buildsrs-p2p` for the libp2p side): the job protocol
+//! [`JOBS_PROTOCOL`], request-response: a node sends a [`Request`], the coordinator answers
+//! with a [`Response`]. (There is no gossip: what is published, the coordinator's HTTP feed
+//! lists.)
 //!
 //! Every message is CBOR (serde via `ciborium`) with a hard size limit checked before decoding,
 //! so a peer can never make the other side allocate more than the limit. The protocol's major
@@ -17,23 +16,18 @@
 //! definition of the wire.
 
 use buildsrs_domain::{
-    Blake3Hash, CrateName, CrateVersion, LeaseId, Sha256Digest, TargetTriple, TaskId,
-    ToolchainRelease,
+    CrateName, CrateVersion, LeaseId, Sha256Digest, TargetTriple, TaskId, ToolchainRelease,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The request-response protocol for jobs, version 1.
 pub const JOBS_PROTOCOL: &str = "/buildsrs/jobs/2";
-/// Gossipsub topic of [`VerifiedAnnouncement`]s.
-pub const VERIFIED_TOPIC: &str = "buildsrs/verified/1";
 
 /// Largest request accepted: a result carries a signed attestation (~2 KiB) and a build log
 /// capped by the node; 1 MiB leaves room for a generous log cap and nothing more.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// Largest response accepted: responses are small records.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Largest gossip message accepted.
-pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 /// Most bytes of build log a result may carry (the rest of the request is small).
 pub const MAX_LOG_BYTES: usize = MAX_REQUEST_BYTES - 64 * 1024;
 
@@ -76,6 +70,62 @@ pub struct Hello {
 }
 
 pub use buildsrs_domain::BlobAddress;
+
+/// Longest [`Hello::agent`], in characters.
+pub const MAX_AGENT_CHARS: usize = 128;
+/// Longest [`Hello::name`], in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Most targets, and most toolchains, a hello may list.
+pub const MAX_CAPABILITIES: usize = 64;
+/// Most socket addresses a hello's blob address may list.
+pub const MAX_BLOB_ADDRS: usize = 16;
+/// Longest blob endpoint id, in bytes (an iroh endpoint id is 64 hex digits).
+pub const MAX_ENDPOINT_ID_BYTES: usize = 64;
+
+/// A hello with a field out of bounds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("hello refused: {0}")]
+pub struct HelloOutOfBounds(String);
+
+impl Hello {
+    /// Checks every field's size, so that what the coordinator keeps of a hello (in memory,
+    /// for as long as the node is connected) is small whatever a peer sends: text without
+    /// control characters and of bounded length, bounded lists.
+    pub fn check_bounds(&self) -> Result<(), HelloOutOfBounds> {
+        let text = |what: &str, value: &str, max: usize| {
+            if value.chars().count() > max || value.chars().any(char::is_control) {
+                return Err(HelloOutOfBounds(format!(
+                    "{what} must be at most {max} characters without control characters"
+                )));
+            }
+            Ok(())
+        };
+        text("agent", &self.agent, MAX_AGENT_CHARS)?;
+        text("name", &self.name, MAX_NAME_CHARS)?;
+        for (what, count) in [
+            ("targets", self.targets.len()),
+            ("toolchains", self.toolchains.len()),
+        ] {
+            if count > MAX_CAPABILITIES {
+                return Err(HelloOutOfBounds(format!(
+                    "at most {MAX_CAPABILITIES} {what}, got {count}"
+                )));
+            }
+        }
+        if self.blobs.endpoint_id.len() > MAX_ENDPOINT_ID_BYTES {
+            return Err(HelloOutOfBounds(format!(
+                "a blob endpoint id is at most {MAX_ENDPOINT_ID_BYTES} bytes"
+            )));
+        }
+        if self.blobs.addrs.len() > MAX_BLOB_ADDRS {
+            return Err(HelloOutOfBounds(format!(
+                "at most {MAX_BLOB_ADDRS} blob addresses, got {}",
+                self.blobs.addrs.len()
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// The coordinator's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +207,9 @@ pub enum RejectKind {
     StaleLease,
     /// The coordinator failed; try again later.
     Unavailable,
+    /// Too many requests: from this peer (more at once, or faster, than a builder needs), or
+    /// from everyone at once. Nothing changed; ask again in a few seconds.
+    Throttled,
 }
 
 /// One leased task, everything the node needs to build it.
@@ -210,25 +263,6 @@ pub struct Attested {
     /// The signed attestation, as JSON (`buildsrs_keys::SignedAttestation`).
     #[serde(with = "serde_bytes")]
     pub attestation: Vec<u8>,
-}
-
-/// The coordinator's signed statement that an artifact is verified and where to get it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifiedAnnouncement {
-    /// Crate name.
-    pub crate_name: CrateName,
-    /// Version.
-    pub version: CrateVersion,
-    /// Target triple.
-    pub target: TargetTriple,
-    /// Toolchain.
-    pub toolchain: ToolchainRelease,
-    /// BLAKE3 of the archive.
-    pub blake3: Blake3Hash,
-    /// Size of the archive in bytes.
-    pub size: u64,
-    /// Blob servers known to hold it.
-    pub providers: Vec<BlobAddress>,
 }
 
 /// Errors of encoding and decoding.
@@ -308,18 +342,6 @@ impl Response {
             kind,
             reason: reason.into(),
         }
-    }
-}
-
-impl VerifiedAnnouncement {
-    /// Encodes an announcement within [`MAX_GOSSIP_BYTES`].
-    pub fn to_cbor(&self) -> Result<Vec<u8>, WireError> {
-        encode(self, MAX_GOSSIP_BYTES)
-    }
-
-    /// Decodes an announcement of at most [`MAX_GOSSIP_BYTES`].
-    pub fn from_cbor(bytes: &[u8]) -> Result<Self, WireError> {
-        decode(bytes, MAX_GOSSIP_BYTES)
     }
 }
 

@@ -273,20 +273,36 @@ fn jobs_with_and_without_the_dropped_features_field_decode() {
 }
 
 #[test]
-fn announcements_round_trip() {
-    let a = VerifiedAnnouncement {
-        crate_name: "hello-bin".parse().unwrap(),
-        version: "0.1.0".parse().unwrap(),
-        target: "x86_64-unknown-linux-gnu".parse().unwrap(),
-        toolchain: "1.95.0".parse().unwrap(),
-        blake3: Blake3Hash::from_bytes([1; 32]),
-        size: 1234,
-        providers: vec![hello().blobs],
-    };
-    assert_eq!(
-        VerifiedAnnouncement::from_cbor(&a.to_cbor().unwrap()).unwrap(),
-        a
-    );
+fn a_hello_out_of_bounds_is_refused() {
+    assert_eq!(hello().check_bounds(), Ok(()));
+    let long = |n: usize| "x".repeat(n);
+    let mut at_limits = hello();
+    at_limits.agent = long(MAX_AGENT_CHARS);
+    at_limits.name = long(MAX_NAME_CHARS);
+    at_limits.blobs.addrs = vec!["127.0.0.1:1".parse().unwrap(); MAX_BLOB_ADDRS];
+    at_limits.targets = vec!["x86_64-unknown-linux-gnu".parse().unwrap(); MAX_CAPABILITIES];
+    assert_eq!(at_limits.check_bounds(), Ok(()));
+    let bad: [fn(&mut Hello); 7] = [
+        |h| h.agent = "x".repeat(MAX_AGENT_CHARS + 1),
+        |h| h.agent = "buildsrs-node\n0.1".into(),
+        |h| h.name = "x".repeat(MAX_NAME_CHARS + 1),
+        |h| h.targets = vec!["x86_64-unknown-linux-gnu".parse().unwrap(); MAX_CAPABILITIES + 1],
+        |h| h.toolchains = vec!["1.95.0".parse().unwrap(); MAX_CAPABILITIES + 1],
+        |h| h.blobs.endpoint_id = "ab".repeat(33),
+        |h| h.blobs.addrs = vec!["127.0.0.1:1".parse().unwrap(); MAX_BLOB_ADDRS + 1],
+    ];
+    for (i, spoil) in bad.iter().enumerate() {
+        let mut h = hello();
+        spoil(&mut h);
+        assert!(h.check_bounds().is_err(), "case {i}: {h:?}");
+    }
+}
+
+#[test]
+fn a_throttled_refusal_round_trips() {
+    let r = Response::rejected(RejectKind::Throttled, "slow down");
+    let bytes = r.to_cbor().unwrap();
+    assert_eq!(Response::from_cbor(&bytes).unwrap(), r);
 }
 
 proptest! {
@@ -294,7 +310,6 @@ proptest! {
     fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = Request::from_cbor(&bytes);
         let _ = Response::from_cbor(&bytes);
-        let _ = VerifiedAnnouncement::from_cbor(&bytes);
     }
 
     #[test]

@@ -25,9 +25,6 @@ use buildsrs_fixture_registry::FixtureRegistry;
 use buildsrs_keys::{Identity, Keyring};
 use buildsrs_node::datadir::{DataDir, NodeConfig};
 use buildsrs_node::run::RunOptions;
-use buildsrs_p2p::libp2p::Multiaddr;
-use buildsrs_p2p::{BehaviourEvent, Role, build_swarm, verified_topic};
-use buildsrs_protocol::VerifiedAnnouncement;
 use buildsrs_storage::StorageConfig;
 use buildsrs_store::{Policy, QueueStats, Store};
 use tokio::task::JoinHandle;
@@ -420,50 +417,6 @@ impl Testnet {
         self.nodes
             .iter()
             .position(|n| n.identity.public_key() == *key)
-    }
-
-    /// Joins the network as a gossip-only peer and returns the verified-artifact
-    /// announcements it hears (an announcement made before this is not heard).
-    pub async fn listen_announcements(
-        &self,
-    ) -> Result<tokio::sync::mpsc::Receiver<VerifiedAnnouncement>> {
-        use buildsrs_p2p::libp2p::{gossipsub, swarm::SwarmEvent};
-        use futures::StreamExt;
-        let mut swarm = build_swarm(&Identity::generate()?, Role::Node, "testnet-listener")?;
-        let addr: Multiaddr = self.coordinator_addr().await?.parse()?;
-        swarm.dial(addr)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut subscribed_tx = Some(subscribed_tx);
-            loop {
-                match swarm.select_next_some().await {
-                    SwarmEvent::Behaviour(BehaviourEvent::Gossip(
-                        gossipsub::Event::Subscribed { topic, .. },
-                    )) if topic == verified_topic().hash() => {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
-                        message,
-                        ..
-                    })) if message.topic == verified_topic().hash() => {
-                        if let Ok(announcement) = VerifiedAnnouncement::from_cbor(&message.data)
-                            && tx.send(announcement).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        });
-        // The coordinator publishes only to peers it knows are subscribed.
-        tokio::time::timeout(Duration::from_secs(30), subscribed)
-            .await
-            .context("the coordinator never subscribed in view of the listener")??;
-        Ok(rx)
     }
 
     /// Where directory storage keeps artifacts (when not on S3).

@@ -60,7 +60,6 @@ async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<(
         ..Default::default()
     };
     let net = Testnet::start(options).await?;
-    let mut announcements = net.listen_announcements().await?;
     net.registry.publish("hello-bin", "0.1.0")?;
     net.registry.publish("hello-bin", "0.2.0")?;
     net.wait_until("two verified tasks", |s| s.verified == 2)
@@ -69,24 +68,6 @@ async fn three_nodes_verify_two_versions_on_sqlite_and_a_directory() -> Result<(
     net.wait_published().await?;
     assert_published(&net, "hello-bin", &["0.1.0", "0.2.0"]).await?;
     assert_downloadable_over_http(&net, "hello-bin", "0.2.0").await?;
-    // Each publication was announced on gossip, with the builders that hold the blob.
-    let mut heard = Vec::new();
-    for _ in 0..2 {
-        let a = tokio::time::timeout(std::time::Duration::from_secs(30), announcements.recv())
-            .await?
-            .unwrap();
-        assert_eq!(a.crate_name, "hello-bin");
-        assert!(!a.providers.is_empty());
-        let v = net
-            .store
-            .version_info("hello-bin", &a.version)
-            .await?
-            .unwrap();
-        assert_eq!(Some(a.blake3), v.tasks[0].artifact.map(|x| x.blake3));
-        heard.push(a.version);
-    }
-    heard.sort();
-    assert_eq!(heard, ["0.1.0", "0.2.0"]);
     net.stop().await
 }
 
