@@ -121,7 +121,7 @@ impl FromStr for Toolchain {
         else {
             return Err(invalid(
                 "toolchain",
-                format!("expected RELEASE/COMMIT_HASH/HOST, got {text:?}"),
+                format!("expected RELEASE/COMMIT_HASH/HOST, got {:?}", shown(text)),
             ));
         };
         Self::from_parts(release, commit_hash, host)
@@ -238,6 +238,15 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(&tree).expect("a JSON value always serializes")
 }
 
+/// At most the first 80 characters of refused input, so an error message (which may end up
+/// in an HTTP answer or a log) is short whatever was sent.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// Crate names as crates.io allows them: ASCII letters, digits, `-` and `_`, starting with a
 /// letter, at most 64 characters.
 pub fn validate_crate_name(name: &str) -> Result<(), String> {
@@ -250,7 +259,8 @@ pub fn validate_crate_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a crate name (ASCII letters, digits, `-`, `_`; starts with a letter; at most 64)"
+            "{:?} is not a crate name (ASCII letters, digits, `-`, `_`; starts with a letter; at most 64)",
+            shown(name)
         ))
     }
 }
@@ -269,13 +279,16 @@ fn validate_word(value: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{value:?} must be 1-128 of [A-Za-z0-9._+-]"))
+        Err(format!(
+            "{:?} must be 1-128 of [A-Za-z0-9._+-]",
+            shown(value)
+        ))
     }
 }
 
 /// A registry's sparse index URL in canonical form (see [`crate::names::RegistryUrl`]).
 pub fn validate_registry_url(url: &str) -> Result<(), String> {
-    let fail = |why: &str| Err(format!("{url:?} is not a sparse index URL: {why}"));
+    let fail = |why: &str| Err(format!("{:?} is not a sparse index URL: {why}", shown(url)));
     let Some(rest) = url
         .strip_prefix("sparse+https://")
         .or_else(|| url.strip_prefix("sparse+http://"))
@@ -317,8 +330,11 @@ pub fn validate_registry_url(url: &str) -> Result<(), String> {
 pub fn validate_version(version: &str) -> Result<(), String> {
     match semver::Version::parse(version) {
         Ok(parsed) if parsed.to_string() == version && version.len() <= 128 => Ok(()),
-        Ok(_) => Err(format!("{version:?} is not in canonical semver form")),
-        Err(e) => Err(format!("{version:?} is not a semver version: {e}")),
+        Ok(_) => Err(format!(
+            "{:?} is not in canonical semver form",
+            shown(version)
+        )),
+        Err(e) => Err(format!("{:?} is not a semver version: {e}", shown(version))),
     }
 }
 
@@ -336,8 +352,9 @@ pub fn validate_target(target: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{target:?} is not a target triple (lowercase ASCII letters, digits, `_`, `-`, `.`; \
-             not starting with `-` or `.`)"
+            "{:?} is not a target triple (lowercase ASCII letters, digits, `_`, `-`, `.`; \
+             not starting with `-` or `.`)",
+            shown(target)
         ))
     }
 }
@@ -351,7 +368,7 @@ fn validate_feature(feature: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{feature:?} is not a feature name"))
+        Err(format!("{:?} is not a feature name", shown(feature)))
     }
 }
 
@@ -443,6 +460,26 @@ mod tests {
             let result = Statement::from_json(value.to_string().as_bytes());
             assert!(result.is_err(), "{field} = {bad} was accepted");
         }
+    }
+
+    #[test]
+    fn refusals_echo_at_most_80_characters_of_the_input() {
+        let huge = "9".repeat(65_536);
+        for error in [
+            validate_version(&huge).unwrap_err(),
+            validate_crate_name(&huge).unwrap_err(),
+            validate_target(&huge).unwrap_err(),
+            validate_registry_url(&huge).unwrap_err(),
+            validate_toolchain_release(&huge).unwrap_err(),
+        ] {
+            assert!(
+                error.len() < 300,
+                "{} bytes: {}",
+                error.len(),
+                &error[..100]
+            );
+        }
+        assert_eq!(shown("short"), "short");
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub use buildsrs_domain::BlobAddress;
 /// Longest [`Hello::agent`], in characters.
 pub const MAX_AGENT_CHARS: usize = 128;
 /// Longest [`Hello::name`], in characters.
-pub const MAX_NAME_CHARS: usize = 64;
+pub const MAX_NAME_CHARS: usize = buildsrs_domain::LABEL_MAX_LEN;
 /// Most targets, and most toolchains, a hello may list.
 pub const MAX_CAPABILITIES: usize = 64;
 /// Most socket addresses a hello's blob address may list.
@@ -101,7 +101,10 @@ impl Hello {
             Ok(())
         };
         text("agent", &self.agent, MAX_AGENT_CHARS)?;
-        text("name", &self.name, MAX_NAME_CHARS)?;
+        // The name goes into builder lists and served keyrings: the domain's one rule.
+        self.name
+            .parse::<buildsrs_domain::BuilderName>()
+            .map_err(|e| HelloOutOfBounds(e.to_string()))?;
         for (what, count) in [
             ("targets", self.targets.len()),
             ("toolchains", self.toolchains.len()),

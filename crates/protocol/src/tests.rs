@@ -282,10 +282,11 @@ fn a_hello_out_of_bounds_is_refused() {
     at_limits.blobs.addrs = vec!["127.0.0.1:1".parse().unwrap(); MAX_BLOB_ADDRS];
     at_limits.targets = vec!["x86_64-unknown-linux-gnu".parse().unwrap(); MAX_CAPABILITIES];
     assert_eq!(at_limits.check_bounds(), Ok(()));
-    let bad: [fn(&mut Hello); 7] = [
+    let bad: [fn(&mut Hello); 8] = [
         |h| h.agent = "x".repeat(MAX_AGENT_CHARS + 1),
         |h| h.agent = "buildsrs-node\n0.1".into(),
         |h| h.name = "x".repeat(MAX_NAME_CHARS + 1),
+        |h| h.name = "x revoked".into(),
         |h| h.targets = vec!["x86_64-unknown-linux-gnu".parse().unwrap(); MAX_CAPABILITIES + 1],
         |h| h.toolchains = vec!["1.95.0".parse().unwrap(); MAX_CAPABILITIES + 1],
         |h| h.blobs.endpoint_id = "ab".repeat(33),
