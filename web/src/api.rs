@@ -35,6 +35,9 @@ type ApiResult<T> = Result<Json<T>, WebError>;
 /// The default page sizes.
 const CRATES_PER_PAGE: u32 = 50;
 const TASKS_PER_PAGE: u32 = 50;
+
+/// Builders in an answer of `GET /builders` unless the query says otherwise.
+const BUILDERS_PER_PAGE: u32 = 100;
 const FEED_PER_PAGE: u32 = 100;
 
 pub(crate) fn routes() -> Router<WebState> {
@@ -166,11 +169,16 @@ async fn artifact(
     Ok(Json(answers::artifact_answer(&info)?))
 }
 
-/// `GET /builders`.
-async fn builders(State(state): State<WebState>) -> ApiResult<Vec<Builder>> {
-    let builders = state.store().builders().await?;
+/// `GET /builders?offset=&limit=`: a page of builders, in the order they registered.
+async fn builders(
+    State(state): State<WebState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<Vec<Builder>> {
+    let page = page(query.offset, query.limit, BUILDERS_PER_PAGE);
+    let builders = state.store().builders_page(page).await?;
     Ok(Json(
         builders
+            .items
             .iter()
             .map(answers::builder)
             .collect::<Result<_, _>>()?,

@@ -73,15 +73,10 @@ fn render(state: &WebState, name: &str, context: impl Serialize) -> PageResult {
 async fn home(State(state): State<WebState>) -> PageResult {
     let now = Timestamp::now();
     let stats = state.store().queue_stats(now).await?;
-    let builders = state.store().builders().await?;
-    let online = builders
-        .iter()
-        .filter(|b| b.status == buildsrs_store::BuilderStatus::Approved)
-        .filter(|b| {
-            b.last_seen
-                .is_some_and(|seen| now.duration_since(seen) < ONLINE_WITHIN)
-        })
-        .count();
+    let since = now
+        .checked_sub(ONLINE_WITHIN)
+        .map_err(|e| WebError::Internal(format!("the time {now} minus a while: {e}")))?;
+    let online = state.store().builders_seen_since(since).await?;
     let recent = state.store().recently_verified(20).await?;
     render(
         &state,
@@ -217,9 +212,15 @@ async fn artifact_page(State(state): State<WebState>, Path(hash): Path<String>) 
     )
 }
 
-async fn builders_page(State(state): State<WebState>) -> PageResult {
-    let builders = state.store().builders().await?;
-    render(&state, "builders.html", json!({ "builders": builders }))
+async fn builders_page(
+    State(state): State<WebState>,
+    HtmlQuery(query): HtmlQuery<ListQuery>,
+) -> PageResult {
+    let page = query.page(100)?;
+    let builders = state.store().builders_page(page).await?;
+    let next = load::next_offset(page, builders.total);
+    let context = json!({ "builders": builders.items, "total": builders.total, "next": next });
+    render(&state, "builders.html", context)
 }
 
 async fn builder_page(State(state): State<WebState>, Path(key): Path<String>) -> PageResult {

@@ -353,6 +353,40 @@ store_test!(
     }
 );
 
+store_test!(builder_lists_come_in_pages, |store: Store| async move {
+    let scene = Scene::seed(store).await;
+    // Registered alpha, beta, gamma: two per page.
+    let first = scene.get("/builders?limit=2").await.text();
+    assert!(first.contains("alpha") && first.contains("beta"), "{first}");
+    assert!(!first.contains("gamma"), "{first}");
+    assert!(first.contains("3 in all"), "{first}");
+    assert!(
+        first.contains("/builders?offset=2"),
+        "a link to the rest: {first}"
+    );
+    let rest = scene.get("/builders?offset=2").await.text();
+    assert!(rest.contains("gamma") && !rest.contains("alpha"), "{rest}");
+    assert!(!rest.contains("/builders?offset="), "no more: {rest}");
+
+    let names = |answer: serde_json::Value| -> Vec<String> {
+        let list = answer.as_array().unwrap().iter();
+        list.map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let page = scene.get("/api/v1/builders?limit=2").await.json();
+    assert_eq!(names(page), ["alpha", "beta"]);
+    let page = scene.get("/api/v1/builders?offset=2&limit=2").await.json();
+    assert_eq!(names(page), ["gamma"]);
+    let past = scene.get("/api/v1/builders?offset=3").await.json();
+    assert!(names(past).is_empty());
+    for bad in ["limit=0", "limit=201", "offset=-1", "offset=x"] {
+        let answer = scene.get(&format!("/api/v1/builders?{bad}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        let answer = scene.get(&format!("/builders?{bad}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "page {bad}");
+    }
+});
+
 store_test!(the_api_answers_json, |store: Store| async move {
     let scene = Scene::seed(store).await;
     let hash = scene.hash();

@@ -186,15 +186,20 @@ fn get_task() {}
 #[allow(dead_code)] // Declares the operation; the web layer answers it.
 fn get_artifact() {}
 
-/// Every builder
+/// The builders
+///
+/// A page of the builders in the order they registered (`offset`, `limit`: 100 by default,
+/// at most 200); an empty page is past the last.
 #[utoipa::path(
     get,
     path = "/builders",
     tag = "builders",
+    params(PageQuery),
     responses(
-        (status = 200, description = "The builders, by name", body = [Builder], links(
+        (status = 200, description = "A page of builders, in the order they registered", body = [Builder], links(
             ("builder" = (operation_id = "get_builder", parameters(("key" = "$response.body#/0/public_key"))))
         )),
+        (status = 400, description = "A malformed parameter", body = ErrorBody),
     )
 )]
 #[allow(dead_code)] // Declares the operation; the web layer answers it.

@@ -674,6 +674,23 @@ impl Store {
             .await
     }
 
+    /// A page of builders in the order they registered (the limit capped at
+    /// [`Page::MAX_LIMIT`]), and how many there are.
+    pub async fn builders_page(&self, page: Page) -> Result<Paged<BuilderInfo>> {
+        self.read(page, |db, _, page| {
+            Box::pin(ops::reads::builders_page(db, *page))
+        })
+        .await
+    }
+
+    /// How many approved builders were seen at `since` or later.
+    pub async fn builders_seen_since(&self, since: Timestamp) -> Result<u64> {
+        self.read(since, |db, _, since| {
+            Box::pin(ops::reads::builders_seen_since(db, *since))
+        })
+        .await
+    }
+
     /// Open tasks: those being built first, then the queue in leasing order.
     pub async fn open_tasks(&self, page: Page) -> Result<Paged<TaskInfo>> {
         self.read(page, |db, _, page| {

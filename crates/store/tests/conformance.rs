@@ -2037,6 +2037,52 @@ store_test!(
     }
 );
 
+store_test!(builders_are_listed_in_pages, |store: Store| async move {
+    let keys = world(&store, 5, 1).await;
+    let first = store.builders_page(Page::first(2)).await.unwrap();
+    assert_eq!(first.total, 5);
+    let listed: Vec<buildsrs_keys::PublicKey> = first.items.iter().map(|b| b.public_key).collect();
+    assert_eq!(listed, keys[..2]);
+    assert!(
+        first
+            .items
+            .iter()
+            .all(|b| b.targets.len() == 1 && b.toolchains.len() == 1),
+        "each with its own capabilities: {first:?}"
+    );
+    let last = store
+        .builders_page(Page {
+            offset: 4,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(last.items.len(), 1);
+    assert_eq!(last.items[0].public_key, keys[4]);
+    let all = store.builders().await.unwrap();
+    assert_eq!(last.items[0], all[4], "the same as the whole list says");
+    let past = store
+        .builders_page(Page {
+            offset: 5,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(past.items.is_empty());
+    assert_eq!(past.total, 5);
+    let capped = store.builders_page(Page::first(100_000)).await.unwrap();
+    assert_eq!(capped.page.limit, Page::MAX_LIMIT);
+
+    // Seen at registration (t(0)), then two of them when they ask for work.
+    assert_eq!(store.builders_seen_since(t(0)).await.unwrap(), 5);
+    assert_eq!(store.builders_seen_since(t(1)).await.unwrap(), 0);
+    for key in &keys[..2] {
+        lease(&store, key, t(100)).await;
+    }
+    assert_eq!(store.builders_seen_since(t(50)).await.unwrap(), 2);
+    assert_eq!(store.builders_seen_since(t(101)).await.unwrap(), 0);
+});
+
 store_test!(
     new_keys_wait_in_a_bounded_line_for_approval,
     policy = Policy {

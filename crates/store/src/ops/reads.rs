@@ -534,7 +534,7 @@ struct Capabilities {
     toolchains: HashMap<i64, Vec<ToolchainRelease>>,
 }
 
-async fn capabilities(db: &mut dyn Db, only: Option<i64>) -> Result<Capabilities> {
+async fn capabilities(db: &mut dyn Db, only: Option<(i64, i64)>) -> Result<Capabilities> {
     Ok(Capabilities {
         targets: capability_table(db, "builder_targets", only).await?,
         toolchains: capability_table(db, "builder_toolchains", only).await?,
@@ -545,15 +545,16 @@ async fn capabilities(db: &mut dyn Db, only: Option<i64>) -> Result<Capabilities
 async fn capability_table<T: FromCell>(
     db: &mut dyn Db,
     table: &str,
-    only: Option<i64>,
+    only: Option<(i64, i64)>,
 ) -> Result<HashMap<i64, Vec<T>>> {
     let rows = match only {
-        Some(id) => {
+        Some((first, last)) => {
             db.query(
                 &format!(
-                    "SELECT builder_id, name FROM {table} WHERE builder_id = $1 ORDER BY name"
+                    "SELECT builder_id, name FROM {table} WHERE builder_id BETWEEN $1 AND $2 \
+                     ORDER BY builder_id, name"
                 ),
-                params![id],
+                params![first, last],
             )
             .await?
         }
@@ -578,7 +579,7 @@ pub(crate) async fn load_builder(db: &mut dyn Db, id: i64) -> Result<BuilderInfo
         .query_opt(&format!("{BUILDER_SELECT} WHERE id = $1"), params![id])
         .await?
         .ok_or_else(|| StoreError::not_found(format!("builder #{id}")))?;
-    let caps = capabilities(db, Some(id)).await?;
+    let caps = capabilities(db, Some((id, id))).await?;
     builder_info(&row, &caps)
 }
 
@@ -594,7 +595,8 @@ pub(crate) async fn builder(db: &mut dyn Db, key: &PublicKey) -> Result<Option<B
     else {
         return Ok(None);
     };
-    let caps = capabilities(db, Some(row.get(0)?)).await?;
+    let id: i64 = row.get(0)?;
+    let caps = capabilities(db, Some((id, id))).await?;
     builder_info(&row, &caps).map(Some)
 }
 
@@ -605,6 +607,54 @@ pub(crate) async fn builders(db: &mut dyn Db) -> Result<Vec<BuilderInfo>> {
         .await?;
     let caps = capabilities(db, None).await?;
     collect(&rows, |row| builder_info(row, &caps))
+}
+
+/// A page of builders in the order they registered, and how many there are: what a list
+/// shows, however many keys have said hello.
+pub(crate) async fn builders_page(db: &mut dyn Db, page: Page) -> Result<Paged<BuilderInfo>> {
+    let page = Page {
+        offset: page.offset,
+        limit: page.limit.min(Page::MAX_LIMIT),
+    };
+    let offset =
+        i64::try_from(page.offset).map_err(|_| StoreError::invalid("page offset out of range"))?;
+    let total: u64 = db
+        .query_one("SELECT COUNT(*) FROM builders", &[])
+        .await?
+        .get(0)?;
+    let rows = db
+        .query(
+            &format!("{BUILDER_SELECT} ORDER BY id LIMIT $1 OFFSET $2"),
+            params![page.limit, offset],
+        )
+        .await?;
+    // Ids ascend: the page's capabilities are those of the ids between its first and last.
+    let span = match (rows.first(), rows.last()) {
+        (Some(first), Some(last)) => (first.get::<i64>(0)?, last.get::<i64>(0)?),
+        _ => {
+            return Ok(Paged {
+                items: Vec::new(),
+                total,
+                page,
+            });
+        }
+    };
+    let caps = capabilities(db, Some(span)).await?;
+    Ok(Paged {
+        items: collect(&rows, |row| builder_info(row, &caps))?,
+        total,
+        page,
+    })
+}
+
+/// Approved builders seen since `since`: the home page's "online" count.
+pub(crate) async fn builders_seen_since(db: &mut dyn Db, since: Timestamp) -> Result<u64> {
+    db.query_one(
+        "SELECT COUNT(*) FROM builders WHERE status = 'approved' AND last_seen >= $1",
+        params![since],
+    )
+    .await?
+    .get(0)
 }
 
 /// Counts of tasks, leases, builders, crates and artifacts.
