@@ -19,9 +19,11 @@ pub enum IndexError {
     #[error("{0}")]
     InvalidName(String),
     /// The HTTP client could not be built.
+    #[cfg(feature = "follow")]
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     /// The request failed before an answer came (connection refused, timeout, TLS, ...).
+    #[cfg(feature = "follow")]
     #[error("GET {url}: {source}")]
     Http {
         /// What was requested.
@@ -59,6 +61,7 @@ impl IndexError {
     /// crate's answer being bad): connection failures, timeouts and 5xx answers.
     pub fn is_unreachable(&self) -> bool {
         match self {
+            #[cfg(feature = "follow")]
             Self::Http { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,

@@ -34,24 +34,30 @@
 pub mod config;
 pub mod crates_io;
 pub mod error;
+#[cfg(feature = "follow")]
 pub mod follow;
 #[cfg(feature = "git")]
 pub mod git;
 pub mod layout;
+#[cfg(feature = "follow")]
 pub mod sparse;
 pub mod versions;
+#[cfg(feature = "follow")]
 pub mod watch;
 
 pub use config::IndexConfig;
 pub use error::IndexError;
+#[cfg(feature = "follow")]
 pub use follow::{FollowEnd, FollowOptions};
 #[cfg(feature = "git")]
 pub use git::{GitFollower, GitPollReport};
 pub use layout::index_path;
+#[cfg(feature = "follow")]
 pub use sparse::{DEFAULT_CONCURRENCY, PollReport, SparseFollower, default_client};
 pub use versions::{
     CrateUpdate, IndexVersion, SkippedLine, VersionChanges, diff_versions, parse_index_file,
 };
+#[cfg(feature = "follow")]
 pub use watch::{
     NamesError, WatchEntry, WatchList, parse_names_file, parse_watch_file, read_names_file,
     read_watch_file,
