@@ -7,11 +7,7 @@
 //! request is ever made from one that was not checked: none can hold `/`, `..`, white space or
 //! anything outside its charset.
 
-use std::fmt;
-use std::ops::Deref;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer};
 
 use crate::statement::{
     validate_crate_name, validate_registry_url, validate_target, validate_toolchain_release,
@@ -23,8 +19,31 @@ use crate::statement::{
 #[error("{0}")]
 pub struct InvalidName(String);
 
+impl InvalidName {
+    /// A refusal saying `why`.
+    pub fn new(why: String) -> Self {
+        Self(why)
+    }
+}
+
+/// For [`checked_string!`] in other crates: the serde it implements.
+#[doc(hidden)]
+pub use serde;
+
+/// A string newtype checked by one rule: `FromStr` and `Deserialize` run the rule, `Display`
+/// and `Serialize` give the text back. `checked_string!(Name, validate)` with `validate:
+/// fn(&str) -> Result<(), String>` refuses with [`InvalidName`];
+/// `checked_string!(Name, check => Error)` with `check: fn(&str) -> Result<(), Error>` with
+/// the caller's error type (the domain's builder names and operators use it).
+#[macro_export]
 macro_rules! checked_string {
     ($(#[$meta:meta])* $name:ident, $validate:path) => {
+        $crate::checked_string!(
+            $(#[$meta])* $name,
+            |text| $validate(text).map_err($crate::names::InvalidName::new) => $crate::names::InvalidName
+        );
+    };
+    ($(#[$meta:meta])* $name:ident, $check:expr => $error:ty) => {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
@@ -36,15 +55,16 @@ macro_rules! checked_string {
             }
         }
 
-        impl FromStr for $name {
-            type Err = InvalidName;
+        impl ::std::str::FromStr for $name {
+            type Err = $error;
             fn from_str(text: &str) -> Result<Self, Self::Err> {
-                $validate(text).map_err(InvalidName)?;
+                let check: fn(&str) -> Result<(), $error> = $check;
+                check(text)?;
                 Ok(Self(text.to_owned()))
             }
         }
 
-        impl Deref for $name {
+        impl ::std::ops::Deref for $name {
             type Target = str;
             fn deref(&self) -> &str {
                 &self.0
@@ -57,14 +77,14 @@ macro_rules! checked_string {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 write!(f, "{}({:?})", stringify!($name), self.0)
             }
         }
@@ -88,17 +108,22 @@ macro_rules! checked_string {
         }
 
         /// As its text: the wire and JSON form is the plain string.
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        impl $crate::names::serde::Serialize for $name {
+            fn serialize<S: $crate::names::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(&self.0)
             }
         }
 
-        /// Parses by the same rule as [`FromStr`]: nothing unchecked is ever decoded.
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
+        /// Parses by the same rule as `FromStr`: nothing unchecked is ever decoded.
+        impl<'de> $crate::names::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::names::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
+                let text = <String as $crate::names::serde::Deserialize>::deserialize(deserializer)?;
+                text.parse().map_err($crate::names::serde::de::Error::custom)
             }
         }
     };

@@ -13,12 +13,6 @@
 //!
 //! Their serde form is the text, decoded by the same rule.
 
-use std::fmt;
-use std::ops::Deref;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// The longest builder name or operator.
 pub const LABEL_MAX_LEN: usize = 64;
 
@@ -55,101 +49,26 @@ impl InvalidLabel {
     }
 }
 
-macro_rules! label_type {
-    ($(#[$meta:meta])* $name:ident, $what:literal) => {
-        $(#[$meta])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
-
-        impl $name {
-            /// The checked text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = InvalidLabel;
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                if is_label(text) {
-                    Ok(Self(text.to_owned()))
-                } else {
-                    Err(InvalidLabel::new($what, text))
-                }
-            }
-        }
-
-        impl Deref for $name {
-            type Target = str;
-            fn deref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.0 == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(value: $name) -> String {
-                value.0
-            }
-        }
-
-        /// As its text.
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.0)
-            }
-        }
-
-        /// Parses by the same rule as [`FromStr`].
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                text.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
+/// The rule of names and operators, refusing as `what`.
+fn check_label(what: &'static str, text: &str) -> Result<(), InvalidLabel> {
+    if is_label(text) {
+        Ok(())
+    } else {
+        Err(InvalidLabel::new(what, text))
+    }
 }
 
-label_type!(
+buildsrs_keys::checked_string!(
     /// The name a builder goes by in the builder list and the served keyring (a node sends its
     /// host name unless told otherwise): 1 to 64 of ASCII letters, digits, `.`, `_`, `-`.
     BuilderName,
-    "builder name"
+    |text| check_label("builder name", text) => InvalidLabel
 );
-label_type!(
+buildsrs_keys::checked_string!(
     /// Who runs a builder key: a short name the admin gives at approval. Keys of one operator
     /// count once toward a quorum. 1 to 64 of ASCII letters, digits, `.`, `_`, `-`.
     Operator,
-    "operator"
+    |text| check_label("operator", text) => InvalidLabel
 );
 
 #[cfg(test)]
