@@ -2112,6 +2112,25 @@ store_test!(
         store.approve_builder(&key(1), t(4)).await.unwrap();
         store.register_builder(hello(3), t(5)).await.unwrap();
         assert_eq!(store.builders().await.unwrap().len(), 3);
+
+        // Many new keys at once (concurrent transactions on Postgres) for the one place an
+        // approval frees: the line fills to its length and not one more.
+        store.approve_builder(&key(2), t(5)).await.unwrap();
+        let racers = (10..40).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.register_builder(hello(n), t(6)).await })
+        });
+        let mut welcomed = 0;
+        for racer in racers.collect::<Vec<_>>() {
+            match racer.await.unwrap() {
+                Ok(_) => welcomed += 1,
+                Err(StoreError::Conflict(_)) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(welcomed, 1, "one place was free");
+        let pending = store.queue_stats(t(7)).await.unwrap().builders_pending;
+        assert_eq!(pending, 2);
     }
 );
 

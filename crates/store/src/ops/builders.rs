@@ -15,7 +15,7 @@ use buildsrs_domain::{BuilderName, Operator, PublicKey, TargetTriple, ToolchainR
 use jiff::Timestamp;
 use serde_json::json;
 
-use crate::db::{Db, params};
+use crate::db::{Db, Dialect, params};
 use crate::error::{Result, StoreError};
 use crate::model::{BuilderInfo, BuilderStatus, NewBuilder, RevokeReport, TaskState};
 use crate::ops::reads::load_builder;
@@ -95,6 +95,10 @@ pub(crate) async fn lock_builder(db: &mut dyn Db, key: &PublicKey) -> Result<(i6
     Ok((row.get(0)?, row.get::<String>(1)?.parse()?))
 }
 
+/// The advisory lock new keys' registrations take on Postgres (a number of our own; the
+/// migrations use another).
+const REGISTRATION_LOCK: i64 = 0x6275_696c_6472_7331;
+
 /// Registers a builder (pending) or updates a known one's name and capabilities. A new key
 /// is refused while [`Policy::max_pending_builders`] wait for an operator: anyone can make
 /// keys, and each would otherwise be a row for ever.
@@ -106,6 +110,25 @@ pub(crate) async fn register(
 ) -> Result<BuilderInfo> {
     let name = check_builder(builder)?;
     let key = builder.public_key.to_string();
+    if db.dialect() == Dialect::Postgres {
+        let known = db
+            .query_opt(
+                "SELECT 1 FROM builders WHERE public_key = $1",
+                params![&key],
+            )
+            .await?
+            .is_some();
+        if !known {
+            // New keys register one at a time (until commit), so the count of the line below
+            // sees every earlier one: concurrent new keys cannot each take the last place.
+            // SQLite writes one transaction at a time anyway.
+            db.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                params![REGISTRATION_LOCK],
+            )
+            .await?;
+        }
+    }
     let inserted = db
         .execute(
             "INSERT INTO builders (public_key, name, status, registered_at, last_seen) \
